@@ -1,0 +1,93 @@
+//! The backends this build can run on: one list shared by the tests, the CLI and the benches.
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::Device;
+
+use crate::error::{ResNetError, Result};
+
+/// A Burn backend, selected at run time through its [`Device`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// Burn 0.22's recommended CPU backend (feature `flex`, the default).
+    Flex,
+    /// The ndarray CPU backend (feature `ndarray`).
+    Ndarray,
+    /// GPU through wgpu (feature `wgpu`): Vulkan, Metal or DX12; Mesa's lavapipe on a machine
+    /// without a GPU.
+    Wgpu,
+}
+
+impl Backend {
+    /// Every backend the crate knows, compiled in or not.
+    pub const ALL: [Backend; 3] = [Backend::Flex, Backend::Ndarray, Backend::Wgpu];
+
+    /// The name used on the command line and in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Flex => "flex",
+            Backend::Ndarray => "ndarray",
+            Backend::Wgpu => "wgpu",
+        }
+    }
+
+    /// Whether this build has the backend's cargo feature.
+    pub fn is_enabled(self) -> bool {
+        match self {
+            Backend::Flex => cfg!(feature = "flex"),
+            Backend::Ndarray => cfg!(feature = "ndarray"),
+            Backend::Wgpu => cfg!(feature = "wgpu"),
+        }
+    }
+
+    /// The backends compiled into this build, fastest CPU backend first.
+    pub fn enabled() -> Vec<Backend> {
+        Self::ALL.into_iter().filter(|b| b.is_enabled()).collect()
+    }
+
+    /// The default: the fastest CPU backend compiled in (flex, else ndarray, else wgpu).
+    pub fn default_enabled() -> Option<Backend> {
+        Self::enabled().into_iter().next()
+    }
+
+    /// A (non-autodiff) device of this backend; call `.autodiff()` on it to train.
+    pub fn device(self) -> Result<Device> {
+        match self {
+            #[cfg(feature = "flex")]
+            Backend::Flex => Ok(Device::flex()),
+            // Burn 0.22 deprecates burn-ndarray in favour of flex; it stays here because users
+            // asked for it and it is a second, independent CPU implementation to test against.
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            Backend::Ndarray => Ok(Device::ndarray()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[allow(unreachable_patterns)]
+            other => Err(ResNetError::BackendNotEnabled {
+                backend: other.name(),
+                enabled: Self::enabled().iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Backend {
+    type Err = ResNetError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL
+            .into_iter()
+            .find(|b| b.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| ResNetError::UnknownBackend {
+                name: name.to_string(),
+                known: Self::ALL.map(|b| b.name()).join(", "),
+            })
+    }
+}

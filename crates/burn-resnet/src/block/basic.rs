@@ -1,0 +1,51 @@
+//! mmdet's `BasicBlock`: two 3x3 convs, expansion 1.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use super::{BlockSpec, Downsample};
+use crate::norm::Norm;
+
+/// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
+/// then ReLU.
+#[derive(Module, Debug)]
+pub struct BasicBlock {
+    /// 3x3 conv carrying the block's stride and dilation.
+    pub conv1: Conv2d,
+    /// Norm after `conv1`.
+    pub norm1: Norm,
+    /// 3x3 conv, stride 1, padding 1.
+    pub conv2: Conv2d,
+    /// Norm after `conv2` (zero-initialised under `zero_init_residual`).
+    pub norm2: Norm,
+    /// Shortcut projection.
+    pub downsample: Option<Downsample>,
+}
+
+impl BasicBlock {
+    /// Build from a block spec of kind `Basic`.
+    pub fn init(spec: &BlockSpec, zero_init_residual: bool, device: &Device) -> Self {
+        let [conv1, conv2] = spec.basic_convs();
+        let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
+        Self {
+            conv1: conv1.init(device),
+            norm1: Norm::batch(conv1.out_channels, 1.0, device),
+            conv2: conv2.init(device),
+            norm2: Norm::batch(conv2.out_channels, last_gamma, device),
+            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+        }
+    }
+
+    /// Run the block.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(downsample) => downsample.forward(x.clone()),
+            None => x.clone(),
+        };
+        let out = relu(self.norm1.forward(self.conv1.forward(x)));
+        let out = self.norm2.forward(self.conv2.forward(out));
+        relu(out + identity)
+    }
+}

@@ -1,0 +1,58 @@
+//! mmdet's `Bottleneck` (and ResNeXt's): 1x1 → 3x3 → 1x1, expansion 4.
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+
+use super::{BlockSpec, Downsample};
+use crate::norm::Norm;
+
+/// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
+/// plus the shortcut, then ReLU. `style` decides whether `conv1` or `conv2` carries the stride.
+#[derive(Module, Debug)]
+pub struct Bottleneck {
+    /// 1x1 reduce conv (stride under `style = "caffe"`).
+    pub conv1: Conv2d,
+    /// Norm after `conv1`.
+    pub norm1: Norm,
+    /// 3x3 conv (stride under `style = "pytorch"`), padding = dilation.
+    pub conv2: Conv2d,
+    /// Norm after `conv2`.
+    pub norm2: Norm,
+    /// 1x1 expand conv.
+    pub conv3: Conv2d,
+    /// Norm after `conv3` (zero-initialised under `zero_init_residual`).
+    pub norm3: Norm,
+    /// Shortcut projection.
+    pub downsample: Option<Downsample>,
+}
+
+impl Bottleneck {
+    /// Build from a block spec of kind `Bottleneck`.
+    pub fn init(spec: &BlockSpec, zero_init_residual: bool, device: &Device) -> Self {
+        let [conv1, conv2, conv3] = spec.bottleneck_convs();
+        let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
+        Self {
+            conv1: conv1.init(device),
+            norm1: Norm::batch(conv1.out_channels, 1.0, device),
+            conv2: conv2.init(device),
+            norm2: Norm::batch(conv2.out_channels, 1.0, device),
+            conv3: conv3.init(device),
+            norm3: Norm::batch(conv3.out_channels, last_gamma, device),
+            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+        }
+    }
+
+    /// Run the block.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let identity = match &self.downsample {
+            Some(downsample) => downsample.forward(x.clone()),
+            None => x.clone(),
+        };
+        let out = relu(self.norm1.forward(self.conv1.forward(x)));
+        let out = relu(self.norm2.forward(self.conv2.forward(out)));
+        let out = self.norm3.forward(self.conv3.forward(out));
+        relu(out + identity)
+    }
+}

@@ -1,0 +1,75 @@
+//! The projection shortcut of a residual block (mmdet `ResLayer`'s `downsample`).
+
+use burn::module::Module;
+use burn::nn::conv::Conv2d;
+use burn::tensor::module::avg_pool2d;
+use burn::tensor::ops::AvgPoolOptions;
+use burn::tensor::{Device, Tensor};
+
+use crate::conv::ConvSpec;
+use crate::norm::Norm;
+
+/// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DownsampleSpec {
+    /// The 1x1 conv (stride 1 when `avg_pool` carries the stride).
+    pub conv: ConvSpec,
+    /// mmdet `avg_down`: `AvgPool2d(kernel=stride, stride=stride, ceil_mode=True,
+    /// count_include_pad=False)` before the conv; `Some(stride)`.
+    pub avg_pool: Option<usize>,
+}
+
+impl DownsampleSpec {
+    /// The shortcut mmdet builds for a block from `in_channels` to `out_channels` with `stride`.
+    pub fn new(in_channels: usize, out_channels: usize, stride: usize, avg_down: bool) -> Self {
+        let conv = ConvSpec::new(in_channels, out_channels, 1);
+        if avg_down {
+            Self { conv, avg_pool: Some(stride) }
+        } else {
+            Self { conv: conv.stride(stride), avg_pool: None }
+        }
+    }
+
+    /// Output side length for an input side length.
+    pub fn output_size(&self, input: usize) -> usize {
+        match self.avg_pool {
+            // kernel = stride, no padding, ceil_mode: ceil(input / stride).
+            Some(stride) => self.conv.output_size(input.div_ceil(stride)),
+            None => self.conv.output_size(input),
+        }
+    }
+}
+
+/// The shortcut projection module.
+#[derive(Module, Debug)]
+pub struct Downsample {
+    /// `avg_down` pool size (kernel = stride); `None` without `avg_down`. With stride 1 the
+    /// pool is the identity, as in mmdet, and is skipped.
+    pub avg_pool: Option<usize>,
+    /// The 1x1 conv.
+    pub conv: Conv2d,
+    /// Its norm.
+    pub norm: Norm,
+}
+
+impl Downsample {
+    /// Build from its spec.
+    pub fn init(spec: &DownsampleSpec, device: &Device) -> Self {
+        Self {
+            avg_pool: spec.avg_pool,
+            conv: spec.conv.init(device),
+            norm: Norm::batch(spec.conv.out_channels, 1.0, device),
+        }
+    }
+
+    /// Project the block input onto the block output's shape.
+    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+        if let Some(stride) = self.avg_pool.filter(|&stride| stride > 1) {
+            let options = AvgPoolOptions::new([stride; 2])
+                .with_count_include_pad(false)
+                .with_ceil_mode(true);
+            x = avg_pool2d(x, options);
+        }
+        self.norm.forward(self.conv.forward(x))
+    }
+}

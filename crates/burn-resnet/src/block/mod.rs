@@ -1,0 +1,115 @@
+//! Residual blocks: [`BasicBlock`] (ResNet-18/34) and [`Bottleneck`] (ResNet-50+ and ResNeXt),
+//! with the optional [`Downsample`] shortcut.
+
+mod basic;
+mod bottleneck;
+mod downsample;
+
+pub use basic::BasicBlock;
+pub use bottleneck::Bottleneck;
+pub use downsample::{Downsample, DownsampleSpec};
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::{BlockKind, Style};
+use crate::conv::ConvSpec;
+
+/// The shape of one residual block, resolved from the config (mmdet's block arguments).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockSpec {
+    /// Basic or Bottleneck.
+    pub kind: BlockKind,
+    /// mmdet `inplanes`.
+    pub in_channels: usize,
+    /// mmdet `planes`.
+    pub planes: usize,
+    /// Channels of the inner 3x3 conv (`planes`, or the ResNeXt width).
+    pub width: usize,
+    /// mmdet `stride`.
+    pub stride: usize,
+    /// mmdet `dilation`.
+    pub dilation: usize,
+    /// mmdet ResNeXt `groups` of the 3x3 conv.
+    pub groups: usize,
+    /// mmdet `style`: which conv of a Bottleneck carries the stride.
+    pub style: Style,
+    /// The shortcut's projection, when stride or channels change.
+    pub downsample: Option<DownsampleSpec>,
+}
+
+impl BlockSpec {
+    /// Output channels: `planes * expansion`.
+    pub fn out_channels(&self) -> usize {
+        self.planes * self.kind.expansion()
+    }
+
+    /// The convs of the residual branch, in order (`conv1`, `conv2`[, `conv3`]).
+    pub fn convs(&self) -> Vec<ConvSpec> {
+        match self.kind {
+            BlockKind::Basic => self.basic_convs().to_vec(),
+            BlockKind::Bottleneck => self.bottleneck_convs().to_vec(),
+        }
+    }
+
+    /// BasicBlock: 3x3 (stride, padding = dilation = `dilation`) then 3x3 (padding 1).
+    pub fn basic_convs(&self) -> [ConvSpec; 2] {
+        let d = self.dilation;
+        [
+            ConvSpec::new(self.in_channels, self.planes, 3)
+                .stride(self.stride)
+                .padding(d)
+                .dilation(d),
+            ConvSpec::new(self.planes, self.planes, 3).padding(1),
+        ]
+    }
+
+    /// Bottleneck: 1x1 → 3x3 (padding = dilation, groups) → 1x1; `style` picks which of the
+    /// first two carries the stride.
+    pub fn bottleneck_convs(&self) -> [ConvSpec; 3] {
+        let d = self.dilation;
+        let (stride1, stride2) = match self.style {
+            Style::Pytorch => (1, self.stride),
+            Style::Caffe => (self.stride, 1),
+        };
+        [
+            ConvSpec::new(self.in_channels, self.width, 1).stride(stride1),
+            ConvSpec::new(self.width, self.width, 3)
+                .stride(stride2)
+                .padding(d)
+                .dilation(d)
+                .groups(self.groups),
+            ConvSpec::new(self.width, self.out_channels(), 1),
+        ]
+    }
+
+    /// Build the block. With `zero_init_residual` the last norm starts at weight 0.
+    pub fn init(&self, zero_init_residual: bool, device: &Device) -> Block {
+        match self.kind {
+            BlockKind::Basic => Block::Basic(BasicBlock::init(self, zero_init_residual, device)),
+            BlockKind::Bottleneck => {
+                Block::Bottleneck(Bottleneck::init(self, zero_init_residual, device))
+            }
+        }
+    }
+}
+
+/// One residual block of either kind.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Block {
+    /// ResNet-18/34 block.
+    Basic(BasicBlock),
+    /// ResNet-50+ / ResNeXt block.
+    Bottleneck(Bottleneck),
+}
+
+impl Block {
+    /// Run the block: residual branch + shortcut, then ReLU.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Block::Basic(block) => block.forward(x),
+            Block::Bottleneck(block) => block.forward(x),
+        }
+    }
+}

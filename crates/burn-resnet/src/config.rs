@@ -1,0 +1,325 @@
+//! `ResNetConfig`: the serde-readable mirror of mmdet's `ResNet(...)` arguments, its
+//! architecture table, and validation into a [`ResNetSpec`] from which modules are built.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ResNetError, Result};
+
+/// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockKind {
+    /// Two 3x3 convs, expansion 1 (ResNet-18/34).
+    Basic,
+    /// 1x1 → 3x3 → 1x1 convs, expansion 4 (ResNet-50/101/152).
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels of a block relative to its `planes` (mmdet's `expansion`).
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// mmdet's architecture table: block kind and blocks per stage for each depth.
+pub const ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 5] = [
+    (18, BlockKind::Basic, [2, 2, 2, 2]),
+    (34, BlockKind::Basic, [3, 4, 6, 3]),
+    (50, BlockKind::Bottleneck, [3, 4, 6, 3]),
+    (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
+    (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
+];
+
+/// Where a Bottleneck puts its stride (mmdet `style`, default `pytorch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Style {
+    /// Stride on the 3x3 conv (ResNet v1.5, torchvision).
+    #[default]
+    Pytorch,
+    /// Stride on the first 1x1 conv (original Caffe ResNet, MSRA weights).
+    Caffe,
+}
+
+/// Configuration of a ResNet backbone, field for field mmdet's `ResNet`/`ResNeXt` arguments.
+///
+/// Read it from TOML with [`ResNetConfig::from_toml_file`]; unknown keys are rejected.
+/// [`ResNetConfig::validate`] checks every field before any tensor is made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResNetConfig {
+    /// mmdet `depth`: 18, 34, 50, 101 or 152. Required.
+    pub depth: u32,
+    /// mmdet `in_channels`: channels of the input image. Default 3.
+    #[serde(default = "default_in_channels")]
+    pub in_channels: usize,
+    /// mmdet `stem_channels`: output channels of the stem. Default: `base_channels`.
+    #[serde(default)]
+    pub stem_channels: Option<usize>,
+    /// mmdet `base_channels`: `planes` of the first stage (doubling each stage). Default 64.
+    #[serde(default = "default_base_channels")]
+    pub base_channels: usize,
+    /// mmdet `num_stages`: how many of the four stages to build, 1..=4. Default 4.
+    #[serde(default = "default_num_stages")]
+    pub num_stages: usize,
+    /// mmdet `strides`: stride of each stage's first block. Default `[1, 2, 2, 2]`, cut to
+    /// `num_stages`; when given it must have `num_stages` entries.
+    #[serde(default)]
+    pub strides: Option<Vec<usize>>,
+    /// mmdet `dilations`: dilation of every 3x3 conv in each stage. Default all 1.
+    #[serde(default)]
+    pub dilations: Option<Vec<usize>>,
+    /// mmdet `out_indices`: stages whose outputs are returned (0 = layer1 = C2). Default: every
+    /// built stage (mmdet's default `(0, 1, 2, 3)` when `num_stages = 4`).
+    #[serde(default)]
+    pub out_indices: Option<Vec<usize>>,
+    /// Also return the stem's activation (C1, stride 2, before the max-pool; timm's `act1`)
+    /// ahead of the stage outputs. Not in mmdet. Default false.
+    #[serde(default)]
+    pub stem_output: bool,
+    /// mmdet `style`: `"pytorch"` (stride on the 3x3) or `"caffe"` (stride on the first 1x1).
+    /// Default `"pytorch"`.
+    #[serde(default)]
+    pub style: Style,
+    /// mmdet `deep_stem`: three 3x3 convs instead of the 7x7 (ResNetV1c/V1d). Default false.
+    #[serde(default)]
+    pub deep_stem: bool,
+    /// mmdet `avg_down`: downsample shortcuts with an average pool before a stride-1 1x1 conv
+    /// (ResNetV1d). Default false.
+    #[serde(default)]
+    pub avg_down: bool,
+    /// mmdet ResNeXt `groups`: groups of the 3x3 conv. Default 1 (plain ResNet).
+    #[serde(default = "default_groups")]
+    pub groups: usize,
+    /// mmdet ResNeXt `base_width`: width per group at the first stage; used when `groups > 1`.
+    /// Default 4.
+    #[serde(default = "default_base_width")]
+    pub base_width: usize,
+    /// mmdet `zero_init_residual`: initialise the last norm of each block to zero so every
+    /// block starts as the identity. Default true (as in mmdet).
+    #[serde(default = "default_true")]
+    pub zero_init_residual: bool,
+}
+
+fn default_in_channels() -> usize {
+    3
+}
+fn default_base_channels() -> usize {
+    64
+}
+fn default_num_stages() -> usize {
+    4
+}
+fn default_groups() -> usize {
+    1
+}
+fn default_base_width() -> usize {
+    4
+}
+fn default_true() -> bool {
+    true
+}
+
+impl ResNetConfig {
+    /// A config with mmdet's defaults for `depth`.
+    pub fn new(depth: u32) -> Self {
+        Self {
+            depth,
+            in_channels: default_in_channels(),
+            stem_channels: None,
+            base_channels: default_base_channels(),
+            num_stages: default_num_stages(),
+            strides: None,
+            dilations: None,
+            out_indices: None,
+            stem_output: false,
+            style: Style::Pytorch,
+            deep_stem: false,
+            avg_down: false,
+            groups: default_groups(),
+            base_width: default_base_width(),
+            zero_init_residual: true,
+        }
+    }
+
+    /// Parse a TOML document. `source_name` names it in errors.
+    pub fn from_toml_str(text: &str, source_name: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| ResNetError::Parse {
+            source_name: source_name.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Read and parse a TOML file.
+    pub fn from_toml_file(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ResNetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_str(&text, &path.display().to_string())
+    }
+
+    /// Check every field and resolve the defaults that depend on others.
+    pub fn validate(&self) -> Result<ResNetSpec> {
+        let (_, block, all_blocks) = ARCH_SETTINGS
+            .iter()
+            .find(|(depth, _, _)| *depth == self.depth)
+            .copied()
+            .ok_or(ResNetError::UnsupportedDepth { depth: self.depth })?;
+
+        let num_stages = self.num_stages;
+        if !(1..=4).contains(&num_stages) {
+            return Err(ResNetError::OutOfRange {
+                field: "num_stages".into(),
+                value: num_stages as i64,
+                min: 1,
+                max: 4,
+            });
+        }
+        at_least("in_channels", self.in_channels, 1)?;
+        at_least("base_channels", self.base_channels, 1)?;
+        let stem_channels = self.stem_channels.unwrap_or(self.base_channels);
+        // The deep stem's first two convs have stem_channels / 2 outputs.
+        at_least("stem_channels", stem_channels, if self.deep_stem { 2 } else { 1 })?;
+        at_least("groups", self.groups, 1)?;
+        at_least("base_width", self.base_width, 1)?;
+        if self.groups > 1 && block == BlockKind::Basic {
+            return Err(ResNetError::Incompatible {
+                field: "groups".into(),
+                reason: format!(
+                    "groups = {} (ResNeXt) needs Bottleneck blocks (depth 50, 101 or 152), \
+                     but depth {} uses BasicBlock",
+                    self.groups, self.depth
+                ),
+            });
+        }
+
+        let strides = per_stage("strides", &self.strides, &[1, 2, 2, 2], num_stages)?;
+        let dilations = per_stage("dilations", &self.dilations, &[1, 1, 1, 1], num_stages)?;
+
+        let out_indices = match &self.out_indices {
+            None => (0..num_stages).collect(),
+            Some(indices) => {
+                let mut seen = [false; 4];
+                for &index in indices {
+                    if index >= num_stages {
+                        return Err(ResNetError::OutIndexOutOfRange { index, num_stages });
+                    }
+                    if std::mem::replace(&mut seen[index], true) {
+                        return Err(ResNetError::DuplicateOutIndex { index });
+                    }
+                }
+                (0..num_stages).filter(|i| seen[*i]).collect::<Vec<_>>()
+            }
+        };
+        if out_indices.is_empty() && !self.stem_output {
+            return Err(ResNetError::NoOutputs);
+        }
+
+        let stages = (0..num_stages)
+            .map(|i| {
+                let planes = self.base_channels << i;
+                StageSpec {
+                    num_blocks: all_blocks[i],
+                    planes,
+                    width: self.block_width(block, planes),
+                    out_channels: planes * block.expansion(),
+                    stride: strides[i],
+                    dilation: dilations[i],
+                }
+            })
+            .collect();
+
+        Ok(ResNetSpec {
+            config: self.clone(),
+            block,
+            stem_channels,
+            stages,
+            out_indices,
+        })
+    }
+
+    /// Channels of a block's 3x3 conv (ResNeXt widens it by `groups`).
+    fn block_width(&self, block: BlockKind, planes: usize) -> usize {
+        match (block, self.groups) {
+            (BlockKind::Bottleneck, groups) if groups > 1 => {
+                planes * self.base_width / self.base_channels * groups
+            }
+            _ => planes,
+        }
+    }
+}
+
+fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
+    if value < min {
+        return Err(ResNetError::OutOfRange {
+            field: field.into(),
+            value: value as i64,
+            min: min as i64,
+            max: i64::MAX,
+        });
+    }
+    Ok(())
+}
+
+/// Resolve a per-stage list: the default cut to `num_stages`, or the given one checked.
+fn per_stage(
+    field: &str,
+    given: &Option<Vec<usize>>,
+    default: &[usize; 4],
+    num_stages: usize,
+) -> Result<Vec<usize>> {
+    let values = match given {
+        None => return Ok(default[..num_stages].to_vec()),
+        Some(values) => values,
+    };
+    if values.len() != num_stages {
+        return Err(ResNetError::WrongLength {
+            field: field.into(),
+            expected: num_stages,
+            got: values.len(),
+        });
+    }
+    for (i, &value) in values.iter().enumerate() {
+        at_least(&format!("{field}[{i}]"), value, 1)?;
+    }
+    Ok(values.clone())
+}
+
+/// One stage of a validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSpec {
+    /// Residual blocks in the stage.
+    pub num_blocks: usize,
+    /// mmdet `planes`: `base_channels * 2^stage`.
+    pub planes: usize,
+    /// Channels of the blocks' inner 3x3 conv.
+    pub width: usize,
+    /// Channels the stage outputs: `planes * expansion`.
+    pub out_channels: usize,
+    /// Stride of the first block.
+    pub stride: usize,
+    /// Dilation of every 3x3 conv.
+    pub dilation: usize,
+}
+
+/// A validated config with every default resolved. Built by [`ResNetConfig::validate`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetSpec {
+    /// The config it came from.
+    pub config: ResNetConfig,
+    /// The depth's block kind.
+    pub block: BlockKind,
+    /// Resolved `stem_channels`.
+    pub stem_channels: usize,
+    /// One entry per built stage.
+    pub stages: Vec<StageSpec>,
+    /// Selected stages, sorted, without repeats.
+    pub out_indices: Vec<usize>,
+}

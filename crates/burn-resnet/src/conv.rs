@@ -1,0 +1,83 @@
+//! The convolution every ResNet layer is built from, with mmdet's default initialisation.
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{Initializer, PaddingConfig2d};
+use burn::tensor::Device;
+
+/// Shape of a bias-free 2-D convolution, as mmdet's `build_conv_layer(..., bias=False)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Input channels.
+    pub in_channels: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Square kernel size.
+    pub kernel: usize,
+    /// Stride.
+    pub stride: usize,
+    /// Symmetric zero padding.
+    pub padding: usize,
+    /// Dilation.
+    pub dilation: usize,
+    /// Groups.
+    pub groups: usize,
+}
+
+impl ConvSpec {
+    /// A `kernel`x`kernel` conv with stride 1, no padding, dilation 1 and one group.
+    pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
+        Self { in_channels, out_channels, kernel, stride: 1, padding: 0, dilation: 1, groups: 1 }
+    }
+
+    /// Set the stride.
+    pub fn stride(self, stride: usize) -> Self {
+        Self { stride, ..self }
+    }
+
+    /// Set the padding.
+    pub fn padding(self, padding: usize) -> Self {
+        Self { padding, ..self }
+    }
+
+    /// Set the dilation.
+    pub fn dilation(self, dilation: usize) -> Self {
+        Self { dilation, ..self }
+    }
+
+    /// Set the groups.
+    pub fn groups(self, groups: usize) -> Self {
+        Self { groups, ..self }
+    }
+
+    /// Number of weights.
+    pub fn params(&self) -> usize {
+        self.out_channels * self.in_channels / self.groups * self.kernel * self.kernel
+    }
+
+    /// Output side length for an input side length (PyTorch's floor formula).
+    pub fn output_size(&self, input: usize) -> usize {
+        output_size(input, self.kernel, self.stride, self.padding, self.dilation)
+    }
+
+    /// Build the conv with mmdet's default init: Kaiming normal, `mode='fan_out'`, ReLU gain,
+    /// where PyTorch's fan-out is `out_channels * k * k` (not divided by groups, unlike Burn's
+    /// own Kaiming initializer).
+    pub fn init(&self, device: &Device) -> Conv2d {
+        let fan_out = self.out_channels * self.kernel * self.kernel;
+        let std = (2.0 / fan_out as f64).sqrt();
+        let p = self.padding;
+        Conv2dConfig::new([self.in_channels, self.out_channels], [self.kernel, self.kernel])
+            .with_stride([self.stride, self.stride])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_dilation([self.dilation, self.dilation])
+            .with_groups(self.groups)
+            .with_bias(false)
+            .with_initializer(Initializer::Normal { mean: 0.0, std })
+            .init(device)
+    }
+}
+
+/// Output side length of a conv or pool window (PyTorch's floor formula, `ceil_mode=False`).
+pub fn output_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
+    (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+}

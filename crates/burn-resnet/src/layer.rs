@@ -1,0 +1,68 @@
+//! `ResLayer`: one stage of residual blocks (mmdet `models/layers/res_layer.py`).
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::block::{Block, BlockSpec, DownsampleSpec};
+use crate::config::ResNetSpec;
+
+/// The blocks of every stage of a validated config, stage by stage.
+///
+/// mmdet semantics: the first block of a stage carries the stride and, when the stride is not 1
+/// or the channels change, the projection shortcut; every block of the stage uses the stage's
+/// dilation.
+pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
+    let config = &spec.config;
+    let mut in_channels = spec.stem_channels;
+    spec.stages
+        .iter()
+        .map(|stage| {
+            let blocks = (0..stage.num_blocks)
+                .map(|index| {
+                    let stride = if index == 0 { stage.stride } else { 1 };
+                    let needs_projection = stride != 1 || in_channels != stage.out_channels;
+                    let block = BlockSpec {
+                        kind: spec.block,
+                        in_channels,
+                        planes: stage.planes,
+                        width: stage.width,
+                        stride,
+                        dilation: stage.dilation,
+                        groups: config.groups,
+                        style: config.style,
+                        downsample: needs_projection.then(|| {
+                            DownsampleSpec::new(in_channels, stage.out_channels, stride, config.avg_down)
+                        }),
+                    };
+                    in_channels = stage.out_channels;
+                    block
+                })
+                .collect();
+            blocks
+        })
+        .collect()
+}
+
+/// One stage (mmdet's `layer1` … `layer4`).
+#[derive(Module, Debug)]
+pub struct ResLayer {
+    /// The residual blocks, in order.
+    pub blocks: Vec<Block>,
+}
+
+impl ResLayer {
+    /// Build a stage from its block specs.
+    pub fn init(blocks: &[BlockSpec], zero_init_residual: bool, device: &Device) -> Self {
+        Self {
+            blocks: blocks
+                .iter()
+                .map(|block| block.init(zero_init_residual, device))
+                .collect(),
+        }
+    }
+
+    /// Run every block in turn.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    }
+}

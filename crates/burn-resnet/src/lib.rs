@@ -1,0 +1,54 @@
+//! # burn-resnet
+//!
+//! mmdetection's ResNet family — ResNet-18/34/50/101/152, ResNetV1c/V1d (deep stem, average-pool
+//! shortcuts), caffe style, dilated stages and ResNeXt — as [Burn](https://burn.dev) modules
+//! that return multi-scale features for a neck such as an FPN.
+//!
+//! `Config → validate → init(&device) → forward`, like burn-nn:
+//!
+//! ```
+//! use burn::tensor::{Device, Tensor};
+//! use burn_resnet::ResNetConfig;
+//!
+//! # fn main() -> Result<(), burn_resnet::ResNetError> {
+//! let device = Device::default();
+//! let config = ResNetConfig::from_toml_str(
+//!     "depth = 50\nbase_channels = 8\nout_indices = [1, 2, 3]",
+//!     "inline",
+//! )?;
+//! let backbone = config.init(&device)?;
+//!
+//! let images = Tensor::<4>::zeros([1, 3, 64, 64], &device);
+//! let features = backbone.try_forward(images)?;
+//! for (feature, info) in features.iter().zip(backbone.feature_info()) {
+//!     // C3: 64 channels at stride 8, C4: 128 at 16, C5: 256 at 32.
+//!     assert_eq!(feature.dims()[1], info.channels);
+//!     assert_eq!(feature.dims()[2], 64 / info.reduction);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Backends are cargo features (`flex`, the default; `ndarray`; `wgpu`): the module type is the
+//! same on each, and the [`Device`](burn::tensor::Device) picks the backend at run time.
+
+pub mod backend;
+pub mod block;
+pub mod config;
+pub mod conv;
+pub mod error;
+pub mod features;
+pub mod layer;
+pub mod norm;
+pub mod stem;
+pub mod summary;
+pub mod weights;
+
+mod backbone;
+
+pub use backbone::ResNet;
+pub use backend::Backend;
+pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style};
+pub use error::{ResNetError, Result};
+pub use features::FeatureInfo;
+pub use summary::{ModelSummary, StageSummary};

@@ -1,0 +1,114 @@
+//! Parameter and multiply-add counts per stage, computed from the config alone (no tensors),
+//! for `resnet info` and for checking a config against published figures.
+
+use crate::config::ResNetSpec;
+use crate::conv::ConvSpec;
+use crate::features::STAGE_NAMES;
+use crate::layer::stage_block_specs;
+use crate::stem::{STEM_POOL, stem_convs, stem_pool_output_size};
+
+/// Figures of the stem or one stage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSummary {
+    /// `"stem"` or `"layer1"` … `"layer4"`.
+    pub name: &'static str,
+    /// The mmdet `out_indices` entry of a stage; `None` for the stem.
+    pub stage: Option<usize>,
+    /// Residual blocks (0 for the stem).
+    pub blocks: usize,
+    /// Output channels.
+    pub out_channels: usize,
+    /// Total stride of the output relative to the input.
+    pub reduction: usize,
+    /// Output height and width.
+    pub output_size: [usize; 2],
+    /// Trainable parameters: conv weights plus norm weight and bias (running statistics are
+    /// buffers, not parameters, as in PyTorch).
+    pub params: usize,
+    /// Multiply-accumulates of the convolutions.
+    pub macs: u64,
+}
+
+/// Figures of a whole backbone for one input size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelSummary {
+    /// Stem first, then every built stage (selected as an output or not).
+    pub stages: Vec<StageSummary>,
+}
+
+impl ModelSummary {
+    /// Count a validated config for an input of `height` x `width` (each >= 1).
+    pub fn new(spec: &ResNetSpec, height: usize, width: usize) -> Self {
+        let mut size = [height, width];
+        let mut counter = Counter::default();
+        let mut reduction = 1;
+        for conv in stem_convs(spec) {
+            size = counter.conv(&conv, size);
+            reduction *= conv.stride;
+        }
+        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reduction)];
+        size = size.map(stem_pool_output_size);
+        reduction *= STEM_POOL.1;
+
+        for (index, blocks) in stage_block_specs(spec).iter().enumerate() {
+            let mut counter = Counter::default();
+            for block in blocks {
+                let mut branch = size;
+                for conv in block.convs() {
+                    branch = counter.conv(&conv, branch);
+                }
+                if let Some(downsample) = &block.downsample {
+                    let pooled = size.map(|side| match downsample.avg_pool {
+                        Some(stride) => side.div_ceil(stride),
+                        None => side,
+                    });
+                    counter.conv(&downsample.conv, pooled);
+                }
+                size = branch;
+            }
+            let stage = &spec.stages[index];
+            reduction *= stage.stride;
+            stages.push(counter.finish(STAGE_NAMES[index], Some(index), blocks.len(), stage.out_channels, size, reduction));
+        }
+        Self { stages }
+    }
+
+    /// Parameters of the whole backbone.
+    pub fn total_params(&self) -> usize {
+        self.stages.iter().map(|s| s.params).sum()
+    }
+
+    /// Multiply-accumulates of the whole backbone.
+    pub fn total_macs(&self) -> u64 {
+        self.stages.iter().map(|s| s.macs).sum()
+    }
+}
+
+/// Accumulates the figures of a run of conv → norm pairs.
+#[derive(Default)]
+struct Counter {
+    params: usize,
+    macs: u64,
+}
+
+impl Counter {
+    /// Count a conv and its norm; return the output size.
+    fn conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> [usize; 2] {
+        let out = [conv.output_size(height), conv.output_size(width)];
+        self.params += conv.params() + 2 * conv.out_channels;
+        self.macs += (conv.params() * out[0] * out[1]) as u64;
+        out
+    }
+
+    fn finish(
+        self,
+        name: &'static str,
+        stage: Option<usize>,
+        blocks: usize,
+        out_channels: usize,
+        output_size: [usize; 2],
+        reduction: usize,
+    ) -> StageSummary {
+        StageSummary { name, stage, blocks, out_channels, reduction, output_size, params: self.params, macs: self.macs }
+    }
+}

@@ -1,0 +1,35 @@
+//! Errors of the `resnet` command.
+
+use std::path::PathBuf;
+
+use burn_resnet::ResNetError;
+
+/// Everything the CLI reports before exiting with status 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// From the library: config, weights, backend or input.
+    #[error(transparent)]
+    ResNet(#[from] ResNetError),
+
+    /// The image could not be read or decoded.
+    #[error("image {path}: {message}", path = .path.display())]
+    Image {
+        /// The image path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The features could not be written.
+    #[error("output {path}: {message}", path = .path.display())]
+    Output {
+        /// The output path.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
+    /// The binary was built without any backend feature.
+    #[error("this build has no backend; rebuild with `--features flex` (or ndarray, wgpu)")]
+    NoBackend,
+}

@@ -1,0 +1,96 @@
+//! `resnet extract`: run one image through a backbone.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use burn::tensor::TensorData;
+use burn_resnet::{Backend, ResNetConfig};
+
+use crate::error::CliError;
+use crate::image_input;
+
+/// What `resnet extract` was asked to do.
+pub struct Request {
+    pub config: PathBuf,
+    pub image: Option<PathBuf>,
+    pub size: [usize; 2],
+    pub weights: Option<PathBuf>,
+    pub backend: Backend,
+    pub out: Option<PathBuf>,
+}
+
+/// Build the backbone, run the image twice (the first run includes one-off set-up such as
+/// kernel compilation on wgpu) and print the outputs.
+pub fn run(request: &Request) -> Result<(), CliError> {
+    let config = ResNetConfig::from_toml_file(&request.config)?;
+    let spec = config.validate()?;
+    let device = request.backend.device()?;
+    let mut backbone = spec.init(&device);
+    if let Some(weights) = &request.weights {
+        backbone = backbone.load_mmdet_safetensors(weights)?;
+        println!("weights: {}", weights.display());
+    }
+    let images = image_input::load(request.image.as_deref(), request.size, &device)?;
+    backbone.check_input(images.dims())?;
+
+    let timed = || {
+        let started = Instant::now();
+        let features: Vec<TensorData> = backbone.forward(images.clone()).into_iter().map(|f| f.into_data()).collect();
+        (features, started.elapsed())
+    };
+    let (_, first) = timed();
+    let (features, steady) = timed();
+
+    let image = request.image.as_ref().map_or("bundled sample".to_string(), |p| p.display().to_string());
+    println!(
+        "{} on {} ({}x{}), backend {}",
+        request.config.display(),
+        image,
+        request.size[0],
+        request.size[1],
+        request.backend
+    );
+    println!("{:<6} {:<7} {:>22} {:>7}", "level", "module", "shape", "stride");
+    let info = backbone.feature_info();
+    for (data, meta) in features.iter().zip(&info) {
+        println!("{:<6} {:<7} {:>22} {:>7}", meta.level_name(), meta.module, format!("{:?}", data.shape().as_slice()), meta.reduction);
+    }
+    println!("forward: {} first run, {} second run", millis(first), millis(steady));
+
+    if let Some(out) = &request.out {
+        write_features(out, &features, &info.iter().map(|i| i.level_name()).collect::<Vec<_>>(), request)?;
+        println!("features written to {}", out.display());
+    }
+    Ok(())
+}
+
+fn millis(duration: Duration) -> String {
+    format!("{:.1} ms", duration.as_secs_f64() * 1e3)
+}
+
+/// Write the features as float32 safetensors, keyed by level (`C2` …).
+fn write_features(out: &PathBuf, features: &[TensorData], names: &[String], request: &Request) -> Result<(), CliError> {
+    let output_error = |message: String| CliError::Output { path: out.clone(), message };
+    let bytes: Vec<Vec<u8>> = features
+        .iter()
+        .map(|data| {
+            let values = data.clone().convert::<f32>().try_into_vec::<f32>().map_err(|e| output_error(format!("{e:?}")))?;
+            Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
+        })
+        .collect::<Result<_, CliError>>()?;
+    let views = names
+        .iter()
+        .zip(features.iter().zip(&bytes))
+        .map(|(name, (data, bytes))| {
+            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, data.shape().to_vec(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| output_error(e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let metadata = HashMap::from([
+        ("config".to_string(), request.config.display().to_string()),
+        ("backend".to_string(), request.backend.to_string()),
+    ]);
+    safetensors::serialize_to_file(views, Some(metadata), out).map_err(|e| output_error(e.to_string()))
+}

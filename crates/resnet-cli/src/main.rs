@@ -1,0 +1,98 @@
+//! `resnet`: inspect, run and benchmark burn-resnet backbones from the command line.
+
+mod error;
+mod extract;
+mod image_input;
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn_resnet::{Backend, ResNetConfig};
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+#[derive(Parser)]
+#[command(name = "resnet", version, about = "mmdetection's ResNet family on Burn")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print each stage's blocks, channels, stride, parameters and multiply-adds.
+    Info {
+        /// A backbone config (TOML), e.g. configs/resnet50.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// Input size as HEIGHTxWIDTH (or one number for a square).
+        #[arg(long, default_value = "224x224", value_parser = parse_size)]
+        input: [usize; 2],
+    },
+    /// Run an image through the backbone and print each output's shape and the time taken.
+    Extract {
+        /// A backbone config (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The image (PNG or JPEG); without it, a bundled sample picture.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// Resize the image to HEIGHTxWIDTH before the backbone.
+        #[arg(long, default_value = "224x224", value_parser = parse_size)]
+        size: [usize; 2],
+        /// Weights saved with mmdet's key names (safetensors); without it, mmdet's random init.
+        #[arg(long)]
+        weights: Option<PathBuf>,
+        /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+        #[arg(long, value_parser = parse_backend)]
+        backend: Option<Backend>,
+        /// Write the features to this safetensors file (keys C1..C5).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+fn parse_size(text: &str) -> Result<[usize; 2], String> {
+    let parse = |s: &str| match s.trim().parse::<usize>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(format!("'{text}' is not a size: expected HEIGHTxWIDTH, e.g. 224x224, with sides >= 1")),
+    };
+    match text.split_once(['x', 'X']) {
+        Some((h, w)) => Ok([parse(h)?, parse(w)?]),
+        None => parse(text).map(|n| [n, n]),
+    }
+}
+
+fn parse_backend(text: &str) -> Result<Backend, String> {
+    text.parse::<Backend>().map_err(|e| e.to_string())
+}
+
+fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Info { config, input } => {
+            let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
+            print!("{}", info::render(&spec, input));
+            Ok(())
+        }
+        Command::Extract { config, image, size, weights, backend, out } => {
+            let backend = match backend {
+                Some(backend) => backend,
+                None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
+            };
+            let request = extract::Request { config, image, size, weights, backend, out };
+            extract::run(&request)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

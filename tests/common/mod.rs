@@ -1,0 +1,78 @@
+//! Helpers shared by the tests: the backend list, fixture paths and the parity check.
+
+use std::path::PathBuf;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use burn_resnet::{Backend, ResNetConfig};
+
+/// Every backend compiled into this test build, with a plain (inference) device.
+pub fn devices() -> Vec<(Backend, Device)> {
+    let devices: Vec<_> = Backend::enabled()
+        .into_iter()
+        .map(|backend| (backend, backend.device().expect("an enabled backend has a device")))
+        .collect();
+    assert!(!devices.is_empty(), "build the tests with at least one backend feature");
+    devices
+}
+
+/// A path relative to the workspace root.
+pub fn repo_path(relative: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+}
+
+/// A tiny config from TOML text.
+pub fn config(toml: &str) -> ResNetConfig {
+    ResNetConfig::from_toml_str(toml, "test").expect("test config parses")
+}
+
+/// A tensor read from a safetensors file.
+pub struct NamedTensor {
+    pub shape: Vec<usize>,
+    pub values: Vec<f32>,
+}
+
+impl NamedTensor {
+    pub fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), device)
+    }
+}
+
+/// Read the float32 tensors and the metadata of a safetensors file.
+pub fn read_safetensors(path: &PathBuf) -> (Vec<(String, NamedTensor)>, std::collections::HashMap<String, String>) {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let metadata = metadata.metadata().clone().unwrap_or_default();
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors file");
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}: fixtures store float32");
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, NamedTensor { shape: view.shape().to_vec(), values })
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    (tensors, metadata)
+}
+
+/// Largest absolute difference relative to the largest absolute expected value.
+pub fn relative_error(actual: &Tensor<4>, expected: &NamedTensor) -> f32 {
+    assert_eq!(actual.dims().to_vec(), expected.shape, "shape");
+    let actual = actual.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
+    let scale = expected.values.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let diff = actual
+        .iter()
+        .zip(&expected.values)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    diff / scale
+}
+
+/// Values of a tensor as f32.
+pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+}

@@ -1,0 +1,91 @@
+//! Every config shipped in `configs/` builds at full width, and its outputs have the channels
+//! and strides of the published architecture, which `feature_info()` reports truthfully.
+
+use burn::tensor::Tensor;
+use burn_resnet::ResNetConfig;
+
+use crate::common::{devices, repo_path};
+
+const BASIC: [(usize, usize); 4] = [(64, 4), (128, 8), (256, 16), (512, 32)];
+const BOTTLENECK: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 16), (2048, 32)];
+const DILATED_OS8: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 8), (2048, 8)];
+
+/// (config file, expected (channels, stride) of each output) — the published figures.
+const SHIPPED: [(&str, [(usize, usize); 4]); 10] = [
+    ("resnet18", BASIC),
+    ("resnet34", BASIC),
+    ("resnet50", BOTTLENECK),
+    ("resnet101", BOTTLENECK),
+    ("resnet152", BOTTLENECK),
+    ("resnet50_v1c", BOTTLENECK),
+    ("resnet50_v1d", BOTTLENECK),
+    ("resnext101_32x4d", BOTTLENECK),
+    ("resnet50_caffe", BOTTLENECK),
+    ("resnet50_dilated", DILATED_OS8),
+];
+
+#[test]
+fn every_shipped_config_is_listed_here() {
+    let mut files: Vec<String> = std::fs::read_dir(repo_path("configs"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|name| name.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    files.sort();
+    let mut listed: Vec<String> = SHIPPED.iter().map(|(name, _)| name.to_string()).collect();
+    listed.sort();
+    assert_eq!(files, listed);
+}
+
+#[test]
+fn every_shipped_config_outputs_the_published_channels_and_strides() {
+    // Odd sides: a stride-s stage maps n to ceil(n / s).
+    let (height, width): (usize, usize) = (33, 47);
+    for (name, expected) in SHIPPED {
+        let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
+        for (backend, device) in devices() {
+            let backbone = config.init(&device).unwrap();
+            let info = backbone.feature_info();
+            let reported: Vec<_> = info.iter().map(|f| (f.channels, f.reduction)).collect();
+            assert_eq!(reported, expected, "{name}: feature_info");
+
+            let features = backbone.try_forward(Tensor::<4>::ones([1, 3, height, width], &device)).unwrap();
+            assert_eq!(features.len(), 4, "{name} on {backend}");
+            for (feature, (channels, stride)) in features.iter().zip(expected) {
+                let dims = [1, channels, height.div_ceil(stride), width.div_ceil(stride)];
+                assert_eq!(feature.dims(), dims, "{name} on {backend}");
+            }
+            for (feature, meta) in features.iter().zip(&info) {
+                assert_eq!(feature.dims()[2..], meta.spatial_size(height, width), "{name}: spatial_size");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_stem_output_c1_comes_first_at_stride_2() {
+    let config = crate::common::config("depth = 50\nbase_channels = 8\nstem_output = true\nout_indices = [0, 3]");
+    for (backend, device) in devices() {
+        let backbone = config.init(&device).unwrap();
+        let info = backbone.feature_info();
+        let names: Vec<_> = info.iter().map(|f| (f.module, f.level_name(), f.stage)).collect();
+        assert_eq!(
+            names,
+            [("stem", "C1".to_string(), None), ("layer1", "C2".into(), Some(0)), ("layer4", "C5".into(), Some(3))]
+        );
+        let features = backbone.forward(Tensor::<4>::ones([2, 3, 32, 32], &device));
+        let dims: Vec<_> = features.iter().map(|f| f.dims()).collect();
+        assert_eq!(dims, [[2, 8, 16, 16], [2, 32, 8, 8], [2, 256, 1, 1]], "{backend}");
+    }
+}
+
+#[test]
+fn out_indices_are_returned_in_stage_order() {
+    let config = crate::common::config("depth = 18\nbase_channels = 4\nout_indices = [3, 1]");
+    for (_, device) in devices() {
+        let backbone = config.init(&device).unwrap();
+        let features = backbone.forward(Tensor::<4>::ones([1, 3, 32, 32], &device));
+        let channels: Vec<_> = features.iter().map(|f| f.dims()[1]).collect();
+        assert_eq!(channels, [8, 32]);
+    }
+}

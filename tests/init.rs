@@ -1,0 +1,69 @@
+//! mmdet's initialisation: Kaiming normal (fan-out, ReLU gain) convs, norms at weight 1 and
+//! bias 0, and each block's last norm at weight 0 under `zero_init_residual`.
+
+use burn_resnet::block::Block;
+
+use crate::common::{config, devices, values};
+
+fn std_of(values: &[f32]) -> f32 {
+    let mean = values.iter().sum::<f32>() / values.len() as f32;
+    (values.iter().map(|v| (v - mean).powi(2)).sum::<f32>() / values.len() as f32).sqrt()
+}
+
+#[test]
+fn convs_use_kaiming_normal_with_fan_out() {
+    for (_, device) in devices() {
+        let backbone = config("depth = 50").init(&device).unwrap();
+        let Block::Bottleneck(block) = &backbone.layers[3].blocks[1] else { panic!("bottleneck") };
+        // conv2 of layer4: 512 -> 512, 3x3: fan_out = 512 * 9 (grouping does not divide it).
+        let weights = values(block.conv2.weight.val());
+        let expected = (2.0f32 / (512.0 * 9.0)).sqrt();
+        let std = std_of(&weights);
+        assert!((std / expected - 1.0).abs() < 0.02, "std {std}, expected {expected}");
+        let mean = weights.iter().sum::<f32>() / weights.len() as f32;
+        assert!(mean.abs() < expected * 0.01, "mean {mean}");
+    }
+}
+
+#[test]
+fn grouped_convs_use_pytorchs_fan_out() {
+    for (_, device) in devices() {
+        let backbone = config("depth = 101\ngroups = 32\nbase_width = 4").init(&device).unwrap();
+        let Block::Bottleneck(block) = &backbone.layers[2].blocks[5] else { panic!("bottleneck") };
+        // conv2 of layer3 in ResNeXt-101 32x4d: width 512, 32 groups; PyTorch's fan_out = 512 * 9.
+        assert_eq!(block.conv2.weight.dims(), [512, 16, 3, 3]);
+        let std = std_of(&values(block.conv2.weight.val()));
+        let expected = (2.0f32 / (512.0 * 9.0)).sqrt();
+        assert!((std / expected - 1.0).abs() < 0.03, "std {std}, expected {expected}");
+    }
+}
+
+#[test]
+fn zero_init_residual_zeroes_only_the_last_norm_of_each_block() {
+    for (_, device) in devices() {
+        for (toml, zero) in [("depth = 50\nbase_channels = 8", true), ("depth = 50\nbase_channels = 8\nzero_init_residual = false", false)] {
+            let backbone = config(toml).init(&device).unwrap();
+            for layer in &backbone.layers {
+                for block in &layer.blocks {
+                    let Block::Bottleneck(block) = block else { panic!("bottleneck") };
+                    let burn_resnet::norm::Norm::Batch(norm3) = &block.norm3;
+                    let burn_resnet::norm::Norm::Batch(norm1) = &block.norm1;
+                    let last = values(norm3.gamma.val());
+                    assert!(last.iter().all(|g| *g == if zero { 0.0 } else { 1.0 }), "{toml}: norm3 {last:?}");
+                    assert!(values(norm1.gamma.val()).iter().all(|g| *g == 1.0));
+                    assert!(values(norm3.beta.val()).iter().all(|b| *b == 0.0));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn basic_blocks_zero_their_second_norm() {
+    for (_, device) in devices() {
+        let backbone = config("depth = 18\nbase_channels = 4").init(&device).unwrap();
+        let Block::Basic(block) = &backbone.layers[0].blocks[0] else { panic!("basic") };
+        let burn_resnet::norm::Norm::Batch(norm2) = &block.norm2;
+        assert!(values(norm2.gamma.val()).iter().all(|g| *g == 0.0));
+    }
+}

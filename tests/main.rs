@@ -1,0 +1,12 @@
+//! Integration tests of burn-resnet. One test binary (so burn links once); each module is a
+//! topic, and every test runs on each CPU backend compiled in.
+
+mod common;
+
+mod config_errors;
+mod configs;
+mod gradients;
+mod init;
+mod parity;
+mod summary;
+mod weights;

@@ -1,0 +1,80 @@
+//! Parity with mmdetection's own `ResNet`/`ResNeXt` in eval mode: the fixtures in
+//! `tests/fixtures/parity/` were made by `tools/make_fixtures.py` from the real mmdet code with
+//! random weights and BatchNorm statistics; every output must agree within 1e-4 (max abs
+//! difference relative to the max abs value).
+
+use burn_resnet::ResNetConfig;
+
+use crate::common::{devices, read_safetensors, relative_error, repo_path};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn check_parity(case: &str) {
+    let dir = "tests/fixtures/parity";
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
+    let (io, metadata) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
+    let weights = repo_path(&format!("{dir}/{}", metadata["weights"]));
+    let (inputs, outputs): (Vec<_>, Vec<_>) = io.iter().partition(|(name, _)| name == "input");
+    assert_eq!(outputs.len(), config.validate().unwrap().out_indices.len());
+
+    for (backend, device) in devices() {
+        let backbone = config.init(&device).unwrap().load_mmdet_safetensors(&weights).unwrap();
+        let features = backbone.try_forward(inputs[0].1.to_tensor(&device)).unwrap();
+        assert_eq!(features.len(), outputs.len(), "{case} on {backend}: number of outputs");
+        for (feature, (name, expected)) in features.iter().zip(&outputs) {
+            let error = relative_error(feature, expected);
+            println!("{case} {name} on {backend}: relative error {error:.2e}");
+            assert!(error <= TOLERANCE, "{case} {name} on {backend}: relative error {error:.2e} > {TOLERANCE:.0e}");
+        }
+    }
+}
+
+#[test]
+fn resnet18_matches_mmdet() {
+    check_parity("resnet18");
+}
+
+#[test]
+fn resnet50_pytorch_style_matches_mmdet() {
+    check_parity("resnet50_pytorch");
+}
+
+#[test]
+fn resnet50_caffe_style_matches_mmdet() {
+    check_parity("resnet50_caffe");
+}
+
+#[test]
+fn resnet50_v1d_deep_stem_and_avg_down_matches_mmdet() {
+    check_parity("resnet50_v1d");
+}
+
+#[test]
+fn resnext50_grouped_matches_mmdet() {
+    check_parity("resnext50_4x2d");
+}
+
+#[test]
+fn resnet50_dilated_output_stride_8_matches_mmdet() {
+    check_parity("resnet50_dilated");
+}
+
+#[test]
+fn resnet50_with_three_stages_matches_mmdet() {
+    check_parity("resnet50_3stages");
+}
+
+#[test]
+fn resnet18_v1c_with_two_outputs_matches_mmdet() {
+    check_parity("resnet18_v1c_out13");
+}
+
+#[test]
+fn every_fixture_has_a_test() {
+    let tested = 8;
+    let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
+        .unwrap()
+        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))
+        .count();
+    assert_eq!(fixtures, tested, "a parity fixture was added or removed; add or remove its test");
+}

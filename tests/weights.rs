@@ -1,0 +1,44 @@
+//! Loading mmdet-named weights: strict, with every problem listed, and all-or-nothing.
+
+use burn::tensor::Tensor;
+use burn_resnet::{ResNetConfig, ResNetError};
+
+use crate::common::{devices, repo_path, values};
+
+#[test]
+fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
+    let weights = repo_path("tests/fixtures/parity/resnet18.weights.safetensors");
+    let config = ResNetConfig::from_toml_file(repo_path("tests/fixtures/parity/resnet50_pytorch.toml")).unwrap();
+    for (_, device) in devices() {
+        let backbone = config.init(&device).unwrap();
+        let before = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device)));
+        let error = backbone.load_mmdet_safetensors(&weights).unwrap_err();
+        let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
+        let message = error.to_string();
+        // Bottleneck tensors absent from a BasicBlock checkpoint, by their Burn path…
+        assert!(problems.iter().any(|p| p.starts_with("missing:") && p.contains("conv3")), "{message}");
+        // …and shape mismatches, several of them, not just the first.
+        assert!(problems.len() > 10, "{message}");
+        // The caller's module is untouched.
+        let after = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device)));
+        assert_eq!(before, after);
+    }
+}
+
+#[test]
+fn a_missing_weights_file_is_an_io_error() {
+    let config = ResNetConfig::from_toml_str("depth = 18\nbase_channels = 4", "test").unwrap();
+    for (_, device) in devices() {
+        let error = config.init(&device).unwrap().load_mmdet_safetensors("nope.safetensors").unwrap_err();
+        assert!(matches!(error, ResNetError::Io { .. }), "{error:?}");
+    }
+}
+
+#[test]
+fn a_file_that_is_not_safetensors_is_an_error_not_a_panic() {
+    let config = ResNetConfig::from_toml_str("depth = 18\nbase_channels = 4", "test").unwrap();
+    for (_, device) in devices() {
+        let error = config.init(&device).unwrap().load_mmdet_safetensors(repo_path("configs/resnet18.toml")).unwrap_err();
+        assert!(matches!(error, ResNetError::Weights { .. }), "{error:?}");
+    }
+}

@@ -66,7 +66,7 @@ impl ResNet {
         let mut store = SafetensorsStore::from_file(path)
             .skip_enum_variants(true)
             .allow_partial(true)
-            .validate(true)
+            .validate(false)
             .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)));
         for (from, to) in mmdet_key_map(self) {
             store = store.with_key_remapping(from, to);

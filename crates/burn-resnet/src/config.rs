@@ -16,6 +16,15 @@ pub enum BlockKind {
     Bottleneck,
 }
 
+impl std::fmt::Display for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Style::Pytorch => "pytorch",
+            Style::Caffe => "caffe",
+        })
+    }
+}
+
 impl BlockKind {
     /// Output channels of a block relative to its `planes` (mmdet's `expansion`).
     pub fn expansion(self) -> usize {

@@ -21,7 +21,7 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "ResNet-{} ({:?} blocks, style {:?}{}{}{}) on a {height}x{width} input",
+        "ResNet-{} ({:?} blocks, style {}{}{}{}) on a {height}x{width} input",
         config.depth,
         spec.block,
         config.style,

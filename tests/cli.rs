@@ -1,0 +1,99 @@
+//! The `resnet` command, run as a user would.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn resnet(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).current_dir(repo()).output().expect("run resnet")
+}
+
+fn stdout(output: &Output) -> String {
+    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr_of_failure(output: &Output) -> String {
+    assert!(!output.status.success(), "should fail: {}", String::from_utf8_lossy(&output.stdout));
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn info_reports_resnet50_as_torchvision_does() {
+    let out = stdout(&resnet(&["info", "--config", "configs/resnet50.toml"]));
+    assert!(out.contains("total: 23,508,032 params"), "{out}");
+    assert!(out.contains("4.087 GMACs"), "{out}");
+    assert!(out.contains("matches torchvision's resnet50"), "{out}");
+    for row in ["layer1        3      256      4       56x56", "layer4        3     2048     32         7x7"] {
+        assert!(out.contains(row), "missing '{row}' in\n{out}");
+    }
+}
+
+#[test]
+fn info_follows_the_input_size() {
+    let out = stdout(&resnet(&["info", "--config", "configs/resnet50_dilated.toml", "--input", "65x97"]));
+    assert!(out.contains("layer4        3     2048      8        9x13"), "{out}");
+}
+
+#[test]
+fn extract_writes_every_output_to_safetensors() {
+    let file = std::env::temp_dir().join(format!("resnet-cli-test-{}.safetensors", std::process::id()));
+    let out = stdout(&resnet(&[
+        "extract", "--config", "configs/resnet18.toml", "--size", "64x96", "--out", file.to_str().unwrap(),
+    ]));
+    assert!(out.contains("bundled sample"), "{out}");
+    assert!(out.contains("[1, 512, 2, 3]"), "{out}");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut shapes: Vec<_> = tensors.tensors().into_iter().map(|(name, view)| (name, view.shape().to_vec())).collect();
+    shapes.sort();
+    assert_eq!(
+        shapes,
+        [
+            ("C2".to_string(), vec![1, 64, 16, 24]),
+            ("C3".into(), vec![1, 128, 8, 12]),
+            ("C4".into(), vec![1, 256, 4, 6]),
+            ("C5".into(), vec![1, 512, 2, 3])
+        ]
+    );
+}
+
+#[test]
+fn extract_reads_an_image_file_and_loads_mmdet_weights() {
+    let out = stdout(&resnet(&[
+        "extract",
+        "--config",
+        "tests/fixtures/parity/resnet18.toml",
+        "--weights",
+        "tests/fixtures/parity/resnet18.weights.safetensors",
+        "--image",
+        "crates/resnet-cli/assets/sample.png",
+        "--size",
+        "32",
+    ]));
+    assert!(out.contains("weights: tests/fixtures/parity/resnet18.weights.safetensors"), "{out}");
+    assert!(out.contains("[1, 64, 1, 1]"), "{out}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    let cases: [(&[&str], &str); 6] = [
+        (&["extract", "--config", "configs/resnet18.toml", "--image", "missing.png"], "image missing.png"),
+        (&["extract", "--config", "configs/resnet18.toml", "--image", "configs/resnet18.toml"], "not a decodable"),
+        (&["extract", "--config", "configs/resnet18.toml", "--backend", "tpu"], "unknown backend 'tpu'"),
+        (&["info", "--config", "configs/nope.toml"], "configs/nope.toml"),
+        (&["info", "--config", "configs/resnet18.toml", "--input", "0x3"], "not a size"),
+        (
+            &["extract", "--config", "configs/resnet50.toml", "--weights", "tests/fixtures/parity/resnet18.weights.safetensors"],
+            "do not match",
+        ),
+    ];
+    for (args, expected) in cases {
+        let err = stderr_of_failure(&resnet(args));
+        assert!(err.contains(expected), "{args:?}: expected '{expected}' in: {err}");
+    }
+}

@@ -8,5 +8,6 @@ mod configs;
 mod gradients;
 mod init;
 mod parity;
+mod plugins;
 mod summary;
 mod weights;

@@ -7,6 +7,7 @@ use crate::config::{ResNetConfig, ResNetSpec};
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
 use crate::layer::{ResLayer, stage_block_specs};
+use crate::plugin::{Plugin, PluginPosition};
 use crate::stem::Stem;
 
 /// A ResNet / ResNeXt backbone returning multi-scale features (mmdet's `ResNet`).
@@ -84,6 +85,48 @@ impl ResNet {
             }
         }
         outputs
+    }
+
+    /// Append a plugin at `position` of every block of the stages selected by `stages` (one
+    /// flag per built stage, like mmdet's `stages`; `None` selects every stage). `make` is
+    /// called once per block with the plugin's input channels and must return a plugin for
+    /// that many channels. Plugins added by successive calls at one position run in call order.
+    ///
+    /// Errors: a `stages` mask of the wrong length, or `AfterConv3` on BasicBlocks.
+    pub fn add_plugins(
+        mut self,
+        position: PluginPosition,
+        stages: Option<&[bool]>,
+        mut make: impl FnMut(usize) -> Plugin,
+    ) -> Result<Self> {
+        let num_stages = self.layers.len();
+        if let Some(mask) = stages.filter(|mask| mask.len() != num_stages) {
+            return Err(ResNetError::WrongLength {
+                field: "plugins.stages".into(),
+                expected: num_stages,
+                got: mask.len(),
+            });
+        }
+        for (index, layer) in self.layers.iter_mut().enumerate() {
+            if !stages.is_none_or(|mask| mask[index]) {
+                continue;
+            }
+            for block in &mut layer.blocks {
+                let Some((stack, channels)) = block.plugin_stack_mut(position) else {
+                    return Err(ResNetError::Incompatible {
+                        field: "plugins.position".into(),
+                        reason: format!(
+                            "{} needs a Bottleneck block (conv3); depth {} uses BasicBlock, whose \
+                             last conv is conv2: use after_conv2",
+                            position.name(),
+                            self.spec.config.depth
+                        ),
+                    });
+                };
+                stack.plugins.push(make(channels));
+            }
+        }
+        Ok(self)
     }
 
     /// [`ResNet::forward`] after checking the input's shape.

@@ -40,6 +40,7 @@ pub mod error;
 pub mod features;
 pub mod layer;
 pub mod norm;
+pub mod plugin;
 pub mod stem;
 pub mod summary;
 pub mod weights;

@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::norm::Norm;
+use crate::plugin::PluginStack;
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
 /// then ReLU.
@@ -22,6 +23,10 @@ pub struct BasicBlock {
     pub norm2: Norm,
     /// Shortcut projection.
     pub downsample: Option<Downsample>,
+    /// Plugins after `conv1` → norm → ReLU (`planes` channels).
+    pub after_conv1: PluginStack,
+    /// Plugins after `conv2` → norm, before the residual add (`planes` channels).
+    pub after_conv2: PluginStack,
 }
 
 impl BasicBlock {
@@ -35,6 +40,8 @@ impl BasicBlock {
             conv2: conv2.init(device),
             norm2: Norm::batch(conv2.out_channels, last_gamma, device),
             downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+            after_conv1: PluginStack::default(),
+            after_conv2: PluginStack::default(),
         }
     }
 
@@ -44,8 +51,8 @@ impl BasicBlock {
             Some(downsample) => downsample.forward(x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.norm1.forward(self.conv1.forward(x)));
-        let out = self.norm2.forward(self.conv2.forward(out));
+        let out = self.after_conv1.forward(relu(self.norm1.forward(self.conv1.forward(x))));
+        let out = self.after_conv2.forward(self.norm2.forward(self.conv2.forward(out)));
         relu(out + identity)
     }
 }

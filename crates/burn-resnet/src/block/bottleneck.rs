@@ -7,6 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::norm::Norm;
+use crate::plugin::PluginStack;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
 /// plus the shortcut, then ReLU. `style` decides whether `conv1` or `conv2` carries the stride.
@@ -26,6 +27,12 @@ pub struct Bottleneck {
     pub norm3: Norm,
     /// Shortcut projection.
     pub downsample: Option<Downsample>,
+    /// Plugins after `conv1` → norm → ReLU (`width` channels).
+    pub after_conv1: PluginStack,
+    /// Plugins after `conv2` → norm → ReLU (`width` channels).
+    pub after_conv2: PluginStack,
+    /// Plugins after `conv3` → norm, before the residual add (output channels).
+    pub after_conv3: PluginStack,
 }
 
 impl Bottleneck {
@@ -41,6 +48,9 @@ impl Bottleneck {
             conv3: conv3.init(device),
             norm3: Norm::batch(conv3.out_channels, last_gamma, device),
             downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+            after_conv1: PluginStack::default(),
+            after_conv2: PluginStack::default(),
+            after_conv3: PluginStack::default(),
         }
     }
 
@@ -50,9 +60,9 @@ impl Bottleneck {
             Some(downsample) => downsample.forward(x.clone()),
             None => x.clone(),
         };
-        let out = relu(self.norm1.forward(self.conv1.forward(x)));
-        let out = relu(self.norm2.forward(self.conv2.forward(out)));
-        let out = self.norm3.forward(self.conv3.forward(out));
+        let out = self.after_conv1.forward(relu(self.norm1.forward(self.conv1.forward(x))));
+        let out = self.after_conv2.forward(relu(self.norm2.forward(self.conv2.forward(out))));
+        let out = self.after_conv3.forward(self.norm3.forward(self.conv3.forward(out)));
         relu(out + identity)
     }
 }

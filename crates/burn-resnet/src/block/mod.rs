@@ -14,6 +14,8 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
+use crate::plugin::{PluginPosition, PluginStack};
+use burn::nn::conv::Conv2d;
 
 /// The shape of one residual block, resolved from the config (mmdet's block arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +107,20 @@ pub enum Block {
 }
 
 impl Block {
+    /// The plugin stack at `position` and its input channels; `None` for `AfterConv3` on a
+    /// BasicBlock, which has no `conv3`.
+    pub fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
+        let channels = |conv: &Conv2d| conv.weight.dims()[0];
+        match (self, position) {
+            (Block::Basic(b), PluginPosition::AfterConv1) => Some((&mut b.after_conv1, channels(&b.conv1))),
+            (Block::Basic(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, channels(&b.conv2))),
+            (Block::Basic(_), PluginPosition::AfterConv3) => None,
+            (Block::Bottleneck(b), PluginPosition::AfterConv1) => Some((&mut b.after_conv1, channels(&b.conv1))),
+            (Block::Bottleneck(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, channels(&b.conv2))),
+            (Block::Bottleneck(b), PluginPosition::AfterConv3) => Some((&mut b.after_conv3, channels(&b.conv3))),
+        }
+    }
+
     /// Run the block: residual branch + shortcut, then ReLU.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {

@@ -29,6 +29,10 @@ pub enum CliError {
         message: String,
     },
 
+    /// A benchmark could not run or read the PyTorch baseline.
+    #[error("bench: {0}")]
+    Bench(String),
+
     /// The binary was built without any backend feature.
     #[error("this build has no backend; rebuild with `--features flex` (or ndarray, wgpu)")]
     NoBackend,

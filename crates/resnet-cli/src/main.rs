@@ -1,5 +1,6 @@
 //! `resnet`: inspect, run and benchmark burn-resnet backbones from the command line.
 
+mod bench;
 mod error;
 mod extract;
 mod image_input;
@@ -52,6 +53,33 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Time inference and a training step (median, min/max, images/s, peak memory).
+    Bench {
+        /// A backbone config (TOML).
+        #[arg(long, default_value = "configs/resnet50.toml")]
+        config: PathBuf,
+        /// flex, ndarray, wgpu, or `all` (every backend compiled in); default: flex.
+        #[arg(long, default_value = "default")]
+        backend: String,
+        /// Comma-separated cases: `infer bN`, `train bN`.
+        #[arg(long, default_value = "infer b1,infer b8,train b8", value_delimiter = ',', value_parser = bench::Case::parse)]
+        cases: Vec<bench::Case>,
+        /// Square input side.
+        #[arg(long, default_value_t = 224)]
+        size: usize,
+        /// Untimed runs before timing.
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        /// Timed runs.
+        #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+        runs: u64,
+        /// Also run bench/torch_baseline.py with this Python and print the ratio.
+        #[arg(long)]
+        torch: Option<PathBuf>,
+        /// Threads for PyTorch (default: all cores, like Burn's thread pool).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
 }
 
 fn parse_size(text: &str) -> Result<[usize; 2], String> {
@@ -83,6 +111,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let request = extract::Request { config, image, size, weights, backend, out };
             extract::run(&request)
+        }
+        Command::Bench { config, backend, cases, size, warmup, runs, torch, threads } => {
+            let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
+            let backends = match backend.as_str() {
+                "all" => Backend::enabled(),
+                "default" => vec![Backend::default_enabled().ok_or(CliError::NoBackend)?],
+                name => vec![name.parse::<Backend>()?],
+            };
+            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let runs = runs as usize;
+            let request = bench::Request { spec, backends, cases, size, warmup, runs, torch: torch.map(|p| (p, threads)) };
+            bench::run(&request)
         }
     }
 }

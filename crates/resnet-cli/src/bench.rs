@@ -1,0 +1,229 @@
+//! `resnet bench`: time ResNet feature extraction and a training step, optionally side by side
+//! with PyTorch (`bench/torch_baseline.py`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_resnet::{Backend, ResNet, ResNetSpec};
+
+use crate::error::CliError;
+
+/// One benchmark case: inference or a training step at a batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// Forward in inference mode.
+    Infer(usize),
+    /// Forward, loss = sum of the outputs' means, backward, SGD step (momentum 0.9, no dampening).
+    Train(usize),
+}
+
+impl Case {
+    /// Parse `infer b1` / `train b8`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("'{text}' is not a case: expected 'infer bN' or 'train bN', e.g. 'infer b1'");
+        let (kind, batch) = text.trim().split_once(' ').ok_or_else(bad)?;
+        let batch: usize = batch.trim().trim_start_matches('b').parse().map_err(|_| bad())?;
+        match (kind, batch) {
+            (_, 0) => Err(bad()),
+            ("infer", b) => Ok(Case::Infer(b)),
+            ("train", b) => Ok(Case::Train(b)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// `infer b1` / `train b8`.
+    pub fn name(self) -> String {
+        match self {
+            Case::Infer(b) => format!("infer b{b}"),
+            Case::Train(b) => format!("train b{b}"),
+        }
+    }
+
+    fn batch(self) -> usize {
+        match self {
+            Case::Infer(b) | Case::Train(b) => b,
+        }
+    }
+}
+
+/// Timings of one case.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+pub struct Measurement {
+    pub median_ms: f64,
+    pub min_ms: f64,
+    pub max_ms: f64,
+    pub images_per_s: f64,
+    /// Peak resident memory of the process during the case (MiB), `NaN` where unknown.
+    pub peak_mib: f64,
+}
+
+/// One line of `bench/torch_baseline.py --json`.
+#[derive(serde::Deserialize)]
+struct TorchRow {
+    case: String,
+    #[serde(flatten)]
+    measurement: Measurement,
+}
+
+/// What `resnet bench` was asked to do.
+pub struct Request {
+    pub spec: ResNetSpec,
+    pub backends: Vec<Backend>,
+    pub cases: Vec<Case>,
+    pub size: usize,
+    pub warmup: usize,
+    pub runs: usize,
+    /// Run `bench/torch_baseline.py` with this Python and these threads.
+    pub torch: Option<(PathBuf, usize)>,
+}
+
+/// Run every case on every backend and print one line per case.
+pub fn run(request: &Request) -> Result<(), CliError> {
+    let torch = match &request.torch {
+        Some((python, threads)) => Some(torch_baseline(python, *threads, request)?),
+        None => None,
+    };
+    println!(
+        "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs{}",
+        request.spec.config.depth,
+        request.size,
+        request.size,
+        request.warmup,
+        request.runs,
+        torch.as_ref().map_or(String::new(), |_| ", against PyTorch eager".into())
+    );
+    println!(
+        "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}{}",
+        "backend", "case", "median ms", "min ms", "max ms", "img/s", "peak MiB",
+        if torch.is_some() { "   torch ms  torch MiB  time ratio" } else { "" }
+    );
+    for &backend in &request.backends {
+        let device = backend.device()?;
+        for &case in &request.cases {
+            let m = measure(&request.spec, &device, case, request)?;
+            let mut line = format!(
+                "{:<8} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>9.0}",
+                backend.name(),
+                case.name(),
+                m.median_ms,
+                m.min_ms,
+                m.max_ms,
+                m.images_per_s,
+                m.peak_mib
+            );
+            if let Some(t) = torch.as_ref().and_then(|t| t.get(&case.name())) {
+                line += &format!(
+                    " {:>10.1} {:>10.0} {:>10.2}x",
+                    t.median_ms,
+                    t.peak_mib,
+                    m.median_ms / t.median_ms
+                );
+            }
+            println!("{line}");
+        }
+    }
+    Ok(())
+}
+
+/// Time one case on one device.
+pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request) -> Result<Measurement, CliError> {
+    let shape = [case.batch(), spec.config.in_channels, request.size, request.size];
+    reset_peak_memory();
+    let mut times = Vec::with_capacity(request.runs);
+    match case {
+        Case::Infer(_) => {
+            let model = spec.init(device);
+            let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+            for run in 0..request.warmup + request.runs {
+                let started = Instant::now();
+                let loss = feature_loss(&model, images.clone());
+                let _ = loss.into_scalar::<f32>();
+                sync(device)?;
+                if run >= request.warmup {
+                    times.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+        Case::Train(_) => {
+            let training = device.clone().autodiff();
+            let mut model = spec.init(device).fork(&training).train();
+            let momentum = MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false };
+            let mut optimizer = SgdConfig::new().with_momentum(Some(momentum)).init();
+            let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &training);
+            for run in 0..request.warmup + request.runs {
+                let started = Instant::now();
+                let grads = feature_loss(&model, images.clone()).backward();
+                let grads = GradientsParams::from_grads(grads, &model);
+                model = optimizer.step(0.01, model, grads);
+                sync(device)?;
+                if run >= request.warmup {
+                    times.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+            }
+        }
+    }
+    times.sort_by(f64::total_cmp);
+    let median_ms = times[times.len() / 2];
+    Ok(Measurement {
+        median_ms,
+        min_ms: times[0],
+        max_ms: times[times.len() - 1],
+        images_per_s: case.batch() as f64 * 1e3 / median_ms,
+        peak_mib: peak_memory_mib(),
+    })
+}
+
+/// The benchmark's loss: the sum of the outputs' means (a scalar that depends on every output).
+fn feature_loss(model: &ResNet, images: Tensor<4>) -> Tensor<1> {
+    model.forward(images).into_iter().map(|f| f.mean()).reduce(|a, b| a + b).expect("at least one output")
+}
+
+fn sync(device: &Device) -> Result<(), CliError> {
+    device.sync().map_err(|e| CliError::Bench(format!("device sync failed: {e:?}")))
+}
+
+/// Reset the process's peak resident set size (Linux `clear_refs` 5); a no-op elsewhere.
+fn reset_peak_memory() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Peak resident set size since the last reset, in MiB (Linux `VmHWM`); `NaN` elsewhere.
+fn peak_memory_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(f64::NAN, |kib| kib / 1024.0)
+}
+
+/// Run `bench/torch_baseline.py --json` and read its measurements by case name.
+fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result<HashMap<String, Measurement>, CliError> {
+    let cases: Vec<String> = request.cases.iter().map(|c| c.name()).collect();
+    let output = Command::new(python)
+        .args(["bench/torch_baseline.py", "--json", "--threads", &threads.to_string()])
+        .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
+        .args(["--cases", &cases.join(",")])
+        .output()
+        .map_err(|e| CliError::Bench(format!("cannot run {} bench/torch_baseline.py: {e}", python.display())))?;
+    if !output.status.success() {
+        return Err(CliError::Bench(format!(
+            "bench/torch_baseline.py failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    let mut results = HashMap::new();
+    for line in String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.starts_with('{')) {
+        let row: TorchRow = serde_json::from_str(line)
+            .map_err(|e| CliError::Bench(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
+        results.insert(row.case, row.measurement);
+    }
+    Ok(results)
+}

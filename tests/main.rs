@@ -10,4 +10,5 @@ mod init;
 mod parity;
 mod plugins;
 mod summary;
+mod training_parity;
 mod weights;

@@ -1,8 +1,8 @@
 //! The normalisation layer that follows every convolution (mmdet `norm_cfg`).
 
-use burn::module::Module;
+use burn::module::{Module, RunningState};
 use burn::nn::{BatchNorm, BatchNormConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, Tensor, module};
 
 /// A normalisation layer. mmdet's default `norm_cfg = dict(type='BN')` is BatchNorm with
 /// eps 1e-5 and momentum 0.1; it is initialised with weight 1, bias 0 (mmdet's init) or, for a
@@ -24,8 +24,15 @@ impl Norm {
     }
 
     /// Normalise `[batch, channels, height, width]`.
+    ///
+    /// BatchNorm trains (batch statistics, running statistics updated) when the device is
+    /// autodiff and the layer's training flag is on, as Burn's; otherwise it uses its running
+    /// statistics.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         match self {
+            Norm::Batch(norm) if x.device().is_autodiff() && norm.training.is_enabled() => {
+                batch_norm_train(norm, x)
+            }
             Norm::Batch(norm) => norm.forward(x),
         }
     }
@@ -36,4 +43,28 @@ impl Norm {
             Norm::Batch(norm) => norm.gamma.shape().dims::<1>()[0],
         }
     }
+}
+
+/// BatchNorm's training path with PyTorch's running-variance update.
+///
+/// Burn's `BatchNorm` feeds its running variance the biased (population) batch variance;
+/// PyTorch (and so every mmdet/torchvision checkpoint's statistics) uses the unbiased one,
+/// `var · n / (n − 1)` with `n = batch · height · width`. Normalisation itself uses the biased
+/// variance in both.
+fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    let [batch, _, height, width] = x.dims();
+    let samples = (batch * height * width) as f64;
+    // One sample per channel has no unbiased variance (PyTorch refuses to train on it); keep
+    // the biased one (0) rather than dividing by zero.
+    let bessel = if samples > 1.0 { samples / (samples - 1.0) } else { 1.0 };
+    let device = x.device();
+    let result = module::batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+    let momentum = norm.momentum;
+    let update = |running: &RunningState<Tensor<1>>, batch_stat: Tensor<1>| {
+        let old = running.value_sync().to_device(&device);
+        running.update(old.mul_scalar(1.0 - momentum).add(batch_stat.detach().mul_scalar(momentum)).detach());
+    };
+    update(&norm.running_mean, result.mean);
+    update(&norm.running_var, result.variance.mul_scalar(bessel));
+    result.output
 }

@@ -46,8 +46,8 @@ fn zero_init_residual_zeroes_only_the_last_norm_of_each_block() {
             for layer in &backbone.layers {
                 for block in &layer.blocks {
                     let Block::Bottleneck(block) = block else { panic!("bottleneck") };
-                    let burn_resnet::norm::Norm::Batch(norm3) = &block.norm3;
-                    let burn_resnet::norm::Norm::Batch(norm1) = &block.norm1;
+                    let burn_resnet::norm::Norm::Batch(norm3) = &block.norm3 else { panic!("batch norm") };
+                    let burn_resnet::norm::Norm::Batch(norm1) = &block.norm1 else { panic!("batch norm") };
                     let last = values(norm3.gamma.val());
                     assert!(last.iter().all(|g| *g == if zero { 0.0 } else { 1.0 }), "{toml}: norm3 {last:?}");
                     assert!(values(norm1.gamma.val()).iter().all(|g| *g == 1.0));
@@ -63,7 +63,7 @@ fn basic_blocks_zero_their_second_norm() {
     for (_, device) in devices() {
         let backbone = config("depth = 18\nbase_channels = 4").init(&device).unwrap();
         let Block::Basic(block) = &backbone.layers[0].blocks[0] else { panic!("basic") };
-        let burn_resnet::norm::Norm::Batch(norm2) = &block.norm2;
+        let burn_resnet::norm::Norm::Batch(norm2) = &block.norm2 else { panic!("batch norm") };
         assert!(values(norm2.gamma.val()).iter().all(|g| *g == 0.0));
     }
 }

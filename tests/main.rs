@@ -3,6 +3,7 @@
 
 mod common;
 
+mod backends;
 mod config_errors;
 mod configs;
 mod gradients;

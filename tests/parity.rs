@@ -3,13 +3,15 @@
 //! random weights and BatchNorm statistics; every output must agree within 1e-4 (max abs
 //! difference relative to the max abs value).
 
-use burn_resnet::ResNetConfig;
+use burn::tensor::Device;
+use burn_resnet::{Backend, ResNetConfig};
 
 use crate::common::{devices, read_safetensors, relative_error, repo_path};
 
 const TOLERANCE: f32 = 1e-4;
 
-fn check_parity(case: &str) {
+/// Check one eval-mode fixture on one device.
+pub fn check_parity_on(case: &str, backend: Backend, device: &Device) {
     let dir = "tests/fixtures/parity";
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
     let (io, metadata) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
@@ -17,15 +19,22 @@ fn check_parity(case: &str) {
     let (inputs, outputs): (Vec<_>, Vec<_>) = io.iter().partition(|(name, _)| name == "input");
     assert_eq!(outputs.len(), config.validate().unwrap().out_indices.len());
 
-    for (backend, device) in devices() {
-        let backbone = config.init(&device).unwrap().load_mmdet_safetensors(&weights).unwrap();
-        let features = backbone.try_forward(inputs[0].1.to_tensor(&device)).unwrap();
-        assert_eq!(features.len(), outputs.len(), "{case} on {backend}: number of outputs");
+    let backbone = config.init(device).unwrap().load_mmdet_safetensors(&weights).unwrap();
+    // The backbone as loaded, and with its BatchNorms folded into the convs for inference.
+    for (variant, model) in [("", backbone.clone()), (" folded", backbone.fold_batch_norms())] {
+        let features = model.try_forward(inputs[0].1.to_tensor(device)).unwrap();
+        assert_eq!(features.len(), outputs.len(), "{case}{variant} on {backend}: number of outputs");
         for (feature, (name, expected)) in features.iter().zip(&outputs) {
             let error = relative_error(feature, expected);
-            println!("{case} {name} on {backend}: relative error {error:.2e}");
-            assert!(error <= TOLERANCE, "{case} {name} on {backend}: relative error {error:.2e} > {TOLERANCE:.0e}");
+            println!("{case}{variant} {name} on {backend}: relative error {error:.2e}");
+            assert!(error <= TOLERANCE, "{case}{variant} {name} on {backend}: relative error {error:.2e} > {TOLERANCE:.0e}");
         }
+    }
+}
+
+fn check_parity(case: &str) {
+    for (backend, device) in devices() {
+        check_parity_on(case, backend, &device);
     }
 }
 

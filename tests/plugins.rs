@@ -49,7 +49,7 @@ fn after_conv3_plugins_run_between_the_last_norm_and_the_residual_add() {
         for (layer, _) in halved.layers.iter_mut().zip(stages).filter(|(_, on)| *on) {
             for block in &mut layer.blocks {
                 let Block::Bottleneck(block) = block else { panic!("bottleneck") };
-                let Norm::Batch(norm) = &mut block.norm3;
+                let Norm::Batch(norm) = &mut block.norm3 else { panic!("batch norm") };
                 norm.gamma = norm.gamma.clone().map(|g| g.mul_scalar(0.5));
                 norm.beta = norm.beta.clone().map(|b| b.mul_scalar(0.5));
             }

@@ -3,7 +3,7 @@
 //! on every backend. Fixtures from `tools/make_fixtures.py` (`*_train`).
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Tensor};
 use burn_resnet::ResNetConfig;
 
 use crate::common::{devices, read_safetensors, repo_path, values};
@@ -56,48 +56,78 @@ fn collect(module: &impl Module, grads: Option<&Gradients>) -> Vec<(String, Vec<
     collect.tensors
 }
 
-fn check_training(case: &str) {
+/// What one training step computes: outputs, loss, and per tensor path the gradient
+/// (parameters) or the updated value (running statistics).
+pub struct TrainingStep {
+    pub outputs: Vec<Vec<f32>>,
+    pub loss: f32,
+    pub tensors: Vec<(String, Vec<f32>)>,
+}
+
+/// The float64 reference of a training fixture.
+pub fn reference_step(case: &str, device: &Device) -> TrainingStep {
     let dir = "tests/fixtures/parity";
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
     let (io, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
-    let find = |name: &str| &io.iter().find(|(n, _)| n == name).unwrap().1;
-    let weights = repo_path(&format!("{dir}/{case}.weights.safetensors"));
+    let mut outputs: Vec<_> = io.iter().filter(|(n, _)| n.starts_with("output.")).collect();
+    outputs.sort_by_key(|(n, _)| n["output.".len()..].parse::<usize>().unwrap());
+    let loss = io.iter().find(|(n, _)| n == "loss").unwrap().1.values[0];
+    // The reference file loads like a checkpoint: gradients where the parameters are,
+    // running statistics after the forward where the statistics are.
     let after_step = repo_path(&format!("{dir}/{case}.grads.safetensors"));
+    let tensors = collect(&config.init(device).unwrap().load_mmdet_safetensors(&after_step).unwrap(), None);
+    TrainingStep { outputs: outputs.into_iter().map(|(_, t)| t.values.clone()).collect(), loss, tensors }
+}
 
+/// One training step of a fixture's model on `device` (made autodiff here).
+pub fn training_step(case: &str, device: &Device) -> TrainingStep {
+    let dir = "tests/fixtures/parity";
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
+    let (io, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
+    let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
+    let weights = repo_path(&format!("{dir}/{case}.weights.safetensors"));
+    let training = device.clone().autodiff();
+    let backbone = config.init(device).unwrap().load_mmdet_safetensors(&weights).unwrap().fork(&training).train();
+    let features = backbone.forward(input.to_tensor(&training));
+    let outputs = features.iter().map(|f| values(f.clone())).collect();
+    let loss = features.into_iter().map(|f| f.mean()).reduce(|a, b| a + b).unwrap();
+    let loss_value = values(loss.clone())[0];
+    let grads = loss.backward();
+    // Burn applies running-statistic updates lazily (per thread); `valid()` syncs them.
+    let _synced = backbone.valid();
+    TrainingStep { outputs, loss: loss_value, tensors: collect(&backbone, Some(&grads)) }
+}
+
+/// Compare a training step with a reference within the bounds above; returns the worst
+/// gradient error and its tensor.
+pub fn compare_steps(what: &str, actual: &TrainingStep, expected: &TrainingStep) -> (f32, String) {
+    assert_eq!(actual.outputs.len(), expected.outputs.len(), "{what}: outputs");
+    for (index, (a, e)) in actual.outputs.iter().zip(&expected.outputs).enumerate() {
+        let error = l2_relative(a, e);
+        println!("{what}: output.{index} relative error {error:.2e}");
+        assert!(error <= OUTPUT_TOLERANCE, "{what}: output.{index}: {error:.2e} > {OUTPUT_TOLERANCE:.0e}");
+    }
+    assert!((actual.loss - expected.loss).abs() <= 1e-5 * expected.loss.abs(), "{what}: loss {} vs {}", actual.loss, expected.loss);
+    assert_eq!(actual.tensors.len(), expected.tensors.len(), "{what}: tensors");
+    let mut worst = (0f32, String::new());
+    for ((path, a), (expected_path, e)) in actual.tensors.iter().zip(&expected.tensors) {
+        assert_eq!(path, expected_path);
+        let error = l2_relative(a, e);
+        let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
+        let tolerance = if statistic { STATISTICS_TOLERANCE } else { GRADIENT_TOLERANCE };
+        assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.0e}");
+        if error > worst.0 {
+            worst = (error, path.clone());
+        }
+    }
+    println!("{what}: {} tensors, worst relative error {:.2e} ({})", expected.tensors.len(), worst.0, worst.1);
+    worst
+}
+
+fn check_training(case: &str) {
     for (backend, device) in devices() {
-        let training = device.clone().autodiff();
-        let backbone = config.init(&device).unwrap().load_mmdet_safetensors(&weights).unwrap().fork(&training).train();
-        let features = backbone.forward(find("input").to_tensor(&training));
-        for (index, feature) in features.iter().enumerate() {
-            let error = l2_relative(&values(feature.clone()), &find(&format!("output.{index}")).values);
-            println!("{case} output.{index} on {backend}: relative error {error:.2e}");
-            assert!(error <= OUTPUT_TOLERANCE, "{case} output.{index} on {backend}: {error:.2e}");
-        }
-        let loss = features.into_iter().map(|f| f.mean()).reduce(|a, b| a + b).unwrap();
-        let loss_value = values(loss.clone())[0];
-        let expected_loss = find("loss").values[0];
-        assert!((loss_value - expected_loss).abs() <= 1e-5 * expected_loss.abs(), "{case} on {backend}: loss {loss_value} vs {expected_loss}");
-        let grads = loss.backward();
-
-        // The reference file loads like a checkpoint: gradients where the parameters are,
-        // running statistics after the forward where the statistics are.
-        let expected = collect(&config.init(&device).unwrap().load_mmdet_safetensors(&after_step).unwrap(), None);
-        // Burn applies running-statistic updates lazily (per thread); `valid()` syncs them.
-        let _synced = backbone.valid();
-        let actual = collect(&backbone, Some(&grads));
-        assert_eq!(actual.len(), expected.len());
-        let mut worst = (0f32, String::new());
-        for ((path, actual), (expected_path, expected)) in actual.iter().zip(&expected) {
-            assert_eq!(path, expected_path);
-            let error = l2_relative(actual, expected);
-            let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
-            let tolerance = if statistic { STATISTICS_TOLERANCE } else { GRADIENT_TOLERANCE };
-            assert!(error <= tolerance, "{case} on {backend}: {path}: relative error {error:.2e} > {tolerance:.0e}");
-            if error > worst.0 {
-                worst = (error, path.clone());
-            }
-        }
-        println!("{case} on {backend}: {} tensors, worst relative error {:.2e} ({})", expected.len(), worst.0, worst.1);
+        let expected = reference_step(case, &device);
+        compare_steps(&format!("{case} on {backend}"), &training_step(case, &device), &expected);
     }
 }
 

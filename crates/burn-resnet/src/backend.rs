@@ -32,6 +32,11 @@ impl Backend {
         }
     }
 
+    /// Whether the backend runs on the CPU (flex, ndarray) rather than a GPU API.
+    pub fn is_cpu(self) -> bool {
+        matches!(self, Backend::Flex | Backend::Ndarray)
+    }
+
     /// Whether this build has the backend's cargo feature.
     pub fn is_enabled(self) -> bool {
         match self {

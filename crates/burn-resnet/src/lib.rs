@@ -38,6 +38,7 @@ pub mod config;
 pub mod conv;
 pub mod error;
 pub mod features;
+mod fold;
 pub mod layer;
 pub mod norm;
 pub mod plugin;

@@ -1,7 +1,8 @@
 //! The normalisation layer that follows every convolution (mmdet `norm_cfg`).
 
-use burn::module::{Module, RunningState};
-use burn::nn::{BatchNorm, BatchNormConfig};
+use burn::module::{Module, Param, RunningState};
+use burn::nn::conv::Conv2d;
+use burn::nn::{BatchNorm, BatchNormConfig, Identity};
 use burn::tensor::{Device, Tensor, module};
 
 /// A normalisation layer. mmdet's default `norm_cfg = dict(type='BN')` is BatchNorm with
@@ -11,6 +12,8 @@ use burn::tensor::{Device, Tensor, module};
 pub enum Norm {
     /// `nn.BatchNorm2d`.
     Batch(BatchNorm),
+    /// A BatchNorm folded into the conv before it by [`Norm::fold_into`]: the identity.
+    Folded(Identity),
 }
 
 impl Norm {
@@ -34,14 +37,29 @@ impl Norm {
                 batch_norm_train(norm, x)
             }
             Norm::Batch(norm) => norm.forward(x),
+            Norm::Folded(_) => x,
         }
     }
 
-    /// Number of channels normalised.
-    pub fn channels(&self) -> usize {
-        match self {
-            Norm::Batch(norm) => norm.gamma.shape().dims::<1>()[0],
-        }
+    /// Fold this norm, with its running statistics (eval mode), into `conv`, the conv that
+    /// feeds it: `w' = w · γ/√(σ² + ε)` per output channel and `b' = β − μ · γ/√(σ² + ε)`
+    /// (plus the conv's own bias, scaled). Returns the new conv and [`Norm::Folded`]; together
+    /// they compute what `conv → norm` computed in eval mode, in one op.
+    pub fn fold_into(self, mut conv: Conv2d) -> (Conv2d, Norm) {
+        let norm = match self {
+            Norm::Batch(norm) => norm,
+            folded @ Norm::Folded(_) => return (conv, folded),
+        };
+        let channels = norm.gamma.dims()[0];
+        let scale = norm.gamma.val() / norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt();
+        let shift = norm.beta.val() - norm.running_mean.value_sync() * scale.clone();
+        let bias = match conv.bias.take() {
+            Some(bias) => bias.val() * scale.clone() + shift,
+            None => shift,
+        };
+        conv.weight = conv.weight.map(|w| w * scale.reshape([channels, 1, 1, 1]));
+        conv.bias = Some(Param::from_tensor(bias));
+        (conv, Norm::Folded(Identity))
     }
 }
 

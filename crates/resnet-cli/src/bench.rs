@@ -79,6 +79,8 @@ pub struct Request {
     pub size: usize,
     pub warmup: usize,
     pub runs: usize,
+    /// Fold BatchNorms into the convs for the inference cases.
+    pub fold_batch_norms: bool,
     /// Run `bench/torch_baseline.py` with this Python and these threads.
     pub torch: Option<(PathBuf, usize)>,
 }
@@ -90,12 +92,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         None => None,
     };
     println!(
-        "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs{}",
+        "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
         request.spec.config.depth,
         request.size,
         request.size,
         request.warmup,
         request.runs,
+        if request.fold_batch_norms { "with BatchNorms folded into the convs" } else { "unfolded" },
         torch.as_ref().map_or(String::new(), |_| ", against PyTorch eager".into())
     );
     println!(
@@ -139,6 +142,7 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
     match case {
         Case::Infer(_) => {
             let model = spec.init(device);
+            let model = if request.fold_batch_norms { model.fold_batch_norms() } else { model };
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
             for run in 0..request.warmup + request.runs {
                 let started = Instant::now();

@@ -73,6 +73,9 @@ enum Command {
         /// Timed runs.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         runs: u64,
+        /// Run inference without folding the BatchNorms into the convs.
+        #[arg(long)]
+        no_fold: bool,
         /// Also run bench/torch_baseline.py with this Python and print the ratio.
         #[arg(long)]
         torch: Option<PathBuf>,
@@ -112,7 +115,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let request = extract::Request { config, image, size, weights, backend, out };
             extract::run(&request)
         }
-        Command::Bench { config, backend, cases, size, warmup, runs, torch, threads } => {
+        Command::Bench { config, backend, cases, size, warmup, runs, no_fold, torch, threads } => {
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             let backends = match backend.as_str() {
                 "all" => Backend::enabled(),
@@ -121,7 +124,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = runs as usize;
-            let request = bench::Request { spec, backends, cases, size, warmup, runs, torch: torch.map(|p| (p, threads)) };
+            let request = bench::Request {
+                spec,
+                backends,
+                cases,
+                size,
+                warmup,
+                runs,
+                fold_batch_norms: !no_fold,
+                torch: torch.map(|p| (p, threads)),
+            };
             bench::run(&request)
         }
     }

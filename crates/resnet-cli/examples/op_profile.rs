@@ -1,0 +1,51 @@
+//! Where ResNet-50 inference time goes on a backend: times each op kind on the shapes of one
+//! stage. `cargo run --release -p resnet-cli --example op_profile [flex|ndarray]`.
+
+use std::time::Instant;
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::{batch_norm, conv2d};
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_resnet::Backend;
+
+fn time(label: &str, runs: usize, device: &Device, mut f: impl FnMut() -> Tensor<4>) {
+    let _ = f().into_data();
+    let started = Instant::now();
+    for _ in 0..runs {
+        let out = f();
+        let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
+    }
+    device.sync().unwrap();
+    println!("{label:<48} {:8.3} ms", started.elapsed().as_secs_f64() * 1e3 / runs as f64);
+}
+
+fn main() {
+    let backend: Backend = std::env::args().nth(1).unwrap_or("flex".into()).parse().unwrap();
+    let device = backend.device().unwrap();
+    let n = Distribution::Normal(0.0, 1.0);
+    for (batch, channels, side) in [(1, 64, 56), (1, 256, 14), (8, 64, 56)] {
+        let width = channels;
+        let x = Tensor::<4>::random([batch, width, side, side], n, &device);
+        let wide = Tensor::<4>::random([batch, width * 4, side, side], n, &device);
+        let w3 = Tensor::<4>::random([width, width, 3, 3], n, &device);
+        let w1 = Tensor::<4>::random([width * 4, width, 1, 1], n, &device);
+        let bias = Tensor::<1>::random([width], n, &device);
+        let bias4 = Tensor::<1>::random([width * 4], n, &device);
+        let ones = Tensor::<1>::ones([width], &device);
+        let o3 = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let o1 = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let runs = 20;
+        println!("batch {batch}, {width} channels, {side}x{side}");
+        time("  conv3x3", runs, &device, || conv2d(x.clone(), w3.clone(), None, o3.clone()));
+        time("  conv3x3 + bias", runs, &device, || conv2d(x.clone(), w3.clone(), Some(bias.clone()), o3.clone()));
+        time("  conv1x1 expand x4", runs, &device, || conv2d(x.clone(), w1.clone(), None, o1.clone()));
+        time("  conv1x1 expand x4 + bias", runs, &device, || conv2d(x.clone(), w1.clone(), Some(bias4.clone()), o1.clone()));
+        time("  batch_norm (inference)", runs, &device, || {
+            batch_norm(x.clone(), ones.clone(), bias.clone(), bias.clone(), ones.clone(), 1e-5)
+        });
+        time("  relu", runs, &device, || relu(x.clone()));
+        time("  add", runs, &device, || x.clone() + x.clone());
+        time("  add + relu on expanded", runs, &device, || relu(wide.clone() + wide.clone()));
+    }
+}

@@ -7,7 +7,8 @@ downloaded) returns C2..C5 like burn-resnet's `configs/resnet50.toml`. Cases, f3
   train b8             train mode; loss = sum of the four outputs' means; backward;
                        SGD(lr=0.01, momentum=0.9, dampening=0)
 Each case: `--warmup` untimed runs, then `--runs` timed runs; peak memory is the process's peak
-resident set (VmHWM) reset before each case (Linux). One JSON object per case on stdout with
+resident set (VmHWM) during the case minus its resident set just before (model and input built,
+libraries loaded): what the case itself needs (Linux). One JSON object per case on stdout with
 `--json` (what `resnet bench --torch` reads), a table otherwise.
 
     python3 bench/torch_baseline.py --threads 2
@@ -39,18 +40,20 @@ class Body(torch.nn.Module):
 
 
 def reset_peak():
+    """Reset the peak resident size; return the current one (MiB), the case's baseline."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
     except OSError:
         pass
+    return memory_mib("VmRSS:")
 
 
-def peak_mib():
+def memory_mib(field):
     try:
         with open("/proc/self/status") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
@@ -58,7 +61,9 @@ def peak_mib():
 
 
 def run_case(name, step, batch, warmup, runs):
-    reset_peak()
+    # Measured from just before the first step: weights and input are in memory, activations,
+    # gradients and optimizer state are not.
+    baseline = reset_peak()
     for _ in range(warmup):
         step()
     times = []
@@ -73,7 +78,7 @@ def run_case(name, step, batch, warmup, runs):
         "min_ms": min(times),
         "max_ms": max(times),
         "images_per_s": batch * 1e3 / median,
-        "peak_mib": peak_mib(),
+        "peak_mib": memory_mib("VmHWM:") - baseline,
     }
 
 
@@ -116,7 +121,7 @@ def main():
             print(json.dumps(r), flush=True)
         else:
             print(f"{r['case']:<9} median {r['median_ms']:8.1f} ms  min {r['min_ms']:8.1f}  max {r['max_ms']:8.1f}"
-                  f"  {r['images_per_s']:7.1f} img/s  peak {r['peak_mib']:7.0f} MiB")
+                  f"  {r['images_per_s']:7.1f} img/s  +peak {r['peak_mib']:7.0f} MiB")
     if not args.json:
         print(f"torch {torch.__version__}, {args.threads} threads")
 

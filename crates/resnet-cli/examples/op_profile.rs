@@ -23,6 +23,7 @@ fn time(label: &str, runs: usize, device: &Device, mut f: impl FnMut() -> Tensor
 fn main() {
     let backend: Backend = std::env::args().nth(1).unwrap_or("flex".into()).parse().unwrap();
     let device = backend.device().unwrap();
+    matmul_profile(&device);
     let n = Distribution::Normal(0.0, 1.0);
     for (batch, channels, side) in [(1, 64, 56), (1, 256, 14), (8, 64, 56)] {
         let width = channels;
@@ -49,3 +50,21 @@ fn main() {
         time("  add + relu on expanded", runs, &device, || relu(wide.clone() + wide.clone()));
     }
 }
+
+/// Throughput of the backend's matmul on the im2col shapes of ResNet-50's 3x3 convs.
+fn matmul_profile(device: &Device) {
+    let n = Distribution::Normal(0.0, 1.0);
+    for (m, k, cols) in [(3136, 576, 64), (196, 2304, 256), (1024, 1024, 1024)] {
+        let a = Tensor::<2>::random([m, k], n, device);
+        let b = Tensor::<2>::random([k, cols], n, device);
+        let _ = a.clone().matmul(b.clone()).into_data();
+        let runs = 20;
+        let started = Instant::now();
+        for _ in 0..runs {
+            let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_data();
+        }
+        let secs = started.elapsed().as_secs_f64() / runs as f64;
+        println!("matmul {m}x{k} · {k}x{cols}: {:.3} ms, {:.0} GFLOP/s", secs * 1e3, 2.0 * (m * k * cols) as f64 / secs / 1e9);
+    }
+}
+

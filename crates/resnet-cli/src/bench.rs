@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -59,7 +59,8 @@ pub struct Measurement {
     pub min_ms: f64,
     pub max_ms: f64,
     pub images_per_s: f64,
-    /// Peak resident memory of the process during the case (MiB), `NaN` where unknown.
+    /// Peak resident memory during the case above the resident memory before it (model and
+    /// input already built): what the case itself needs, in MiB; `NaN` where unknown (non-Linux).
     pub peak_mib: f64,
 }
 
@@ -103,8 +104,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     );
     println!(
         "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}{}",
-        "backend", "case", "median ms", "min ms", "max ms", "img/s", "peak MiB",
-        if torch.is_some() { "   torch ms  torch MiB  time ratio" } else { "" }
+        "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB",
+        if torch.is_some() { "   torch ms +torch MiB  time ratio" } else { "" }
     );
     for &backend in &request.backends {
         let device = backend.device()?;
@@ -137,13 +138,18 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 /// Time one case on one device.
 pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request) -> Result<Measurement, CliError> {
     let shape = [case.batch(), spec.config.in_channels, request.size, request.size];
-    reset_peak_memory();
+    // The peak is measured from just before the first run, with the model's parameters (Burn
+    // initialises them lazily) and the input in memory, as in the PyTorch script: it counts
+    // activations, gradients, optimizer state and workspace, not the weights.
+    let baseline_mib;
     let mut times = Vec::with_capacity(request.runs);
     match case {
         Case::Infer(_) => {
             let model = spec.init(device);
             let model = if request.fold_batch_norms { model.fold_batch_norms() } else { model };
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
+            model.visit(&mut Materialize);
+            baseline_mib = reset_peak_memory();
             for run in 0..request.warmup + request.runs {
                 let started = Instant::now();
                 let loss = feature_loss(&model, images.clone());
@@ -160,6 +166,8 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
             let momentum = MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false };
             let mut optimizer = SgdConfig::new().with_momentum(Some(momentum)).init();
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &training);
+            model.visit(&mut Materialize);
+            baseline_mib = reset_peak_memory();
             for run in 0..request.warmup + request.runs {
                 let started = Instant::now();
                 let grads = feature_loss(&model, images.clone()).backward();
@@ -179,7 +187,7 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
         min_ms: times[0],
         max_ms: times[times.len() - 1],
         images_per_s: case.batch() as f64 * 1e3 / median_ms,
-        peak_mib: peak_memory_mib(),
+        peak_mib: memory_mib("VmHWM:") - baseline_mib,
     })
 }
 
@@ -192,17 +200,28 @@ fn sync(device: &Device) -> Result<(), CliError> {
     device.sync().map_err(|e| CliError::Bench(format!("device sync failed: {e:?}")))
 }
 
-/// Reset the process's peak resident set size (Linux `clear_refs` 5); a no-op elsewhere.
-fn reset_peak_memory() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
+/// Touches every parameter, so that lazily initialised ones are allocated now.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
 }
 
-/// Peak resident set size since the last reset, in MiB (Linux `VmHWM`); `NaN` elsewhere.
-fn peak_memory_mib() -> f64 {
+/// Reset the process's peak resident set size (Linux `clear_refs` 5) and return the current
+/// resident size in MiB, the baseline the case's peak is measured from.
+fn reset_peak_memory() -> f64 {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+    memory_mib("VmRSS:")
+}
+
+/// A `/proc/self/status` memory line (`VmRSS:`, `VmHWM:`) in MiB; `NaN` where unavailable.
+fn memory_mib(field: &str) -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            let line = status.lines().find(|l| l.starts_with(field))?;
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)

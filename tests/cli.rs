@@ -97,3 +97,16 @@ fn bad_input_gets_a_clear_error() {
         assert!(err.contains(expected), "{args:?}: expected '{expected}' in: {err}");
     }
 }
+
+#[test]
+fn bench_times_inference_and_a_training_step() {
+    let out = stdout(&resnet(&[
+        "bench", "--config", "tests/fixtures/parity/resnet18_train.toml", "--cases", "infer b1,train b2",
+        "--size", "32", "--warmup", "1", "--runs", "2",
+    ]));
+    for case in ["flex     infer b1", "flex     train b2"] {
+        assert!(out.contains(case), "missing '{case}' in\n{out}");
+    }
+    let err = stderr_of_failure(&resnet(&["bench", "--cases", "infer 1x"]));
+    assert!(err.contains("'infer 1x' is not a case"), "{err}");
+}

@@ -1,47 +1,9 @@
 //! On an autodiff device every trainable parameter receives a finite, non-zero gradient.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::module::Module;
+use burn::tensor::Tensor;
 
-use crate::common::{config, devices};
-
-/// Collects, by module path, the trainable parameters whose gradient is absent or all zero.
-struct GradientCheck<'a> {
-    grads: &'a Gradients,
-    path: Vec<String>,
-    checked: usize,
-    problems: Vec<String>,
-}
-
-impl ModuleVisitor for GradientCheck<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let tensor = param.val();
-        if !tensor.is_require_grad() {
-            return; // BatchNorm running statistics are state, not parameters.
-        }
-        self.checked += 1;
-        let path = self.path.join(".");
-        match tensor.grad(self.grads) {
-            None => self.problems.push(format!("{path}: no gradient")),
-            Some(grad) => {
-                let values = crate::common::values(grad);
-                if values.iter().any(|v| !v.is_finite()) {
-                    self.problems.push(format!("{path}: non-finite gradient"));
-                } else if values.iter().all(|v| *v == 0.0) {
-                    self.problems.push(format!("{path}: all-zero gradient"));
-                }
-            }
-        }
-    }
-}
+use crate::common::{config, devices, float_tensors};
 
 fn check_gradients(toml: &str, expected_params: usize) {
     for (backend, device) in devices() {
@@ -55,10 +17,19 @@ fn check_gradients(toml: &str, expected_params: usize) {
             .reduce(|a, b| a + b)
             .unwrap();
         let grads = loss.backward();
-        let mut check = GradientCheck { grads: &grads, path: Vec::new(), checked: 0, problems: Vec::new() };
-        backbone.visit(&mut check);
-        assert_eq!(check.checked, expected_params, "{backend}: trainable tensors visited");
-        assert!(check.problems.is_empty(), "{backend}: {:#?}", check.problems);
+        // BatchNorm running statistics are state, not parameters: not trainable.
+        let trainable: Vec<_> = float_tensors(&backbone, Some(&grads)).into_iter().filter(|t| t.trainable).collect();
+        assert_eq!(trainable.len(), expected_params, "{backend}: trainable tensors visited");
+        let problems: Vec<_> = trainable
+            .iter()
+            .filter_map(|t| match &t.grad {
+                None => Some(format!("{}: no gradient", t.path)),
+                Some(g) if g.iter().any(|v| !v.is_finite()) => Some(format!("{}: non-finite gradient", t.path)),
+                Some(g) if g.iter().all(|v| *v == 0.0) => Some(format!("{}: all-zero gradient", t.path)),
+                Some(_) => None,
+            })
+            .collect();
+        assert!(problems.is_empty(), "{backend}: {problems:#?}");
     }
 }
 

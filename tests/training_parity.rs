@@ -2,11 +2,11 @@
 //! the loss, the gradient of every parameter and the updated BatchNorm running statistics,
 //! on every backend. Fixtures from `tools/make_fixtures.py` (`*_train`).
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::{Device, Gradients, Tensor};
+use burn::module::Module;
+use burn::tensor::{Device, Gradients};
 use burn_resnet::ResNetConfig;
 
-use crate::common::{devices, read_safetensors, repo_path, values};
+use crate::common::{devices, float_tensors, read_safetensors, repo_path, values};
 
 // The references are float64; errors are L2-relative per tensor (‖ours − ref‖ / ‖ref‖).
 // PyTorch's own float32 misses them by up to 2.6e-5 (outputs) and 7.2e-4 (gradients: batch
@@ -25,35 +25,17 @@ fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
 
 /// Every float tensor of a module by path: for trainable parameters their gradient (when
 /// `grads` is given) or value; for BatchNorm running statistics their value.
-struct Collect<'a> {
-    grads: Option<&'a Gradients>,
-    path: Vec<String>,
-    tensors: Vec<(String, Vec<f32>)>,
-}
-
-impl ModuleVisitor for Collect<'_> {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let tensor = param.val();
-        let value = match self.grads {
-            Some(grads) if tensor.is_require_grad() => tensor.grad(grads).expect("every parameter has a gradient"),
-            _ => tensor,
-        };
-        self.tensors.push((self.path.join("."), values(value)));
-    }
-}
-
 fn collect(module: &impl Module, grads: Option<&Gradients>) -> Vec<(String, Vec<f32>)> {
-    let mut collect = Collect { grads, path: Vec::new(), tensors: Vec::new() };
-    module.visit(&mut collect);
-    collect.tensors
+    float_tensors(module, grads)
+        .into_iter()
+        .map(|t| {
+            let values = match (grads, t.trainable) {
+                (Some(_), true) => t.grad.unwrap_or_else(|| panic!("{}: no gradient", t.path)),
+                _ => t.values,
+            };
+            (t.path, values)
+        })
+        .collect()
 }
 
 /// What one training step computes: outputs, loss, and per tensor path the gradient

@@ -2,7 +2,8 @@
 
 use std::path::PathBuf;
 
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
 use burn_resnet::{Backend, ResNetConfig};
 
 /// Every CPU backend compiled into this test build, with a plain (inference) device. (wgpu
@@ -78,4 +79,44 @@ pub fn relative_error(actual: &Tensor<4>, expected: &NamedTensor) -> f32 {
 /// Values of a tensor as f32.
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
     tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+}
+
+/// One float tensor of a module, found by [`float_tensors`].
+pub struct FloatTensor {
+    /// Module path, e.g. `layers.0.blocks.1.Basic.norm1.Batch.gamma`.
+    pub path: String,
+    /// A parameter that requires gradients (not a BatchNorm running statistic).
+    pub trainable: bool,
+    pub values: Vec<f32>,
+    /// Its gradient in `grads`, for a trainable tensor.
+    pub grad: Option<Vec<f32>>,
+}
+
+/// Every float tensor of `module` by path, with its gradient when `grads` is given.
+pub fn float_tensors(module: &impl Module, grads: Option<&Gradients>) -> Vec<FloatTensor> {
+    struct Collect<'a> {
+        grads: Option<&'a Gradients>,
+        path: Vec<String>,
+        tensors: Vec<FloatTensor>,
+    }
+    impl ModuleVisitor for Collect<'_> {
+        fn enter_module(&mut self, name: &str, _container_type: &str) {
+            self.path.push(name.to_string());
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            let tensor = param.val();
+            let trainable = tensor.is_require_grad();
+            let grad = match self.grads {
+                Some(grads) if trainable => tensor.grad(grads).map(values),
+                _ => None,
+            };
+            self.tensors.push(FloatTensor { path: self.path.join("."), trainable, values: values(tensor), grad });
+        }
+    }
+    let mut collect = Collect { grads, path: Vec::new(), tensors: Vec::new() };
+    module.visit(&mut collect);
+    collect.tensors
 }

@@ -48,9 +48,10 @@ fn strides_and_dilations_need_one_entry_per_stage() {
 #[test]
 fn a_zero_stride_or_dilation_names_its_stage() {
     let error = error_of("depth = 18\nstrides = [1, 2, 0, 2]");
-    assert!(matches!(&error, ResNetError::OutOfRange { field, value: 0, .. } if field == "strides[2]"), "{error:?}");
+    assert!(matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "strides[2]"), "{error:?}");
+    assert_eq!(error.to_string(), "strides[2]: must be at least 1, got 0");
     let error = error_of("depth = 18\ndilations = [1, 0, 1, 1]");
-    assert!(matches!(&error, ResNetError::OutOfRange { field, value: 0, .. } if field == "dilations[1]"), "{error:?}");
+    assert!(matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "dilations[1]"), "{error:?}");
 }
 
 #[test]
@@ -70,7 +71,7 @@ fn zero_channels_are_rejected() {
     for field in ["in_channels", "base_channels", "stem_channels", "groups", "base_width"] {
         let error = error_of(&format!("depth = 50\n{field} = 0"));
         assert!(
-            matches!(&error, ResNetError::OutOfRange { field: f, value: 0, .. } if f == field),
+            matches!(&error, ResNetError::TooSmall { field: f, value: 0, min: 1 } if f == field),
             "{field}: {error:?}"
         );
     }
@@ -80,7 +81,7 @@ fn zero_channels_are_rejected() {
 fn a_deep_stem_needs_at_least_two_channels() {
     let error = error_of("depth = 50\ndeep_stem = true\nstem_channels = 1");
     assert!(
-        matches!(&error, ResNetError::OutOfRange { field, value: 1, min: 2, .. } if field == "stem_channels"),
+        matches!(&error, ResNetError::TooSmall { field, value: 1, min: 2 } if field == "stem_channels"),
         "{error:?}"
     );
 }

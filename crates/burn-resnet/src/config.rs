@@ -267,12 +267,7 @@ impl ResNetConfig {
 
 fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
     if value < min {
-        return Err(ResNetError::OutOfRange {
-            field: field.into(),
-            value: value as i64,
-            min: min as i64,
-            max: i64::MAX,
-        });
+        return Err(ResNetError::TooSmall { field: field.into(), value, min });
     }
     Ok(())
 }

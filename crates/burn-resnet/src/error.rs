@@ -27,6 +27,17 @@ pub enum ResNetError {
         max: i64,
     },
 
+    /// A count (channels, groups, stride, dilation) below its minimum.
+    #[error("{field}: must be at least {min}, got {value}")]
+    TooSmall {
+        /// The config field, e.g. `base_channels` or `strides[2]`.
+        field: String,
+        /// The value given.
+        value: usize,
+        /// Smallest allowed value.
+        min: usize,
+    },
+
     /// A per-stage list does not have one entry per stage.
     #[error("{field}: expected {expected} entries (one per stage, num_stages = {expected}), got {got}")]
     WrongLength {

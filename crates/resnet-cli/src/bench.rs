@@ -80,6 +80,8 @@ pub struct Request {
     pub size: usize,
     pub warmup: usize,
     pub runs: usize,
+    /// Also print the median time of each stage for the inference cases.
+    pub stages: bool,
     /// Fold BatchNorms into the convs for the inference cases.
     pub fold_batch_norms: bool,
     /// Run `bench/torch_baseline.py` with this Python and these threads.
@@ -130,9 +132,47 @@ pub fn run(request: &Request) -> Result<(), CliError> {
                 );
             }
             println!("{line}");
+            if let (true, Case::Infer(batch)) = (request.stages, case) {
+                let stages = stage_profile(&request.spec, &device, batch, request)?;
+                let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
+                for (name, ms) in stages {
+                    println!("{:<8}   {:<7} {:>10.1} ms  {:>5.1}%", "", name, ms, 100.0 * ms / total);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Median time of each stage of an inference forward (stem with its max-pool, then each
+/// layer), syncing the device between stages; printed by `resnet bench --stages`.
+pub fn stage_profile(spec: &ResNetSpec, device: &Device, batch: usize, request: &Request) -> Result<Vec<(&'static str, f64)>, CliError> {
+    let model = spec.init(device);
+    let model = if request.fold_batch_norms { model.fold_batch_norms() } else { model };
+    let images = Tensor::<4>::random([batch, spec.config.in_channels, request.size, request.size], Distribution::Normal(0.0, 1.0), device);
+    let names = std::iter::once("stem").chain(burn_resnet::features::STAGE_NAMES.into_iter().take(model.layers.len()));
+    let mut times: Vec<Vec<f64>> = vec![Vec::new(); model.layers.len() + 1];
+    for run in 0..request.warmup + request.runs {
+        let mut x = images.clone();
+        for (index, slot) in times.iter_mut().enumerate() {
+            let started = Instant::now();
+            x = match index {
+                0 => burn_resnet::stem::Stem::pool(model.stem.forward(x)),
+                i => model.layers[i - 1].forward(x),
+            };
+            sync(device)?;
+            if run >= request.warmup {
+                slot.push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    Ok(names
+        .zip(times)
+        .map(|(name, mut t)| {
+            t.sort_by(f64::total_cmp);
+            (name, t[t.len() / 2])
+        })
+        .collect())
 }
 
 /// Time one case on one device.

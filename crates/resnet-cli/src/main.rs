@@ -73,6 +73,9 @@ enum Command {
         /// Timed runs.
         #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
         runs: u64,
+        /// Also time each stage of the inference cases (stem, layer1, ...).
+        #[arg(long)]
+        stages: bool,
         /// Run inference without folding the BatchNorms into the convs.
         #[arg(long)]
         no_fold: bool,
@@ -115,7 +118,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let request = extract::Request { config, image, size, weights, backend, out };
             extract::run(&request)
         }
-        Command::Bench { config, backend, cases, size, warmup, runs, no_fold, torch, threads } => {
+        Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, torch, threads } => {
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             let backends = match backend.as_str() {
                 "all" => Backend::enabled(),
@@ -131,6 +134,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 size,
                 warmup,
                 runs,
+                stages,
                 fold_batch_norms: !no_fold,
                 torch: torch.map(|p| (p, threads)),
             };

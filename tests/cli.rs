@@ -75,7 +75,7 @@ fn extract_reads_an_image_file_and_loads_mmdet_weights() {
         "--size",
         "32",
     ]));
-    assert!(out.contains("weights: tests/fixtures/parity/resnet18.weights.safetensors"), "{out}");
+    assert!(out.contains("weights: tests/fixtures/parity/resnet18.weights.safetensors (mmdet names, detected"), "{out}");
     assert!(out.contains("[1, 64, 1, 1]"), "{out}");
 }
 
@@ -109,4 +109,19 @@ fn bench_times_inference_and_a_training_step() {
     }
     let err = stderr_of_failure(&resnet(&["bench", "--cases", "infer 1x"]));
     assert!(err.contains("'infer 1x' is not a case"), "{err}");
+}
+
+#[test]
+fn extract_loads_a_timm_checkpoint_and_reports_what_it_skipped() {
+    let out = stdout(&resnet(&[
+        "extract", "--config", "tests/fixtures/checkpoints/timm_resnet18d.toml",
+        "--weights", "tests/fixtures/checkpoints/timm_resnet18d.pth", "--size", "64",
+    ]));
+    assert!(out.contains("(timm names, detected; 2 non-backbone tensors skipped: fc."), "{out}");
+    assert!(out.contains("C1"), "{out}");
+    let err = stderr_of_failure(&resnet(&[
+        "extract", "--config", "tests/fixtures/checkpoints/timm_resnet18d.toml",
+        "--weights", "tests/fixtures/checkpoints/timm_resnet18d.pth", "--weights-source", "caffe2",
+    ]));
+    assert!(err.contains("unknown source 'caffe2'"), "{err}");
 }

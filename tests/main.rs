@@ -4,6 +4,7 @@
 mod common;
 
 mod backends;
+mod checkpoints;
 mod config_errors;
 mod configs;
 mod gradients;

@@ -128,6 +128,13 @@ pub enum ResNetError {
         enabled: String,
     },
 
+    /// A weight source name the crate does not know.
+    #[error("weights source: unknown source '{name}'; expected one of mmdet, torchvision, timm")]
+    UnknownWeightSource {
+        /// The name given.
+        name: String,
+    },
+
     /// The input tensor does not fit the backbone.
     #[error("input: expected shape [batch, {expected_channels}, height >= 1, width >= 1], got {got:?}")]
     InputShape {

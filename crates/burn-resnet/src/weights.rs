@@ -1,14 +1,17 @@
-//! Loading weights saved under mmdetection's key names (`conv1`, `bn1`, `stem.N`,
-//! `layerN.i.convK`, `layerN.i.bnK`, `layerN.i.downsample.N`) from a safetensors file.
+//! Loading pretrained weights: torchvision, timm and mmdetection checkpoints (`.pth` as
+//! `torch.save` writes them, or `.safetensors`), by path, with the source detected from the keys.
 //!
-//! One key map serves every config: the stem and downsample indices depend on `deep_stem` and
-//! `avg_down`, which the backbone knows. Loading is strict and all-or-nothing: the tensors are
-//! applied to a copy, and the caller's module is returned unchanged on any error.
+//! One key map serves every source and config: the names differ only in the stem (`conv1`/`bn1`;
+//! mmdet's deep `stem.0…7`; timm's deep `conv1.0…6` + `bn1`) and in the shortcut indices
+//! (`downsample.0/1`, or `.1/.2` after `avg_down`'s pool). Loading is strict and all-or-nothing:
+//! the tensors are applied to a copy, and the caller's module is untouched on any error.
 
+use std::fmt;
 use std::path::Path;
+use std::str::FromStr;
 
 use burn::store::{
-    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, PyTorchToBurnAdapter,
+    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
     SafetensorsStore,
 };
 use burn::tensor::DType;
@@ -16,20 +19,105 @@ use burn::tensor::DType;
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
 
-/// `(mmdet key pattern, burn-resnet path)` pairs for a backbone, applied in order.
-pub fn mmdet_key_map(backbone: &ResNet) -> Vec<(&'static str, &'static str)> {
+/// The library whose key names a checkpoint uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightSource {
+    /// mmdetection / mmpretrain (`stem.N` deep stem; detector checkpoints under `backbone.`).
+    Mmdet,
+    /// torchvision (`conv1`, `bn1`, `layerN.i.downsample.0/1`, `fc`).
+    Torchvision,
+    /// timm (`conv1.0…6` + `bn1` deep stem; otherwise torchvision's names).
+    Timm,
+}
+
+impl WeightSource {
+    /// Every source.
+    pub const ALL: [WeightSource; 3] = [WeightSource::Mmdet, WeightSource::Torchvision, WeightSource::Timm];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightSource::Mmdet => "mmdet",
+            WeightSource::Torchvision => "torchvision",
+            WeightSource::Timm => "timm",
+        }
+    }
+
+    /// Guess the source from a checkpoint's keys (prefixes `state_dict.`/`backbone.` removed):
+    /// a `stem.0` deep stem is mmdet's, a `conv1.0` one timm's, a classifier `fc` torchvision's
+    /// (timm's plain ResNets use the same names), and anything else mmdet's (whose plain-stem
+    /// names are torchvision's too).
+    pub fn detect<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut source = WeightSource::Mmdet;
+        for key in keys {
+            if key.starts_with("stem.0.") {
+                return WeightSource::Mmdet;
+            }
+            if key.starts_with("conv1.0.") {
+                return WeightSource::Timm;
+            }
+            if key.starts_with("fc.") {
+                source = WeightSource::Torchvision;
+            }
+        }
+        source
+    }
+}
+
+impl fmt::Display for WeightSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for WeightSource {
+    type Err = ResNetError;
+
+    fn from_str(name: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
+            ResNetError::UnknownWeightSource { name: name.to_string() }
+        })
+    }
+}
+
+/// What a successful load did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadReport {
+    /// The source whose names were used.
+    pub source: WeightSource,
+    /// Whether the source was detected from the keys (rather than given).
+    pub detected: bool,
+    /// Tensors of the file that are not part of the backbone (a classifier `fc`, a detector's
+    /// neck and head), left out, by their key in the file.
+    pub skipped: Vec<String>,
+}
+
+/// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict` and a
+/// detector's (or mmpretrain classifier's) `backbone`.
+const PREFIXES: [(&str, &str); 2] = [(r"^state_dict\.", ""), (r"^backbone\.", "")];
+
+/// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
+/// [`PREFIXES`].
+pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(&'static str, &'static str)> {
     let config = &backbone.spec().config;
-    let mut map = if config.deep_stem {
-        vec![
+    let mut map = match (config.deep_stem, source) {
+        (true, WeightSource::Timm) => vec![
+            (r"^conv1\.0\.", "stem.layers.0.conv."),
+            (r"^conv1\.1\.", "stem.layers.0.norm."),
+            (r"^conv1\.3\.", "stem.layers.1.conv."),
+            (r"^conv1\.4\.", "stem.layers.1.norm."),
+            (r"^conv1\.6\.", "stem.layers.2.conv."),
+            (r"^bn1\.", "stem.layers.2.norm."),
+        ],
+        (true, _) => vec![
             (r"^stem\.0\.", "stem.layers.0.conv."),
             (r"^stem\.1\.", "stem.layers.0.norm."),
             (r"^stem\.3\.", "stem.layers.1.conv."),
             (r"^stem\.4\.", "stem.layers.1.norm."),
             (r"^stem\.6\.", "stem.layers.2.conv."),
             (r"^stem\.7\.", "stem.layers.2.norm."),
-        ]
-    } else {
-        vec![(r"^conv1\.", "stem.layers.0.conv."), (r"^bn1\.", "stem.layers.0.norm.")]
+        ],
+        (false, _) => vec![(r"^conv1\.", "stem.layers.0.conv."), (r"^bn1\.", "stem.layers.0.norm.")],
     };
     map.extend([
         (r"^layer1\.(\d+)\.", "layers.0.blocks.$1."),
@@ -38,7 +126,7 @@ pub fn mmdet_key_map(backbone: &ResNet) -> Vec<(&'static str, &'static str)> {
         (r"^layer4\.(\d+)\.", "layers.3.blocks.$1."),
         (r"\.bn(\d)\.", ".norm$1."),
     ]);
-    // mmdet's `downsample` Sequential: [AvgPool2d,] conv, norm.
+    // The `downsample` Sequential: [AvgPool2d,] conv, norm.
     if config.avg_down {
         map.extend([(r"\.downsample\.1\.", ".downsample.conv."), (r"\.downsample\.2\.", ".downsample.norm.")]);
     } else {
@@ -47,53 +135,123 @@ pub fn mmdet_key_map(backbone: &ResNet) -> Vec<(&'static str, &'static str)> {
     map
 }
 
-impl ResNet {
-    /// Load a safetensors file saved with mmdet's key names (`model.state_dict()` of mmdet's
-    /// `ResNet`). Every backbone tensor must be present with the right shape; `num_batches_tracked`
-    /// is ignored. Float16/bfloat16 files are cast to float32.
-    ///
-    /// Returns the loaded backbone and leaves `self` untouched, so a failed load never leaves a
-    /// half-written module behind; the error lists every missing key, unexpected key and shape
-    /// mismatch, not just the first.
-    pub fn load_mmdet_safetensors(&self, path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref();
-        if !path.is_file() {
-            return Err(ResNetError::Io {
-                path: path.to_path_buf(),
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"),
-            });
-        }
-        let mut store = SafetensorsStore::from_file(path)
-            .skip_enum_variants(true)
-            .allow_partial(true)
-            .validate(false)
-            .with_from_adapter(PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32)));
-        for (from, to) in mmdet_key_map(self) {
-            store = store.with_key_remapping(from, to);
-        }
-        let mut loaded = self.clone();
-        let result = loaded.load_from(&mut store).map_err(|e| ResNetError::Weights {
-            path: path.to_path_buf(),
-            problems: vec![e.to_string()],
-        })?;
+/// A checkpoint file opened with the store its format needs.
+enum Store {
+    Pytorch(PytorchStore),
+    Safetensors(SafetensorsStore),
+}
 
-        let mut problems: Vec<String> = result
-            .missing
+impl Store {
+    /// Open `path`: a zip archive is a `torch.save` file, anything else is read as safetensors.
+    fn open(path: &Path) -> Result<Self> {
+        let mut magic = [0u8; 2];
+        let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+        read.map_err(|source| ResNetError::Io { path: path.to_path_buf(), source })?;
+        Ok(if &magic == b"PK" {
+            Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false))
+        } else {
+            Store::Safetensors(SafetensorsStore::from_file(path))
+        })
+    }
+
+    fn keys(&mut self) -> std::result::Result<Vec<String>, String> {
+        match self {
+            Store::Pytorch(s) => s.keys().map_err(|e| e.to_string()),
+            Store::Safetensors(s) => s.keys().map_err(|e| e.to_string()),
+        }
+    }
+
+    /// Configure for loading into a backbone with `map`.
+    fn for_loading(self, map: &[(&str, &str)]) -> Self {
+        match self {
+            Store::Pytorch(mut s) => {
+                // PytorchStore always applies PyTorchToBurnAdapter itself (and takes no other).
+                s = s.skip_enum_variants(true).allow_partial(true).validate(false);
+                for (from, to) in PREFIXES.iter().chain(map) {
+                    s = s.with_key_remapping(from, *to);
+                }
+                Store::Pytorch(s)
+            }
+            Store::Safetensors(mut s) => {
+                let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
+                s = s.skip_enum_variants(true).allow_partial(true).validate(false).with_from_adapter(adapter);
+                for (from, to) in PREFIXES.iter().chain(map) {
+                    s = s.with_key_remapping(from, *to);
+                }
+                Store::Safetensors(s)
+            }
+        }
+    }
+
+    fn apply(&mut self, module: &mut ResNet) -> std::result::Result<burn::store::ApplyResult, String> {
+        match self {
+            Store::Pytorch(s) => module.load_from(s).map_err(|e| e.to_string()),
+            Store::Safetensors(s) => module.load_from(s).map_err(|e| e.to_string()),
+        }
+    }
+}
+
+/// Strip the nesting prefixes from a key.
+fn strip_prefixes(key: &str) -> &str {
+    let key = key.strip_prefix("state_dict.").unwrap_or(key);
+    key.strip_prefix("backbone.").unwrap_or(key)
+}
+
+/// Whether a key (prefixes stripped) names a backbone tensor rather than a head's or neck's.
+fn is_backbone_key(key: &str) -> bool {
+    ["conv1.", "bn1.", "stem.", "layer1.", "layer2.", "layer3.", "layer4."].iter().any(|p| key.starts_with(p))
+        && !key.ends_with("num_batches_tracked")
+}
+
+impl ResNet {
+    /// Load a torchvision, timm or mmdet checkpoint (`.pth` written by `torch.save`, or
+    /// `.safetensors`), detecting the source from the keys when `source` is `None`.
+    /// Detector and mmengine checkpoints (`state_dict` → `backbone.…`) load as they are.
+    ///
+    /// Strict: every backbone tensor must be in the file with the right shape, and every
+    /// backbone-looking key of the file must be used; tensors of other parts (classifier,
+    /// neck, head) are skipped and listed in the report. Float16/bfloat16 safetensors files are
+    /// cast to float32 (half-precision `.pth` files are not yet). Returns the loaded backbone and leaves `self` untouched; the error lists every
+    /// missing tensor, unexpected key and shape mismatch, not just the first.
+    pub fn load_weights(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {
+        let path = path.as_ref();
+        let weights_error = |problems: Vec<String>| ResNetError::Weights { path: path.to_path_buf(), problems };
+        let mut store = Store::open(path)?;
+        let keys = store.keys().map_err(|e| weights_error(vec![format!("not a readable checkpoint: {e}")]))?;
+        let stripped: Vec<&str> = keys.iter().map(|k| strip_prefixes(k)).collect();
+        let (source, detected) = match source {
+            Some(source) => (source, false),
+            None => (WeightSource::detect(stripped.iter().copied()), true),
+        };
+        let skipped: Vec<String> = keys
             .iter()
-            .map(|(key, _)| format!("missing: {key}"))
+            .zip(&stripped)
+            .filter(|(_, key)| !is_backbone_key(key) && !key.ends_with("num_batches_tracked"))
+            .map(|(key, _)| key.clone())
             .collect();
+
+        let mut store = store.for_loading(&key_map(source, self));
+        let mut loaded = self.clone();
+        let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![e]))?;
+        let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing: {key}")).collect();
         problems.extend(
             result
                 .unused
                 .iter()
+                .filter(|key| key.starts_with("stem.") || key.starts_with("layers."))
                 .filter(|key| !key.ends_with("num_batches_tracked"))
                 .map(|key| format!("unexpected: {key}")),
         );
         problems.extend(result.errors.iter().map(|e| e.to_string()));
-        if problems.is_empty() {
-            Ok(loaded)
-        } else {
-            Err(ResNetError::Weights { path: path.to_path_buf(), problems })
+        if !problems.is_empty() {
+            problems.push(format!("(keys read as {source} names{})", if detected { ", detected" } else { "" }));
+            return Err(weights_error(problems));
         }
+        Ok((loaded, LoadReport { source, detected, skipped }))
+    }
+
+    /// [`ResNet::load_weights`] for a file with mmdet's key names.
+    pub fn load_mmdet_safetensors(&self, path: impl AsRef<Path>) -> Result<Self> {
+        self.load_weights(path, Some(WeightSource::Mmdet)).map(|(backbone, _)| backbone)
     }
 }

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use burn::tensor::TensorData;
+use burn_resnet::weights::WeightSource;
 use burn_resnet::{Backend, ResNetConfig};
 
 use crate::error::CliError;
@@ -16,6 +17,8 @@ pub struct Request {
     pub image: Option<PathBuf>,
     pub size: [usize; 2],
     pub weights: Option<PathBuf>,
+    /// The weights' key names; `None` detects them.
+    pub weights_source: Option<WeightSource>,
     pub backend: Backend,
     pub out: Option<PathBuf>,
 }
@@ -28,8 +31,16 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let device = request.backend.device()?;
     let mut backbone = spec.init(&device);
     if let Some(weights) = &request.weights {
-        backbone = backbone.load_mmdet_safetensors(weights)?;
-        println!("weights: {}", weights.display());
+        let (loaded, report) = backbone.load_weights(weights, request.weights_source)?;
+        backbone = loaded;
+        println!(
+            "weights: {} ({} names{}; {} non-backbone tensors skipped{})",
+            weights.display(),
+            report.source,
+            if report.detected { ", detected" } else { "" },
+            report.skipped.len(),
+            if report.skipped.is_empty() { String::new() } else { format!(": {}", report.skipped.join(", ")) }
+        );
     }
     let images = image_input::load(request.image.as_deref(), request.size, &device)?;
     backbone.check_input(images.dims())?;

@@ -9,6 +9,7 @@ mod info;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use burn_resnet::weights::WeightSource;
 use burn_resnet::{Backend, ResNetConfig};
 use clap::{Parser, Subcommand};
 
@@ -43,9 +44,13 @@ enum Command {
         /// Resize the image to HEIGHTxWIDTH before the backbone.
         #[arg(long, default_value = "224x224", value_parser = parse_size)]
         size: [usize; 2],
-        /// Weights saved with mmdet's key names (safetensors); without it, mmdet's random init.
+        /// A torchvision, timm or mmdet checkpoint (.pth or .safetensors); without it, mmdet's
+        /// random init.
         #[arg(long)]
         weights: Option<PathBuf>,
+        /// The checkpoint's key names: mmdet, torchvision or timm; default: detected.
+        #[arg(long, value_parser = parse_weight_source)]
+        weights_source: Option<WeightSource>,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
         #[arg(long, value_parser = parse_backend)]
         backend: Option<Backend>,
@@ -99,6 +104,10 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
     }
 }
 
+fn parse_weight_source(text: &str) -> Result<WeightSource, String> {
+    text.parse::<WeightSource>().map_err(|e| e.to_string())
+}
+
 fn parse_backend(text: &str) -> Result<Backend, String> {
     text.parse::<Backend>().map_err(|e| e.to_string())
 }
@@ -110,12 +119,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", info::render(&spec, input));
             Ok(())
         }
-        Command::Extract { config, image, size, weights, backend, out } => {
+        Command::Extract { config, image, size, weights, weights_source, backend, out } => {
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            let request = extract::Request { config, image, size, weights, backend, out };
+            let request = extract::Request { config, image, size, weights, weights_source, backend, out };
             extract::run(&request)
         }
         Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, torch, threads } => {

@@ -1,0 +1,97 @@
+//! Real checkpoint files as timm, torchvision-style code and mmdet write them
+//! (`tools/make_checkpoints.py`): detected, loaded strictly, and computing the same features.
+
+use burn_resnet::ResNetConfig;
+use burn_resnet::ResNetError;
+use burn_resnet::weights::WeightSource;
+
+use crate::common::{devices, read_safetensors, relative_error, repo_path};
+
+const DIR: &str = "tests/fixtures/checkpoints";
+
+/// Load `file` into the `case` backbone and compare its features with the library's own.
+fn check(case: &str, file: &str, expected_source: WeightSource, expected_skipped: &[&str]) {
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/{case}.toml"))).unwrap();
+    let (io, _) = read_safetensors(&repo_path(&format!("{DIR}/{case}.io.safetensors")));
+    let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
+    let mut outputs: Vec<_> = io.iter().filter(|(n, _)| n.starts_with("output.")).collect();
+    outputs.sort_by_key(|(n, _)| n["output.".len()..].parse::<usize>().unwrap());
+    for (backend, device) in devices() {
+        let (backbone, report) = config.init(&device).unwrap().load_weights(repo_path(&format!("{DIR}/{file}")), None).unwrap();
+        assert_eq!(report.source, expected_source, "{file}");
+        assert!(report.detected);
+        let mut skipped = report.skipped.clone();
+        skipped.sort();
+        assert_eq!(skipped, expected_skipped, "{file}");
+        let features = backbone.forward(input.to_tensor(&device));
+        assert_eq!(features.len(), outputs.len());
+        for (feature, (name, expected)) in features.iter().zip(&outputs) {
+            let error = relative_error(feature, expected);
+            println!("{file} {name} on {backend}: relative error {error:.2e}");
+            assert!(error <= 1e-4, "{file} {name} on {backend}: {error:.2e}");
+        }
+    }
+}
+
+#[test]
+fn a_timm_resnet18d_pth_loads_with_its_deep_stem_and_c1_output() {
+    check("timm_resnet18d", "timm_resnet18d.pth", WeightSource::Timm, &["fc.bias", "fc.weight"]);
+}
+
+#[test]
+fn a_timm_safetensors_file_loads_the_same() {
+    check("timm_resnet18d", "timm_resnet18d.safetensors", WeightSource::Timm, &["fc.bias", "fc.weight"]);
+}
+
+#[test]
+fn a_torchvision_named_pth_loads_and_skips_the_classifier() {
+    check("torchvision_resnet18", "torchvision_resnet18.pth", WeightSource::Torchvision, &["fc.bias", "fc.weight"]);
+}
+
+#[test]
+fn an_mmdet_detector_checkpoint_loads_its_backbone() {
+    check(
+        "mmdet_detector_r18",
+        "mmdet_detector_r18.pth",
+        WeightSource::Mmdet,
+        &["state_dict.neck.fpn_convs.0.conv.weight", "state_dict.neck.lateral_convs.0.conv.weight"],
+    );
+}
+
+#[test]
+fn the_wrong_source_names_every_missing_tensor() {
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/timm_resnet18d.toml"))).unwrap();
+    let (_, device) = devices().remove(0);
+    let backbone = config.init(&device).unwrap();
+    let error = backbone
+        .load_weights(repo_path(&format!("{DIR}/timm_resnet18d.pth")), Some(WeightSource::Mmdet))
+        .unwrap_err();
+    let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
+    let missing: Vec<_> = problems.iter().filter(|p| p.starts_with("missing: stem.")).collect();
+    // Three convs and three norms (weight, bias, running mean and variance) of the deep stem.
+    assert_eq!(missing.len(), 3 + 3 * 4, "{error}");
+    assert!(error.to_string().contains("read as mmdet names"), "{error}");
+}
+
+#[test]
+fn a_truncated_checkpoint_is_an_error_not_a_panic() {
+    let bytes = std::fs::read(repo_path(&format!("{DIR}/timm_resnet18d.pth"))).unwrap();
+    let dir = std::env::temp_dir().join(format!("burn-resnet-truncated-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/timm_resnet18d.toml"))).unwrap();
+    for (name, cut) in [("half.pth", bytes.len() / 2), ("header.pth", 100), ("one.pth", 2)] {
+        let path = dir.join(name);
+        std::fs::write(&path, &bytes[..cut]).unwrap();
+        let error = config.init(&device).unwrap().load_weights(&path, None).unwrap_err();
+        assert!(matches!(error, ResNetError::Weights { .. } | ResNetError::Io { .. }), "{name}: {error:?}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn weight_sources_parse_by_name() {
+    assert_eq!("TIMM".parse::<WeightSource>().unwrap(), WeightSource::Timm);
+    let error = "caffe2".parse::<WeightSource>().unwrap_err();
+    assert!(error.to_string().contains("mmdet, torchvision, timm"), "{error}");
+}

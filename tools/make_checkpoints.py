@@ -28,20 +28,15 @@ import torch
 from safetensors.torch import save_file
 import timm.models.resnet as timm_resnet
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import make_fixtures  # noqa: E402  (shared fixture helpers)
+
 INPUT_SHAPE = (2, 3, 45, 37)
 
 
 def randomise(model, generator):
-    with torch.no_grad():
-        for name, tensor in model.state_dict().items():
-            if name.endswith("num_batches_tracked"):
-                continue
-            if name.endswith("running_var") or (name.endswith(".weight") and tensor.dim() == 1):
-                tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
-            elif tensor.dim() == 1:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
-            else:
-                tensor.copy_(torch.randn(tensor.shape, generator=generator) * (2.0 / tensor[0].numel()) ** 0.5)
+    # Random norms and statistics as in the parity fixtures, random convs too, full float32.
+    make_fixtures.randomise(model, generator, convs=True, half_exact=False)
 
 
 def timm_features(model, x):

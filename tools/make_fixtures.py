@@ -88,7 +88,10 @@ def toml_value(value):
     return str(value)
 
 
-def randomise(model, generator):
+def randomise(model, generator, convs=False, half_exact=True):
+    """Give every BatchNorm random weight, bias and statistics, and every 1-D tensor random
+    values; with `convs`, also draw conv weights (Kaiming-scaled) instead of keeping the model's
+    init; with `half_exact`, round every tensor to a float16-representable value."""
     with torch.no_grad():
         for name, tensor in model.state_dict().items():
             if name.endswith("num_batches_tracked"):
@@ -97,8 +100,10 @@ def randomise(model, generator):
                 tensor.copy_(torch.rand(tensor.shape, generator=generator) + 0.5)
             elif tensor.dim() == 1:
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
-            # Conv weights keep mmdet's Kaiming init; every tensor becomes float16-exact.
-            tensor.copy_(tensor.half().float())
+            elif convs:
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * (2.0 / tensor[0].numel()) ** 0.5)
+            if half_exact:
+                tensor.copy_(tensor.half().float())
 
 
 def write_config(base, cls, kwargs):

@@ -89,3 +89,15 @@ fn out_indices_are_returned_in_stage_order() {
         assert_eq!(channels, [8, 32]);
     }
 }
+
+#[test]
+fn the_stem_alone_can_be_the_only_output() {
+    let config = crate::common::config("depth = 18\nbase_channels = 4\nout_indices = []\nstem_output = true");
+    for (_, device) in devices() {
+        let backbone = config.init(&device).unwrap();
+        let features = backbone.forward(Tensor::<4>::ones([1, 3, 30, 30], &device));
+        let dims: Vec<_> = features.iter().map(|f| f.dims()).collect();
+        assert_eq!(dims, [[1, 4, 15, 15]]);
+        assert_eq!(backbone.feature_info().len(), 1);
+    }
+}

@@ -76,7 +76,9 @@ impl ResNet {
         if self.spec.config.stem_output {
             outputs.push(c1.clone());
         }
-        let last = self.spec.out_indices.last().map_or(0, |last| last + 1);
+        let Some(last) = self.spec.out_indices.last().map(|last| last + 1) else {
+            return outputs; // only the stem was asked for
+        };
         let mut x = Stem::pool(c1);
         for (index, layer) in self.layers.iter().enumerate().take(last) {
             x = layer.forward(x);

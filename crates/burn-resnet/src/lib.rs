@@ -37,6 +37,7 @@ pub mod block;
 pub mod config;
 pub mod conv;
 pub mod error;
+pub mod export;
 pub mod features;
 mod fold;
 pub mod layer;

@@ -58,6 +58,22 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Convert a checkpoint to another library's key names (safetensors) or to burnpack.
+    Convert {
+        /// The backbone config the checkpoint belongs to (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The checkpoint to read (.pth or .safetensors).
+        input: PathBuf,
+        /// The file to write.
+        output: PathBuf,
+        /// The input's key names: mmdet, torchvision or timm; default: detected.
+        #[arg(long, value_parser = parse_weight_source)]
+        from: Option<WeightSource>,
+        /// mmdet, torchvision or timm (safetensors with those names), or burnpack.
+        #[arg(long, default_value = "burnpack")]
+        to: String,
+    },
     /// Time inference and a training step (median, min/max, images/s, peak memory).
     Bench {
         /// A backbone config (TOML).
@@ -126,6 +142,23 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let request = extract::Request { config, image, size, weights, weights_source, backend, out };
             extract::run(&request)
+        }
+        Command::Convert { config, input, output, from, to } => {
+            let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
+            let device = Backend::default_enabled().ok_or(CliError::NoBackend)?.device()?;
+            let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
+            match to.as_str() {
+                "burnpack" => backbone.save_burnpack(&output)?,
+                names => backbone.save_weights(&output, names.parse::<WeightSource>()?)?,
+            }
+            println!(
+                "{} ({} names) -> {} ({to}); {} non-backbone tensors left out",
+                input.display(),
+                report.source,
+                output.display(),
+                report.skipped.len()
+            );
+            Ok(())
         }
         Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, torch, threads } => {
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;

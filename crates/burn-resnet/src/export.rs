@@ -1,0 +1,78 @@
+//! Saving a backbone: safetensors under mmdet, torchvision or timm key names (so a model
+//! fine-tuned here goes back to PyTorch), or Burn's own burnpack format.
+
+use std::path::Path;
+
+use burn::store::{BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, SafetensorsStore};
+
+use crate::backbone::ResNet;
+use crate::error::{ResNetError, Result};
+use crate::weights::{WeightSource, key_map};
+
+/// `(burn-resnet path pattern, key)` pairs that name a backbone's tensors as `names` does: the
+/// inverse of [`key_map`].
+pub fn export_key_map(names: WeightSource, backbone: &ResNet) -> Result<Vec<(String, String)>> {
+    let config = &backbone.spec().config;
+    if config.deep_stem && names == WeightSource::Torchvision {
+        return Err(ResNetError::Incompatible {
+            field: "names".into(),
+            reason: "torchvision's ResNets have no deep stem; save with timm or mmdet names".into(),
+        });
+    }
+    // Each loading rule `^source → path` read backwards: `path → source`, with the `$1` of the
+    // stage rules turned back into a capture group.
+    Ok(key_map(names, backbone)
+        .into_iter()
+        .map(|(from, to)| {
+            let pattern = match to {
+                t if t.starts_with("stem.") || t.starts_with("layers.") => format!("^{}", regex_escape(t)),
+                t => regex_escape(t),
+            }
+            .replace(r"\$1", r"(\d+)");
+            let key = from.trim_start_matches('^').replace(r"(\d+)", "$1").replace(r"(\d)", "$1").replace('\\', "");
+            (pattern, key)
+        })
+        .collect())
+}
+
+fn regex_escape(text: &str) -> String {
+    text.chars().flat_map(|c| if ".$".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+}
+
+impl ResNet {
+    /// Save as safetensors under `names`' key names (BatchNorm `weight`/`bias`/`running_*`, no
+    /// `num_batches_tracked`, which PyTorch's BatchNorm fills in when absent), loadable by
+    /// `model.load_state_dict(safetensors.torch.load_file(path))` of that library's ResNet, and by
+    /// [`ResNet::load_weights`].
+    pub fn save_weights(&self, path: impl AsRef<Path>, names: WeightSource) -> Result<()> {
+        let path = path.as_ref();
+        let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter);
+        for (from, to) in export_key_map(names, self)? {
+            store = store.with_key_remapping(from, to);
+        }
+        self.save_into(&mut store)
+            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
+    }
+
+    /// Save in Burn's burnpack format, under burn-resnet's own module paths.
+    pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut store = BurnpackStore::from_file(path).overwrite(true);
+        self.save_into(&mut store)
+            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
+    }
+
+    /// Load a burnpack file written by [`ResNet::save_burnpack`]; strict, like `load_weights`.
+    pub fn load_burnpack(&self, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let mut store = BurnpackStore::from_file(path);
+        let mut loaded = self.clone();
+        let result = loaded
+            .load_from(&mut store)
+            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![e.to_string()] })?;
+        let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing: {key}")).collect();
+        problems.extend(result.unused.iter().map(|key| format!("unexpected: {key}")));
+        problems.extend(result.errors.iter().map(|e| e.to_string()));
+        if problems.is_empty() { Ok(loaded) } else { Err(ResNetError::Weights { path: path.to_path_buf(), problems }) }
+    }
+}

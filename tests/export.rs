@@ -1,0 +1,83 @@
+//! Saving: safetensors under each library's names and burnpack, loaded back bit-identical.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use burn_resnet::weights::WeightSource;
+use burn_resnet::{ResNetConfig, ResNetError};
+
+use crate::common::{devices, float_tensors, repo_path};
+
+fn temp(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("burn-resnet-export-{}-{name}", std::process::id()))
+}
+
+fn safetensors_keys(path: &PathBuf) -> BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    safetensors::SafeTensors::deserialize(&bytes).unwrap().names().into_iter().map(str::to_string).collect()
+}
+
+fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
+    let (a, b) = (float_tensors(a, None), float_tensors(b, None));
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(&b) {
+        assert_eq!(a.path, b.path);
+        assert!(a.values == b.values, "{}: values differ after the round trip", a.path);
+    }
+}
+
+/// (fixture config, weights file, names it uses)
+const CASES: [(&str, &str, WeightSource); 3] = [
+    ("tests/fixtures/parity/resnet50_v1d.toml", "tests/fixtures/parity/resnet50_v1d.weights.safetensors", WeightSource::Mmdet),
+    ("tests/fixtures/checkpoints/timm_resnet18d.toml", "tests/fixtures/checkpoints/timm_resnet18d.safetensors", WeightSource::Timm),
+    ("tests/fixtures/checkpoints/torchvision_resnet18.toml", "tests/fixtures/checkpoints/torchvision_resnet18.pth", WeightSource::Torchvision),
+];
+
+#[test]
+fn saving_under_a_librarys_names_writes_its_keys_and_loads_back_bit_identical() {
+    let (_, device) = devices().remove(0);
+    for (config, weights, names) in CASES {
+        let config = ResNetConfig::from_toml_file(repo_path(config)).unwrap();
+        let (original, report) = config.init(&device).unwrap().load_weights(repo_path(weights), Some(names)).unwrap();
+        let out = temp(&format!("{names}.safetensors"));
+        original.save_weights(&out, names).unwrap();
+
+        // The saved keys are the source file's backbone keys (no classifier, no
+        // num_batches_tracked).
+        let saved = safetensors_keys(&out);
+        assert!(saved.iter().all(|k| !k.ends_with("num_batches_tracked") && !k.starts_with("fc.")), "{saved:?}");
+        if weights.ends_with(".safetensors") {
+            let expected: BTreeSet<String> = safetensors_keys(&repo_path(weights))
+                .into_iter()
+                .filter(|k| !report.skipped.contains(k) && !k.ends_with("num_batches_tracked"))
+                .collect();
+            assert_eq!(saved, expected, "{names}: saved keys");
+        }
+        let (reloaded, reload) = config.init(&device).unwrap().load_weights(&out, None).unwrap();
+        assert!(reload.skipped.is_empty(), "{names}: non-backbone tensors saved: {:?}", reload.skipped);
+        assert_identical(&original, &reloaded);
+        std::fs::remove_file(&out).unwrap();
+    }
+}
+
+#[test]
+fn burnpack_round_trips_bit_identical() {
+    let (_, device) = devices().remove(0);
+    let (config, weights, names) = CASES[0];
+    let config = ResNetConfig::from_toml_file(repo_path(config)).unwrap();
+    let (original, _) = config.init(&device).unwrap().load_weights(repo_path(weights), Some(names)).unwrap();
+    let out = temp("model.bpk");
+    original.save_burnpack(&out).unwrap();
+    let reloaded = config.init(&device).unwrap().load_burnpack(&out).unwrap();
+    assert_identical(&original, &reloaded);
+    std::fs::remove_file(&out).unwrap();
+}
+
+#[test]
+fn a_deep_stem_cannot_be_saved_under_torchvision_names() {
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(CASES[1].0)).unwrap();
+    let error = config.init(&device).unwrap().save_weights(temp("never.safetensors"), WeightSource::Torchvision).unwrap_err();
+    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "names"), "{error:?}");
+}
+

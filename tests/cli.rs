@@ -44,7 +44,7 @@ fn extract_writes_every_output_to_safetensors() {
     let out = stdout(&resnet(&[
         "extract", "--config", "configs/resnet18.toml", "--size", "64x96", "--out", file.to_str().unwrap(),
     ]));
-    assert!(out.contains("bundled sample"), "{out}");
+    assert!(out.contains("bundled sample (64x96, RGB, ImageNet mean/std)"), "{out}");
     assert!(out.contains("[1, 512, 2, 3]"), "{out}");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
@@ -143,4 +143,10 @@ fn convert_rewrites_a_timm_checkpoint_under_mmdet_names_and_to_burnpack() {
     std::fs::remove_file(&out).unwrap();
     let err = stderr_of_failure(&resnet(&args("torchvision", out.to_str().unwrap()).iter().map(String::as_str).collect::<Vec<_>>()));
     assert!(err.contains("no deep stem"), "{err}");
+}
+
+#[test]
+fn caffe_style_configs_get_caffe_preprocessing() {
+    let out = stdout(&resnet(&["extract", "--config", "tests/fixtures/parity/resnet50_caffe.toml", "--size", "32"]));
+    assert!(out.contains("BGR, Caffe means, std 1"), "{out}");
 }

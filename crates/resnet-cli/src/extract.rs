@@ -9,7 +9,7 @@ use burn_resnet::weights::WeightSource;
 use burn_resnet::{Backend, ResNetConfig};
 
 use crate::error::CliError;
-use crate::image_input;
+use crate::image_input::{self, Preprocessing};
 
 /// What `resnet extract` was asked to do.
 pub struct Request {
@@ -42,7 +42,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             if report.skipped.is_empty() { String::new() } else { format!(": {}", report.skipped.join(", ")) }
         );
     }
-    let images = image_input::load(request.image.as_deref(), request.size, &device)?;
+    let preprocessing = Preprocessing::for_style(spec.config.style);
+    let images = image_input::load(request.image.as_deref(), request.size, preprocessing, &device)?;
     backbone.check_input(images.dims())?;
 
     let timed = || {
@@ -55,11 +56,12 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 
     let image = request.image.as_ref().map_or("bundled sample".to_string(), |p| p.display().to_string());
     println!(
-        "{} on {} ({}x{}), backend {}",
+        "{} on {} ({}x{}, {}), backend {}",
         request.config.display(),
         image,
         request.size[0],
         request.size[1],
+        preprocessing.describe(),
         request.backend
     );
     println!("{:<6} {:<7} {:>22} {:>7}", "level", "module", "shape", "stride");

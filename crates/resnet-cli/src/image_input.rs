@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::{Device, Tensor, TensorData};
+use burn_resnet::Style;
 use image::imageops::FilterType;
 
 use crate::error::CliError;
@@ -10,14 +11,50 @@ use crate::error::CliError;
 /// The picture used when `--image` is not given (224x224 PNG).
 pub const SAMPLE_PNG: &[u8] = include_bytes!("../assets/sample.png");
 
-/// ImageNet RGB mean and std on a 0-255 scale (mmdet's `data_preprocessor` for pytorch-style
-/// weights).
-const MEAN: [f32; 3] = [123.675, 116.28, 103.53];
-const STD: [f32; 3] = [58.395, 57.12, 57.375];
+/// How pixels are normalised; it must match how the weights were trained (mmdet's
+/// `data_preprocessor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Preprocessing {
+    /// torchvision/timm/pytorch-style weights: RGB, ImageNet mean and std (0-255 scale).
+    Pytorch,
+    /// Caffe-style (MSRA) weights: BGR channel order, Caffe means, std 1 (mmdet #4613).
+    Caffe,
+}
 
-/// Decode `path` (or the bundled sample), resize to `[height, width]`, normalise with the
-/// ImageNet mean and std, and return a `[1, 3, height, width]` tensor.
-pub fn load(path: Option<&Path>, [height, width]: [usize; 2], device: &Device) -> Result<Tensor<4>, CliError> {
+impl Preprocessing {
+    /// The convention of a backbone style: caffe-style configs are for MSRA weights.
+    pub fn for_style(style: Style) -> Self {
+        match style {
+            Style::Pytorch => Preprocessing::Pytorch,
+            Style::Caffe => Preprocessing::Caffe,
+        }
+    }
+
+    /// Per-channel mean and std, in the channel order of the tensor.
+    fn mean_std(self) -> ([f32; 3], [f32; 3]) {
+        match self {
+            Preprocessing::Pytorch => ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375]),
+            Preprocessing::Caffe => ([103.53, 116.28, 123.675], [1.0, 1.0, 1.0]),
+        }
+    }
+
+    /// A one-line description for the command's output.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Preprocessing::Pytorch => "RGB, ImageNet mean/std",
+            Preprocessing::Caffe => "BGR, Caffe means, std 1",
+        }
+    }
+}
+
+/// Decode `path` (or the bundled sample), resize to `[height, width]`, normalise as
+/// `preprocessing` says, and return a `[1, 3, height, width]` tensor.
+pub fn load(
+    path: Option<&Path>,
+    [height, width]: [usize; 2],
+    preprocessing: Preprocessing,
+    device: &Device,
+) -> Result<Tensor<4>, CliError> {
     let decoded = match path {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| CliError::Image { path: path.into(), message: e.to_string() })?;
@@ -32,11 +69,16 @@ pub fn load(path: Option<&Path>, [height, width]: [usize; 2], device: &Device) -
         })?,
     };
     let rgb = decoded.resize_exact(width as u32, height as u32, FilterType::Triangle).to_rgb8();
+    let (mean, std) = preprocessing.mean_std();
     let mut values = vec![0f32; 3 * height * width];
     for (x, y, pixel) in rgb.enumerate_pixels() {
         for channel in 0..3 {
+            let source = match preprocessing {
+                Preprocessing::Pytorch => channel,
+                Preprocessing::Caffe => 2 - channel, // BGR
+            };
             let index = channel * height * width + y as usize * width + x as usize;
-            values[index] = (pixel[channel] as f32 - MEAN[channel]) / STD[channel];
+            values[index] = (pixel[source] as f32 - mean[channel]) / std[channel];
         }
     }
     Ok(Tensor::from_data(TensorData::new(values, [1, 3, height, width]), device))

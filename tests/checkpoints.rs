@@ -71,6 +71,10 @@ fn the_wrong_source_names_every_missing_tensor() {
     // Three convs and three norms (weight, bias, running mean and variance) of the deep stem.
     assert_eq!(missing.len(), 3 + 3 * 4, "{error}");
     assert!(error.to_string().contains("read as mmdet names"), "{error}");
+    // Named as the file would name them under mmdet's names, with the module path.
+    let message = error.to_string();
+    assert!(message.contains("missing: stem.0.weight (module path stem.layers.0."), "{message}");
+    assert!(message.contains("missing: stem.7.running_var"), "{message}");
 }
 
 #[test]

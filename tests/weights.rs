@@ -16,7 +16,8 @@ fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
         let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
         let message = error.to_string();
         // Bottleneck tensors absent from a BasicBlock checkpoint, by their Burn path…
-        assert!(problems.iter().any(|p| p.starts_with("missing:") && p.contains("conv3")), "{message}");
+        assert!(problems.iter().any(|p| p.starts_with("missing: layer1.0.conv3.weight")), "{message}");
+        assert!(problems.iter().any(|p| p.contains("file key layer1.0.conv1.weight")), "{message}");
         // …and shape mismatches, several of them, not just the first.
         assert!(problems.len() > 10, "{message}");
         // The caller's module is untouched.

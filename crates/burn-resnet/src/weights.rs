@@ -191,6 +191,36 @@ impl Store {
     }
 }
 
+/// A function naming a module path (enum variants included or not) as `source`'s key; paths it
+/// cannot name come back as they are.
+fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> String {
+    let rules: Vec<(regex::Regex, String)> = crate::export::export_key_map(source, backbone)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
+        .collect();
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Folded)\.").expect("a valid pattern");
+    move |path: &str| {
+        let mut key = variants.replace_all(path, ".").into_owned();
+        for (pattern, replacement) in &rules {
+            key = pattern.replace(&key, replacement.as_str()).into_owned();
+        }
+        // Burn's BatchNorm names are gamma/beta; PyTorch's weight/bias.
+        key.replace(".gamma", ".weight").replace(".beta", ".bias")
+    }
+}
+
+/// The module path an apply error is about.
+fn error_path(error: &burn::store::ApplyError) -> &str {
+    use burn::store::ApplyError;
+    match error {
+        ApplyError::ShapeMismatch { path, .. }
+        | ApplyError::DTypeMismatch { path, .. }
+        | ApplyError::AdapterError { path, .. }
+        | ApplyError::LoadError { path, .. } => path,
+    }
+}
+
 /// Strip the nesting prefixes from a key.
 fn strip_prefixes(key: &str) -> &str {
     let key = key.strip_prefix("state_dict.").unwrap_or(key);
@@ -233,16 +263,23 @@ impl ResNet {
         let mut store = store.for_loading(&key_map(source, self));
         let mut loaded = self.clone();
         let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![e]))?;
-        let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing: {key}")).collect();
+        // Problems name the tensor as the file would: the module path mapped back to `source`'s
+        // key names (export's map is the inverse of the loading map).
+        let file_key = file_key_namer(source, self);
+        let mut problems: Vec<String> = result
+            .missing
+            .iter()
+            .map(|(path, _)| format!("missing: {} (module path {path})", file_key(path)))
+            .collect();
         problems.extend(
             result
                 .unused
                 .iter()
                 .filter(|key| key.starts_with("stem.") || key.starts_with("layers."))
                 .filter(|key| !key.ends_with("num_batches_tracked"))
-                .map(|key| format!("unexpected: {key}")),
+                .map(|key| format!("unexpected: {}", file_key(key))),
         );
-        problems.extend(result.errors.iter().map(|e| e.to_string()));
+        problems.extend(result.errors.iter().map(|e| format!("{e} (file key {})", file_key(error_path(e)))));
         if !problems.is_empty() {
             problems.push(format!("(keys read as {source} names{})", if detected { ", detected" } else { "" }));
             return Err(weights_error(problems));

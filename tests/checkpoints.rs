@@ -99,3 +99,26 @@ fn weight_sources_parse_by_name() {
     let error = "caffe2".parse::<WeightSource>().unwrap_err();
     assert!(error.to_string().contains("mmdet, torchvision, timm"), "{error}");
 }
+
+#[test]
+fn a_partial_load_keeps_what_matches_and_lists_the_rest() {
+    // timm ResNet-18-D weights into a three-stage backbone: the stem and stages 1-3 load, and
+    // the file's layer4 tensors, which have nowhere to go, are listed.
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/timm_resnet18d.toml"))).unwrap();
+    let file = repo_path(&format!("{DIR}/timm_resnet18d.pth"));
+    let (reference, _) = config.init(&device).unwrap().load_weights(&file, None).unwrap();
+    let mut three_stages = config.clone();
+    three_stages.num_stages = 3;
+    let (partial, report) = three_stages.init(&device).unwrap().load_weights_partial(&file, None).unwrap();
+    assert!(!report.not_loaded.is_empty() && report.not_loaded.iter().all(|p| p.contains("layer4.")), "{:?}", report.not_loaded);
+    // Every tensor of the three-stage backbone was loaded: equal to the full model's.
+    let loaded = crate::common::float_tensors(&partial, None);
+    let full = crate::common::float_tensors(&reference, None);
+    for tensor in &loaded {
+        let same = full.iter().find(|t| t.path == tensor.path).unwrap();
+        assert!(tensor.values == same.values, "{} was not loaded", tensor.path);
+    }
+    // The strict load refuses the same file.
+    assert!(three_stages.init(&device).unwrap().load_weights(&file, None).is_err());
+}

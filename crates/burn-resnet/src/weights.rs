@@ -90,6 +90,10 @@ pub struct LoadReport {
     /// Tensors of the file that are not part of the backbone (a classifier `fc`, a detector's
     /// neck and head), left out, by their key in the file.
     pub skipped: Vec<String>,
+    /// With [`ResNet::load_weights_partial`]: every backbone tensor that could not be loaded
+    /// (missing, unexpected or of the wrong shape), as the strict load would have reported it;
+    /// the module keeps its initial values there. Empty after a strict load.
+    pub not_loaded: Vec<String>,
 }
 
 /// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict` and a
@@ -241,10 +245,22 @@ impl ResNet {
     /// Strict: every backbone tensor must be in the file with the right shape, and every
     /// backbone-looking key of the file must be used; tensors of other parts (classifier,
     /// neck, head) are skipped and listed in the report. Float16/bfloat16 safetensors files are
-    /// cast to float32 (half-precision `.pth` files are not yet). Returns the loaded backbone and leaves `self` untouched; the error lists every
-    /// missing tensor, unexpected key and shape mismatch, not just the first.
+    /// cast to float32 (half-precision `.pth` files are not yet). Returns the loaded backbone
+    /// and leaves `self` untouched; the error lists every missing tensor, unexpected key and
+    /// shape mismatch, not just the first, by the file's key.
     pub fn load_weights(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {
-        let path = path.as_ref();
+        self.load(path.as_ref(), source, false)
+    }
+
+    /// [`ResNet::load_weights`] that loads what matches and keeps the initial values of the
+    /// rest, listing in [`LoadReport::not_loaded`] everything the strict load would have refused
+    /// (for fine-tuning from a checkpoint of a slightly different backbone). Unreadable files
+    /// are still errors.
+    pub fn load_weights_partial(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {
+        self.load(path.as_ref(), source, true)
+    }
+
+    fn load(&self, path: &Path, source: Option<WeightSource>, partial: bool) -> Result<(Self, LoadReport)> {
         let weights_error = |problems: Vec<String>| ResNetError::Weights { path: path.to_path_buf(), problems };
         let mut store = Store::open(path)?;
         let keys = store.keys().map_err(|e| weights_error(vec![format!("not a readable checkpoint: {e}")]))?;
@@ -280,11 +296,14 @@ impl ResNet {
                 .map(|key| format!("unexpected: {}", file_key(key))),
         );
         problems.extend(result.errors.iter().map(|e| format!("{e} (file key {})", file_key(error_path(e)))));
+        if partial {
+            return Ok((loaded, LoadReport { source, detected, skipped, not_loaded: problems }));
+        }
         if !problems.is_empty() {
             problems.push(format!("(keys read as {source} names{})", if detected { ", detected" } else { "" }));
             return Err(weights_error(problems));
         }
-        Ok((loaded, LoadReport { source, detected, skipped }))
+        Ok((loaded, LoadReport { source, detected, skipped, not_loaded: Vec::new() }))
     }
 
     /// [`ResNet::load_weights`] for a file with mmdet's key names.

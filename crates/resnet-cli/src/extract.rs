@@ -19,6 +19,8 @@ pub struct Request {
     pub weights: Option<PathBuf>,
     /// The weights' key names; `None` detects them.
     pub weights_source: Option<WeightSource>,
+    /// Load what matches and report the rest instead of failing.
+    pub partial: bool,
     pub backend: Backend,
     pub out: Option<PathBuf>,
 }
@@ -31,7 +33,10 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let device = request.backend.device()?;
     let mut backbone = spec.init(&device);
     if let Some(weights) = &request.weights {
-        let (loaded, report) = backbone.load_weights(weights, request.weights_source)?;
+        let (loaded, report) = match request.partial {
+            true => backbone.load_weights_partial(weights, request.weights_source)?,
+            false => backbone.load_weights(weights, request.weights_source)?,
+        };
         backbone = loaded;
         println!(
             "weights: {} ({} names{}; {} non-backbone tensors skipped{})",
@@ -41,6 +46,9 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             report.skipped.len(),
             if report.skipped.is_empty() { String::new() } else { format!(": {}", report.skipped.join(", ")) }
         );
+        if !report.not_loaded.is_empty() {
+            println!("--partial: {} tensors keep their initial values:\n  {}", report.not_loaded.len(), report.not_loaded.join("\n  "));
+        }
     }
     let preprocessing = Preprocessing::for_style(spec.config.style);
     let images = image_input::load(request.image.as_deref(), request.size, preprocessing, &device)?;

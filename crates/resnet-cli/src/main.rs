@@ -51,6 +51,9 @@ enum Command {
         /// The checkpoint's key names: mmdet, torchvision or timm; default: detected.
         #[arg(long, value_parser = parse_weight_source)]
         weights_source: Option<WeightSource>,
+        /// Load what matches, keep the initial values of the rest, and list it.
+        #[arg(long)]
+        partial: bool,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
         #[arg(long, value_parser = parse_backend)]
         backend: Option<Backend>,
@@ -135,12 +138,12 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", info::render(&spec, input));
             Ok(())
         }
-        Command::Extract { config, image, size, weights, weights_source, backend, out } => {
+        Command::Extract { config, image, size, weights, weights_source, partial, backend, out } => {
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            let request = extract::Request { config, image, size, weights, weights_source, backend, out };
+            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out };
             extract::run(&request)
         }
         Command::Convert { config, input, output, from, to } => {

@@ -36,33 +36,50 @@ impl FeatureInfo {
     }
 }
 
+/// Total stride of the stem's output and of each stage's output relative to the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reductions {
+    /// The stem's activation (C1), before the max-pool.
+    pub stem: usize,
+    /// Each built stage's output.
+    pub stages: Vec<usize>,
+}
+
+impl Reductions {
+    /// The reductions of a validated config: the stem's conv strides, then the max-pool's and
+    /// each stage's stride.
+    pub fn of(spec: &ResNetSpec) -> Self {
+        let stem: usize = stem_convs(spec).iter().map(|conv| conv.stride).product();
+        let (_, pool_stride, _) = STEM_POOL;
+        let stages = spec
+            .stages
+            .iter()
+            .scan(stem * pool_stride, |reduction, stage| {
+                *reduction *= stage.stride;
+                Some(*reduction)
+            })
+            .collect();
+        Self { stem, stages }
+    }
+}
+
 /// Metadata of every output a validated config produces, in output order: the stem first when
 /// `stem_output`, then the selected stages in stage order.
 pub fn feature_info(spec: &ResNetSpec) -> Vec<FeatureInfo> {
-    let stem_stride: usize = stem_convs(spec).iter().map(|conv| conv.stride).product();
-    let mut infos = Vec::new();
-    if spec.config.stem_output {
-        infos.push(FeatureInfo {
-            module: "stem",
-            level: 1,
-            stage: None,
-            channels: spec.stem_channels,
-            reduction: stem_stride,
-        });
-    }
-    let (_, pool_stride, _) = STEM_POOL;
-    let mut reduction = stem_stride * pool_stride;
-    for (index, stage) in spec.stages.iter().enumerate() {
-        reduction *= stage.stride;
-        if spec.out_indices.contains(&index) {
-            infos.push(FeatureInfo {
-                module: STAGE_NAMES[index],
-                level: index + 2,
-                stage: Some(index),
-                channels: stage.out_channels,
-                reduction,
-            });
-        }
-    }
-    infos
+    let reductions = Reductions::of(spec);
+    let stem = spec.config.stem_output.then(|| FeatureInfo {
+        module: "stem",
+        level: 1,
+        stage: None,
+        channels: spec.stem_channels,
+        reduction: reductions.stem,
+    });
+    let stages = spec.out_indices.iter().map(|&index| FeatureInfo {
+        module: STAGE_NAMES[index],
+        level: index + 2,
+        stage: Some(index),
+        channels: spec.stages[index].out_channels,
+        reduction: reductions.stages[index],
+    });
+    stem.into_iter().chain(stages).collect()
 }

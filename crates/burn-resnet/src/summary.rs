@@ -3,9 +3,9 @@
 
 use crate::config::ResNetSpec;
 use crate::conv::ConvSpec;
-use crate::features::STAGE_NAMES;
+use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
-use crate::stem::{STEM_POOL, stem_convs, stem_pool_output_size};
+use crate::stem::{stem_convs, stem_pool_output_size};
 
 /// Figures of the stem or one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,16 +39,14 @@ pub struct ModelSummary {
 impl ModelSummary {
     /// Count a validated config for an input of `height` x `width` (each >= 1).
     pub fn new(spec: &ResNetSpec, height: usize, width: usize) -> Self {
+        let reductions = Reductions::of(spec);
         let mut size = [height, width];
         let mut counter = Counter::default();
-        let mut reduction = 1;
         for conv in stem_convs(spec) {
             size = counter.conv(&conv, size);
-            reduction *= conv.stride;
         }
-        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reduction)];
+        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reductions.stem)];
         size = size.map(stem_pool_output_size);
-        reduction *= STEM_POOL.1;
 
         for (index, blocks) in stage_block_specs(spec).iter().enumerate() {
             let mut counter = Counter::default();
@@ -58,16 +56,12 @@ impl ModelSummary {
                     branch = counter.conv(&conv, branch);
                 }
                 if let Some(downsample) = &block.downsample {
-                    let pooled = size.map(|side| match downsample.avg_pool {
-                        Some(stride) => side.div_ceil(stride),
-                        None => side,
-                    });
-                    counter.conv(&downsample.conv, pooled);
+                    counter.conv(&downsample.conv, size.map(|side| downsample.conv_input_size(side)));
                 }
                 size = branch;
             }
             let stage = &spec.stages[index];
-            reduction *= stage.stride;
+            let reduction = reductions.stages[index];
             stages.push(counter.finish(STAGE_NAMES[index], Some(index), blocks.len(), stage.out_channels, size, reduction));
         }
         Self { stages }

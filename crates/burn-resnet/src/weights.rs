@@ -234,7 +234,6 @@ fn strip_prefixes(key: &str) -> &str {
 /// Whether a key (prefixes stripped) names a backbone tensor rather than a head's or neck's.
 fn is_backbone_key(key: &str) -> bool {
     ["conv1.", "bn1.", "stem.", "layer1.", "layer2.", "layer3.", "layer4."].iter().any(|p| key.starts_with(p))
-        && !key.ends_with("num_batches_tracked")
 }
 
 impl ResNet {

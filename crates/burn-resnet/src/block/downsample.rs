@@ -30,12 +30,12 @@ impl DownsampleSpec {
         }
     }
 
-    /// Output side length for an input side length.
-    pub fn output_size(&self, input: usize) -> usize {
+    /// Side length the 1x1 conv sees for a block input side length: after `avg_down`'s pool
+    /// (kernel = stride, no padding, ceil_mode: `ceil(input / stride)`), or the input's.
+    pub fn conv_input_size(&self, input: usize) -> usize {
         match self.avg_pool {
-            // kernel = stride, no padding, ceil_mode: ceil(input / stride).
-            Some(stride) => self.conv.output_size(input.div_ceil(stride)),
-            None => self.conv.output_size(input),
+            Some(stride) => input.div_ceil(stride),
+            None => input,
         }
     }
 }

@@ -10,6 +10,8 @@ mod configs;
 mod export;
 mod gradients;
 mod init;
+#[cfg(feature = "flex")]
+mod kernels;
 mod parity;
 mod plugins;
 mod summary;

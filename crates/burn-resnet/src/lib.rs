@@ -36,10 +36,13 @@ pub mod backend;
 pub mod block;
 pub mod config;
 pub mod conv;
+#[cfg(feature = "flex")]
+pub mod cpu;
 pub mod error;
 pub mod export;
 pub mod features;
 mod fold;
+mod fused;
 pub mod layer;
 pub mod norm;
 pub mod plugin;

@@ -48,6 +48,11 @@ impl PluginStack {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.plugins.iter().fold(x, |x, plugin| plugin.forward(x))
     }
+
+    /// True when no plugin sits here.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
 }
 
 /// A plugin: a module that maps a `[batch, channels, h, w]` tensor to one of the same shape.

@@ -3,13 +3,13 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ResNetSpec;
 use crate::conv::{ConvSpec, output_size};
+use crate::fused::conv_norm_act;
 use crate::norm::Norm;
 
 /// The convolutions of the stem for a validated config, in order.
@@ -72,7 +72,7 @@ impl Stem {
     /// The stem's activation (C1, stride 2) before the max-pool.
     pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
         for layer in &self.layers {
-            x = relu(layer.norm.forward(layer.conv.forward(x)));
+            x = conv_norm_act(&layer.conv, &layer.norm, x, None, true);
         }
         x
     }
@@ -80,6 +80,10 @@ impl Stem {
     /// The max-pool that follows the stem.
     pub fn pool(x: Tensor<4>) -> Tensor<4> {
         let (kernel, stride, padding) = STEM_POOL;
+        #[cfg(feature = "flex")]
+        if let Some(pooled) = crate::cpu::try_max_pool2d(&x, kernel, stride, padding) {
+            return pooled;
+        }
         let options = MaxPoolOptions::new([kernel; 2])
             .with_stride([stride; 2])
             .with_padding([padding; 2]);

@@ -25,6 +25,20 @@ fn main() {
     let device = backend.device().unwrap();
     matmul_profile(&device);
     let n = Distribution::Normal(0.0, 1.0);
+    for batch in [1, 8] {
+        let image = Tensor::<4>::random([batch, 3, 224, 224], n, &device);
+        let w7 = Tensor::<4>::random([64, 3, 7, 7], n, &device);
+        let bias = Tensor::<1>::random([64], n, &device);
+        let c1 = Tensor::<4>::random([batch, 64, 112, 112], n, &device);
+        let o7 = ConvOptions::new([2, 2], [3, 3], [1, 1], 1);
+        println!("stem, batch {batch}");
+        time("  conv7x7 stride 2, 3->64, + bias", 10, &device, || {
+            conv2d(image.clone(), w7.clone(), Some(bias.clone()), o7.clone())
+        });
+        time("  max_pool 3x3 stride 2 on 64x112x112", 10, &device, || {
+            burn_resnet::stem::Stem::pool(c1.clone())
+        });
+    }
     for (batch, channels, side) in [(1, 64, 56), (1, 256, 14), (8, 64, 56)] {
         let width = channels;
         let x = Tensor::<4>::random([batch, width, side, side], n, &device);

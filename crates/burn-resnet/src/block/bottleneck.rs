@@ -6,6 +6,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
+use crate::fused::conv_norm_act;
 use crate::norm::Norm;
 use crate::plugin::PluginStack;
 
@@ -60,9 +61,13 @@ impl Bottleneck {
             Some(downsample) => downsample.forward(x.clone()),
             None => x.clone(),
         };
-        let out = self.after_conv1.forward(relu(self.norm1.forward(self.conv1.forward(x))));
-        let out = self.after_conv2.forward(relu(self.norm2.forward(self.conv2.forward(out))));
-        let out = self.after_conv3.forward(self.norm3.forward(self.conv3.forward(out)));
+        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true));
+        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, true));
+        if self.after_conv3.is_empty() {
+            // The residual add and the last ReLU ride along with conv3.
+            return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true);
+        }
+        let out = self.after_conv3.forward(conv_norm_act(&self.conv3, &self.norm3, out, None, false));
         relu(out + identity)
     }
 }

@@ -7,6 +7,7 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
+use crate::fused::conv_norm_act;
 use crate::norm::Norm;
 
 /// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
@@ -70,6 +71,6 @@ impl Downsample {
                 .with_ceil_mode(true);
             x = avg_pool2d(x, options);
         }
-        self.norm.forward(self.conv.forward(x))
+        conv_norm_act(&self.conv, &self.norm, x, None, false)
     }
 }

@@ -1,0 +1,29 @@
+//! One `conv → norm → (+ residual) → (ReLU)` step, run by the project's fused CPU kernel where
+//! it applies ([`crate::cpu`], plain flex with folded norms) and by Burn's ops otherwise.
+
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use burn::tensor::activation::relu;
+
+use crate::norm::Norm;
+
+/// `relu?(norm(conv(x)) + residual?)`.
+pub(crate) fn conv_norm_act(
+    conv: &Conv2d,
+    norm: &Norm,
+    x: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    apply_relu: bool,
+) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if matches!(norm, Norm::Folded(_))
+        && let Some(out) = crate::cpu::try_conv2d(conv, &x, residual.as_ref(), apply_relu)
+    {
+        return out;
+    }
+    let mut out = norm.forward(conv.forward(x));
+    if let Some(residual) = residual {
+        out = out + residual;
+    }
+    if apply_relu { relu(out) } else { out }
+}

@@ -1,0 +1,123 @@
+//! The project's own CPU kernels (`burn_resnet::cpu`) against Burn's stock ops on flex, and the
+//! cases where they must stand aside.
+
+use burn::module::Module;
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::activation::relu;
+use burn::tensor::module::max_pool2d;
+use burn::tensor::ops::MaxPoolOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use burn_resnet::cpu::{try_conv2d, try_max_pool2d};
+
+use crate::common::values;
+
+/// Largest absolute difference over the largest magnitude of `expected`.
+fn relative_difference(actual: Tensor<4>, expected: Tensor<4>) -> f32 {
+    assert_eq!(actual.dims(), expected.dims(), "shape");
+    let (actual, expected) = (values(actual), values(expected));
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = actual.iter().zip(&expected).fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    diff / scale
+}
+
+struct ConvCase {
+    batch: usize,
+    channels: [usize; 2],
+    size: [usize; 2],
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+    residual: bool,
+    relu: bool,
+}
+
+fn conv(case: &ConvCase, device: &Device) -> Conv2d {
+    let p = case.padding;
+    Conv2dConfig::new(case.channels, [case.kernel; 2])
+        .with_stride([case.stride; 2])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_dilation([case.dilation; 2])
+        .with_bias(true)
+        .init(device)
+}
+
+#[test]
+fn fused_conv_matches_burn_conv_bias_residual_relu() {
+    let device = Device::flex();
+    let case = |batch, channels, size, kernel, stride, padding, dilation, residual, relu| ConvCase {
+        batch, channels, size, kernel, stride, padding, dilation, residual, relu,
+    };
+    let cases = [
+        // 3x3 at batch 1 with few row blocks: the output channels are split across threads.
+        case(1, [16, 96], [14, 14], 3, 1, 1, 1, true, true),
+        // Odd sizes, stride 2.
+        case(2, [8, 24], [17, 13], 3, 2, 1, 1, false, true),
+        // The 7x7 stride-2 stem conv on 3 channels.
+        case(1, [3, 64], [40, 38], 7, 2, 3, 1, false, true),
+        // Pointwise (read in place) with a residual; 1x1 stride 2 (a shortcut).
+        case(2, [32, 64], [9, 9], 1, 1, 0, 1, true, true),
+        case(1, [32, 64], [9, 9], 1, 2, 0, 1, false, false),
+        // Dilated 3x3 (dilated stages), unpadded 3x3.
+        case(1, [8, 16], [12, 12], 3, 1, 2, 2, false, true),
+        case(2, [8, 16], [12, 11], 3, 1, 0, 1, true, false),
+        // Wide rows: several row blocks per image.
+        case(1, [64, 40], [20, 64], 3, 1, 1, 1, true, true),
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        let conv = conv(case, &device);
+        let n = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([case.batch, case.channels[0], case.size[0], case.size[1]], n, &device);
+        let stock = conv.forward(x.clone());
+        let residual = case.residual.then(|| Tensor::<4>::random(stock.dims(), n, &device));
+        let mut expected = stock;
+        if let Some(residual) = &residual {
+            expected = expected + residual.clone();
+        }
+        if case.relu {
+            expected = relu(expected);
+        }
+        let actual = try_conv2d(&conv, &x, residual.as_ref(), case.relu)
+            .unwrap_or_else(|| panic!("case {index}: the fused conv declined a plain-flex f32 conv"));
+        let difference = relative_difference(actual, expected);
+        assert!(difference < 1e-5, "case {index}: relative difference {difference:e}");
+    }
+}
+
+#[test]
+fn fused_conv_stands_aside_where_it_does_not_apply() {
+    let device = Device::flex();
+    let x = Tensor::<4>::ones([1, 8, 6, 6], &device);
+    let grouped = Conv2dConfig::new([8, 8], [3, 3]).with_groups(4).init(&device);
+    assert!(try_conv2d(&grouped, &x, None, false).is_none(), "grouped conv");
+    let same = Conv2dConfig::new([8, 8], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+    assert!(try_conv2d(&same, &x, None, false).is_none(), "`Same` padding");
+    let plain = Conv2dConfig::new([8, 8], [3, 3]).init(&device);
+    let wrong_residual = Tensor::<4>::ones([1, 8, 6, 6], &device);
+    assert!(try_conv2d(&plain, &x, Some(&wrong_residual), false).is_none(), "residual shape");
+    // Autodiff: the stock ops keep the graph.
+    let autodiff = device.clone().autodiff();
+    let conv_ad = Conv2dConfig::new([8, 8], [3, 3]).init(&autodiff);
+    let x_ad = Tensor::<4>::ones([1, 8, 6, 6], &autodiff);
+    assert!(try_conv2d(&conv_ad, &x_ad, None, false).is_none(), "autodiff device");
+    #[cfg(feature = "ndarray")]
+    {
+        let ndarray = burn_resnet::Backend::Ndarray.device().expect("enabled");
+        let conv = plain.fork(&ndarray);
+        assert!(try_conv2d(&conv, &x.fork(&ndarray), None, false).is_none(), "ndarray device");
+    }
+}
+
+#[test]
+fn max_pool_matches_burn_max_pool() {
+    let device = Device::flex();
+    for (shape, kernel, stride, padding) in [([2, 5, 17, 12], 3, 2, 1), ([1, 3, 9, 10], 2, 2, 0), ([1, 2, 8, 8], 3, 1, 1)] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
+        let options = MaxPoolOptions::new([kernel; 2]).with_stride([stride; 2]).with_padding([padding; 2]);
+        let expected = max_pool2d(x.clone(), options);
+        let actual = try_max_pool2d(&x, kernel, stride, padding).expect("plain flex f32");
+        assert_eq!(values(actual), values(expected), "{shape:?} k{kernel} s{stride} p{padding}");
+    }
+    assert!(try_max_pool2d(&Tensor::<4>::ones([1, 1, 4, 4], &device), 3, 2, 2).is_none(), "padding over half the window");
+}

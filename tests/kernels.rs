@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::{try_conv2d, try_max_pool2d};
+use burn_resnet::cpu::{try_conv2d, try_conv2d_autodiff, try_max_pool2d};
 
 use crate::common::values;
 
@@ -82,6 +82,49 @@ fn fused_conv_matches_burn_conv_bias_residual_relu() {
             .unwrap_or_else(|| panic!("case {index}: the fused conv declined a plain-flex f32 conv"));
         let difference = relative_difference(actual, expected);
         assert!(difference < 1e-5, "case {index}: relative difference {difference:e}");
+    }
+}
+
+#[test]
+fn differentiable_conv_matches_burn_conv_gradients() {
+    let device = Device::flex().autodiff();
+    let case = |batch, channels, size, kernel, stride, padding, dilation| ConvCase {
+        batch, channels, size, kernel, stride, padding, dilation, residual: false, relu: false,
+    };
+    let cases = [
+        case(2, [8, 24], [17, 13], 3, 2, 1, 1),
+        case(1, [3, 16], [20, 18], 7, 2, 3, 1),
+        case(3, [16, 32], [9, 9], 1, 1, 0, 1),
+        case(2, [16, 32], [9, 10], 1, 2, 0, 1),
+        case(1, [8, 16], [12, 12], 3, 1, 2, 2),
+        case(2, [8, 8], [12, 11], 3, 1, 0, 1),
+    ];
+    for (index, case) in cases.iter().enumerate() {
+        let p = case.padding;
+        let conv = Conv2dConfig::new(case.channels, [case.kernel; 2])
+            .with_stride([case.stride; 2])
+            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+            .with_dilation([case.dilation; 2])
+            .with_bias(false)
+            .init(&device);
+        let n = Distribution::Normal(0.0, 1.0);
+        let x = Tensor::<4>::random([case.batch, case.channels[0], case.size[0], case.size[1]], n, &device).require_grad();
+        let stock = conv.forward(x.clone());
+        // A loss that weighs every output differently, so that every gradient entry is tested.
+        let weights = Tensor::<4>::random(stock.dims(), n, &device);
+        let expected_grads = (stock.clone() * weights.clone()).sum().backward();
+        let ours = try_conv2d_autodiff(&conv, &x).unwrap_or_else(|| panic!("case {index}: declined"));
+        let difference = relative_difference(ours.clone(), stock);
+        assert!(difference < 1e-5, "case {index}: forward relative difference {difference:e}");
+        let grads = (ours * weights).sum().backward();
+        for (name, actual, expected) in [
+            ("input", x.grad(&grads), x.grad(&expected_grads)),
+            ("weight", conv.weight.val().grad(&grads), conv.weight.val().grad(&expected_grads)),
+        ] {
+            let (actual, expected) = (actual.expect("gradient"), expected.expect("gradient"));
+            let difference = relative_difference(actual, expected);
+            assert!(difference < 1e-5, "case {index}: {name} gradient relative difference {difference:e}");
+        }
     }
 }
 

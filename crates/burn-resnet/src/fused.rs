@@ -21,9 +21,19 @@ pub(crate) fn conv_norm_act(
     {
         return out;
     }
-    let mut out = norm.forward(conv.forward(x));
+    let mut out = norm.forward(conv_forward(conv, x));
     if let Some(residual) = residual {
         out = out + residual;
     }
     if apply_relu { relu(out) } else { out }
+}
+
+/// `conv(x)`: the project's differentiable CPU conv on flex's autodiff device, its inference
+/// conv on plain flex, Burn's conv otherwise.
+pub(crate) fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    #[cfg(feature = "flex")]
+    if let Some(out) = crate::cpu::try_conv2d_autodiff(conv, &x).or_else(|| crate::cpu::try_conv2d(conv, &x, None, false)) {
+        return out;
+    }
+    conv.forward(x)
 }

@@ -41,13 +41,22 @@ impl ConvGeometry {
     }
 
     /// Length of one column of the `im2col` matrix: `channels × kernel height × kernel width`.
-    fn patch_len(&self) -> usize {
+    pub(super) fn patch_len(&self) -> usize {
         self.input[1] * self.kernel[0] * self.kernel[1]
     }
 
     /// A 1x1, stride-1, unpadded conv reads its input as the GEMM's right-hand side directly.
-    fn is_pointwise(&self) -> bool {
+    pub(super) fn is_pointwise(&self) -> bool {
         self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+    }
+
+    /// Output columns `[first, end)` whose input column `ow·stride − pad + offset` lies inside
+    /// the image, for a kernel column at `offset` (already dilated).
+    pub(super) fn valid_columns(&self, offset: usize, out_w: usize) -> (usize, usize) {
+        let (in_w, stride, pad) = (self.input[3], self.stride[1], self.padding[1]);
+        let first = pad.saturating_sub(offset).div_ceil(stride);
+        let end = (in_w + pad).saturating_sub(offset).div_ceil(stride).min(out_w);
+        (first, end.max(first))
     }
 }
 
@@ -208,7 +217,7 @@ fn conv_block(
 
 /// The `im2col` matrix of output rows `first_row..first_row + rows`: one row per
 /// `(channel, kernel row, kernel column)`, one column per output position, zeros in the padding.
-fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, first_row: usize, rows: usize) -> Vec<f32> {
+pub(super) fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, first_row: usize, rows: usize) -> Vec<f32> {
     let [_, channels, in_h, in_w] = geometry.input;
     let [kernel_h, kernel_w] = geometry.kernel;
     let [stride_h, stride_w] = geometry.stride;
@@ -216,13 +225,6 @@ fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, first_row: 
     let [dilation_h, dilation_w] = geometry.dilation;
     let columns = rows * out_w;
     let mut col = vec![0.0f32; geometry.patch_len() * columns];
-
-    // Output columns `ow` whose input column `ow·stride − pad + offset` lies inside the image.
-    let valid_columns = |offset: usize| {
-        let first = pad_w.saturating_sub(offset).div_ceil(stride_w);
-        let end = (in_w + pad_w).saturating_sub(offset).div_ceil(stride_w).min(out_w);
-        (first, end.max(first))
-    };
 
     let mut row_index = 0;
     for channel in 0..channels {
@@ -232,7 +234,7 @@ fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, first_row: 
                 let col_row = &mut col[row_index * columns..(row_index + 1) * columns];
                 row_index += 1;
                 let offset_w = kw * dilation_w;
-                let (ow_first, ow_end) = valid_columns(offset_w);
+                let (ow_first, ow_end) = geometry.valid_columns(offset_w, out_w);
                 for r in 0..rows {
                     let ih = ((first_row + r) * stride_h + kh * dilation_h) as isize - pad_h as isize;
                     if ih < 0 || ih >= in_h as isize || ow_first >= ow_end {

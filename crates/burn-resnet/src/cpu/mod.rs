@@ -1,15 +1,17 @@
-//! The project's own CPU kernels for inference on the `flex` backend, where Burn's stock ops
-//! are the limit (README "Speed"): a convolution with its bias, residual add and ReLU fused
-//! ([`conv`]) and the stem's max-pool ([`pool`]).
+//! The project's own CPU kernels on the `flex` backend, where Burn's stock ops are the limit
+//! (README "Speed"): a convolution with its bias, residual add and ReLU fused ([`conv`]), its
+//! gradients ([`conv_backward`], wired into autodiff by [`autodiff`]) and the stem's max-pool
+//! ([`pool`]).
 //!
-//! They run when the tensors live on plain `flex` (not autodiff) as contiguous `f32`, and
-//! the conv's BatchNorm has been folded into it ([`crate::ResNet::fold_batch_norms`]); the
-//! tensors are borrowed from flex without copying, through Burn 0.22's primitive access
-//! (`Tensor::try_into_primitive`, the `extension` feature). Everything else — autodiff devices,
-//! other backends, grouped convs, unfolded norms — takes Burn's stock ops. Parity between the
-//! two paths is tested (`tests/kernels.rs`).
+//! The tensors are borrowed from flex without copying, through Burn 0.22's primitive access
+//! (`Tensor::try_into_primitive`, the `extension` feature). Inference kernels run on plain flex;
+//! the differentiable conv on flex's autodiff device. Everything else — other backends, grouped
+//! convs, `Same` padding, non-f32 tensors, autodiff with a checkpointing strategy — takes
+//! Burn's stock ops. Parity between the two paths is tested (`tests/kernels.rs`).
 
+mod autodiff;
 pub mod conv;
+pub mod conv_backward;
 pub mod pool;
 
 use burn::nn::PaddingConfig2d;
@@ -26,18 +28,23 @@ fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
         return None;
     }
     let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?;
-    (primitive.dtype() == DType::F32).then_some(primitive)
+    float_slice(&primitive)?;
+    Some(primitive)
 }
 
-/// Wrap a kernel's output as a flex tensor (moves the vector, no copy).
-fn into_tensor<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> Tensor<D> {
-    Tensor::from_primitive::<Flex>(FlexTensor::from_data(TensorData::new(values, shape)))
+/// The values of a contiguous `f32` flex tensor.
+fn float_slice(tensor: &FlexTensor) -> Option<&[f32]> {
+    (tensor.dtype() == DType::F32).then(|| tensor.as_slice::<f32>()).flatten()
 }
 
-/// `relu?(conv(x) + residual?)` through [`conv::conv2d`], or `None` when the fast path does
-/// not apply (not plain flex f32, grouped conv, asymmetric padding, shape mismatch); the
-/// caller then runs Burn's ops. The conv's own bias (a folded norm's shift) is part of it.
-pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
+/// A kernel's output as a flex primitive (moves the vector, no copy).
+fn into_primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}
+
+/// The geometry of `conv` applied to `x`, if the project's conv supports it (groups 1,
+/// symmetric explicit padding, matching channels, a kernel that fits).
+fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
     if conv.groups != 1 {
         return None;
     }
@@ -49,8 +56,7 @@ pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, re
     if top != bottom || left != right {
         return None;
     }
-    let weight = conv.weight.val();
-    let [out_channels, in_channels, kernel_h, kernel_w] = weight.dims();
+    let [out_channels, in_channels, kernel_h, kernel_w] = conv.weight.shape().dims();
     let geometry = ConvGeometry {
         input: x.dims(),
         out_channels,
@@ -59,41 +65,50 @@ pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, re
         padding: [top, left],
         dilation: conv.dilation,
     };
-    let output = geometry.output()?;
-    if geometry.input[1] != in_channels || residual.is_some_and(|r| r.dims() != output) {
-        return None;
-    }
-
-    let input = flex_f32(x)?;
-    let weight = flex_f32(&weight)?;
-    let bias = match &conv.bias {
-        Some(bias) => Some(flex_f32(&bias.val())?),
-        None => None,
-    };
-    let residual = match residual {
-        Some(r) => Some(flex_f32(r)?),
-        None => None,
-    };
-    let epilogue = Epilogue {
-        bias: match &bias {
-            Some(b) => Some(b.as_slice()?),
-            None => None,
-        },
-        residual: match &residual {
-            Some(r) => Some(r.as_slice()?),
-            None => None,
-        },
-        relu,
-    };
-    let values = conv::conv2d(input.as_slice()?, weight.as_slice()?, &geometry, epilogue);
-    Some(into_tensor(values, output))
+    (geometry.input[1] == in_channels && geometry.output().is_some()).then_some(geometry)
 }
 
-/// Square max-pool through [`pool::max_pool2d`], or `None` when the fast path does not apply.
+/// `relu?(conv(x) + residual?)` on plain flex through [`conv::conv2d`], or `None` when the
+/// fast path does not apply; the caller then runs Burn's ops. The conv's own bias (a folded
+/// norm's shift) is part of it.
+pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
+    let geometry = conv_geometry(conv, x)?;
+    let output = geometry.output()?;
+    if residual.is_some_and(|r| r.dims() != output) {
+        return None;
+    }
+    let input = flex_f32(x)?;
+    let weight = flex_f32(&conv.weight.val())?;
+    let bias = conv.bias.as_ref().map(|b| flex_f32(&b.val())).map_or(Some(None), |b| b.map(Some))?;
+    let residual = residual.map(flex_f32).map_or(Some(None), |r| r.map(Some))?;
+    let epilogue = Epilogue {
+        bias: bias.as_ref().map(|b| float_slice(b)).map_or(Some(None), |b| b.map(Some))?,
+        residual: residual.as_ref().map(|r| float_slice(r)).map_or(Some(None), |r| r.map(Some))?,
+        relu,
+    };
+    if epilogue.bias.is_some_and(|b| b.len() != geometry.out_channels) {
+        return None;
+    }
+    let values = conv::conv2d(float_slice(&input)?, float_slice(&weight)?, &geometry, epilogue);
+    Some(Tensor::from_primitive::<Flex>(into_primitive(values, output)))
+}
+
+/// `conv(x)` for a bias-free conv on flex's autodiff device (training), differentiable, or
+/// `None` when the fast path does not apply.
+pub fn try_conv2d_autodiff(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
+    if conv.bias.is_some() || !x.device().is_autodiff() {
+        return None;
+    }
+    let geometry = conv_geometry(conv, x)?;
+    autodiff::try_conv2d(x, &conv.weight.val(), &geometry)
+}
+
+/// Square max-pool through [`pool::max_pool2d`] on plain flex, or `None` when the fast path
+/// does not apply.
 pub fn try_max_pool2d(x: &Tensor<4>, kernel: usize, stride: usize, padding: usize) -> Option<Tensor<4>> {
     let geometry = PoolGeometry { input: x.dims(), kernel, stride, padding };
     let output = geometry.output()?;
     let input = flex_f32(x)?;
-    let values = pool::max_pool2d(input.as_slice()?, &geometry);
-    Some(into_tensor(values, output))
+    let values = pool::max_pool2d(float_slice(&input)?, &geometry);
+    Some(Tensor::from_primitive::<Flex>(into_primitive(values, output)))
 }

@@ -1,0 +1,81 @@
+//! The project's conv as a differentiable op on flex's autodiff device: the forward pass is
+//! [`super::conv::conv2d`] and the backward pass [`super::conv_backward`], registered with
+//! Burn's autodiff graph through its `Backward` trait (the handwritten-backward route of Burn
+//! 0.22's backend extensions).
+
+use burn::tensor::Tensor;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::Autodiff;
+use burn_flex::{Flex, FlexTensor};
+
+use super::conv::{ConvGeometry, Epilogue, conv2d};
+use super::conv_backward::{input_grad, weight_grad};
+use super::{float_slice, into_primitive};
+
+/// The autodiff backend of `Device::flex().autodiff()`.
+type FlexAutodiff = Autodiff<Flex, NoCheckpointing>;
+
+/// What the backward pass needs: the input and the weight (shared with the graph, not copied).
+#[derive(Clone)]
+struct Saved {
+    input: FlexTensor,
+    weight: FlexTensor,
+    geometry: ConvGeometry,
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved").field("geometry", &self.geometry).finish()
+    }
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 2> for ConvBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_input, node_weight] = ops.parents;
+        let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let Saved { input, weight, geometry } = ops.state;
+        let (Some(dy), Some(x), Some(w)) = (float_slice(&grad_out), float_slice(&input), float_slice(&weight)) else {
+            unreachable!("the forward pass checked that these are contiguous f32")
+        };
+        let [out_channels, in_channels, kernel_h, kernel_w] =
+            [geometry.out_channels, geometry.input[1], geometry.kernel[0], geometry.kernel[1]];
+        if let Some(node) = node_input {
+            grads.register::<Flex>(node.id, into_primitive(input_grad(w, dy, &geometry), geometry.input));
+        }
+        if let Some(node) = node_weight {
+            let shape = [out_channels, in_channels, kernel_h, kernel_w];
+            grads.register::<Flex>(node.id, into_primitive(weight_grad(x, dy, &geometry), shape));
+        }
+    }
+}
+
+/// `conv(x)` with the project's kernels when `x` and `weight` live on flex's autodiff device as
+/// contiguous f32; `None` otherwise.
+pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) -> Option<Tensor<4>> {
+    let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let weight = weight.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let output_shape = geometry.output()?;
+    float_slice(x.primitive())?;
+    float_slice(weight.primitive())?;
+    let forward = |x: &FlexTensor, weight: &FlexTensor| {
+        let [x, weight] = [x, weight].map(|t| float_slice(t).expect("checked above"));
+        into_primitive(conv2d(x, weight, geometry, Epilogue::default()), output_shape)
+    };
+    let output = match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let output = forward(x.primitive(), weight.primitive());
+            let saved = Saved { input: x.into_primitive(), weight: weight.into_primitive(), geometry: *geometry };
+            prep.finish(saved, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive())),
+    };
+    Some(Tensor::from_primitive::<FlexAutodiff>(output))
+}

@@ -1,0 +1,157 @@
+//! Gradients of [`super::conv::conv2d`] (groups = 1, no epilogue), one GEMM per image each:
+//!
+//! - input: `dcol = Wᵀ · dY`, scattered back onto the input positions (`col2im`); a pointwise
+//!   conv writes `Wᵀ · dY` straight into the input gradient;
+//! - weight: `dW = Σ_images dY · colᵀ`, with `col` rebuilt from the saved input (a pointwise
+//!   conv reads the input in place), one accumulator per thread, summed at the end.
+//!
+//! Burn 0.22's flex computes these through generic transposed convolutions that are 5–15x
+//! slower than the forward conv on ResNet-50's shapes (`examples/train_profile.rs`).
+
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use super::conv::{ConvGeometry, im2col_rows};
+
+/// Gradient of the loss with respect to the conv's input, `[batch, in, h, w]`.
+pub fn input_grad(weight: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+    let [batch, channels, in_h, in_w] = geometry.input;
+    let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
+    let (in_image, plane, patch) = (channels * in_h * in_w, out_h * out_w, geometry.patch_len());
+    let mut grad_in = vec![0.0f32; batch * in_image];
+    grad_in.par_chunks_mut(in_image).zip(grad_out.par_chunks(out_channels * plane)).for_each(|(dx, dy)| {
+        // dcol[k, j] = Σ_o W[o, k] · dY[o, j]: the transposed weight as the left-hand side.
+        let mut dcol_buffer = Vec::new();
+        let dcol: &mut [f32] = if geometry.is_pointwise() {
+            dx
+        } else {
+            dcol_buffer = vec![0.0f32; patch * plane];
+            &mut dcol_buffer
+        };
+        // SAFETY: dst is `patch × plane` (row stride `plane`), lhs reads `W[o·patch + k]` for
+        // o < out_channels and k < patch, rhs is the `out_channels × plane` image gradient.
+        unsafe {
+            gemm(
+                patch,
+                plane,
+                out_channels,
+                dcol.as_mut_ptr(),
+                1,
+                plane as isize,
+                false,
+                weight.as_ptr(),
+                patch as isize,
+                1,
+                dy.as_ptr(),
+                1,
+                plane as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            );
+        }
+        if !geometry.is_pointwise() {
+            col2im(&dcol_buffer, geometry, out_w, out_h, dx);
+        }
+    });
+    grad_in
+}
+
+/// Gradient of the loss with respect to the conv's weight, `[out, in, kh, kw]`.
+pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+    let [_, channels, in_h, in_w] = geometry.input;
+    let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
+    let (in_image, plane, patch) = (channels * in_h * in_w, out_h * out_w, geometry.patch_len());
+    input
+        .par_chunks(in_image)
+        .zip(grad_out.par_chunks(out_channels * plane))
+        .fold(
+            || vec![0.0f32; out_channels * patch],
+            |mut dw, (x, dy)| {
+                let col_buffer;
+                let col: &[f32] = if geometry.is_pointwise() {
+                    x
+                } else {
+                    col_buffer = im2col_rows(x, geometry, out_w, 0, out_h);
+                    &col_buffer
+                };
+                // dW[o, k] += Σ_j dY[o, j] · col[k, j]: the column matrix read transposed.
+                // SAFETY: dst is `out_channels × patch`; lhs the `out_channels × plane` image
+                // gradient; rhs reads `col[k·plane + j]` for k < patch and j < plane.
+                unsafe {
+                    gemm(
+                        out_channels,
+                        patch,
+                        plane,
+                        dw.as_mut_ptr(),
+                        1,
+                        patch as isize,
+                        true,
+                        dy.as_ptr(),
+                        1,
+                        plane as isize,
+                        col.as_ptr(),
+                        plane as isize,
+                        1,
+                        1.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                dw
+            },
+        )
+        .reduce_with(|mut a, b| {
+            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
+            a
+        })
+        .unwrap_or_else(|| vec![0.0f32; out_channels * patch])
+}
+
+/// Add each column-matrix entry back onto the input position it was copied from.
+fn col2im(dcol: &[f32], geometry: &ConvGeometry, out_w: usize, out_h: usize, dx: &mut [f32]) {
+    let [_, channels, in_h, in_w] = geometry.input;
+    let [kernel_h, kernel_w] = geometry.kernel;
+    let [stride_h, stride_w] = geometry.stride;
+    let [pad_h, pad_w] = geometry.padding;
+    let [dilation_h, dilation_w] = geometry.dilation;
+    let plane = out_h * out_w;
+    let mut row_index = 0;
+    for channel in 0..channels {
+        let dx_channel = &mut dx[channel * in_h * in_w..(channel + 1) * in_h * in_w];
+        for kh in 0..kernel_h {
+            for kw in 0..kernel_w {
+                let dcol_row = &dcol[row_index * plane..(row_index + 1) * plane];
+                row_index += 1;
+                let offset_w = kw * dilation_w;
+                let (ow_first, ow_end) = geometry.valid_columns(offset_w, out_w);
+                if ow_first >= ow_end {
+                    continue;
+                }
+                for oh in 0..out_h {
+                    let ih = (oh * stride_h + kh * dilation_h) as isize - pad_h as isize;
+                    if ih < 0 || ih >= in_h as isize {
+                        continue;
+                    }
+                    let dst_row = &mut dx_channel[ih as usize * in_w..(ih as usize + 1) * in_w];
+                    let src = &dcol_row[oh * out_w + ow_first..oh * out_w + ow_end];
+                    let iw_first = ow_first * stride_w + offset_w - pad_w;
+                    if stride_w == 1 {
+                        let dst = &mut dst_row[iw_first..iw_first + src.len()];
+                        dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
+                    } else {
+                        for (i, s) in src.iter().enumerate() {
+                            dst_row[iw_first + i * stride_w] += s;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,56 @@
+//! Where a ResNet-50 training step's time goes on flex: forward and forward+backward of each op
+//! kind on layer1's shapes at batch 8. `cargo run --release -p resnet-cli --example train_profile`.
+
+use std::time::Instant;
+
+use burn::tensor::activation::relu;
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+
+fn time(label: &str, runs: usize, mut f: impl FnMut()) {
+    f();
+    let started = Instant::now();
+    for _ in 0..runs {
+        f();
+    }
+    println!("{label:<48} {:8.3} ms", started.elapsed().as_secs_f64() * 1e3 / runs as f64);
+}
+
+fn main() {
+    let device = Device::flex().autodiff();
+    let n = Distribution::Normal(0.0, 1.0);
+    for (batch, width, side) in [(8, 64, 56), (8, 256, 14)] {
+        println!("batch {batch}, {width} channels, {side}x{side}");
+        let x = Tensor::<4>::random([batch, width, side, side], n, &device).require_grad();
+        let w3 = Tensor::<4>::random([width, width, 3, 3], n, &device).require_grad();
+        let w1 = Tensor::<4>::random([width * 4, width, 1, 1], n, &device).require_grad();
+        let o3 = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+        let o1 = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
+        let runs = 5;
+        time("  conv3x3 forward", runs, || {
+            let _ = conv2d(x.clone(), w3.clone(), None, o3.clone()).sum().into_scalar::<f32>();
+        });
+        time("  conv3x3 forward + backward", runs, || {
+            let _ = conv2d(x.clone(), w3.clone(), None, o3.clone()).sum().backward();
+        });
+        time("  conv1x1 x4 forward", runs, || {
+            let _ = conv2d(x.clone(), w1.clone(), None, o1.clone()).sum().into_scalar::<f32>();
+        });
+        time("  conv1x1 x4 forward + backward", runs, || {
+            let _ = conv2d(x.clone(), w1.clone(), None, o1.clone()).sum().backward();
+        });
+        let gamma = Tensor::<1>::ones([width], &device).require_grad();
+        let beta = Tensor::<1>::zeros([width], &device).require_grad();
+        let bn = |x: Tensor<4>| {
+            let mean = x.clone().mean_dim(0).mean_dim(2).mean_dim(3);
+            let centered = x - mean;
+            let var = centered.clone().square().mean_dim(0).mean_dim(2).mean_dim(3);
+            let normed = centered / (var + 1e-5).sqrt();
+            normed * gamma.clone().reshape([1, width, 1, 1]) + beta.clone().reshape([1, width, 1, 1])
+        };
+        time("  batch-norm (train) + relu forward + backward", runs, || {
+            let _ = relu(bn(x.clone())).sum().backward();
+        });
+    }
+}

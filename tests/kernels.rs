@@ -5,10 +5,10 @@ use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::module::max_pool2d;
+use burn::tensor::module::{batch_norm_train, max_pool2d};
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::{try_conv2d, try_conv2d_autodiff, try_max_pool2d};
+use burn_resnet::cpu::{try_batch_norm_train, try_conv2d, try_conv2d_autodiff, try_max_pool2d};
 
 use crate::common::values;
 
@@ -124,6 +124,40 @@ fn differentiable_conv_matches_burn_conv_gradients() {
             let (actual, expected) = (actual.expect("gradient"), expected.expect("gradient"));
             let difference = relative_difference(actual, expected);
             assert!(difference < 1e-5, "case {index}: {name} gradient relative difference {difference:e}");
+        }
+    }
+}
+
+#[test]
+fn batch_norm_train_matches_burn_batch_norm_and_relu() {
+    let device = Device::flex().autodiff();
+    let n = Distribution::Normal(0.0, 1.0);
+    for (shape, relu_after) in [([4, 6, 7, 5], true), ([2, 3, 9, 9], false), ([1, 5, 1, 3], true)] {
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
+        let gamma = Tensor::<1>::random([shape[1]], n, &device).require_grad();
+        let beta = Tensor::<1>::random([shape[1]], n, &device).require_grad();
+        let stock = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
+        let expected = if relu_after { relu(stock.output) } else { stock.output };
+        let weights = Tensor::<4>::random(shape, n, &device);
+        let expected_grads = (expected.clone() * weights.clone()).sum().backward();
+        let ours = try_batch_norm_train(&x, &gamma, &beta, 1e-5, relu_after).expect("flex autodiff f32");
+        let label = format!("{shape:?} relu {relu_after}");
+        let difference = relative_difference(ours.output.clone(), expected);
+        assert!(difference < 1e-5, "{label}: output relative difference {difference:e}");
+        for (name, actual, reference) in [("mean", &ours.mean, stock.mean), ("variance", &ours.variance, stock.variance)] {
+            let reference = values(reference);
+            let worst = actual.iter().zip(&reference).fold(0f32, |m, (a, e)| m.max((a - e).abs() / e.abs().max(1e-3)));
+            assert!(worst < 1e-5, "{label}: {name} relative difference {worst:e}");
+        }
+        let grads = (ours.output * weights).sum().backward();
+        let reshape = |t: Tensor<1>| t.reshape([1, shape[1], 1, 1]);
+        for (name, actual, reference) in [
+            ("input", x.grad(&grads), x.grad(&expected_grads)),
+            ("gamma", gamma.grad(&grads).map(reshape), gamma.grad(&expected_grads).map(reshape)),
+            ("beta", beta.grad(&grads).map(reshape), beta.grad(&expected_grads).map(reshape)),
+        ] {
+            let difference = relative_difference(actual.expect("gradient"), reference.expect("gradient"));
+            assert!(difference < 1e-4, "{label}: {name} gradient relative difference {difference:e}");
         }
     }
 }

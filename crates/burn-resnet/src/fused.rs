@@ -21,11 +21,14 @@ pub(crate) fn conv_norm_act(
     {
         return out;
     }
-    let mut out = norm.forward(conv_forward(conv, x));
-    if let Some(residual) = residual {
-        out = out + residual;
+    let out = conv_forward(conv, x);
+    match residual {
+        None => norm.forward_relu(out, apply_relu),
+        Some(residual) => {
+            let out = norm.forward(out) + residual;
+            if apply_relu { relu(out) } else { out }
+        }
     }
-    if apply_relu { relu(out) } else { out }
 }
 
 /// `conv(x)`: the project's differentiable CPU conv on flex's autodiff device, its inference

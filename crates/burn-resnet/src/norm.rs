@@ -3,7 +3,8 @@
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Identity};
-use burn::tensor::{Device, Tensor, module};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor, TensorData, module};
 
 /// A normalisation layer. mmdet's default `norm_cfg = dict(type='BN')` is BatchNorm with
 /// eps 1e-5 and momentum 0.1; it is initialised with weight 1, bias 0 (mmdet's init) or, for a
@@ -32,13 +33,20 @@ impl Norm {
     /// autodiff and the layer's training flag is on, as Burn's; otherwise it uses its running
     /// statistics.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        match self {
+        self.forward_relu(x, false)
+    }
+
+    /// [`Norm::forward`], then a ReLU if `apply_relu`; in training on flex the two run as one
+    /// op ([`crate::cpu::try_batch_norm_train`]).
+    pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool) -> Tensor<4> {
+        let out = match self {
             Norm::Batch(norm) if x.device().is_autodiff() && norm.training.is_enabled() => {
-                batch_norm_train(norm, x)
+                return batch_norm_train(norm, x, apply_relu);
             }
             Norm::Batch(norm) => norm.forward(x),
             Norm::Folded(_) => x,
-        }
+        };
+        if apply_relu { relu(out) } else { out }
     }
 
     /// Fold this norm, with its running statistics (eval mode), into `conv`, the conv that
@@ -69,20 +77,28 @@ impl Norm {
 /// PyTorch (and so every mmdet/torchvision checkpoint's statistics) uses the unbiased one,
 /// `var · n / (n − 1)` with `n = batch · height · width`. Normalisation itself uses the biased
 /// variance in both.
-fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let samples = (batch * height * width) as f64;
     // One sample per channel has no unbiased variance (PyTorch refuses to train on it); keep
     // the biased one (0) rather than dividing by zero.
     let bessel = if samples > 1.0 { samples / (samples - 1.0) } else { 1.0 };
     let device = x.device();
-    let result = module::batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
     let momentum = norm.momentum;
     let update = |running: &RunningState<Tensor<1>>, batch_stat: Tensor<1>| {
         let old = running.value_sync().to_device(&device);
         running.update(old.mul_scalar(1.0 - momentum).add(batch_stat.detach().mul_scalar(momentum)).detach());
     };
+    #[cfg(feature = "flex")]
+    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &norm.gamma.val(), &norm.beta.val(), norm.epsilon, apply_relu) {
+        let channels = [result.mean.len()];
+        update(&norm.running_mean, Tensor::from_data(TensorData::new(result.mean, channels), &device));
+        let variance = Tensor::<1>::from_data(TensorData::new(result.variance, channels), &device);
+        update(&norm.running_var, variance.mul_scalar(bessel));
+        return result.output;
+    }
+    let result = module::batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
     update(&norm.running_mean, result.mean);
     update(&norm.running_var, result.variance.mul_scalar(bessel));
-    result.output
+    if apply_relu { relu(result.output) } else { result.output }
 }

@@ -6,7 +6,11 @@ use std::time::Instant;
 use burn::tensor::activation::relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::module::Module;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
+use burn_resnet::ResNetConfig;
 
 fn time(label: &str, runs: usize, mut f: impl FnMut()) {
     f();
@@ -18,6 +22,7 @@ fn time(label: &str, runs: usize, mut f: impl FnMut()) {
 }
 
 fn main() {
+    step_profile();
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
     for (batch, width, side) in [(8, 64, 56), (8, 256, 14)] {
@@ -40,6 +45,17 @@ fn main() {
         time("  conv1x1 x4 forward + backward", runs, || {
             let _ = conv2d(x.clone(), w1.clone(), None, o1.clone()).sum().backward();
         });
+        let conv3 = burn::nn::conv::Conv2dConfig::new([width, width], [3, 3])
+            .with_padding(burn::nn::PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .with_bias(false)
+            .init(&device);
+        let conv1 = burn::nn::conv::Conv2dConfig::new([width, width * 4], [1, 1]).with_bias(false).init(&device);
+        time("  project conv3x3 forward + backward", runs, || {
+            let _ = burn_resnet::cpu::try_conv2d_autodiff(&conv3, &x).unwrap().sum().backward();
+        });
+        time("  project conv1x1 x4 forward + backward", runs, || {
+            let _ = burn_resnet::cpu::try_conv2d_autodiff(&conv1, &x).unwrap().sum().backward();
+        });
         let gamma = Tensor::<1>::ones([width], &device).require_grad();
         let beta = Tensor::<1>::zeros([width], &device).require_grad();
         let bn = |x: Tensor<4>| {
@@ -52,5 +68,34 @@ fn main() {
         time("  batch-norm (train) + relu forward + backward", runs, || {
             let _ = relu(bn(x.clone())).sum().backward();
         });
+    }
+}
+
+/// The phases of one ResNet-50 training step at batch 8.
+fn step_profile() {
+    let device = Device::flex();
+    let training = device.clone().autodiff();
+    let config = ResNetConfig::from_toml_file("configs/resnet50.toml").expect("run from the repository root");
+    let mut model = config.init(&device).expect("valid").fork(&training).train();
+    let momentum = MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false };
+    let mut optimizer = SgdConfig::new().with_momentum(Some(momentum)).init();
+    let images = Tensor::<4>::random([8, 3, 224, 224], Distribution::Normal(0.0, 1.0), &training);
+    for run in 0..3 {
+        let started = Instant::now();
+        let loss = model.forward(images.clone()).into_iter().map(|f| f.mean()).reduce(|a, b| a + b).unwrap();
+        let _ = loss.clone().into_scalar::<f32>();
+        let forward = started.elapsed();
+        let grads = loss.backward();
+        let backward = started.elapsed();
+        let grads = GradientsParams::from_grads(grads, &model);
+        model = optimizer.step(0.01, model, grads);
+        let _ = model.stem.layers[0].conv.weight.val().slice([0..1, 0..1, 0..1, 0..1]).into_scalar::<f32>();
+        let step = started.elapsed();
+        println!(
+            "step {run}: forward {:.0} ms, backward {:.0} ms, optimizer {:.0} ms",
+            forward.as_secs_f64() * 1e3,
+            (backward - forward).as_secs_f64() * 1e3,
+            (step - backward).as_secs_f64() * 1e3
+        );
     }
 }

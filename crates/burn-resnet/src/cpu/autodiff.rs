@@ -8,15 +8,11 @@ use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
-use burn_autodiff::Autodiff;
 use burn_flex::{Flex, FlexTensor};
 
 use super::conv::{ConvGeometry, Epilogue, conv2d};
 use super::conv_backward::{input_grad, weight_grad};
-use super::{float_slice, into_primitive};
-
-/// The autodiff backend of `Device::flex().autodiff()`.
-type FlexAutodiff = Autodiff<Flex, NoCheckpointing>;
+use super::{FlexAutodiff, float_slice, into_primitive};
 
 /// What the backward pass needs: the input and the weight (shared with the graph, not copied).
 #[derive(Clone)]

@@ -12,6 +12,8 @@ use std::ops::Range;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
+use super::SendPtr;
+
 /// Shape and hyper-parameters of one 2-D convolution (groups = 1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
@@ -124,18 +126,6 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
 
 /// The smallest share of output channels one task computes.
 const MIN_CHANNEL_CHUNK: usize = 32;
-
-/// A raw pointer that may cross threads (the caller guarantees disjoint writes).
-#[derive(Clone, Copy)]
-struct SendPtr(*mut f32);
-// SAFETY: only used for disjoint writes, see `conv2d`.
-unsafe impl Send for SendPtr {}
-unsafe impl Sync for SendPtr {}
-impl SendPtr {
-    fn get(self) -> *mut f32 {
-        self.0
-    }
-}
 
 /// Output rows `rows` of one image, for the output channels `channels`.
 #[allow(clippy::too_many_arguments)]

@@ -10,6 +10,7 @@
 //! Burn's stock ops. Parity between the two paths is tested (`tests/kernels.rs`).
 
 mod autodiff;
+mod batch_norm;
 pub mod conv;
 pub mod conv_backward;
 pub mod pool;
@@ -19,8 +20,25 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 
+pub use batch_norm::{BatchNormTrainOutput, try_batch_norm_train};
 use conv::{ConvGeometry, Epilogue};
 use pool::PoolGeometry;
+
+/// The autodiff backend of `Device::flex().autodiff()`.
+type FlexAutodiff = burn_autodiff::Autodiff<Flex, burn_autodiff::checkpoint::strategy::NoCheckpointing>;
+
+/// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
+/// parts of one output (each use states why its writes are disjoint).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: a plain address; every dereference is justified where it happens.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
 
 /// The flex primitive behind `tensor`, if it is a plain-flex `f32` tensor (shares its buffer).
 fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {

@@ -1,0 +1,191 @@
+//! BatchNorm's training step (batch statistics), optionally followed by a ReLU, as one
+//! differentiable op on flex's autodiff device: one pass for the statistics, one for the
+//! output, and two for the gradients, per channel and in cache, statistics accumulated in f64.
+//!
+//! Burn 0.22's default `batch_norm_train` (which flex inherits) builds the statistics from
+//! transposed copies and a dozen separate tensor ops, forward and backward; on ResNet-50's
+//! shapes that cost about as much as the convolutions' backward pass.
+
+use burn::tensor::Tensor;
+use burn_autodiff::checkpoint::base::Checkpointer;
+use burn_autodiff::checkpoint::strategy::NoCheckpointing;
+use burn_autodiff::grads::Gradients;
+use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_flex::{Flex, FlexTensor};
+use rayon::prelude::*;
+
+use super::{FlexAutodiff, SendPtr, float_slice, into_primitive};
+
+/// The output of [`try_batch_norm_train`]: the (differentiable) output and the batch
+/// statistics the running statistics are updated from.
+pub struct BatchNormTrainOutput {
+    /// `relu?(γ · (x − mean) / √(var + ε) + β)`.
+    pub output: Tensor<4>,
+    /// Per-channel batch mean.
+    pub mean: Vec<f32>,
+    /// Per-channel biased batch variance (what normalises the batch).
+    pub variance: Vec<f32>,
+}
+
+/// Per-channel statistics and the affine map they give.
+#[derive(Clone, Debug)]
+struct ChannelStats {
+    mean: Vec<f32>,
+    variance: Vec<f32>,
+    /// `γ / √(var + ε)` and `β − mean · scale`: the output is `x · scale + shift`.
+    scale: Vec<f32>,
+    shift: Vec<f32>,
+}
+
+/// The element ranges of channel `channel`: one contiguous plane per image.
+fn planes(shape: [usize; 4], channel: usize) -> impl Iterator<Item = std::ops::Range<usize>> {
+    let [batch, channels, h, w] = shape;
+    let plane = h * w;
+    (0..batch).map(move |n| (n * channels + channel) * plane..(n * channels + channel + 1) * plane)
+}
+
+/// Call `f(channel, range, output[range])` for every plane of every channel, channels in
+/// parallel.
+fn for_each_plane(output: &mut [f32], shape: [usize; 4], f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync) {
+    let ptr = SendPtr(output.as_mut_ptr());
+    let len = output.len();
+    assert_eq!(len, shape.iter().product::<usize>());
+    (0..shape[1]).into_par_iter().for_each(|channel| {
+        for range in planes(shape, channel) {
+            // SAFETY: `range` lies inside `output` (its length is the shape's product), and the
+            // planes of different channels are disjoint, so no two threads alias.
+            let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
+            f(channel, range, out);
+        }
+    });
+}
+
+fn forward(x: &[f32], gamma: &[f32], beta: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, ChannelStats) {
+    let count = (shape[0] * shape[2] * shape[3]) as f64;
+    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape[1])
+        .into_par_iter()
+        .map(|channel| {
+            let sum: f64 = planes(shape, channel).map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let mean = sum / count;
+            let squares: f64 = planes(shape, channel)
+                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean as f32, (squares / count) as f32)
+        })
+        .unzip();
+    let (scale, shift) = (0..shape[1])
+        .map(|c| {
+            let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
+            (scale, beta[c] - mean[c] * scale)
+        })
+        .unzip();
+    let stats = ChannelStats { mean, variance, scale, shift };
+    let mut output = vec![0.0f32; x.len()];
+    for_each_plane(&mut output, shape, |channel, range, out| {
+        let (scale, shift) = (stats.scale[channel], stats.shift[channel]);
+        for (o, &v) in out.iter_mut().zip(&x[range]) {
+            let y = v * scale + shift;
+            *o = if relu { y.max(0.0) } else { y };
+        }
+    });
+    (output, stats)
+}
+
+/// Gradients `(dx, dγ, dβ)` given the output gradient.
+fn backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let count = (shape[0] * shape[2] * shape[3]) as f64;
+    let inv_std = |c: usize| (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
+    // The ReLU passes the gradient where its input was positive (recomputed as in `forward`).
+    let passed = |c: usize, v: f32, g: f32| if relu && v * stats.scale[c] + stats.shift[c] <= 0.0 { 0.0 } else { g };
+    let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
+        .into_par_iter()
+        .map(|c| {
+            let (mean, inv_std) = (stats.mean[c], inv_std(c));
+            let (mut sum, mut sum_normalized) = (0f64, 0f64);
+            for range in planes(shape, c) {
+                for (&v, &g) in x[range.clone()].iter().zip(&grad_out[range]) {
+                    let g = passed(c, v, g) as f64;
+                    sum += g;
+                    sum_normalized += g * ((v - mean) * inv_std) as f64;
+                }
+            }
+            (sum_normalized as f32, sum as f32)
+        })
+        .unzip();
+    let mut grad_in = vec![0.0f32; x.len()];
+    for_each_plane(&mut grad_in, shape, |c, range, out| {
+        let (mean, inv_std) = (stats.mean[c], inv_std(c));
+        let k = gamma[c] * inv_std;
+        let mean_grad = (grad_beta[c] as f64 / count) as f32;
+        let mean_normalized_grad = (grad_gamma[c] as f64 / count) as f32;
+        for ((o, &v), &g) in out.iter_mut().zip(&x[range.clone()]).zip(&grad_out[range]) {
+            let normalized = (v - mean) * inv_std;
+            *o = k * (passed(c, v, g) - mean_grad - normalized * mean_normalized_grad);
+        }
+    });
+    (grad_in, grad_gamma, grad_beta)
+}
+
+/// What the backward pass needs.
+#[derive(Clone)]
+struct Saved {
+    input: FlexTensor,
+    gamma: Vec<f32>,
+    stats: ChannelStats,
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+}
+
+impl std::fmt::Debug for Saved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saved").field("shape", &self.shape).field("relu", &self.relu).finish()
+    }
+}
+
+#[derive(Debug)]
+struct BatchNormBackward;
+
+impl Backward<Flex, 3> for BatchNormBackward {
+    type State = Saved;
+
+    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+        let [node_input, node_gamma, node_beta] = ops.parents;
+        let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
+        let saved = ops.state;
+        let (Some(dy), Some(x)) = (float_slice(&grad_out), float_slice(&saved.input)) else {
+            unreachable!("the forward pass checked that these are contiguous f32")
+        };
+        let (dx, dgamma, dbeta) = backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu);
+        let channels = [saved.shape[1]];
+        for (node, grad) in [(node_input, into_primitive(dx, saved.shape)), (node_gamma, into_primitive(dgamma, channels)), (node_beta, into_primitive(dbeta, channels))] {
+            if let Some(node) = node {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+/// BatchNorm with batch statistics (training), then a ReLU if `relu`, when `x`, `gamma` and
+/// `beta` live on flex's autodiff device as contiguous f32; `None` otherwise.
+pub fn try_batch_norm_train(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64, relu: bool) -> Option<BatchNormTrainOutput> {
+    let shape = x.dims();
+    if gamma.dims() != [shape[1]] || beta.dims() != [shape[1]] || shape[0] * shape[2] * shape[3] == 0 {
+        return None;
+    }
+    let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let gamma = gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let gamma_values = float_slice(gamma.primitive())?.to_vec();
+    let (output, stats) = forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu);
+    let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
+    let output = into_primitive(output, shape);
+    let output = match BatchNormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => {
+            let saved = Saved { input: x.into_primitive(), gamma: gamma_values, stats, shape, epsilon, relu };
+            prep.finish(saved, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Some(BatchNormTrainOutput { output: Tensor::from_primitive::<FlexAutodiff>(output), mean, variance })
+}

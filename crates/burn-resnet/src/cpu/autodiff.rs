@@ -42,7 +42,7 @@ impl Backward<Flex, 2> for ConvBackward {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
         let [out_channels, in_channels, kernel_h, kernel_w] =
-            [geometry.out_channels, geometry.input[1], geometry.kernel[0], geometry.kernel[1]];
+            [geometry.out_channels, geometry.input[1] / geometry.groups, geometry.kernel[0], geometry.kernel[1]];
         if let Some(node) = node_input {
             grads.register::<Flex>(node.id, into_primitive(input_grad(w, dy, &geometry), geometry.input));
         }

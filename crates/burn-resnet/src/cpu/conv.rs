@@ -14,7 +14,7 @@ use rayon::prelude::*;
 
 use super::SendPtr;
 
-/// Shape and hyper-parameters of one 2-D convolution (groups = 1).
+/// Shape and hyper-parameters of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConvGeometry {
     /// Input `[batch, channels, height, width]`.
@@ -29,6 +29,8 @@ pub struct ConvGeometry {
     pub padding: [usize; 2],
     /// Dilation `[height, width]`.
     pub dilation: [usize; 2],
+    /// Channel groups (ResNeXt's cardinality); divides both channel counts.
+    pub groups: usize,
 }
 
 impl ConvGeometry {
@@ -42,9 +44,21 @@ impl ConvGeometry {
         Some([self.input[0], self.out_channels, side(0)?, side(1)?])
     }
 
-    /// Length of one column of the `im2col` matrix: `channels × kernel height × kernel width`.
+    /// Length of one column of a group's `im2col` matrix (and of one weight row): the group's
+    /// `channels × kernel height × kernel width`.
     pub(super) fn patch_len(&self) -> usize {
-        self.input[1] * self.kernel[0] * self.kernel[1]
+        self.input[1] / self.groups * self.kernel[0] * self.kernel[1]
+    }
+
+    /// The conv one group computes: its input channels to its output channels.
+    pub(super) fn group(&self) -> ConvGeometry {
+        let [batch, channels, h, w] = self.input;
+        ConvGeometry {
+            input: [batch, channels / self.groups, h, w],
+            out_channels: self.out_channels / self.groups,
+            groups: 1,
+            ..*self
+        }
     }
 
     /// A 1x1, stride-1, unpadded conv reads its input as the GEMM's right-hand side directly.
@@ -90,16 +104,24 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
     // the column block stays in cache.
     let rows_per_block = (COLUMN_BLOCK_FLOATS / (geometry.patch_len() * out_w).max(1)).clamp(1, out_h);
     let blocks_per_image = out_h.div_ceil(rows_per_block);
-    // Too few blocks to keep every thread busy (deep stages at batch 1): split the output
-    // channels too, in chunks of at least `MIN_CHANNEL_CHUNK`.
+    // Tasks split the output channels by group and, when there are too few blocks to keep
+    // every thread busy (deep stages at batch 1), into chunks of at least `MIN_CHANNEL_CHUNK`.
+    let group = geometry.group();
     let threads = rayon::current_num_threads();
     let splits = (2 * threads)
-        .div_ceil(batch * blocks_per_image)
-        .min(out_channels.div_ceil(MIN_CHANNEL_CHUNK))
+        .div_ceil(batch * blocks_per_image * geometry.groups)
+        .min(group.out_channels.div_ceil(MIN_CHANNEL_CHUNK))
         .max(1);
-    let channel_chunk = out_channels.div_ceil(splits);
-    let splits = out_channels.div_ceil(channel_chunk);
+    let chunk = group.out_channels.div_ceil(splits);
+    let channel_chunks: Vec<(usize, Range<usize>)> = (0..geometry.groups)
+        .flat_map(|g| {
+            let group_channels = g * group.out_channels..(g + 1) * group.out_channels;
+            group_channels.clone().step_by(chunk).map(move |start| (g, start..(start + chunk).min(group_channels.end)))
+        })
+        .collect();
+    let splits = channel_chunks.len();
     let tasks = batch * blocks_per_image * splits;
+    let group_input = group.input[1] * group.input[2] * group.input[3];
 
     // Each task writes its rows of its channels' planes of one image; tasks interleave within
     // an image, so each gets the whole image through a raw pointer.
@@ -109,17 +131,17 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
         let (block, split) = (rest / splits, rest % splits);
         let first_row = block * rows_per_block;
         let rows = rows_per_block.min(out_h - first_row);
-        let channels = split * channel_chunk..((split + 1) * channel_chunk).min(out_channels);
+        let (g, channels) = channel_chunks[split].clone();
         let len = out_channels * plane;
         // SAFETY: tasks of one image write disjoint (row range, channel range) rectangles of its
         // planes (`conv_block` writes nothing else), tasks of different images write disjoint
         // images, and `output` outlives the parallel loop.
         let out_image = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(image * len), len) };
-        let input = &input[image * in_image..(image + 1) * in_image];
+        let input = &input[image * in_image + g * group_input..image * in_image + (g + 1) * group_input];
         let residual = epilogue.residual.map(|r| &r[image * len..(image + 1) * len]);
         let block_epilogue = Epilogue { residual, ..epilogue };
         let rows = first_row..first_row + rows;
-        conv_block(input, weight, geometry, [out_h, out_w], rows, channels, out_image, block_epilogue);
+        conv_block(input, weight, &group, [out_h, out_w], rows, channels, out_image, block_epilogue);
     });
     output
 }
@@ -127,7 +149,8 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
 /// The smallest share of output channels one task computes.
 const MIN_CHANNEL_CHUNK: usize = 32;
 
-/// Output rows `rows` of one image, for the output channels `channels`.
+/// Output rows `rows` of one image, for the output channels `channels` (all in one group:
+/// `input` is that group's input channels, `geometry` that group's conv).
 #[allow(clippy::too_many_arguments)]
 fn conv_block(
     input: &[f32],

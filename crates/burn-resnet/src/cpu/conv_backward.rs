@@ -1,4 +1,4 @@
-//! Gradients of [`super::conv::conv2d`] (groups = 1, no epilogue), one GEMM per image each:
+//! Gradients of [`super::conv::conv2d`] (no epilogue), one GEMM per image and group each:
 //!
 //! - input: `dcol = Wᵀ · dY`, scattered back onto the input positions (`col2im`); a pointwise
 //!   conv writes `Wᵀ · dY` straight into the input gradient;
@@ -17,47 +17,67 @@ use super::conv::{ConvGeometry, im2col_rows};
 pub fn input_grad(weight: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
     let [batch, channels, in_h, in_w] = geometry.input;
     let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
-    let (in_image, plane, patch) = (channels * in_h * in_w, out_h * out_w, geometry.patch_len());
+    let (in_image, plane) = (channels * in_h * in_w, out_h * out_w);
+    let group = geometry.group();
+    let group_in = group.input[1] * in_h * in_w;
+    let group_out = group.out_channels * plane;
+    let group_weight = group.out_channels * group.patch_len();
     let mut grad_in = vec![0.0f32; batch * in_image];
-    grad_in.par_chunks_mut(in_image).zip(grad_out.par_chunks(out_channels * plane)).for_each(|(dx, dy)| {
-        // dcol[k, j] = Σ_o W[o, k] · dY[o, j]: the transposed weight as the left-hand side.
-        let mut dcol_buffer = Vec::new();
-        let dcol: &mut [f32] = if geometry.is_pointwise() {
-            dx
-        } else {
-            dcol_buffer = vec![0.0f32; patch * plane];
-            &mut dcol_buffer
-        };
-        // SAFETY: dst is `patch × plane` (row stride `plane`), lhs reads `W[o·patch + k]` for
-        // o < out_channels and k < patch, rhs is the `out_channels × plane` image gradient.
-        unsafe {
-            gemm(
-                patch,
-                plane,
-                out_channels,
-                dcol.as_mut_ptr(),
-                1,
-                plane as isize,
-                false,
-                weight.as_ptr(),
-                patch as isize,
-                1,
-                dy.as_ptr(),
-                1,
-                plane as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
-            );
-        }
-        if !geometry.is_pointwise() {
-            col2im(&dcol_buffer, geometry, out_w, out_h, dx);
-        }
-    });
     grad_in
+        .par_chunks_mut(in_image)
+        .zip(grad_out.par_chunks(out_channels * plane))
+        .for_each(|(dx, dy)| {
+            for ((dx, dy), weight) in dx
+                .chunks_mut(group_in)
+                .zip(dy.chunks(group_out))
+                .zip(weight.chunks(group_weight))
+            {
+                group_input_grad(weight, dy, &group, dx);
+            }
+        });
+    grad_in
+}
+
+/// [`input_grad`] of one image and one group.
+fn group_input_grad(weight: &[f32], dy: &[f32], geometry: &ConvGeometry, dx: &mut [f32]) {
+    let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
+    let (plane, patch) = (out_h * out_w, geometry.patch_len());
+    // dcol[k, j] = Σ_o W[o, k] · dY[o, j]: the transposed weight as the left-hand side.
+    let mut dcol_buffer = Vec::new();
+    let dcol: &mut [f32] = if geometry.is_pointwise() {
+        dx
+    } else {
+        dcol_buffer = vec![0.0f32; patch * plane];
+        &mut dcol_buffer
+    };
+    // SAFETY: dst is `patch × plane` (row stride `plane`), lhs reads `W[o·patch + k]` for
+    // o < out_channels and k < patch, rhs is the `out_channels × plane` image gradient.
+    unsafe {
+        gemm(
+            patch,
+            plane,
+            out_channels,
+            dcol.as_mut_ptr(),
+            1,
+            plane as isize,
+            false,
+            weight.as_ptr(),
+            patch as isize,
+            1,
+            dy.as_ptr(),
+            1,
+            plane as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+    if !geometry.is_pointwise() {
+        col2im(&dcol_buffer, geometry, out_w, out_h, dx);
+    }
 }
 
 /// Gradient of the loss with respect to the conv's weight, `[out, in, kh, kw]`.
@@ -65,44 +85,22 @@ pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
     let [_, channels, in_h, in_w] = geometry.input;
     let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
     let (in_image, plane, patch) = (channels * in_h * in_w, out_h * out_w, geometry.patch_len());
+    let group = geometry.group();
+    let group_in = group.input[1] * in_h * in_w;
+    let group_out = group.out_channels * plane;
+    let group_weight = group.out_channels * patch;
     input
         .par_chunks(in_image)
         .zip(grad_out.par_chunks(out_channels * plane))
         .fold(
             || vec![0.0f32; out_channels * patch],
             |mut dw, (x, dy)| {
-                let col_buffer;
-                let col: &[f32] = if geometry.is_pointwise() {
-                    x
-                } else {
-                    col_buffer = im2col_rows(x, geometry, out_w, 0, out_h);
-                    &col_buffer
-                };
-                // dW[o, k] += Σ_j dY[o, j] · col[k, j]: the column matrix read transposed.
-                // SAFETY: dst is `out_channels × patch`; lhs the `out_channels × plane` image
-                // gradient; rhs reads `col[k·plane + j]` for k < patch and j < plane.
-                unsafe {
-                    gemm(
-                        out_channels,
-                        patch,
-                        plane,
-                        dw.as_mut_ptr(),
-                        1,
-                        patch as isize,
-                        true,
-                        dy.as_ptr(),
-                        1,
-                        plane as isize,
-                        col.as_ptr(),
-                        plane as isize,
-                        1,
-                        1.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
-                    );
+                for ((x, dy), dw) in x
+                    .chunks(group_in)
+                    .zip(dy.chunks(group_out))
+                    .zip(dw.chunks_mut(group_weight))
+                {
+                    group_weight_grad(x, dy, &group, dw);
                 }
                 dw
             },
@@ -112,6 +110,45 @@ pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
             a
         })
         .unwrap_or_else(|| vec![0.0f32; out_channels * patch])
+}
+
+/// Add one image's and one group's share to its group's rows of `dw`.
+fn group_weight_grad(x: &[f32], dy: &[f32], geometry: &ConvGeometry, dw: &mut [f32]) {
+    let [_, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
+    let (plane, patch) = (out_h * out_w, geometry.patch_len());
+    let col_buffer;
+    let col: &[f32] = if geometry.is_pointwise() {
+        x
+    } else {
+        col_buffer = im2col_rows(x, geometry, out_w, 0, out_h);
+        &col_buffer
+    };
+    // dW[o, k] += Σ_j dY[o, j] · col[k, j]: the column matrix read transposed.
+    // SAFETY: dst is `out_channels × patch`; lhs the `out_channels × plane` image
+    // gradient; rhs reads `col[k·plane + j]` for k < patch and j < plane.
+    unsafe {
+        gemm(
+            out_channels,
+            patch,
+            plane,
+            dw.as_mut_ptr(),
+            1,
+            patch as isize,
+            true,
+            dy.as_ptr(),
+            1,
+            plane as isize,
+            col.as_ptr(),
+            plane as isize,
+            1,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
 }
 
 /// Add each column-matrix entry back onto the input position it was copied from.

@@ -5,9 +5,9 @@
 //!
 //! The tensors are borrowed from flex without copying, through Burn 0.22's primitive access
 //! (`Tensor::try_into_primitive`, the `extension` feature). Inference kernels run on plain flex;
-//! the differentiable conv on flex's autodiff device. Everything else — other backends, grouped
-//! convs, `Same` padding, non-f32 tensors, autodiff with a checkpointing strategy — takes
-//! Burn's stock ops. Parity between the two paths is tested (`tests/kernels.rs`).
+//! the differentiable conv on flex's autodiff device. Everything else — other backends,
+//! `Same` padding, non-f32 tensors, autodiff with a checkpointing strategy — takes Burn's
+//! stock ops. Parity between the two paths is tested (`tests/kernels.rs`).
 
 mod autodiff;
 mod batch_norm;
@@ -60,12 +60,9 @@ fn into_primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTe
     FlexTensor::from_data(TensorData::new(values, shape))
 }
 
-/// The geometry of `conv` applied to `x`, if the project's conv supports it (groups 1,
-/// symmetric explicit padding, matching channels, a kernel that fits).
+/// The geometry of `conv` applied to `x`, if the project's conv supports it (symmetric
+/// explicit padding, matching channels, a kernel that fits).
 fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
-    if conv.groups != 1 {
-        return None;
-    }
     let [top, left, bottom, right] = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
         PaddingConfig2d::Valid => [0; 4],
@@ -82,8 +79,12 @@ fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
         stride: conv.stride,
         padding: [top, left],
         dilation: conv.dilation,
+        groups: conv.groups,
     };
-    (geometry.input[1] == in_channels && geometry.output().is_some()).then_some(geometry)
+    let channels_match = conv.groups > 0
+        && geometry.input[1] == in_channels * conv.groups
+        && out_channels.is_multiple_of(conv.groups);
+    (channels_match && geometry.output().is_some()).then_some(geometry)
 }
 
 /// `relu?(conv(x) + residual?)` on plain flex through [`conv::conv2d`], or `None` when the

@@ -1,5 +1,6 @@
-//! One `conv → norm → (+ residual) → (ReLU)` step, run by the project's fused CPU kernel where
-//! it applies ([`crate::cpu`], plain flex with folded norms) and by Burn's ops otherwise.
+//! One `conv → norm → (+ residual) → (ReLU)` step, run by the project's CPU kernels where they
+//! apply ([`crate::cpu`]: the whole step in one pass on plain flex with folded norms; the conv,
+//! and the norm with its ReLU, on flex's autodiff device) and by Burn's ops otherwise.
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;

@@ -4,7 +4,7 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, Identity};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, TensorData, module};
+use burn::tensor::{Device, Tensor, module};
 
 /// A normalisation layer. mmdet's default `norm_cfg = dict(type='BN')` is BatchNorm with
 /// eps 1e-5 and momentum 0.1; it is initialised with weight 1, bias 0 (mmdet's init) or, for a
@@ -92,8 +92,8 @@ fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool) -> Tensor<
     #[cfg(feature = "flex")]
     if let Some(result) = crate::cpu::try_batch_norm_train(&x, &norm.gamma.val(), &norm.beta.val(), norm.epsilon, apply_relu) {
         let channels = [result.mean.len()];
-        update(&norm.running_mean, Tensor::from_data(TensorData::new(result.mean, channels), &device));
-        let variance = Tensor::<1>::from_data(TensorData::new(result.variance, channels), &device);
+        update(&norm.running_mean, Tensor::from_data(burn::tensor::TensorData::new(result.mean, channels), &device));
+        let variance = Tensor::<1>::from_data(burn::tensor::TensorData::new(result.variance, channels), &device);
         update(&norm.running_var, variance.mul_scalar(bessel));
         return result.output;
     }

@@ -1,11 +1,11 @@
 //! The project's own CPU kernels on the `flex` backend, where Burn's stock ops are the limit
 //! (README "Speed"): a convolution with its bias, residual add and ReLU fused ([`conv`]), its
-//! gradients ([`conv_backward`], wired into autodiff by [`autodiff`]) and the stem's max-pool
-//! ([`pool`]).
+//! gradients ([`conv_backward`], wired into autodiff by `autodiff.rs`), BatchNorm's training
+//! step with its ReLU ([`try_batch_norm_train`]) and the stem's max-pool ([`pool`]).
 //!
 //! The tensors are borrowed from flex without copying, through Burn 0.22's primitive access
 //! (`Tensor::try_into_primitive`, the `extension` feature). Inference kernels run on plain flex;
-//! the differentiable conv on flex's autodiff device. Everything else — other backends,
+//! the differentiable conv and BatchNorm on flex's autodiff device. Everything else — other backends,
 //! `Same` padding, non-f32 tensors, autodiff with a checkpointing strategy — takes Burn's
 //! stock ops. Parity between the two paths is tested (`tests/kernels.rs`).
 

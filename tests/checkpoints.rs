@@ -1,6 +1,8 @@
 //! Real checkpoint files as timm, torchvision-style code and mmdet write them
 //! (`tools/make_checkpoints.py`): detected, loaded strictly, and computing the same features.
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{DType, Tensor};
 use burn_resnet::ResNetConfig;
 use burn_resnet::ResNetError;
 use burn_resnet::weights::WeightSource;
@@ -11,8 +13,13 @@ const DIR: &str = "tests/fixtures/checkpoints";
 
 /// Load `file` into the `case` backbone and compare its features with the library's own.
 fn check(case: &str, file: &str, expected_source: WeightSource, expected_skipped: &[&str]) {
+    check_with_features(case, case, file, expected_source, expected_skipped);
+}
+
+/// [`check`] with the features of `io_case`.
+fn check_with_features(case: &str, io_case: &str, file: &str, expected_source: WeightSource, expected_skipped: &[&str]) {
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/{case}.toml"))).unwrap();
-    let (io, _) = read_safetensors(&repo_path(&format!("{DIR}/{case}.io.safetensors")));
+    let (io, _) = read_safetensors(&repo_path(&format!("{DIR}/{io_case}.io.safetensors")));
     let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
     let mut outputs: Vec<_> = io.iter().filter(|(n, _)| n.starts_with("output.")).collect();
     outputs.sort_by_key(|(n, _)| n["output.".len()..].parse::<usize>().unwrap());
@@ -23,6 +30,9 @@ fn check(case: &str, file: &str, expected_source: WeightSource, expected_skipped
         let mut skipped = report.skipped.clone();
         skipped.sort();
         assert_eq!(skipped, expected_skipped, "{file}");
+        let mut dtypes = FloatDTypes::default();
+        backbone.visit(&mut dtypes);
+        assert!(dtypes.0.iter().all(|d| *d == DType::F32), "{file}: parameters loaded as {:?}", dtypes.0);
         let features = backbone.forward(input.to_tensor(&device));
         assert_eq!(features.len(), outputs.len());
         for (feature, (name, expected)) in features.iter().zip(&outputs) {
@@ -46,6 +56,22 @@ fn a_timm_safetensors_file_loads_the_same() {
 #[test]
 fn a_torchvision_named_pth_loads_and_skips_the_classifier() {
     check("torchvision_resnet18", "torchvision_resnet18.pth", WeightSource::Torchvision, &["fc.bias", "fc.weight"]);
+}
+
+#[test]
+fn a_half_precision_pth_loads_as_float32() {
+    let skipped = ["fc.bias", "fc.weight"];
+    check_with_features("torchvision_resnet18", "torchvision_resnet18_half", "torchvision_resnet18_half.pth", WeightSource::Torchvision, &skipped);
+}
+
+/// The dtype of every float tensor of a module (parameters and running statistics).
+#[derive(Default)]
+struct FloatDTypes(Vec<DType>);
+
+impl ModuleVisitor for FloatDTypes {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        self.0.push(param.val().dtype());
+    }
 }
 
 #[test]

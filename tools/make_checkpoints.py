@@ -11,6 +11,10 @@ timm, torchvision-style code and mmdetection save them, with the features they c
                                      (`conv1`, `bn1`, `layerN.i.downsample.0/1`, `fc`); timm's
                                      plain ResNet uses exactly those names
   torchvision_resnet18.io.safetensors / .toml
+  torchvision_resnet18_half.pth      the same model saved in float16 (`model.half()`), as
+                                     half-precision checkpoints are shared, with the features
+                                     of its float16 weights computed in float32
+  torchvision_resnet18_half.io.safetensors
   mmdet_detector_r18.pth             a detector checkpoint as mmdet saves it: `meta` plus
                                      `state_dict` with `backbone.`-prefixed mmdet ResNet keys and
                                      some `neck.` keys (from mmdet's own ResNet-18, base 8)
@@ -99,6 +103,13 @@ def main():
     # timm's plain stem always has 64 channels (stem_width applies to deep stems only).
     write_config(base + ".toml", "torchvision-named ResNet-18, 64-channel stem, stage widths 8..64",
                  ["depth = 18", "base_channels = 8", "stem_channels = 64"])
+    # The same model in float16 (no generator draws: the fixtures after it do not change).
+    model.half()
+    torch.save(model.state_dict(), base + "_half.pth")
+    model.float()
+    with torch.no_grad():
+        outputs = timm_features(model, images)[1:]
+    save_io(base + "_half.io.safetensors", images, outputs, "the float16 ResNet-18, features in float32")
 
     # An mmdet detector checkpoint: backbone under `backbone.`, plus neck tensors, plus meta.
     sys.path.insert(0, os.path.abspath(args.reference_dir))

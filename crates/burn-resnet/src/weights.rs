@@ -169,7 +169,6 @@ impl Store {
     fn for_loading(self, map: &[(&str, &str)]) -> Self {
         match self {
             Store::Pytorch(mut s) => {
-                // PytorchStore always applies PyTorchToBurnAdapter itself (and takes no other).
                 s = s.skip_enum_variants(true).allow_partial(true).validate(false);
                 for (from, to) in PREFIXES.iter().chain(map) {
                     s = s.with_key_remapping(from, *to);
@@ -177,8 +176,7 @@ impl Store {
                 Store::Pytorch(s)
             }
             Store::Safetensors(mut s) => {
-                let adapter = PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32));
-                s = s.skip_enum_variants(true).allow_partial(true).validate(false).with_from_adapter(adapter);
+                s = s.skip_enum_variants(true).allow_partial(true).validate(false).with_from_adapter(to_float32());
                 for (from, to) in PREFIXES.iter().chain(map) {
                     s = s.with_key_remapping(from, *to);
                 }
@@ -189,10 +187,22 @@ impl Store {
 
     fn apply(&mut self, module: &mut ResNet) -> std::result::Result<burn::store::ApplyResult, String> {
         match self {
-            Store::Pytorch(s) => module.load_from(s).map_err(|e| e.to_string()),
+            // PytorchStore's own `apply_to` applies PyTorchToBurnAdapter and no other, so a
+            // half-precision `.pth` would load as float16 (which ndarray cannot even hold):
+            // apply its tensors here with the float32 cast chained on, as for safetensors.
+            Store::Pytorch(s) => {
+                let tensors = s.get_all_tensors().map_err(|e| e.to_string())?.values().cloned().collect();
+                Ok(module.apply(tensors, None, Some(Box::new(to_float32())), true))
+            }
             Store::Safetensors(s) => module.load_from(s).map_err(|e| e.to_string()),
         }
     }
+}
+
+/// PyTorch's layout conventions, and every float tensor cast to float32 (half-precision
+/// checkpoints load into a float32 backbone).
+fn to_float32() -> impl ModuleAdapter {
+    PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 
 /// A function naming a module path (enum variants included or not) as `source`'s key; paths it
@@ -244,7 +254,7 @@ impl ResNet {
     /// Strict: every backbone tensor must be in the file with the right shape, and every
     /// backbone-looking key of the file must be used; tensors of other parts (classifier,
     /// neck, head) are skipped and listed in the report. Float16/bfloat16 safetensors files are
-    /// cast to float32 (half-precision `.pth` files are not yet). Returns the loaded backbone
+    /// cast to float32, and so are half-precision `.pth` files. Returns the loaded backbone
     /// and leaves `self` untouched; the error lists every missing tensor, unexpected key and
     /// shape mismatch, not just the first, by the file's key.
     pub fn load_weights(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {

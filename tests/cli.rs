@@ -57,7 +57,8 @@ fn extract_writes_every_output_to_safetensors() {
             ("C2".to_string(), vec![1, 64, 16, 24]),
             ("C3".into(), vec![1, 128, 8, 12]),
             ("C4".into(), vec![1, 256, 4, 6]),
-            ("C5".into(), vec![1, 512, 2, 3])
+            ("C5".into(), vec![1, 512, 2, 3]),
+            ("input".into(), vec![1, 3, 64, 96]),
         ]
     );
 }

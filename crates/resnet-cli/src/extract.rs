@@ -80,7 +80,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     println!("forward: {} first run, {} second run", millis(first), millis(steady));
 
     if let Some(out) = &request.out {
-        write_features(out, &features, &info.iter().map(|i| i.level_name()).collect::<Vec<_>>(), request)?;
+        // The preprocessed image goes along, so that another implementation can be run on
+        // exactly the same input (tools/check_torchvision.py).
+        let mut tensors = features;
+        tensors.push(images.into_data());
+        let mut names: Vec<String> = info.iter().map(|i| i.level_name()).collect();
+        names.push("input".to_string());
+        write_features(out, &tensors, &names, request)?;
         println!("features written to {}", out.display());
     }
     Ok(())
@@ -90,7 +96,7 @@ fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1e3)
 }
 
-/// Write the features as float32 safetensors, keyed by level (`C2` …).
+/// Write the features as float32 safetensors, keyed by level (`C2` …), and the input.
 fn write_features(out: &PathBuf, features: &[TensorData], names: &[String], request: &Request) -> Result<(), CliError> {
     let output_error = |message: String| CliError::Output { path: out.clone(), message };
     let bytes: Vec<Vec<u8>> = features

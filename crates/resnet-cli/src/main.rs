@@ -57,7 +57,8 @@ enum Command {
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
         #[arg(long, value_parser = parse_backend)]
         backend: Option<Backend>,
-        /// Write the features to this safetensors file (keys C1..C5).
+        /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this
+        /// safetensors file.
         #[arg(long)]
         out: Option<PathBuf>,
     },

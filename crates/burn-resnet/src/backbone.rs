@@ -40,7 +40,7 @@ impl ResNetSpec {
         let zero_init_residual = self.config.zero_init_residual;
         let layers = stage_block_specs(self)
             .iter()
-            .map(|blocks| ResLayer::init(blocks, zero_init_residual, device))
+            .map(|blocks| ResLayer::init(blocks, zero_init_residual, &self.config.norm_cfg, device))
             .collect();
         ResNet {
             stem: Stem::init(self, device),
@@ -72,7 +72,10 @@ impl ResNet {
     /// [`ResNet::try_forward`] to get an error instead.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<4>> {
         let mut outputs = Vec::with_capacity(self.spec.out_indices.len() + 1);
-        let c1 = self.stem.forward(images);
+        // Frozen parts (`frozen_stages`) run with frozen norms and hand on a detached output,
+        // so no gradient reaches their parameters.
+        let detach_if_frozen = |x: Tensor<4>, stage: Option<usize>| if self.spec.is_frozen(stage) { x.detach() } else { x };
+        let c1 = detach_if_frozen(self.stem.forward(images, self.spec.norm_mode(None)), None);
         if self.spec.config.stem_output {
             outputs.push(c1.clone());
         }
@@ -81,7 +84,7 @@ impl ResNet {
         };
         let mut x = Stem::pool(c1);
         for (index, layer) in self.layers.iter().enumerate().take(last) {
-            x = layer.forward(x);
+            x = detach_if_frozen(layer.forward(x, self.spec.norm_mode(Some(index))), Some(index));
             if self.spec.out_indices.contains(&index) {
                 outputs.push(x.clone());
             }

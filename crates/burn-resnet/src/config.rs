@@ -6,6 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ResNetError, Result};
+use crate::norm::{NormConfig, NormMode};
 
 /// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,8 +114,24 @@ pub struct ResNetConfig {
     /// block starts as the identity. Default true (as in mmdet).
     #[serde(default = "default_true")]
     pub zero_init_residual: bool,
+    /// mmdet `frozen_stages`: -1 freezes nothing, 0 the stem, `n` the stem and `layer1..n`.
+    /// Frozen parts get no gradients (so no optimizer updates) and their norms use and keep
+    /// their running statistics, whatever `train()`/`valid()` says. Default -1.
+    #[serde(default = "default_frozen_stages")]
+    pub frozen_stages: i64,
+    /// mmdet `norm_eval`: BatchNorms use and keep their running statistics while the rest
+    /// trains; their affine parameters still train when `norm_cfg.requires_grad` is true.
+    /// Default false (mmdet's class default is true; its detector configs set it explicitly).
+    #[serde(default)]
+    pub norm_eval: bool,
+    /// mmdet `norm_cfg`: the norm after each conv. Default BatchNorm (`type = "BN"`).
+    #[serde(default)]
+    pub norm_cfg: NormConfig,
 }
 
+fn default_frozen_stages() -> i64 {
+    -1
+}
 fn default_in_channels() -> usize {
     3
 }
@@ -153,6 +170,9 @@ impl ResNetConfig {
             groups: default_groups(),
             base_width: default_base_width(),
             zero_init_residual: true,
+            frozen_stages: default_frozen_stages(),
+            norm_eval: false,
+            norm_cfg: NormConfig::default(),
         }
     }
 
@@ -230,8 +250,16 @@ impl ResNetConfig {
         if out_indices.is_empty() && !self.stem_output {
             return Err(ResNetError::NoOutputs);
         }
+        if !(-1..=num_stages as i64).contains(&self.frozen_stages) {
+            return Err(ResNetError::OutOfRange {
+                field: "frozen_stages".into(),
+                value: self.frozen_stages,
+                min: -1,
+                max: num_stages as i64,
+            });
+        }
 
-        let stages = (0..num_stages)
+        let stages: Vec<StageSpec> = (0..num_stages)
             .map(|i| {
                 let planes = self.base_channels << i;
                 StageSpec {
@@ -244,6 +272,12 @@ impl ResNetConfig {
                 }
             })
             .collect();
+
+        // Every norm's channel count: the stem's convs (the deep stem's first two have half),
+        // and each stage's block widths and outputs.
+        let stem_norms = [stem_channels, if self.deep_stem { stem_channels / 2 } else { stem_channels }];
+        let stage_norms = stages.iter().flat_map(|s: &StageSpec| [s.width, s.out_channels]);
+        self.norm_cfg.validate(stem_norms.into_iter().chain(stage_norms))?;
 
         Ok(ResNetSpec {
             config: self.clone(),
@@ -326,4 +360,21 @@ pub struct ResNetSpec {
     pub stages: Vec<StageSpec>,
     /// Selected stages, sorted, without repeats.
     pub out_indices: Vec<usize>,
+}
+
+impl ResNetSpec {
+    /// Whether `frozen_stages` freezes the stem (`stage = None`) or stage `Some(i)` (0-based,
+    /// `layer{i+1}`).
+    pub fn is_frozen(&self, stage: Option<usize>) -> bool {
+        let part = stage.map_or(0, |i| i as i64 + 1);
+        part <= self.config.frozen_stages
+    }
+
+    /// How the norms of the stem (`None`) or stage `Some(i)` run.
+    pub fn norm_mode(&self, stage: Option<usize>) -> NormMode {
+        if self.is_frozen(stage) {
+            return NormMode::FROZEN;
+        }
+        NormMode { batch_statistics: !self.config.norm_eval, train_affine: self.config.norm_cfg.requires_grad() }
+    }
 }

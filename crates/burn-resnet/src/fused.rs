@@ -6,7 +6,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use crate::norm::Norm;
+use crate::norm::{Norm, NormMode};
 
 /// `relu?(norm(conv(x)) + residual?)`.
 pub(crate) fn conv_norm_act(
@@ -15,6 +15,7 @@ pub(crate) fn conv_norm_act(
     x: Tensor<4>,
     residual: Option<Tensor<4>>,
     apply_relu: bool,
+    mode: NormMode,
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if matches!(norm, Norm::Folded(_))
@@ -24,9 +25,9 @@ pub(crate) fn conv_norm_act(
     }
     let out = conv_forward(conv, x);
     match residual {
-        None => norm.forward_relu(out, apply_relu),
+        None => norm.forward_relu(out, apply_relu, mode),
         Some(residual) => {
-            let out = norm.forward(out) + residual;
+            let out = norm.forward(out, mode) + residual;
             if apply_relu { relu(out) } else { out }
         }
     }

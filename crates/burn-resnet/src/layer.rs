@@ -5,6 +5,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block::{Block, BlockSpec, DownsampleSpec};
 use crate::config::ResNetSpec;
+use crate::norm::{NormConfig, NormMode};
 
 /// The blocks of every stage of a validated config, stage by stage.
 ///
@@ -52,17 +53,17 @@ pub struct ResLayer {
 
 impl ResLayer {
     /// Build a stage from its block specs.
-    pub fn init(blocks: &[BlockSpec], zero_init_residual: bool, device: &Device) -> Self {
+    pub fn init(blocks: &[BlockSpec], zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
         Self {
             blocks: blocks
                 .iter()
-                .map(|block| block.init(zero_init_residual, device))
+                .map(|block| block.init(zero_init_residual, norm, device))
                 .collect(),
         }
     }
 
-    /// Run every block in turn.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.blocks.iter().fold(x, |x, block| block.forward(x))
+    /// Run every block in turn, norms in `mode`.
+    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+        self.blocks.iter().fold(x, |x, block| block.forward(x, mode))
     }
 }

@@ -1,49 +1,192 @@
-//! The normalisation layer that follows every convolution (mmdet `norm_cfg`).
+//! The normalisation layer that follows every convolution: mmdet's `norm_cfg` (BatchNorm,
+//! GroupNorm, frozen BatchNorm, with `requires_grad`), and how it runs in a given stage
+//! ([`NormMode`]: `norm_eval` and `frozen_stages`).
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, BatchNormConfig, Identity};
+use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, Identity};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor, module};
+use serde::{Deserialize, Serialize};
 
-/// A normalisation layer. mmdet's default `norm_cfg = dict(type='BN')` is BatchNorm with
-/// eps 1e-5 and momentum 0.1; it is initialised with weight 1, bias 0 (mmdet's init) or, for a
-/// block's last norm under `zero_init_residual`, weight 0.
+use crate::error::{ResNetError, Result};
+
+/// mmdet `norm_cfg`: which norm follows each conv. TOML: a `[norm_cfg]` table with a `type`.
+/// Default: `type = "BN"`, `requires_grad = true`, `eps = 1e-5`, `momentum = 0.1` (mmdet's).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum NormConfig {
+    /// `nn.BatchNorm2d` (`"BN"`; mmdet's `"SyncBN"` reads as the same on one device).
+    #[serde(rename = "BN", alias = "SyncBN")]
+    Batch {
+        /// mmdet `requires_grad`: the affine weight and bias train. Default true.
+        #[serde(default = "default_true")]
+        requires_grad: bool,
+        /// Added to the variance. Default 1e-5.
+        #[serde(default = "default_eps")]
+        eps: f64,
+        /// Running-statistics update rate (PyTorch's convention). Default 0.1.
+        #[serde(default = "default_momentum")]
+        momentum: f64,
+    },
+    /// `nn.GroupNorm` (`"GN"`): statistics per sample and group, the same in training and
+    /// inference.
+    #[serde(rename = "GN")]
+    Group {
+        /// Groups; must divide the channels of every norm. Required (mmdet: 32).
+        num_groups: usize,
+        /// mmdet `requires_grad`. Default true.
+        #[serde(default = "default_true")]
+        requires_grad: bool,
+        /// Default 1e-5.
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+    /// Frozen BatchNorm (`"FrozenBN"`, torchvision's `FrozenBatchNorm2d`): fixed affine and
+    /// statistics, never trained or updated, as detection models fine-tune from ImageNet weights.
+    #[serde(rename = "FrozenBN")]
+    FrozenBatch {
+        /// Default 1e-5.
+        #[serde(default = "default_eps")]
+        eps: f64,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_momentum() -> f64 {
+    0.1
+}
+
+impl Default for NormConfig {
+    fn default() -> Self {
+        NormConfig::Batch { requires_grad: true, eps: default_eps(), momentum: default_momentum() }
+    }
+}
+
+impl NormConfig {
+    /// Check the numbers, and that GroupNorm's groups divide every norm's `channels`.
+    pub fn validate(&self, channels: impl IntoIterator<Item = usize>) -> Result<()> {
+        let eps = match self {
+            NormConfig::Batch { eps, .. } | NormConfig::Group { eps, .. } | NormConfig::FrozenBatch { eps } => *eps,
+        };
+        if !(eps.is_finite() && eps > 0.0) {
+            return Err(ResNetError::Incompatible { field: "norm_cfg.eps".into(), reason: format!("{eps} must be a positive number") });
+        }
+        if let NormConfig::Batch { momentum, .. } = self
+            && !(0.0..=1.0).contains(momentum)
+        {
+            return Err(ResNetError::Incompatible {
+                field: "norm_cfg.momentum".into(),
+                reason: format!("{momentum} must lie in 0..=1 (PyTorch's convention: the weight of the batch)"),
+            });
+        }
+        if let NormConfig::Group { num_groups, .. } = self {
+            if *num_groups == 0 {
+                return Err(ResNetError::TooSmall { field: "norm_cfg.num_groups".into(), value: 0, min: 1 });
+            }
+            if let Some(bad) = channels.into_iter().find(|c| c % num_groups != 0) {
+                return Err(ResNetError::Incompatible {
+                    field: "norm_cfg.num_groups".into(),
+                    reason: format!("{num_groups} groups do not divide a norm of {bad} channels"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A norm over `channels`, its weight set to `gamma` (1, or 0 for zero-init residual).
+    pub fn init(&self, channels: usize, gamma: f32, device: &Device) -> Norm {
+        let scale = |param: Param<Tensor<1>>| if gamma != 1.0 { param.map(|g| g.mul_scalar(gamma)) } else { param };
+        match *self {
+            NormConfig::Batch { eps, momentum, .. } => {
+                let mut norm = BatchNormConfig::new(channels).with_epsilon(eps).with_momentum(momentum).init(device);
+                norm.gamma = scale(norm.gamma);
+                Norm::Batch(norm)
+            }
+            NormConfig::FrozenBatch { eps } => {
+                let mut norm = BatchNormConfig::new(channels).with_epsilon(eps).init(device);
+                norm.gamma = scale(norm.gamma);
+                Norm::Frozen(norm)
+            }
+            NormConfig::Group { num_groups, eps, .. } => {
+                let mut norm = GroupNormConfig::new(num_groups, channels).with_epsilon(eps).init(device);
+                norm.gamma = norm.gamma.map(scale);
+                Norm::Group(norm)
+            }
+        }
+    }
+
+    /// mmdet `requires_grad`: whether the affine parameters train (never for FrozenBN).
+    pub fn requires_grad(&self) -> bool {
+        match self {
+            NormConfig::Batch { requires_grad, .. } | NormConfig::Group { requires_grad, .. } => *requires_grad,
+            NormConfig::FrozenBatch { .. } => false,
+        }
+    }
+}
+
+/// How the norms of one part of the backbone run: derived from the config (`norm_eval`,
+/// `frozen_stages`, `norm_cfg.requires_grad`) on every forward pass, so no `train()`/`valid()`
+/// switch can undo it (mmdet PR #577 was that bug).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormMode {
+    /// BatchNorm may normalise with batch statistics and update its running statistics (it
+    /// does when the device is autodiff and the layer's training flag is on). `false`: running
+    /// statistics, never updated (`norm_eval`, frozen stages).
+    pub batch_statistics: bool,
+    /// The affine weight and bias receive gradients.
+    pub train_affine: bool,
+}
+
+impl NormMode {
+    /// Plain training: batch statistics where training, trainable affine.
+    pub const TRAIN: NormMode = NormMode { batch_statistics: true, train_affine: true };
+    /// Frozen: running statistics, no gradients.
+    pub const FROZEN: NormMode = NormMode { batch_statistics: false, train_affine: false };
+}
+
+/// A normalisation layer (mmdet `norm_cfg`), initialised as mmdet does: weight 1, bias 0 or,
+/// for a block's last norm under `zero_init_residual`, weight 0.
 #[derive(Module, Debug)]
 pub enum Norm {
     /// `nn.BatchNorm2d`.
     Batch(BatchNorm),
+    /// `nn.GroupNorm`.
+    Group(GroupNorm),
+    /// Frozen BatchNorm: always running statistics, affine and statistics never trained.
+    Frozen(BatchNorm),
     /// A BatchNorm folded into the conv before it by [`Norm::fold_into`]: the identity.
     Folded(Identity),
 }
 
 impl Norm {
-    /// A BatchNorm over `channels`, its weight set to `gamma` (1, or 0 for zero-init residual).
-    pub fn batch(channels: usize, gamma: f32, device: &Device) -> Self {
-        let mut norm = BatchNormConfig::new(channels).init(device);
-        if gamma != 1.0 {
-            norm.gamma = norm.gamma.map(|g| g.mul_scalar(gamma));
-        }
-        Norm::Batch(norm)
+    /// Normalise `[batch, channels, height, width]` in `mode`.
+    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+        self.forward_relu(x, false, mode)
     }
 
-    /// Normalise `[batch, channels, height, width]`.
-    ///
-    /// BatchNorm trains (batch statistics, running statistics updated) when the device is
-    /// autodiff and the layer's training flag is on, as Burn's; otherwise it uses its running
-    /// statistics.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        self.forward_relu(x, false)
-    }
-
-    /// [`Norm::forward`], then a ReLU if `apply_relu`; in training on flex the two run as one
-    /// op ([`crate::cpu::try_batch_norm_train`]).
-    pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool) -> Tensor<4> {
+    /// [`Norm::forward`], then a ReLU if `apply_relu`; BatchNorm training on flex runs the two
+    /// as one op ([`crate::cpu::try_batch_norm_train`]).
+    pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: NormMode) -> Tensor<4> {
+        let affine = |param: &Param<Tensor<1>>, train: bool| if train { param.val() } else { param.val().detach() };
         let out = match self {
-            Norm::Batch(norm) if x.device().is_autodiff() && norm.training.is_enabled() => {
-                return batch_norm_train(norm, x, apply_relu);
+            Norm::Batch(norm) if mode.batch_statistics && x.device().is_autodiff() && norm.training.is_enabled() => {
+                return batch_norm_train(norm, x, apply_relu, mode.train_affine);
             }
-            Norm::Batch(norm) => norm.forward(x),
+            Norm::Batch(norm) => batch_norm_eval(norm, x, mode.train_affine),
+            Norm::Frozen(norm) => batch_norm_eval(norm, x, false),
+            Norm::Group(norm) => {
+                let (gamma, beta) = match (&norm.gamma, &norm.beta) {
+                    (Some(gamma), Some(beta)) => (affine(gamma, mode.train_affine), affine(beta, mode.train_affine)),
+                    _ => unreachable!("NormConfig::init makes affine GroupNorms"),
+                };
+                group_norm(x, gamma, beta, norm.num_groups, norm.epsilon)
+            }
             Norm::Folded(_) => x,
         };
         if apply_relu { relu(out) } else { out }
@@ -52,11 +195,12 @@ impl Norm {
     /// Fold this norm, with its running statistics (eval mode), into `conv`, the conv that
     /// feeds it: `w' = w · γ/√(σ² + ε)` per output channel and `b' = β − μ · γ/√(σ² + ε)`
     /// (plus the conv's own bias, scaled). Returns the new conv and [`Norm::Folded`]; together
-    /// they compute what `conv → norm` computed in eval mode, in one op.
+    /// they compute what `conv → norm` computed in eval mode, in one op. GroupNorm (statistics
+    /// per sample) does not fold and comes back as it is.
     pub fn fold_into(self, mut conv: Conv2d) -> (Conv2d, Norm) {
         let norm = match self {
-            Norm::Batch(norm) => norm,
-            folded @ Norm::Folded(_) => return (conv, folded),
+            Norm::Batch(norm) | Norm::Frozen(norm) => norm,
+            other @ (Norm::Group(_) | Norm::Folded(_)) => return (conv, other),
         };
         let channels = norm.gamma.dims()[0];
         let scale = norm.gamma.val() / norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt();
@@ -77,7 +221,7 @@ impl Norm {
 /// PyTorch (and so every mmdet/torchvision checkpoint's statistics) uses the unbiased one,
 /// `var · n / (n − 1)` with `n = batch · height · width`. Normalisation itself uses the biased
 /// variance in both.
-fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool) -> Tensor<4> {
+fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool, train_affine: bool) -> Tensor<4> {
     let [batch, _, height, width] = x.dims();
     let samples = (batch * height * width) as f64;
     // One sample per channel has no unbiased variance (PyTorch refuses to train on it); keep
@@ -89,16 +233,45 @@ fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool) -> Tensor<
         let old = running.value_sync().to_device(&device);
         running.update(old.mul_scalar(1.0 - momentum).add(batch_stat.detach().mul_scalar(momentum)).detach());
     };
+    let (gamma, beta) = affine_values(norm, train_affine);
     #[cfg(feature = "flex")]
-    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &norm.gamma.val(), &norm.beta.val(), norm.epsilon, apply_relu) {
+    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu) {
         let channels = [result.mean.len()];
         update(&norm.running_mean, Tensor::from_data(burn::tensor::TensorData::new(result.mean, channels), &device));
         let variance = Tensor::<1>::from_data(burn::tensor::TensorData::new(result.variance, channels), &device);
         update(&norm.running_var, variance.mul_scalar(bessel));
         return result.output;
     }
-    let result = module::batch_norm_train(x, norm.gamma.val(), norm.beta.val(), norm.epsilon);
+    let result = module::batch_norm_train(x, gamma, beta, norm.epsilon);
     update(&norm.running_mean, result.mean);
     update(&norm.running_var, result.variance.mul_scalar(bessel));
     if apply_relu { relu(result.output) } else { result.output }
+}
+
+/// A BatchNorm's weight and bias, detached unless they train.
+fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor<1>) {
+    let (gamma, beta) = (norm.gamma.val(), norm.beta.val());
+    if train { (gamma, beta) } else { (gamma.detach(), beta.detach()) }
+}
+
+/// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen): the statistics
+/// are read, never updated, whatever the layer's training flag says.
+fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool) -> Tensor<4> {
+    let (gamma, beta) = affine_values(norm, train_affine);
+    let device = x.device();
+    let mean = norm.running_mean.value_sync().to_device(&device);
+    let variance = norm.running_var.value_sync().to_device(&device);
+    module::batch_norm(x, gamma, beta, mean, variance, norm.epsilon)
+}
+
+/// GroupNorm: each sample's channels in `groups` groups, normalised by their own mean and
+/// (biased) variance, then the per-channel affine map.
+fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64) -> Tensor<4> {
+    let [batch, channels, height, width] = x.dims();
+    let grouped = x.reshape([batch, groups, channels / groups * height * width]);
+    let mean = grouped.clone().mean_dim(2);
+    let centered = grouped - mean;
+    let variance = centered.clone().square().mean_dim(2);
+    let normalized = (centered / variance.add_scalar(epsilon).sqrt()).reshape([batch, channels, height, width]);
+    normalized * gamma.reshape([1, channels, 1, 1]) + beta.reshape([1, channels, 1, 1])
 }

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::ResNetSpec;
 use crate::conv::{ConvSpec, output_size};
 use crate::fused::conv_norm_act;
-use crate::norm::Norm;
+use crate::norm::{Norm, NormMode};
 
 /// The convolutions of the stem for a validated config, in order.
 ///
@@ -63,16 +63,16 @@ impl Stem {
             .iter()
             .map(|conv| ConvNorm {
                 conv: conv.init(device),
-                norm: Norm::batch(conv.out_channels, 1.0, device),
+                norm: spec.config.norm_cfg.init(conv.out_channels, 1.0, device),
             })
             .collect();
         Self { layers }
     }
 
     /// The stem's activation (C1, stride 2) before the max-pool.
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, mut x: Tensor<4>, mode: NormMode) -> Tensor<4> {
         for layer in &self.layers {
-            x = conv_norm_act(&layer.conv, &layer.norm, x, None, true);
+            x = conv_norm_act(&layer.conv, &layer.norm, x, None, true, mode);
         }
         x
     }

@@ -213,7 +213,7 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         .into_iter()
         .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
         .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Folded)\.").expect("a valid pattern");
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded)\.").expect("a valid pattern");
     move |path: &str| {
         let mut key = variants.replace_all(path, ".").into_owned();
         for (pattern, replacement) in &rules {

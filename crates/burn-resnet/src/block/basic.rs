@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::fused::conv_norm_act;
-use crate::norm::Norm;
+use crate::norm::{Norm, NormConfig, NormMode};
 use crate::plugin::PluginStack;
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
@@ -32,31 +32,31 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     /// Build from a block spec of kind `Basic`.
-    pub fn init(spec: &BlockSpec, zero_init_residual: bool, device: &Device) -> Self {
+    pub fn init(spec: &BlockSpec, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
         let [conv1, conv2] = spec.basic_convs();
         let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
         Self {
             conv1: conv1.init(device),
-            norm1: Norm::batch(conv1.out_channels, 1.0, device),
+            norm1: norm.init(conv1.out_channels, 1.0, device),
             conv2: conv2.init(device),
-            norm2: Norm::batch(conv2.out_channels, last_gamma, device),
-            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+            norm2: norm.init(conv2.out_channels, last_gamma, device),
+            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, norm, device)),
             after_conv1: PluginStack::default(),
             after_conv2: PluginStack::default(),
         }
     }
 
     /// Run the block.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(downsample) => downsample.forward(x.clone()),
+            Some(downsample) => downsample.forward(x.clone(), mode),
             None => x.clone(),
         };
-        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true));
+        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
         if self.after_conv2.is_empty() {
-            return conv_norm_act(&self.conv2, &self.norm2, out, Some(identity), true);
+            return conv_norm_act(&self.conv2, &self.norm2, out, Some(identity), true, mode);
         }
-        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, false));
+        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, false, mode));
         relu(out + identity)
     }
 }

@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::fused::conv_norm_act;
-use crate::norm::Norm;
+use crate::norm::{Norm, NormConfig, NormMode};
 use crate::plugin::PluginStack;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
@@ -38,17 +38,17 @@ pub struct Bottleneck {
 
 impl Bottleneck {
     /// Build from a block spec of kind `Bottleneck`.
-    pub fn init(spec: &BlockSpec, zero_init_residual: bool, device: &Device) -> Self {
+    pub fn init(spec: &BlockSpec, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
         let [conv1, conv2, conv3] = spec.bottleneck_convs();
         let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
         Self {
             conv1: conv1.init(device),
-            norm1: Norm::batch(conv1.out_channels, 1.0, device),
+            norm1: norm.init(conv1.out_channels, 1.0, device),
             conv2: conv2.init(device),
-            norm2: Norm::batch(conv2.out_channels, 1.0, device),
+            norm2: norm.init(conv2.out_channels, 1.0, device),
             conv3: conv3.init(device),
-            norm3: Norm::batch(conv3.out_channels, last_gamma, device),
-            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, device)),
+            norm3: norm.init(conv3.out_channels, last_gamma, device),
+            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, norm, device)),
             after_conv1: PluginStack::default(),
             after_conv2: PluginStack::default(),
             after_conv3: PluginStack::default(),
@@ -56,18 +56,18 @@ impl Bottleneck {
     }
 
     /// Run the block.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
         let identity = match &self.downsample {
-            Some(downsample) => downsample.forward(x.clone()),
+            Some(downsample) => downsample.forward(x.clone(), mode),
             None => x.clone(),
         };
-        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true));
-        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, true));
+        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
+        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, true, mode));
         if self.after_conv3.is_empty() {
             // The residual add and the last ReLU ride along with conv3.
-            return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true);
+            return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true, mode);
         }
-        let out = self.after_conv3.forward(conv_norm_act(&self.conv3, &self.norm3, out, None, false));
+        let out = self.after_conv3.forward(conv_norm_act(&self.conv3, &self.norm3, out, None, false, mode));
         relu(out + identity)
     }
 }

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
 use crate::fused::conv_norm_act;
-use crate::norm::Norm;
+use crate::norm::{Norm, NormConfig, NormMode};
 
 /// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,22 +55,22 @@ pub struct Downsample {
 
 impl Downsample {
     /// Build from its spec.
-    pub fn init(spec: &DownsampleSpec, device: &Device) -> Self {
+    pub fn init(spec: &DownsampleSpec, norm: &NormConfig, device: &Device) -> Self {
         Self {
             avg_pool: spec.avg_pool,
             conv: spec.conv.init(device),
-            norm: Norm::batch(spec.conv.out_channels, 1.0, device),
+            norm: norm.init(spec.conv.out_channels, 1.0, device),
         }
     }
 
     /// Project the block input onto the block output's shape.
-    pub fn forward(&self, mut x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, mut x: Tensor<4>, mode: NormMode) -> Tensor<4> {
         if let Some(stride) = self.avg_pool.filter(|&stride| stride > 1) {
             let options = AvgPoolOptions::new([stride; 2])
                 .with_count_include_pad(false)
                 .with_ceil_mode(true);
             x = avg_pool2d(x, options);
         }
-        conv_norm_act(&self.conv, &self.norm, x, None, false)
+        conv_norm_act(&self.conv, &self.norm, x, None, false, mode)
     }
 }

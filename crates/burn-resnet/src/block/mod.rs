@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
+use crate::norm::{NormConfig, NormMode};
 use crate::plugin::{PluginPosition, PluginStack};
 use burn::nn::conv::Conv2d;
 
@@ -86,11 +87,11 @@ impl BlockSpec {
     }
 
     /// Build the block. With `zero_init_residual` the last norm starts at weight 0.
-    pub fn init(&self, zero_init_residual: bool, device: &Device) -> Block {
+    pub fn init(&self, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Block {
         match self.kind {
-            BlockKind::Basic => Block::Basic(BasicBlock::init(self, zero_init_residual, device)),
+            BlockKind::Basic => Block::Basic(BasicBlock::init(self, zero_init_residual, norm, device)),
             BlockKind::Bottleneck => {
-                Block::Bottleneck(Bottleneck::init(self, zero_init_residual, device))
+                Block::Bottleneck(Bottleneck::init(self, zero_init_residual, norm, device))
             }
         }
     }
@@ -122,10 +123,10 @@ impl Block {
     }
 
     /// Run the block: residual branch + shortcut, then ReLU.
-    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
         match self {
-            Block::Basic(block) => block.forward(x),
-            Block::Bottleneck(block) => block.forward(x),
+            Block::Basic(block) => block.forward(x, mode),
+            Block::Bottleneck(block) => block.forward(x, mode),
         }
     }
 }

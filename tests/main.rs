@@ -15,5 +15,6 @@ mod kernels;
 mod parity;
 mod plugins;
 mod summary;
+mod training_controls;
 mod training_parity;
 mod weights;

@@ -1,6 +1,6 @@
 //! `ResNet`: the backbone module, its forward pass over the selected outputs, and its metadata.
 
-use burn::module::Module;
+use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::{ResNetConfig, ResNetSpec};
@@ -132,6 +132,15 @@ impl ResNet {
             }
         }
         Ok(self)
+    }
+
+    /// Every parameter of this backbone as a Burn [`ParamGroup`], for a model that embeds it:
+    /// give the backbone its own learning rate (`ModuleLrScheduler::with_group`, e.g. the
+    /// detection habit of backbone lr × 0.1) or its own optimizer
+    /// (`ModuleOptimizer::with_group`). To freeze it entirely, set `frozen_stages` to
+    /// `num_stages` in its config.
+    pub fn param_group(&self) -> ParamGroup {
+        ParamGroup::ids_from_module(self.clone())
     }
 
     /// [`ResNet::forward`] after checking the input's shape.

@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{batch_norm_train, max_pool2d};
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::{try_batch_norm_train, try_conv2d, try_conv2d_autodiff, try_max_pool2d};
+use burn_resnet::cpu::{try_batch_norm_train, try_conv2d, try_conv2d_autodiff, try_conv2d_batch_norm, try_max_pool2d};
 
 use crate::common::values;
 
@@ -85,6 +85,46 @@ fn fused_conv_matches_burn_conv_bias_residual_relu() {
         }
         let actual = try_conv2d(&conv, &x, residual.as_ref(), case.relu)
             .unwrap_or_else(|| panic!("case {index}: the fused conv declined a plain-flex f32 conv"));
+        let difference = relative_difference(actual, expected);
+        assert!(difference < 1e-5, "case {index}: relative difference {difference:e}");
+    }
+}
+
+#[test]
+fn conv_with_eval_batch_norm_in_the_epilogue_matches_burn_conv_then_batch_norm() {
+    let device = Device::flex();
+    let n = Distribution::Normal(0.0, 1.0);
+    for (index, (residual, relu_after, conv_bias)) in [(true, true, false), (false, true, true), (false, false, false)].into_iter().enumerate() {
+        let case = ConvCase {
+            batch: 2, channels: [8, 16], size: [9, 7], kernel: 3, stride: 1, padding: 1, dilation: 1, residual, relu: relu_after, groups: 1,
+        };
+        let mut conv = conv(&case, &device);
+        if !conv_bias {
+            conv.bias = None;
+        }
+        let mut norm = burn::nn::BatchNormConfig::new(16).init(&device);
+        norm.gamma = burn::module::Param::from_tensor(Tensor::random([16], n, &device));
+        norm.beta = burn::module::Param::from_tensor(Tensor::random([16], n, &device));
+        norm.running_mean = burn::module::RunningState::new(Tensor::random([16], n, &device));
+        norm.running_var = burn::module::RunningState::new(Tensor::random([16], Distribution::Uniform(0.5, 2.0), &device));
+        let x = Tensor::<4>::random([2, 8, 9, 7], n, &device);
+        let stock = conv.forward(x.clone());
+        let residual = case.residual.then(|| Tensor::<4>::random(stock.dims(), n, &device));
+        let mut expected = burn::tensor::module::batch_norm(
+            stock,
+            norm.gamma.val(),
+            norm.beta.val(),
+            norm.running_mean.value(),
+            norm.running_var.value(),
+            norm.epsilon,
+        );
+        if let Some(residual) = &residual {
+            expected = expected + residual.clone();
+        }
+        if case.relu {
+            expected = relu(expected);
+        }
+        let actual = try_conv2d_batch_norm(&conv, &norm, &x, residual.as_ref(), case.relu).expect("plain flex f32");
         let difference = relative_difference(actual, expected);
         assert!(difference < 1e-5, "case {index}: relative difference {difference:e}");
     }

@@ -1,6 +1,7 @@
 //! One `conv → norm → (+ residual) → (ReLU)` step, run by the project's CPU kernels where they
-//! apply ([`crate::cpu`]: the whole step in one pass on plain flex with folded norms; the conv,
-//! and the norm with its ReLU, on flex's autodiff device) and by Burn's ops otherwise.
+//! apply ([`crate::cpu`]: the whole step in one pass on plain flex, with folded or eval-mode
+//! BatchNorms; the conv, and the norm with its ReLU, on flex's autodiff device) and by Burn's
+//! ops otherwise.
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -18,10 +19,18 @@ pub(crate) fn conv_norm_act(
     mode: NormMode,
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if matches!(norm, Norm::Folded(_))
-        && let Some(out) = crate::cpu::try_conv2d(conv, &x, residual.as_ref(), apply_relu)
     {
-        return out;
+        let fused = match norm {
+            Norm::Folded(_) => crate::cpu::try_conv2d(conv, &x, residual.as_ref(), apply_relu),
+            // On a plain device a BatchNorm always runs on its running statistics.
+            Norm::Batch(bn) | Norm::Frozen(bn) if !x.device().is_autodiff() => {
+                crate::cpu::try_conv2d_batch_norm(conv, bn, &x, residual.as_ref(), apply_relu)
+            }
+            _ => None,
+        };
+        if let Some(out) = fused {
+            return out;
+        }
     }
     let out = conv_forward(conv, x);
     match residual {

@@ -76,10 +76,13 @@ impl ConvGeometry {
     }
 }
 
-/// What happens to the conv's output in the same pass.
+/// What happens to the conv's output in the same pass:
+/// `relu?(conv · scale + bias + residual)`, each part optional.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Epilogue<'a> {
-    /// Per-output-channel bias (a folded BatchNorm's shift).
+    /// Per-output-channel scale (an eval-mode BatchNorm's `γ/√(σ² + ε)`).
+    pub scale: Option<&'a [f32]>,
+    /// Per-output-channel bias (a BatchNorm's shift, folded or not).
     pub bias: Option<&'a [f32]>,
     /// A tensor of the output's shape added before the ReLU (a residual block's identity).
     pub residual: Option<&'a [f32]>,
@@ -167,9 +170,10 @@ fn conv_block(
     let first = rows.start * out_w;
     let patch = geometry.patch_len();
 
-    // Start from the bias and the residual so that the GEMM accumulates onto them.
+    // Without a scale, start from the bias and the residual so that the GEMM accumulates
+    // onto them; with one, they are added after it, in the epilogue pass.
     let mut read_dst = false;
-    if epilogue.bias.is_some() || epilogue.residual.is_some() {
+    if epilogue.scale.is_none() && (epilogue.bias.is_some() || epilogue.residual.is_some()) {
         read_dst = true;
         for channel in channels.clone() {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
@@ -220,7 +224,21 @@ fn conv_block(
         );
     }
 
-    if epilogue.relu {
+    if let Some(scale) = epilogue.scale {
+        for channel in channels {
+            let range = channel * plane + first..channel * plane + first + columns;
+            let (scale, bias) = (scale[channel], epilogue.bias.map_or(0.0, |b| b[channel]));
+            let residual = epilogue.residual.map(|r| &r[range.clone()]);
+            let dst = &mut out_image[range];
+            match residual {
+                Some(residual) => dst.iter_mut().zip(residual).for_each(|(v, r)| *v = *v * scale + bias + r),
+                None => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
+            }
+            if epilogue.relu {
+                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    } else if epilogue.relu {
         for channel in channels {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
             dst.iter_mut().for_each(|v| *v = v.max(0.0));

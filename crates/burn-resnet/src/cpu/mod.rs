@@ -16,6 +16,7 @@ pub mod conv_backward;
 pub mod pool;
 
 use burn::nn::PaddingConfig2d;
+use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
@@ -91,6 +92,38 @@ fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
 /// fast path does not apply; the caller then runs Burn's ops. The conv's own bias (a folded
 /// norm's shift) is part of it.
 pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
+    conv2d_with_affine(conv, x, residual, relu, None)
+}
+
+/// `relu?(norm(conv(x)) + residual?)` on plain flex for an eval-mode BatchNorm `norm` (its
+/// running statistics), in the conv's epilogue: what [`try_conv2d`] does for a folded norm,
+/// without folding. `None` when the fast path does not apply.
+pub fn try_conv2d_batch_norm(
+    conv: &Conv2d,
+    norm: &BatchNorm,
+    x: &Tensor<4>,
+    residual: Option<&Tensor<4>>,
+    relu: bool,
+) -> Option<Tensor<4>> {
+    let read = |t: Tensor<1>| flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec));
+    let gamma = read(norm.gamma.val())?;
+    let beta = read(norm.beta.val())?;
+    let mean = read(norm.running_mean.value_sync())?;
+    let variance = read(norm.running_var.value_sync())?;
+    let scale: Vec<f32> = gamma.iter().zip(&variance).map(|(g, v)| (*g as f64 / (*v as f64 + norm.epsilon).sqrt()) as f32).collect();
+    let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    conv2d_with_affine(conv, x, residual, relu, Some((&scale, &shift)))
+}
+
+/// [`try_conv2d`] with an optional per-channel `(scale, shift)` applied after the conv (and
+/// its own bias).
+fn conv2d_with_affine(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    residual: Option<&Tensor<4>>,
+    relu: bool,
+    affine: Option<(&[f32], &[f32])>,
+) -> Option<Tensor<4>> {
     let geometry = conv_geometry(conv, x)?;
     let output = geometry.output()?;
     if residual.is_some_and(|r| r.dims() != output) {
@@ -100,14 +133,23 @@ pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, re
     let weight = flex_f32(&conv.weight.val())?;
     let bias = conv.bias.as_ref().map(|b| flex_f32(&b.val())).map_or(Some(None), |b| b.map(Some))?;
     let residual = residual.map(flex_f32).map_or(Some(None), |r| r.map(Some))?;
+    let conv_bias = bias.as_ref().map(|b| float_slice(b)).map_or(Some(None), |b| b.map(Some))?;
+    if conv_bias.is_some_and(|b| b.len() != geometry.out_channels)
+        || affine.is_some_and(|(scale, shift)| scale.len() != geometry.out_channels || shift.len() != geometry.out_channels)
+    {
+        return None;
+    }
+    // A conv bias under a norm: `(conv + b) · scale + shift = conv · scale + (b · scale + shift)`.
+    let combined_shift: Option<Vec<f32>> = affine.map(|(scale, shift)| match conv_bias {
+        Some(b) => b.iter().zip(scale).zip(shift).map(|((b, s), t)| b * s + t).collect(),
+        None => shift.to_vec(),
+    });
     let epilogue = Epilogue {
-        bias: bias.as_ref().map(|b| float_slice(b)).map_or(Some(None), |b| b.map(Some))?,
+        scale: affine.map(|(scale, _)| scale),
+        bias: combined_shift.as_deref().or(conv_bias),
         residual: residual.as_ref().map(|r| float_slice(r)).map_or(Some(None), |r| r.map(Some))?,
         relu,
     };
-    if epilogue.bias.is_some_and(|b| b.len() != geometry.out_channels) {
-        return None;
-    }
     let values = conv::conv2d(float_slice(&input)?, float_slice(&weight)?, &geometry, epilogue);
     Some(Tensor::from_primitive::<Flex>(into_primitive(values, output)))
 }

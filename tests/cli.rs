@@ -151,3 +151,55 @@ fn caffe_style_configs_get_caffe_preprocessing() {
     let out = stdout(&resnet(&["extract", "--config", "tests/fixtures/parity/resnet50_caffe.toml", "--size", "32"]));
     assert!(out.contains("BGR, Caffe means, std 1"), "{out}");
 }
+
+/// A training config small enough for a test: a ResNet-18 at width 8 on 48x48 shapes, 64
+/// steps (fast BatchNorm statistics, so that eval mode is meaningful that early).
+fn tiny_train_config(dir: &std::path::Path) -> PathBuf {
+    let path = dir.join("tiny.toml");
+    let text = "image_size = 48\ntrain_images = 512\nvalid_images = 64\nbatch_size = 16\nepochs = 2\n\
+                learning_rate = 0.05\n[backbone]\ndepth = 18\nbase_channels = 8\nzero_init_residual = false\n\
+                [backbone.norm_cfg]\ntype = \"BN\"\nmomentum = 0.5\n";
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `validation <when>: accuracy …, loss L, …` → L.
+fn validation_loss(out: &str, when: &str) -> f64 {
+    let line = out.lines().find(|l| l.starts_with(&format!("validation {when}:"))).unwrap_or_else(|| panic!("no '{when}' line in\n{out}"));
+    line.split("loss ").nth(1).unwrap().split(',').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn train_lowers_the_validation_loss_and_resumes_exactly_where_it_stopped() {
+    let dir = std::env::temp_dir().join(format!("resnet-train-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = tiny_train_config(&dir);
+    let run = |out: &str, extra: &[&str]| {
+        let out_dir = dir.join(out);
+        let mut args = vec!["train", "--config", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        resnet(&args)
+    };
+
+    // Uninterrupted: two epochs.
+    let straight = stdout(&run("straight", &[]));
+    let (before, after) = (validation_loss(&straight, "before training"), validation_loss(&straight, "after training"));
+    assert!(after < before, "validation loss did not decrease: {before} -> {after}\n{straight}");
+    assert!(straight.contains("epoch 2/2 train: 100% of 512 images"), "{straight}");
+
+    // Interrupted after epoch 1, then resumed from its checkpoint: the same final model.
+    let first = stdout(&run("resumed", &["--stop-after", "1"]));
+    let checkpoints: Vec<String> = dir.join("resumed/checkpoint").read_dir().unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(checkpoints.iter().any(|name| name.starts_with("model-1")), "{checkpoints:?}\n{first}");
+    let resumed = stdout(&run("resumed", &["--resume"]));
+    assert!(resumed.contains("resuming from the checkpoint of epoch 1"), "{resumed}");
+    let resumed_after = validation_loss(&resumed, "after training");
+    assert!((resumed_after - after).abs() <= 1e-5 * after.abs().max(1e-3), "resumed {resumed_after} vs uninterrupted {after}");
+
+    // Nothing left to do, and nothing to resume from, are errors that say so.
+    let done = stderr_of_failure(&run("resumed", &["--resume"]));
+    assert!(done.contains("already trained for 2 epochs"), "{done}");
+    let missing = stderr_of_failure(&run("nothing", &["--resume"]));
+    assert!(missing.contains("no checkpoints"), "{missing}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

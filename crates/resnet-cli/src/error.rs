@@ -29,6 +29,10 @@ pub enum CliError {
         message: String,
     },
 
+    /// A training config or run failed.
+    #[error("train: {0}")]
+    Train(String),
+
     /// A benchmark could not run or read the PyTorch baseline.
     #[error("bench: {0}")]
     Bench(String),

@@ -5,6 +5,7 @@ mod error;
 mod extract;
 mod image_input;
 mod info;
+mod train;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -111,6 +112,26 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Train the backbone with a small classification head on generated shapes (burn-train:
+    /// progress display, validation split, metrics, checkpoints every epoch).
+    Train {
+        /// A training config (TOML), e.g. configs/train/shapes_r18.toml.
+        #[arg(long)]
+        config: PathBuf,
+        /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+        #[arg(long, value_parser = parse_backend)]
+        backend: Option<Backend>,
+        /// Run directory for logs and checkpoints.
+        #[arg(long, default_value = "runs/shapes")]
+        out: PathBuf,
+        /// Continue from the last checkpoint in the run directory.
+        #[arg(long)]
+        resume: bool,
+        /// Stop after this epoch (the learning-rate schedule still spans the config's epochs);
+        /// continue later with --resume.
+        #[arg(long)]
+        stop_after: Option<usize>,
+    },
 }
 
 fn parse_size(text: &str) -> Result<[usize; 2], String> {
@@ -163,6 +184,14 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 report.skipped.len()
             );
             Ok(())
+        }
+        Command::Train { config, backend, out, resume, stop_after } => {
+            let config = train::TrainConfig::from_file(&config)?;
+            let backend = match backend {
+                Some(backend) => backend,
+                None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
+            };
+            train::run(&train::Request { config, backend, out, resume, stop_after })
         }
         Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, torch, threads } => {
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;

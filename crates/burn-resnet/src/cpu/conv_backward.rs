@@ -3,7 +3,7 @@
 //! - input: `dcol = Wᵀ · dY`, scattered back onto the input positions (`col2im`); a pointwise
 //!   conv writes `Wᵀ · dY` straight into the input gradient;
 //! - weight: `dW = Σ_images dY · colᵀ`, with `col` rebuilt from the saved input (a pointwise
-//!   conv reads the input in place), one accumulator per thread, summed at the end.
+//!   conv reads the input in place), one accumulator per thread, summed in a fixed order.
 //!
 //! Burn 0.22's flex computes these through generic transposed convolutions that are 5–15x
 //! slower than the forward conv on ResNet-50's shapes (`examples/train_profile.rs`).
@@ -89,27 +89,29 @@ pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
     let group_in = group.input[1] * in_h * in_w;
     let group_out = group.out_channels * plane;
     let group_weight = group.out_channels * patch;
-    input
-        .par_chunks(in_image)
-        .zip(grad_out.par_chunks(out_channels * plane))
-        .fold(
-            || vec![0.0f32; out_channels * patch],
-            |mut dw, (x, dy)| {
-                for ((x, dy), dw) in x
-                    .chunks(group_in)
-                    .zip(dy.chunks(group_out))
-                    .zip(dw.chunks_mut(group_weight))
-                {
+    // A fixed split of the images over the threads, summed in order: the same gradients on
+    // every run (a work-stealing reduction would add in a different order each time).
+    let batch = input.len() / in_image.max(1);
+    let per_task = batch.div_ceil(rayon::current_num_threads()).max(1);
+    let partial: Vec<Vec<f32>> = input
+        .par_chunks(in_image * per_task)
+        .zip(grad_out.par_chunks(out_channels * plane * per_task))
+        .map(|(xs, dys)| {
+            let mut dw = vec![0.0f32; out_channels * patch];
+            for (x, dy) in xs.chunks(in_image).zip(dys.chunks(out_channels * plane)) {
+                for ((x, dy), dw) in x.chunks(group_in).zip(dy.chunks(group_out)).zip(dw.chunks_mut(group_weight)) {
                     group_weight_grad(x, dy, &group, dw);
                 }
-                dw
-            },
-        )
-        .reduce_with(|mut a, b| {
-            a.iter_mut().zip(&b).for_each(|(a, b)| *a += b);
-            a
+            }
+            dw
         })
-        .unwrap_or_else(|| vec![0.0f32; out_channels * patch])
+        .collect();
+    let mut partial = partial.into_iter();
+    let first = partial.next().unwrap_or_else(|| vec![0.0f32; out_channels * patch]);
+    partial.fold(first, |mut sum, part| {
+        sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
+        sum
+    })
 }
 
 /// Add one image's and one group's share to its group's rows of `dw`.

@@ -1,0 +1,63 @@
+//! The model `resnet train` trains: the backbone, a global average pool of its last output and
+//! a linear classifier, with burn-train's training and validation steps.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Int, Tensor};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
+use burn_resnet::ResNet;
+
+use super::shapes::ShapeBatch;
+
+/// Backbone + pooled linear head.
+#[derive(Module, Debug)]
+pub struct ShapeClassifier {
+    /// The backbone being trained.
+    pub backbone: ResNet,
+    /// Linear classifier on the pooled last feature map.
+    pub head: Linear,
+}
+
+impl ShapeClassifier {
+    /// A classifier over `classes` on top of `backbone`.
+    pub fn new(backbone: ResNet, classes: usize, device: &Device) -> Self {
+        let channels = backbone.feature_info().last().map_or(0, |info| info.channels);
+        let head = LinearConfig::new(channels, classes).init(device);
+        Self { backbone, head }
+    }
+
+    /// Class logits `[batch, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let last = self.backbone.forward(images).pop().expect("the backbone has at least one output");
+        let [batch, channels, _, _] = last.dims();
+        let pooled = last.mean_dim(3).mean_dim(2).reshape([batch, channels]);
+        self.head.forward(pooled)
+    }
+
+    /// Logits, cross-entropy loss and targets, as burn-train's metrics expect them.
+    pub fn classify(&self, images: Tensor<4>, labels: Tensor<1, Int>) -> ClassificationOutput {
+        let logits = self.forward(images);
+        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), labels.clone());
+        ClassificationOutput::new(loss, logits, labels)
+    }
+}
+
+impl TrainStep for ShapeClassifier {
+    type Input = ShapeBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ShapeBatch) -> TrainOutput<ClassificationOutput> {
+        let output = self.classify(batch.images, batch.labels);
+        TrainOutput::new(self, output.loss.backward(), output)
+    }
+}
+
+impl InferenceStep for ShapeClassifier {
+    type Input = ShapeBatch;
+    type Output = ClassificationOutput;
+
+    fn step(&self, batch: ShapeBatch) -> ClassificationOutput {
+        self.classify(batch.images, batch.labels)
+    }
+}

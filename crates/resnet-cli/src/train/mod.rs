@@ -1,0 +1,220 @@
+//! `resnet train`: train a backbone with a small classification head on the program's own
+//! shapes dataset ([`shapes`]), through burn-train (progress display, validation split,
+//! accuracy and loss metrics, cosine learning-rate schedule, a checkpoint every epoch,
+//! `--resume`).
+
+mod classifier;
+mod renderer;
+pub mod shapes;
+
+use std::path::{Path, PathBuf};
+
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::lr_scheduler::cosine::CosineAnnealingLrSchedulerConfig;
+use burn::lr_scheduler::module_lr_scheduler::ModuleLrSchedulerConfig;
+use burn::module::Module;
+use burn::optim::SgdConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::tensor::Device;
+use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
+use burn::train::{Learner, SupervisedTraining};
+use burn_resnet::{Backend, ResNetConfig};
+use serde::Deserialize;
+
+use crate::error::CliError;
+use classifier::ShapeClassifier;
+use shapes::{CLASSES, ShapeBatcher, ShapesDataset};
+
+/// A training config (`configs/train/*.toml`). Unknown keys are errors.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Seed of the generated data (the validation split uses `seed + 1`).
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Image side in pixels.
+    pub image_size: usize,
+    /// Images in the training split.
+    pub train_images: usize,
+    /// Images in the validation split.
+    pub valid_images: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Epochs (passes over the training split).
+    pub epochs: usize,
+    /// Peak learning rate of the cosine schedule (head; the backbone's is scaled by
+    /// `backbone_lr_factor`).
+    pub learning_rate: f64,
+    /// Backbone learning rate as a fraction of `learning_rate` (detection habit: 0.1). Default 1.
+    #[serde(default = "default_factor")]
+    pub backbone_lr_factor: f64,
+    /// SGD momentum (no dampening). Default 0.9.
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// L2 weight decay. Default 1e-4.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f32,
+    /// The backbone, as in `configs/*.toml` (`frozen_stages`, `norm_eval`, `norm_cfg` apply).
+    pub backbone: ResNetConfig,
+}
+
+fn default_seed() -> u64 {
+    2026
+}
+fn default_factor() -> f64 {
+    1.0
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_weight_decay() -> f32 {
+    1e-4
+}
+
+impl TrainConfig {
+    /// Read and check a config file.
+    pub fn from_file(path: &Path) -> Result<Self, CliError> {
+        let invalid = |message: String| CliError::Train(format!("{}: {message}", path.display()));
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        let config: TrainConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        config.backbone.validate()?;
+        for (field, value) in [
+            ("image_size", config.image_size),
+            ("train_images", config.train_images),
+            ("valid_images", config.valid_images),
+            ("batch_size", config.batch_size),
+            ("epochs", config.epochs),
+        ] {
+            if value == 0 {
+                return Err(invalid(format!("{field} must be at least 1")));
+            }
+        }
+        if !(config.learning_rate > 0.0 && config.learning_rate <= 1.0) {
+            return Err(invalid(format!("learning_rate: {} must lie in (0, 1]", config.learning_rate)));
+        }
+        if !(config.backbone_lr_factor > 0.0 && config.backbone_lr_factor <= 1.0) {
+            return Err(invalid(format!("backbone_lr_factor: {} must lie in (0, 1]", config.backbone_lr_factor)));
+        }
+        Ok(config)
+    }
+}
+
+/// What `resnet train` was asked to do.
+pub struct Request {
+    pub config: TrainConfig,
+    pub backend: Backend,
+    /// Run directory: burn-train's logs and `checkpoint/`.
+    pub out: PathBuf,
+    /// Continue from the last checkpoint in `out`.
+    pub resume: bool,
+    /// Stop after this epoch (the schedule still spans the config's `epochs`): a planned
+    /// interruption, to be continued with `resume`.
+    pub stop_after: Option<usize>,
+}
+
+/// Train, then print the validation accuracy of the final model.
+pub fn run(request: &Request) -> Result<(), CliError> {
+    let config = &request.config;
+    let device = request.backend.device()?.autodiff();
+    let last_epoch = request.stop_after.unwrap_or(config.epochs);
+    if last_epoch == 0 || last_epoch > config.epochs {
+        return Err(CliError::Train(format!("--stop-after: {last_epoch} is not an epoch of 1..={}", config.epochs)));
+    }
+    let checkpoint = match request.resume {
+        false => None,
+        true => Some(last_checkpoint(&request.out)?),
+    };
+    if checkpoint.is_some_and(|epoch| epoch >= last_epoch) {
+        return Err(CliError::Train(format!(
+            "{}: already trained for {last_epoch} epochs; raise `epochs` (or --stop-after) to train on",
+            request.out.display(),
+        )));
+    }
+
+    let train = ShapesDataset { len: config.train_images, size: config.image_size, seed: config.seed };
+    let valid = ShapesDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };
+    let batcher = ShapeBatcher { size: config.image_size };
+    // No shuffling: the images are random draws already, and a fixed order makes a resumed
+    // run see exactly what an uninterrupted one does.
+    let loader_train = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(train);
+    let loader_valid = DataLoaderBuilder::new(batcher).batch_size(config.batch_size).set_device(device.clone()).build(valid.clone());
+
+    // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
+    device.seed(config.seed);
+    let backbone = config.backbone.init(&device)?;
+    let model = ShapeClassifier::new(backbone, CLASSES.len(), &device);
+    let plain = request.backend.device()?;
+    if checkpoint.is_none() {
+        report("before training", evaluate(&model, &valid, config.batch_size, &plain), &valid);
+    }
+    let steps = config.epochs * config.train_images.div_ceil(config.batch_size);
+    let schedule = |lr: f64| CosineAnnealingLrSchedulerConfig::new(lr, steps);
+    let scheduler = ModuleLrSchedulerConfig::new(schedule(config.learning_rate).into())
+        .with_group(model.backbone.param_group(), schedule(config.learning_rate * config.backbone_lr_factor))
+        .init()
+        .map_err(CliError::Train)?;
+    let momentum = MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false };
+    let optimizer = SgdConfig::new()
+        .with_momentum(Some(momentum))
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
+        .init();
+
+    let mut training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .metric_train_numeric(LearningRateMetric::new())
+        .with_default_checkpointers()
+        .num_epochs(last_epoch)
+        .summary();
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        training = training.renderer(Box::new(renderer::LineRenderer::default()));
+    }
+    if let Some(epoch) = checkpoint {
+        println!("resuming from the checkpoint of epoch {epoch} in {}", request.out.display());
+        training = training.checkpoint(epoch);
+    }
+    let result = training.launch(Learner::new(model, optimizer, scheduler));
+
+    report("after training", evaluate(&result.model, &valid, config.batch_size, &plain), &valid);
+    Ok(())
+}
+
+fn report(when: &str, (accuracy, loss): (f64, f64), valid: &ShapesDataset) {
+    println!(
+        "validation {when}: accuracy {:.1}% (chance {:.1}%), loss {loss:.6}, over {} images of {} classes",
+        accuracy * 100.0,
+        100.0 / CLASSES.len() as f64,
+        valid.len,
+        CLASSES.len()
+    );
+}
+
+/// Accuracy and mean loss of `model` on `dataset`, on a plain (inference) device.
+fn evaluate(model: &ShapeClassifier, dataset: &ShapesDataset, batch_size: usize, device: &Device) -> (f64, f64) {
+    use burn::data::dataloader::batcher::Batcher;
+    let model = model.valid().fork(device);
+    let batcher = ShapeBatcher { size: dataset.size };
+    let (mut correct, mut loss_sum) = (0usize, 0f64);
+    for start in (0..dataset.len).step_by(batch_size) {
+        let items = (start..(start + batch_size).min(dataset.len)).map(|i| dataset.item(i)).collect::<Vec<_>>();
+        let count = items.len();
+        let batch = batcher.batch(items, device);
+        let output = model.classify(batch.images, batch.labels.clone());
+        let predicted = output.output.argmax(1).reshape([count]);
+        correct += predicted.equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
+        loss_sum += output.loss.into_scalar::<f32>() as f64 * count as f64;
+    }
+    (correct as f64 / dataset.len as f64, loss_sum / dataset.len as f64)
+}
+
+/// The newest epoch with a saved model in `out/checkpoint/`.
+fn last_checkpoint(out: &Path) -> Result<usize, CliError> {
+    let directory = out.join("checkpoint");
+    let entries = std::fs::read_dir(&directory)
+        .map_err(|e| CliError::Train(format!("--resume: no checkpoints in {}: {e}", directory.display())))?;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| name.strip_prefix("model-")?.split('.').next()?.parse::<usize>().ok())
+        .max()
+        .ok_or_else(|| CliError::Train(format!("--resume: no model checkpoint in {}", directory.display())))
+}

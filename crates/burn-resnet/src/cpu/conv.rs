@@ -9,10 +9,9 @@
 
 use std::ops::Range;
 
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::SendPtr;
+use super::{Matrix, SendPtr, matmul};
 
 /// Shape and hyper-parameters of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -189,11 +188,11 @@ fn conv_block(
     }
 
     let column_buffer;
-    let (rhs, rhs_rs) = if geometry.is_pointwise() {
-        (&input[first..], plane as isize)
+    let (rhs, rhs_row_stride) = if geometry.is_pointwise() {
+        (&input[first..], plane)
     } else {
         column_buffer = im2col_rows(input, geometry, out_w, rows.start, rows.len());
-        (&column_buffer[..], columns as isize)
+        (&column_buffer[..], columns)
     };
 
     // SAFETY: every index the GEMM touches lies inside the slices: dst is the rows `channels` of
@@ -201,26 +200,14 @@ fn conv_block(
     // rows of the `[out_channels, patch]` weight; rhs is `patch` rows of stride `rhs_rs` with
     // `columns` entries each (inside the input for a pointwise conv, the column block otherwise).
     unsafe {
-        gemm(
+        matmul(
             channels.len(),
             columns,
             patch,
-            out_image.as_mut_ptr().add(channels.start * plane + first),
-            1,
-            plane as isize,
+            Matrix::rows(out_image.as_mut_ptr().add(channels.start * plane + first), plane),
             read_dst,
-            weight.as_ptr().add(channels.start * patch),
-            1,
-            patch as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            Matrix::rows(weight.as_ptr().add(channels.start * patch), patch),
+            Matrix::rows(rhs.as_ptr(), rhs_row_stride),
         );
     }
 

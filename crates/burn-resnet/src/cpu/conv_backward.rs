@@ -8,10 +8,10 @@
 //! Burn 0.22's flex computes these through generic transposed convolutions that are 5–15x
 //! slower than the forward conv on ResNet-50's shapes (`examples/train_profile.rs`).
 
-use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::conv::{ConvGeometry, im2col_rows};
+use super::{Matrix, matmul};
 
 /// Gradient of the loss with respect to the conv's input, `[batch, in, h, w]`.
 pub fn input_grad(weight: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
@@ -53,26 +53,14 @@ fn group_input_grad(weight: &[f32], dy: &[f32], geometry: &ConvGeometry, dx: &mu
     // SAFETY: dst is `patch × plane` (row stride `plane`), lhs reads `W[o·patch + k]` for
     // o < out_channels and k < patch, rhs is the `out_channels × plane` image gradient.
     unsafe {
-        gemm(
+        matmul(
             patch,
             plane,
             out_channels,
-            dcol.as_mut_ptr(),
-            1,
-            plane as isize,
+            Matrix::rows(dcol.as_mut_ptr(), plane),
             false,
-            weight.as_ptr(),
-            patch as isize,
-            1,
-            dy.as_ptr(),
-            1,
-            plane as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            Matrix::transposed(weight.as_ptr(), patch),
+            Matrix::rows(dy.as_ptr(), plane),
         );
     }
     if !geometry.is_pointwise() {
@@ -129,26 +117,14 @@ fn group_weight_grad(x: &[f32], dy: &[f32], geometry: &ConvGeometry, dw: &mut [f
     // SAFETY: dst is `out_channels × patch`; lhs the `out_channels × plane` image
     // gradient; rhs reads `col[k·plane + j]` for k < patch and j < plane.
     unsafe {
-        gemm(
+        matmul(
             out_channels,
             patch,
             plane,
-            dw.as_mut_ptr(),
-            1,
-            patch as isize,
+            Matrix::rows(dw.as_mut_ptr(), patch),
             true,
-            dy.as_ptr(),
-            1,
-            plane as isize,
-            col.as_ptr(),
-            plane as isize,
-            1,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
+            Matrix::rows(dy.as_ptr(), plane),
+            Matrix::transposed(col.as_ptr(), plane),
         );
     }
 }

@@ -41,6 +41,58 @@ impl SendPtr {
     }
 }
 
+/// A strided view of an `f32` matrix: element `(i, j)` at `ptr + i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+struct Matrix<P> {
+    ptr: P,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<P> Matrix<P> {
+    /// A row-major matrix whose rows are `row_stride` apart.
+    fn rows(ptr: P, row_stride: usize) -> Self {
+        Self { ptr, row_stride: row_stride as isize, col_stride: 1 }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `row_stride` apart.
+    fn transposed(ptr: P, row_stride: usize) -> Self {
+        Self { ptr, row_stride: 1, col_stride: row_stride as isize }
+    }
+}
+
+/// `dst = lhs · rhs` (`accumulate`: `dst += lhs · rhs`) for an `m × k` lhs and a `k × n` rhs,
+/// on the calling thread, through the `gemm` crate.
+///
+/// # Safety
+/// Every view must be valid for reads (and `dst` for writes) over its whole shape.
+unsafe fn matmul(m: usize, n: usize, k: usize, dst: Matrix<*mut f32>, accumulate: bool, lhs: Matrix<*const f32>, rhs: Matrix<*const f32>) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride,
+            dst.row_stride,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
 /// The flex primitive behind `tensor`, if it is a plain-flex `f32` tensor (shares its buffer).
 fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
     if tensor.device().is_autodiff() || tensor.is_require_grad() || tensor.is_tracked() {

@@ -116,7 +116,7 @@ fn group_norm_normalises_each_group_of_each_sample() {
         // Group 0: channels 0-1 = [1, 3] and [5, 7]: mean 4, variance 5.
         // Group 1: channels 2-3 = [0, 0] and [2, 2]: mean 1, variance 1.
         let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 3.0, 5.0, 7.0, 0.0, 0.0, 2.0, 2.0], [1, 4, 1, 2]), &device);
-        let y = values(norm.forward(x, burn_resnet::norm::NormMode::TRAIN));
+        let y = values(norm.forward(x, burn_resnet::norm::StageMode::TRAIN));
         let s5 = (5.0f32 + 1e-5).sqrt();
         let s1 = (1.0f32 + 1e-5).sqrt();
         let expected = [-3.0 / s5, -1.0 / s5, 1.0 / s5, 3.0 / s5, -1.0 / s1, -1.0 / s1, 1.0 / s1, 1.0 / s1];
@@ -226,5 +226,48 @@ fn an_embedding_model_gives_the_backbone_its_own_learning_rate_or_freezes_it() {
     let frozen = effective_learning_rates(&format!("{TINY}frozen_stages = 4\n"), 0.1, 0.01);
     for (path, rate) in &frozen {
         assert_eq!(rate.is_some(), path.starts_with("head."), "{path}: {rate:?}");
+    }
+}
+
+/// `with_cp` recomputes each block in the backward pass: the same outputs, gradients and running
+/// statistics as without it (it only changes what is kept in memory; `resnet bench --with-cp`
+/// shows how much).
+#[test]
+fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
+    for base in [TINY, "depth = 50\nbase_channels = 8\nzero_init_residual = false\n", "depth = 50\nbase_channels = 8\ngroups = 2\nbase_width = 4\n"] {
+        for (backend, device) in devices() {
+            let training = device.clone().autodiff();
+            let run = |with_cp: bool| {
+                device.seed(7);
+                let model: ResNet = config(&format!("{base}with_cp = {with_cp}\n")).init(&device).unwrap().fork(&training).train();
+                training.seed(8);
+                let images = Tensor::<4>::random([2, 3, 40, 40], Distribution::Normal(0.5, 1.0), &training);
+                let outputs = model.forward(images);
+                let weights: Vec<_> = outputs.iter().map(|o| Tensor::<4>::random(o.dims(), Distribution::Normal(0.0, 1.0), &training)).collect();
+                let loss = outputs.iter().zip(weights).map(|(o, w)| (o.clone() * w).sum()).reduce(|a, b| a + b).unwrap();
+                let grads = loss.backward();
+                let tensors = float_tensors(&model, Some(&grads));
+                let synced = float_tensors(&model.valid(), None);
+                (outputs.into_iter().map(values).collect::<Vec<_>>(), tensors, synced)
+            };
+            let (plain_out, plain, plain_synced) = run(false);
+            let (cp_out, cp, cp_synced) = run(true);
+            let close = |a: &[f32], b: &[f32]| {
+                let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+                a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
+            };
+            for (i, (a, b)) in cp_out.iter().zip(&plain_out).enumerate() {
+                assert!(close(a, b) < 1e-5, "{backend} {base}: output {i} differs by {:e}", close(a, b));
+            }
+            for (a, b) in cp.iter().zip(&plain) {
+                if let (Some(ga), Some(gb)) = (&a.grad, &b.grad) {
+                    assert!(close(ga, gb) < 1e-4, "{backend}: gradient of {} differs by {:e}", a.path, close(ga, gb));
+                }
+                assert_eq!(a.grad.is_some(), b.grad.is_some(), "{backend}: {}", a.path);
+            }
+            for (a, b) in cp_synced.iter().zip(&plain_synced) {
+                assert!(close(&a.values, &b.values) < 1e-5, "{backend}: {} differs after the step", a.path);
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use burn::tensor::Tensor;
 use burn_resnet::{ResNetConfig, ResNetError};
-use burn_resnet::norm::NormMode;
+use burn_resnet::norm::StageMode;
 
 use crate::common::{devices, repo_path, values};
 
@@ -12,7 +12,7 @@ fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
     let config = ResNetConfig::from_toml_file(repo_path("tests/fixtures/parity/resnet50_pytorch.toml")).unwrap();
     for (_, device) in devices() {
         let backbone = config.init(&device).unwrap();
-        let before = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), NormMode::TRAIN));
+        let before = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), StageMode::TRAIN));
         let error = backbone.load_mmdet_safetensors(&weights).unwrap_err();
         let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
         let message = error.to_string();
@@ -22,7 +22,7 @@ fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
         // …and shape mismatches, several of them, not just the first.
         assert!(problems.len() > 10, "{message}");
         // The caller's module is untouched.
-        let after = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), NormMode::TRAIN));
+        let after = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), StageMode::TRAIN));
         assert_eq!(before, after);
     }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ResNetError, Result};
-use crate::norm::{NormConfig, NormMode};
+use crate::norm::{NormConfig, StageMode};
 
 /// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,6 +127,11 @@ pub struct ResNetConfig {
     /// mmdet `norm_cfg`: the norm after each conv. Default BatchNorm (`type = "BN"`).
     #[serde(default)]
     pub norm_cfg: NormConfig,
+    /// mmdet `with_cp`: in training, each residual block keeps only its input for the
+    /// backward pass and recomputes its activations there (less memory, more compute).
+    /// Default false.
+    #[serde(default)]
+    pub with_cp: bool,
 }
 
 fn default_frozen_stages() -> i64 {
@@ -173,6 +178,7 @@ impl ResNetConfig {
             frozen_stages: default_frozen_stages(),
             norm_eval: false,
             norm_cfg: NormConfig::default(),
+            with_cp: false,
         }
     }
 
@@ -371,10 +377,14 @@ impl ResNetSpec {
     }
 
     /// How the norms of the stem (`None`) or stage `Some(i)` run.
-    pub fn norm_mode(&self, stage: Option<usize>) -> NormMode {
+    pub fn norm_mode(&self, stage: Option<usize>) -> StageMode {
         if self.is_frozen(stage) {
-            return NormMode::FROZEN;
+            return StageMode::FROZEN;
         }
-        NormMode { batch_statistics: !self.config.norm_eval, train_affine: self.config.norm_cfg.requires_grad() }
+        StageMode {
+            batch_statistics: !self.config.norm_eval,
+            train_affine: self.config.norm_cfg.requires_grad(),
+            checkpoint: self.config.with_cp,
+        }
     }
 }

@@ -7,7 +7,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
-use crate::norm::{Norm, NormMode};
+use crate::norm::{Norm, StageMode};
 
 /// `relu?(norm(conv(x)) + residual?)`.
 pub(crate) fn conv_norm_act(
@@ -16,7 +16,7 @@ pub(crate) fn conv_norm_act(
     x: Tensor<4>,
     residual: Option<Tensor<4>>,
     apply_relu: bool,
-    mode: NormMode,
+    mode: StageMode,
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block::{Block, BlockSpec, DownsampleSpec};
 use crate::config::ResNetSpec;
-use crate::norm::{NormConfig, NormMode};
+use crate::norm::{NormConfig, StageMode};
 
 /// The blocks of every stage of a validated config, stage by stage.
 ///
@@ -63,7 +63,7 @@ impl ResLayer {
     }
 
     /// Run every block in turn, norms in `mode`.
-    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         self.blocks.iter().fold(x, |x, block| block.forward(x, mode))
     }
 }

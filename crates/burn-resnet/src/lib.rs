@@ -41,6 +41,8 @@ pub mod cpu;
 pub mod error;
 pub mod export;
 pub mod features;
+#[cfg(feature = "flex")]
+mod checkpoint;
 mod fold;
 mod fused;
 pub mod layer;

@@ -1,6 +1,6 @@
 //! The normalisation layer that follows every convolution: mmdet's `norm_cfg` (BatchNorm,
 //! GroupNorm, frozen BatchNorm, with `requires_grad`), and how it runs in a given stage
-//! ([`NormMode`]: `norm_eval` and `frozen_stages`).
+//! ([`StageMode`]: `norm_eval`, `frozen_stages`, `with_cp`).
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
@@ -130,24 +130,27 @@ impl NormConfig {
     }
 }
 
-/// How the norms of one part of the backbone run: derived from the config (`norm_eval`,
-/// `frozen_stages`, `norm_cfg.requires_grad`) on every forward pass, so no `train()`/`valid()`
-/// switch can undo it (mmdet PR #577 was that bug).
+/// How one part of the backbone (the stem or a stage) runs: derived from the config
+/// (`norm_eval`, `frozen_stages`, `norm_cfg.requires_grad`, `with_cp`) on every forward pass, so
+/// no `train()`/`valid()` switch can undo it (mmdet PR #577 was that bug).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NormMode {
+pub struct StageMode {
     /// BatchNorm may normalise with batch statistics and update its running statistics (it
     /// does when the device is autodiff and the layer's training flag is on). `false`: running
     /// statistics, never updated (`norm_eval`, frozen stages).
     pub batch_statistics: bool,
     /// The affine weight and bias receive gradients.
     pub train_affine: bool,
+    /// mmdet `with_cp`: residual blocks keep only their input for the backward pass and
+    /// recompute the rest there.
+    pub checkpoint: bool,
 }
 
-impl NormMode {
+impl StageMode {
     /// Plain training: batch statistics where training, trainable affine.
-    pub const TRAIN: NormMode = NormMode { batch_statistics: true, train_affine: true };
+    pub const TRAIN: StageMode = StageMode { batch_statistics: true, train_affine: true, checkpoint: false };
     /// Frozen: running statistics, no gradients.
-    pub const FROZEN: NormMode = NormMode { batch_statistics: false, train_affine: false };
+    pub const FROZEN: StageMode = StageMode { batch_statistics: false, train_affine: false, checkpoint: false };
 }
 
 /// A normalisation layer (mmdet `norm_cfg`), initialised as mmdet does: weight 1, bias 0 or,
@@ -166,13 +169,13 @@ pub enum Norm {
 
 impl Norm {
     /// Normalise `[batch, channels, height, width]` in `mode`.
-    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         self.forward_relu(x, false, mode)
     }
 
     /// [`Norm::forward`], then a ReLU if `apply_relu`; BatchNorm training on flex runs the two
     /// as one op ([`crate::cpu::try_batch_norm_train`]).
-    pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: NormMode) -> Tensor<4> {
+    pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: StageMode) -> Tensor<4> {
         let affine = |param: &Param<Tensor<1>>, train: bool| if train { param.val() } else { param.val().detach() };
         let out = match self {
             Norm::Batch(norm) if mode.batch_statistics && x.device().is_autodiff() && norm.training.is_enabled() => {
@@ -222,34 +225,41 @@ impl Norm {
 /// `var · n / (n − 1)` with `n = batch · height · width`. Normalisation itself uses the biased
 /// variance in both.
 fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool, train_affine: bool) -> Tensor<4> {
-    let [batch, _, height, width] = x.dims();
+    let dims = x.dims();
+    let (gamma, beta) = affine_values(norm, train_affine);
+    #[cfg(feature = "flex")]
+    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu) {
+        let device = x.device();
+        let channels = [result.mean.len()];
+        let mean = Tensor::from_data(burn::tensor::TensorData::new(result.mean, channels), &device);
+        let variance = Tensor::from_data(burn::tensor::TensorData::new(result.variance, channels), &device);
+        update_running_statistics(norm, mean, variance, dims);
+        return result.output;
+    }
+    let result = module::batch_norm_train(x, gamma, beta, norm.epsilon);
+    update_running_statistics(norm, result.mean, result.variance, dims);
+    if apply_relu { relu(result.output) } else { result.output }
+}
+
+/// Move a BatchNorm's running statistics towards a batch's `mean` and biased `variance`
+/// (measured on an input of shape `dims`), as PyTorch does.
+pub(crate) fn update_running_statistics(norm: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>, dims: [usize; 4]) {
+    let [batch, _, height, width] = dims;
     let samples = (batch * height * width) as f64;
     // One sample per channel has no unbiased variance (PyTorch refuses to train on it); keep
     // the biased one (0) rather than dividing by zero.
     let bessel = if samples > 1.0 { samples / (samples - 1.0) } else { 1.0 };
-    let device = x.device();
     let momentum = norm.momentum;
     let update = |running: &RunningState<Tensor<1>>, batch_stat: Tensor<1>| {
-        let old = running.value_sync().to_device(&device);
+        let old = running.value_sync().to_device(&batch_stat.device());
         running.update(old.mul_scalar(1.0 - momentum).add(batch_stat.detach().mul_scalar(momentum)).detach());
     };
-    let (gamma, beta) = affine_values(norm, train_affine);
-    #[cfg(feature = "flex")]
-    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu) {
-        let channels = [result.mean.len()];
-        update(&norm.running_mean, Tensor::from_data(burn::tensor::TensorData::new(result.mean, channels), &device));
-        let variance = Tensor::<1>::from_data(burn::tensor::TensorData::new(result.variance, channels), &device);
-        update(&norm.running_var, variance.mul_scalar(bessel));
-        return result.output;
-    }
-    let result = module::batch_norm_train(x, gamma, beta, norm.epsilon);
-    update(&norm.running_mean, result.mean);
-    update(&norm.running_var, result.variance.mul_scalar(bessel));
-    if apply_relu { relu(result.output) } else { result.output }
+    update(&norm.running_mean, mean);
+    update(&norm.running_var, variance.mul_scalar(bessel));
 }
 
 /// A BatchNorm's weight and bias, detached unless they train.
-fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor<1>) {
+pub(crate) fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor<1>) {
     let (gamma, beta) = (norm.gamma.val(), norm.beta.val());
     if train { (gamma, beta) } else { (gamma.detach(), beta.detach()) }
 }

@@ -10,7 +10,7 @@ use burn::tensor::{Device, Tensor};
 use crate::config::ResNetSpec;
 use crate::conv::{ConvSpec, output_size};
 use crate::fused::conv_norm_act;
-use crate::norm::{Norm, NormMode};
+use crate::norm::{Norm, StageMode};
 
 /// The convolutions of the stem for a validated config, in order.
 ///
@@ -70,7 +70,7 @@ impl Stem {
     }
 
     /// The stem's activation (C1, stride 2) before the max-pool.
-    pub fn forward(&self, mut x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, mut x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         for layer in &self.layers {
             x = conv_norm_act(&layer.conv, &layer.norm, x, None, true, mode);
         }

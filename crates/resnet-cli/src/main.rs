@@ -105,6 +105,9 @@ enum Command {
         /// Run inference without folding the BatchNorms into the convs.
         #[arg(long)]
         no_fold: bool,
+        /// Train with `with_cp = true` (blocks recompute their activations in the backward pass).
+        #[arg(long)]
+        with_cp: bool,
         /// Also run bench/torch_baseline.py with this Python and print the ratio.
         #[arg(long)]
         torch: Option<PathBuf>,
@@ -193,8 +196,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             train::run(&train::Request { config, backend, out, resume, stop_after })
         }
-        Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, torch, threads } => {
-            let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
+        Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, with_cp, torch, threads } => {
+            let mut config = ResNetConfig::from_toml_file(&config)?;
+            config.with_cp |= with_cp;
+            let spec = config.validate()?;
             let backends = match backend.as_str() {
                 "all" => Backend::enabled(),
                 "default" => vec![Backend::default_enabled().ok_or(CliError::NoBackend)?],

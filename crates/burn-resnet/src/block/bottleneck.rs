@@ -7,7 +7,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::fused::conv_norm_act;
-use crate::norm::{Norm, NormConfig, NormMode};
+use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::PluginStack;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
@@ -56,7 +56,14 @@ impl Bottleneck {
     }
 
     /// Run the block.
-    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
+        #[cfg(feature = "flex")]
+        if self.after_conv1.is_empty() && self.after_conv2.is_empty() && self.after_conv3.is_empty() {
+            let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2), (&self.conv3, &self.norm3)];
+            if let Some(out) = crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode) {
+                return out;
+            }
+        }
         let identity = match &self.downsample {
             Some(downsample) => downsample.forward(x.clone(), mode),
             None => x.clone(),

@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
 use crate::fused::conv_norm_act;
-use crate::norm::{Norm, NormConfig, NormMode};
+use crate::norm::{Norm, NormConfig, StageMode};
 
 /// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +64,7 @@ impl Downsample {
     }
 
     /// Project the block input onto the block output's shape.
-    pub fn forward(&self, mut x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, mut x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         if let Some(stride) = self.avg_pool.filter(|&stride| stride > 1) {
             let options = AvgPoolOptions::new([stride; 2])
                 .with_count_include_pad(false)

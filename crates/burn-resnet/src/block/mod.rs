@@ -14,7 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
-use crate::norm::{NormConfig, NormMode};
+use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
 use burn::nn::conv::Conv2d;
 
@@ -123,7 +123,7 @@ impl Block {
     }
 
     /// Run the block: residual branch + shortcut, then ReLU.
-    pub fn forward(&self, x: Tensor<4>, mode: NormMode) -> Tensor<4> {
+    pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         match self {
             Block::Basic(block) => block.forward(x, mode),
             Block::Bottleneck(block) => block.forward(x, mode),

@@ -29,9 +29,9 @@ pub struct BatchNormTrainOutput {
 
 /// Per-channel statistics and the affine map they give.
 #[derive(Clone, Debug)]
-struct ChannelStats {
-    mean: Vec<f32>,
-    variance: Vec<f32>,
+pub(super) struct ChannelStats {
+    pub(super) mean: Vec<f32>,
+    pub(super) variance: Vec<f32>,
     /// `γ / √(var + ε)` and `β − mean · scale`: the output is `x · scale + shift`.
     scale: Vec<f32>,
     shift: Vec<f32>,
@@ -60,19 +60,22 @@ fn for_each_plane(output: &mut [f32], shape: [usize; 4], f: impl Fn(usize, std::
     });
 }
 
-fn forward(x: &[f32], gamma: &[f32], beta: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, ChannelStats) {
+/// The output of BatchNorm (+ ReLU) with batch statistics, and those statistics; `known`
+/// statistics (from an earlier pass over the same `x`) are reused instead of recomputed.
+pub(super) fn batch_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+    known: Option<&ChannelStats>,
+) -> (Vec<f32>, ChannelStats) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
-    let (mean, variance): (Vec<f32>, Vec<f32>) = (0..shape[1])
-        .into_par_iter()
-        .map(|channel| {
-            let sum: f64 = planes(shape, channel).map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>()).sum();
-            let mean = sum / count;
-            let squares: f64 = planes(shape, channel)
-                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
-                .sum();
-            (mean as f32, (squares / count) as f32)
-        })
-        .unzip();
+    let (mean, variance): (Vec<f32>, Vec<f32>) = match known {
+        Some(stats) => (stats.mean.clone(), stats.variance.clone()),
+        None => batch_statistics(x, shape, count),
+    };
     let (scale, shift) = (0..shape[1])
         .map(|c| {
             let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
@@ -91,8 +94,23 @@ fn forward(x: &[f32], gamma: &[f32], beta: &[f32], shape: [usize; 4], epsilon: f
     (output, stats)
 }
 
+/// Per-channel mean and biased variance, accumulated in f64.
+fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<f32>) {
+    (0..shape[1])
+        .into_par_iter()
+        .map(|channel| {
+            let sum: f64 = planes(shape, channel).map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let mean = sum / count;
+            let squares: f64 = planes(shape, channel)
+                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean as f32, (squares / count) as f32)
+        })
+        .unzip()
+}
+
 /// Gradients `(dx, dγ, dβ)` given the output gradient.
-fn backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
     let inv_std = |c: usize| (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
     // The ReLU passes the gradient where its input was positive (recomputed as in `forward`).
@@ -156,7 +174,7 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (Some(dy), Some(x)) = (float_slice(&grad_out), float_slice(&saved.input)) else {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
-        let (dx, dgamma, dbeta) = backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu);
+        let (dx, dgamma, dbeta) = batch_norm_backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu);
         let channels = [saved.shape[1]];
         for (node, grad) in [(node_input, into_primitive(dx, saved.shape)), (node_gamma, into_primitive(dgamma, channels)), (node_beta, into_primitive(dbeta, channels))] {
             if let Some(node) = node {
@@ -177,7 +195,7 @@ pub fn try_batch_norm_train(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, 
     let gamma = gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let gamma_values = float_slice(gamma.primitive())?.to_vec();
-    let (output, stats) = forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu);
+    let (output, stats) = batch_norm_forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu, None);
     let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
     let output = into_primitive(output, shape);
     let output = match BatchNormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {

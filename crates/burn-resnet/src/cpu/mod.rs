@@ -11,6 +11,7 @@
 
 mod autodiff;
 mod batch_norm;
+pub mod checkpoint;
 pub mod conv;
 pub mod conv_backward;
 pub mod pool;
@@ -115,7 +116,7 @@ fn into_primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTe
 
 /// The geometry of `conv` applied to `x`, if the project's conv supports it (symmetric
 /// explicit padding, matching channels, a kernel that fits).
-fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
+pub(crate) fn conv_geometry(conv: &Conv2d, input: [usize; 4]) -> Option<ConvGeometry> {
     let [top, left, bottom, right] = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) => [top, left, bottom, right],
         PaddingConfig2d::Valid => [0; 4],
@@ -126,7 +127,7 @@ fn conv_geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<ConvGeometry> {
     }
     let [out_channels, in_channels, kernel_h, kernel_w] = conv.weight.shape().dims();
     let geometry = ConvGeometry {
-        input: x.dims(),
+        input,
         out_channels,
         kernel: [kernel_h, kernel_w],
         stride: conv.stride,
@@ -176,7 +177,7 @@ fn conv2d_with_affine(
     relu: bool,
     affine: Option<(&[f32], &[f32])>,
 ) -> Option<Tensor<4>> {
-    let geometry = conv_geometry(conv, x)?;
+    let geometry = conv_geometry(conv, x.dims())?;
     let output = geometry.output()?;
     if residual.is_some_and(|r| r.dims() != output) {
         return None;
@@ -212,7 +213,7 @@ pub fn try_conv2d_autodiff(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     if conv.bias.is_some() || !x.device().is_autodiff() {
         return None;
     }
-    let geometry = conv_geometry(conv, x)?;
+    let geometry = conv_geometry(conv, x.dims())?;
     autodiff::try_conv2d(x, &conv.weight.val(), &geometry)
 }
 

@@ -75,7 +75,7 @@ impl ResNet {
         // Frozen parts (`frozen_stages`) run with frozen norms and hand on a detached output,
         // so no gradient reaches their parameters.
         let detach_if_frozen = |x: Tensor<4>, stage: Option<usize>| if self.spec.is_frozen(stage) { x.detach() } else { x };
-        let c1 = detach_if_frozen(self.stem.forward(images, self.spec.norm_mode(None)), None);
+        let c1 = detach_if_frozen(self.stem.forward(images, self.spec.stage_mode(None)), None);
         if self.spec.config.stem_output {
             outputs.push(c1.clone());
         }
@@ -84,7 +84,7 @@ impl ResNet {
         };
         let mut x = Stem::pool(c1);
         for (index, layer) in self.layers.iter().enumerate().take(last) {
-            x = detach_if_frozen(layer.forward(x, self.spec.norm_mode(Some(index))), Some(index));
+            x = detach_if_frozen(layer.forward(x, self.spec.stage_mode(Some(index))), Some(index));
             if self.spec.out_indices.contains(&index) {
                 outputs.push(x.clone());
             }

@@ -376,8 +376,8 @@ impl ResNetSpec {
         part <= self.config.frozen_stages
     }
 
-    /// How the norms of the stem (`None`) or stage `Some(i)` run.
-    pub fn norm_mode(&self, stage: Option<usize>) -> StageMode {
+    /// How the stem (`None`) or stage `Some(i)` runs: its norms and `with_cp`.
+    pub fn stage_mode(&self, stage: Option<usize>) -> StageMode {
         if self.is_frozen(stage) {
             return StageMode::FROZEN;
         }

@@ -157,8 +157,8 @@ pub fn stage_profile(spec: &ResNetSpec, device: &Device, batch: usize, request: 
         for (index, slot) in times.iter_mut().enumerate() {
             let started = Instant::now();
             x = match index {
-                0 => burn_resnet::stem::Stem::pool(model.stem.forward(x, model.spec().norm_mode(None))),
-                i => model.layers[i - 1].forward(x, model.spec().norm_mode(Some(i - 1))),
+                0 => burn_resnet::stem::Stem::pool(model.stem.forward(x, model.spec().stage_mode(None))),
+                i => model.layers[i - 1].forward(x, model.spec().stage_mode(Some(i - 1))),
             };
             sync(device)?;
             if run >= request.warmup {

@@ -72,8 +72,10 @@ fn plugin_channels(backbone: &ResNet, position: PluginPosition) -> Vec<Vec<usize
                 .iter_mut()
                 .filter_map(|block| {
                     let (stack, _) = block.plugin_stack_mut(position)?;
-                    let Plugin::SqueezeExcitation(se) = stack.plugins.first()?;
-                    Some(se.fc1.weight.dims()[1])
+                    match stack.plugins.first()? {
+                        Plugin::SqueezeExcitation(se) => Some(se.fc1.weight.dims()[1]),
+                        Plugin::ContextBlock(block) => block.channel_add.as_ref().map(|t| t.reduce.weight.dims()[1]),
+                    }
                 })
                 .collect()
         })
@@ -121,7 +123,10 @@ fn plugins_at_one_position_run_in_the_order_added() {
         .after_conv2
         .plugins
         .iter()
-        .map(|Plugin::SqueezeExcitation(se)| se.fc1.weight.dims()[0])
+        .map(|plugin| match plugin {
+            Plugin::SqueezeExcitation(se) => se.fc1.weight.dims()[0],
+            Plugin::ContextBlock(_) => panic!("only SE plugins were added"),
+        })
         .collect();
     assert_eq!(reduced, [8, 16]);
 }
@@ -139,4 +144,94 @@ fn invalid_plugin_placements_are_typed_errors() {
         matches!(&error, ResNetError::WrongLength { field, expected: 4, got: 2 } if field == "plugins.stages"),
         "{error:?}"
     );
+}
+
+/// mmcv's ContextBlock with random weights (`tools/make_plugin_fixtures.py`), every pooling and
+/// fusion variant: the same output.
+#[test]
+fn context_block_matches_mmcv() {
+    use burn::module::Param;
+    use burn_resnet::plugin::{ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
+    use crate::common::{read_safetensors, relative_error, repo_path, NamedTensor};
+
+    let (tensors, metadata) = read_safetensors(&repo_path("tests/fixtures/plugins/context_block.safetensors"));
+    let get = |key: &str| &tensors.iter().find(|(name, _)| name == key).unwrap_or_else(|| panic!("{key}")).1;
+    let vector = |t: &NamedTensor, device: &Device| -> Tensor<1> { Tensor::from_data(burn::tensor::TensorData::new(t.values.clone(), [t.values.len()]), device) };
+    for (case, description) in &metadata {
+        let fields: Vec<&str> = description.split(' ').collect();
+        let config = ContextBlockConfig {
+            channels: fields[0].parse().unwrap(),
+            ratio: fields[1].parse().unwrap(),
+            pooling: if fields[2] == "att" { Pooling::Attention } else { Pooling::Average },
+            fusions: fields[3].split(',').map(|f| if f == "channel_add" { Fusion::ChannelAdd } else { Fusion::ChannelMul }).collect(),
+        };
+        for (backend, device) in devices() {
+            let mut block: ContextBlock = config.init(&device);
+            let conv = |prefix: &str, conv: &mut burn::nn::conv::Conv2d| {
+                conv.weight = Param::from_tensor(get(&format!("{case}.{prefix}.weight")).to_tensor(&device));
+                conv.bias = Some(Param::from_tensor(vector(get(&format!("{case}.{prefix}.bias")), &device)));
+            };
+            if let Some(mask) = block.conv_mask.as_mut() {
+                conv("conv_mask", mask);
+            }
+            let transform = |name: &str, t: &mut ContextTransform| {
+                conv(&format!("{name}.0"), &mut t.reduce);
+                t.norm_weight = Param::from_tensor(vector(get(&format!("{case}.{name}.1.weight")), &device));
+                t.norm_bias = Param::from_tensor(vector(get(&format!("{case}.{name}.1.bias")), &device));
+                conv(&format!("{name}.3"), &mut t.expand);
+            };
+            if let Some(t) = block.channel_add.as_mut() {
+                transform("channel_add_conv", t);
+            }
+            if let Some(t) = block.channel_mul.as_mut() {
+                transform("channel_mul_conv", t);
+            }
+            let output = block.forward(get(&format!("{case}.input")).to_tensor(&device));
+            let error = relative_error(&output, get(&format!("{case}.output")));
+            assert!(error < 1e-5, "{case} on {backend}: relative error {error:e}");
+        }
+    }
+}
+
+/// mmdet's `plugins` list in a TOML config: built in the given stages and positions, in order.
+#[test]
+fn plugins_from_the_config_are_built_where_they_say() {
+    let toml = "depth = 50\nbase_channels = 8\n\
+        [[plugins]]\nposition = \"after_conv3\"\nstages = [false, true, true, true]\ncfg = { type = \"ContextBlock\", ratio = 0.0625 }\n\
+        [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"SE\" }\n\
+        [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"ContextBlock\", ratio = 0.25, pooling_type = \"avg\", fusion_types = [\"channel_mul\"] }\n";
+    for (_, device) in devices() {
+        let backbone = config(toml).init(&device).unwrap();
+        for (stage, layer) in backbone.layers.iter().enumerate() {
+            for block in &layer.blocks {
+                let Block::Bottleneck(b) = block else { panic!("depth 50 has Bottlenecks") };
+                let after_conv3: Vec<_> = b.after_conv3.plugins.iter().map(|p| matches!(p, Plugin::ContextBlock(_))).collect();
+                assert_eq!(after_conv3, if stage == 0 { vec![] } else { vec![true] }, "stage {stage}");
+                let after_conv2: Vec<&str> = b.after_conv2.plugins.iter().map(|p| match p {
+                    Plugin::SqueezeExcitation(_) => "SE",
+                    Plugin::ContextBlock(c) => if c.conv_mask.is_none() && c.channel_mul.is_some() { "GC avg mul" } else { "GC?" },
+                }).collect();
+                assert_eq!(after_conv2, ["SE", "GC avg mul"], "stage {stage}: in the order given");
+            }
+        }
+        // And the backbone runs with them.
+        let images = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        assert_eq!(backbone.forward(images).len(), 4);
+    }
+}
+
+#[test]
+fn invalid_plugin_configs_are_typed_errors() {
+    let error = |toml: &str| burn_resnet::ResNetConfig::from_toml_str(toml, "test").and_then(|c| c.validate()).unwrap_err();
+    let base = "depth = 50\nbase_channels = 8\n[[plugins]]\n";
+    let mask = error(&format!("{base}position = \"after_conv3\"\nstages = [true, false]\ncfg = {{ type = \"SE\" }}\n"));
+    assert!(matches!(mask, ResNetError::WrongLength { ref field, expected: 4, got: 2 } if field == "plugins[0].stages"), "{mask}");
+    let kind = error(&format!("{base}position = \"after_conv3\"\ncfg = {{ type = \"NonLocal9d\" }}\n"));
+    assert!(matches!(kind, ResNetError::Parse { .. }) && kind.to_string().contains("NonLocal9d"), "{kind}");
+    let position = error(&format!("{base}position = \"after_conv4\"\ncfg = {{ type = \"SE\" }}\n"));
+    assert!(position.to_string().contains("after_conv4"), "{position}");
+    let ratio = error(&format!("{base}position = \"after_conv1\"\ncfg = {{ type = \"ContextBlock\", ratio = 0.01 }}\n"));
+    assert!(ratio.to_string().contains("plugins[0].cfg (ContextBlock)"), "{ratio}");
+    let basic = error("depth = 18\nbase_channels = 8\n[[plugins]]\nposition = \"after_conv3\"\ncfg = { type = \"SE\" }\n");
+    assert!(basic.to_string().starts_with("plugins[0].position"), "{basic}");
 }

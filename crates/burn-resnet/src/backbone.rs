@@ -42,11 +42,25 @@ impl ResNetSpec {
             .iter()
             .map(|blocks| ResLayer::init(blocks, zero_init_residual, &self.config.norm_cfg, device))
             .collect();
-        ResNet {
+        let mut backbone = ResNet {
             stem: Stem::init(self, device),
             layers,
             spec: self.clone(),
+        };
+        // The config's plugins (validated with the config), in the order given.
+        for entry in &self.config.plugins {
+            for (index, layer) in backbone.layers.iter_mut().enumerate() {
+                if entry.stages.as_ref().is_some_and(|mask| !mask[index]) {
+                    continue;
+                }
+                for block in &mut layer.blocks {
+                    if let Some((stack, channels)) = block.plugin_stack_mut(entry.position) {
+                        stack.plugins.push(entry.cfg.init(channels, device));
+                    }
+                }
+            }
         }
+        backbone
     }
 }
 

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ResNetError, Result};
 use crate::norm::{NormConfig, StageMode};
+use crate::plugin::{PluginEntry, validate_plugins};
 
 /// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +133,11 @@ pub struct ResNetConfig {
     /// Default false.
     #[serde(default)]
     pub with_cp: bool,
+    /// mmdet `plugins`: `[[plugins]]` entries, each a `cfg` (ContextBlock or SE), a `position`
+    /// and optional `stages` flags; several at one position run in the order given. Default
+    /// none.
+    #[serde(default)]
+    pub plugins: Vec<PluginEntry>,
 }
 
 fn default_frozen_stages() -> i64 {
@@ -179,6 +185,7 @@ impl ResNetConfig {
             norm_eval: false,
             norm_cfg: NormConfig::default(),
             with_cp: false,
+            plugins: Vec::new(),
         }
     }
 
@@ -284,6 +291,7 @@ impl ResNetConfig {
         let stem_norms = [stem_channels, if self.deep_stem { stem_channels / 2 } else { stem_channels }];
         let stage_norms = stages.iter().flat_map(|s: &StageSpec| [s.width, s.out_channels]);
         self.norm_cfg.validate(stem_norms.into_iter().chain(stage_norms))?;
+        validate_plugins(&self.plugins, block, &stages)?;
 
         Ok(ResNetSpec {
             config: self.clone(),

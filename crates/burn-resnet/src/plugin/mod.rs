@@ -1,0 +1,205 @@
+//! Plugin hook points of the residual blocks (mmdet `plugins`, positions `after_conv1`,
+//! `after_conv2`, `after_conv3`) and the built-in plugins.
+//!
+//! Every block carries one [`PluginStack`] per position; an empty stack costs nothing. Plugins
+//! run after the conv's norm and ReLU, or, after a block's last conv, after its norm and before
+//! the residual add. Several plugins at one position run in the order given.
+//! Add plugins to a built backbone with [`crate::ResNet::add_plugins`].
+
+mod context_block;
+mod squeeze_excitation;
+
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{BlockKind, StageSpec};
+use crate::error::{ResNetError, Result};
+
+pub use context_block::{ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
+pub use squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig, make_divisible};
+
+/// Where in a block a plugin runs (mmdet `position`: `"after_conv1"`, `"after_conv2"`,
+/// `"after_conv3"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginPosition {
+    /// After `conv1` → norm → ReLU; input channels: the block's width (`planes` for BasicBlock).
+    AfterConv1,
+    /// Bottleneck: after `conv2` → norm → ReLU; input channels: the block's width (for ResNeXt,
+    /// the grouped width, not `planes`: mmdet #4228). BasicBlock (where mmdet has no plugins,
+    /// #6708): after its last conv `conv2` → norm, before the residual add.
+    AfterConv2,
+    /// After `conv3` → norm, before the residual add; input channels: the block's output
+    /// channels. Bottleneck only (a BasicBlock's last conv is `conv2`: use `AfterConv2`).
+    AfterConv3,
+}
+
+impl PluginPosition {
+    /// mmdet's name of the position.
+    pub fn name(self) -> &'static str {
+        match self {
+            PluginPosition::AfterConv1 => "after_conv1",
+            PluginPosition::AfterConv2 => "after_conv2",
+            PluginPosition::AfterConv3 => "after_conv3",
+        }
+    }
+}
+
+/// The plugins at one position of one block, run in order.
+#[derive(Module, Debug, Default)]
+pub struct PluginStack {
+    /// The plugins, in the order they run.
+    pub plugins: Vec<Plugin>,
+}
+
+impl PluginStack {
+    /// Run every plugin in turn; the identity when empty.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        self.plugins.iter().fold(x, |x, plugin| plugin.forward(x))
+    }
+
+    /// True when no plugin sits here.
+    pub fn is_empty(&self) -> bool {
+        self.plugins.is_empty()
+    }
+}
+
+/// A plugin: a module that maps a `[batch, channels, h, w]` tensor to one of the same shape.
+#[derive(Module, Debug)]
+pub enum Plugin {
+    /// Squeeze-and-excitation channel attention.
+    SqueezeExcitation(SqueezeExcitation),
+    /// GCNet's global context block (mmcv `ContextBlock`).
+    ContextBlock(ContextBlock),
+}
+
+impl Plugin {
+    /// Run the plugin.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Plugin::SqueezeExcitation(se) => se.forward(x),
+            Plugin::ContextBlock(block) => block.forward(x),
+        }
+    }
+}
+
+
+/// One entry of mmdet's `plugins` list: a plugin config, its position and the stages it is
+/// added to. TOML: `[[plugins]]` tables with `position`, optional `stages` and a `cfg` table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginEntry {
+    /// mmdet `cfg`: which plugin, with its arguments.
+    pub cfg: PluginConfig,
+    /// mmdet `position`.
+    pub position: PluginPosition,
+    /// mmdet `stages`: one flag per stage; default every stage.
+    #[serde(default)]
+    pub stages: Option<Vec<bool>>,
+}
+
+/// A plugin's config (mmdet `cfg`, tagged by `type`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum PluginConfig {
+    /// mmcv `ContextBlock` (GCNet): `ratio` (e.g. 1/16), `pooling_type` (`"att"`, default, or
+    /// `"avg"`), `fusion_types` (default `["channel_add"]`).
+    ContextBlock {
+        /// mmcv `ratio`.
+        ratio: f64,
+        /// mmcv `pooling_type`.
+        #[serde(default)]
+        pooling_type: Pooling,
+        /// mmcv `fusion_types`.
+        #[serde(default = "default_fusions")]
+        fusion_types: Vec<Fusion>,
+    },
+    /// Squeeze-and-excitation (timm's `se`): `rd_ratio` (default 1/16; the squeezed width is
+    /// rounded to a multiple of 8 as timm does).
+    #[serde(rename = "SE")]
+    SqueezeExcitation {
+        /// timm `rd_ratio`.
+        #[serde(default = "default_rd_ratio")]
+        rd_ratio: f64,
+    },
+}
+
+fn default_fusions() -> Vec<Fusion> {
+    vec![Fusion::ChannelAdd]
+}
+fn default_rd_ratio() -> f64 {
+    1.0 / 16.0
+}
+
+impl PluginConfig {
+    /// mmdet's `type` name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            PluginConfig::ContextBlock { .. } => "ContextBlock",
+            PluginConfig::SqueezeExcitation { .. } => "SE",
+        }
+    }
+
+    /// Why this plugin cannot sit on `channels` input channels, if it cannot.
+    pub fn check(&self, channels: usize) -> Option<String> {
+        match self {
+            PluginConfig::ContextBlock { ratio, fusion_types, .. } => {
+                let planes = (channels as f64 * ratio) as usize;
+                if fusion_types.is_empty() {
+                    Some("fusion_types is empty; give channel_add and/or channel_mul".into())
+                } else if !(ratio.is_finite() && *ratio > 0.0) || planes == 0 {
+                    Some(format!("ratio {ratio} leaves floor({channels} × ratio) = {planes} channels; it must be at least 1"))
+                } else {
+                    None
+                }
+            }
+            PluginConfig::SqueezeExcitation { rd_ratio } => {
+                (!(rd_ratio.is_finite() && *rd_ratio > 0.0)).then(|| format!("rd_ratio {rd_ratio} must be positive"))
+            }
+        }
+    }
+
+    /// Build the plugin for `channels` input channels.
+    pub fn init(&self, channels: usize, device: &Device) -> Plugin {
+        match self {
+            PluginConfig::ContextBlock { ratio, pooling_type, fusion_types } => {
+                let config = ContextBlockConfig { channels, ratio: *ratio, pooling: *pooling_type, fusions: fusion_types.clone() };
+                Plugin::ContextBlock(config.init(device))
+            }
+            PluginConfig::SqueezeExcitation { rd_ratio } => {
+                let reduced = make_divisible(channels as f64 * rd_ratio, 8);
+                Plugin::SqueezeExcitation(SqueezeExcitationConfig { channels, reduced }.init(device))
+            }
+        }
+    }
+}
+
+/// Check mmdet's `plugins` list against the blocks it will be added to.
+pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages: &[StageSpec]) -> Result<()> {
+    for (i, entry) in entries.iter().enumerate() {
+        if let Some(mask) = entry.stages.as_ref().filter(|mask| mask.len() != stages.len()) {
+            return Err(ResNetError::WrongLength { field: format!("plugins[{i}].stages"), expected: stages.len(), got: mask.len() });
+        }
+        if entry.position == PluginPosition::AfterConv3 && block == BlockKind::Basic {
+            return Err(ResNetError::Incompatible {
+                field: format!("plugins[{i}].position"),
+                reason: "after_conv3 needs Bottleneck blocks (depth 50, 101, 152); a BasicBlock's last conv is conv2: use after_conv2".into(),
+            });
+        }
+        for (s, stage) in stages.iter().enumerate() {
+            if entry.stages.as_ref().is_some_and(|mask| !mask[s]) {
+                continue;
+            }
+            let channels = match entry.position {
+                PluginPosition::AfterConv3 => stage.out_channels,
+                PluginPosition::AfterConv2 if block == BlockKind::Basic => stage.out_channels,
+                _ => stage.width,
+            };
+            if let Some(reason) = entry.cfg.check(channels) {
+                return Err(ResNetError::Incompatible { field: format!("plugins[{i}].cfg ({})", entry.cfg.type_name()), reason });
+            }
+        }
+    }
+    Ok(())
+}

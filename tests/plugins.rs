@@ -176,8 +176,8 @@ fn context_block_matches_mmcv() {
             }
             let transform = |name: &str, t: &mut ContextTransform| {
                 conv(&format!("{name}.0"), &mut t.reduce);
-                t.norm_weight = Param::from_tensor(vector(get(&format!("{case}.{name}.1.weight")), &device));
-                t.norm_bias = Param::from_tensor(vector(get(&format!("{case}.{name}.1.bias")), &device));
+                t.norm.weight = Param::from_tensor(get(&format!("{case}.{name}.1.weight")).to_tensor(&device));
+                t.norm.bias = Param::from_tensor(get(&format!("{case}.{name}.1.bias")).to_tensor(&device));
                 conv(&format!("{name}.3"), &mut t.expand);
             };
             if let Some(t) = block.channel_add.as_mut() {
@@ -199,7 +199,7 @@ fn plugins_from_the_config_are_built_where_they_say() {
     let toml = "depth = 50\nbase_channels = 8\n\
         [[plugins]]\nposition = \"after_conv3\"\nstages = [false, true, true, true]\ncfg = { type = \"ContextBlock\", ratio = 0.0625 }\n\
         [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"SE\" }\n\
-        [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"ContextBlock\", ratio = 0.25, pooling_type = \"avg\", fusion_types = [\"channel_mul\"] }\n";
+        [[plugins]]\nposition = \"after_conv2\"\npostfix = \"_2\"\ncfg = { type = \"ContextBlock\", ratio = 0.25, pooling_type = \"avg\", fusion_types = [\"channel_mul\"] }\n";
     for (_, device) in devices() {
         let backbone = config(toml).init(&device).unwrap();
         for (stage, layer) in backbone.layers.iter().enumerate() {
@@ -232,6 +232,9 @@ fn invalid_plugin_configs_are_typed_errors() {
     assert!(position.to_string().contains("after_conv4"), "{position}");
     let ratio = error(&format!("{base}position = \"after_conv1\"\ncfg = {{ type = \"ContextBlock\", ratio = 0.01 }}\n"));
     assert!(ratio.to_string().contains("plugins[0].cfg (ContextBlock)"), "{ratio}");
+    let twice = format!("{base}position = \"after_conv3\"\ncfg = {{ type = \"SE\" }}\n[[plugins]]\nposition = \"after_conv2\"\ncfg = {{ type = \"SE\" }}\n");
+    let twice = error(&twice);
+    assert!(twice.to_string().contains("plugins[0] and plugins[1] would both be `se`"), "{twice}");
     let basic = error("depth = 18\nbase_channels = 8\n[[plugins]]\nposition = \"after_conv3\"\ncfg = { type = \"SE\" }\n");
     assert!(basic.to_string().starts_with("plugins[0].position"), "{basic}");
 }

@@ -50,7 +50,7 @@ impl ResNetSpec {
         // The config's plugins (validated with the config), in the order given.
         for entry in &self.config.plugins {
             for (index, layer) in backbone.layers.iter_mut().enumerate() {
-                if entry.stages.as_ref().is_some_and(|mask| !mask[index]) {
+                if !entry.applies_to(index) {
                     continue;
                 }
                 for block in &mut layer.blocks {

@@ -53,12 +53,21 @@ pub struct ContextBlockConfig {
 pub struct ContextTransform {
     /// `channels → planes` (mmcv index 0).
     pub reduce: Conv2d,
-    /// LayerNorm weight over `planes` (mmcv index 1).
-    pub norm_weight: Param<Tensor<1>>,
-    /// LayerNorm bias.
-    pub norm_bias: Param<Tensor<1>>,
+    /// `nn.LayerNorm([planes, 1, 1])` (mmcv index 1).
+    pub norm: ChannelLayerNorm,
     /// `planes → channels` (mmcv index 3), initialised to zero as in mmcv.
     pub expand: Conv2d,
+}
+
+/// `nn.LayerNorm([planes, 1, 1])` on a `[batch, planes, 1, 1]` context: each sample normalised
+/// over its `planes` values (eps 1e-5), then scaled and shifted per channel. Parameters keep
+/// PyTorch's `[planes, 1, 1]` shape and names, so checkpoints load as they are.
+#[derive(Module, Debug)]
+pub struct ChannelLayerNorm {
+    /// Scale, `[planes, 1, 1]`, initialised to 1.
+    pub weight: Param<Tensor<3>>,
+    /// Shift, `[planes, 1, 1]`, initialised to 0.
+    pub bias: Param<Tensor<3>>,
 }
 
 /// mmcv's `ContextBlock`.
@@ -92,8 +101,10 @@ impl ContextBlockConfig {
         let conv = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).with_padding(PaddingConfig2d::Valid);
         let transform = || ContextTransform {
             reduce: conv(self.channels, planes).init(device),
-            norm_weight: Initializer::Ones.init([planes], device),
-            norm_bias: Initializer::Zeros.init([planes], device),
+            norm: ChannelLayerNorm {
+                weight: Initializer::Ones.init([planes, 1, 1], device),
+                bias: Initializer::Zeros.init([planes, 1, 1], device),
+            },
             expand: conv(planes, self.channels).with_initializer(Initializer::Zeros).init(device),
         };
         let kaiming = Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: false };
@@ -116,7 +127,7 @@ impl ContextTransform {
         let centered = flat - mean;
         let variance = centered.clone().square().mean_dim(1);
         let normalized = centered / variance.add_scalar(LAYER_NORM_EPS).sqrt();
-        let affine = normalized * self.norm_weight.val().reshape([1, planes]) + self.norm_bias.val().reshape([1, planes]);
+        let affine = normalized * self.norm.weight.val().reshape([1, planes]) + self.norm.bias.val().reshape([1, planes]);
         self.expand.forward(relu(affine).reshape([batch, planes, 1, 1]))
     }
 }

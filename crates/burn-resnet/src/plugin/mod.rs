@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
-pub use context_block::{ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
+pub use context_block::{ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
 pub use squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig, make_divisible};
 
 /// Where in a block a plugin runs (mmdet `position`: `"after_conv1"`, `"after_conv2"`,
@@ -97,6 +97,27 @@ pub struct PluginEntry {
     /// mmdet `stages`: one flag per stage; default every stage.
     #[serde(default)]
     pub stages: Option<Vec<bool>>,
+    /// mmdet `postfix`: appended to the plugin's name in checkpoints (`context_block` +
+    /// postfix), to tell apart two plugins of one type in a block. Default "".
+    #[serde(default)]
+    pub postfix: String,
+}
+
+impl PluginEntry {
+    /// The module name mmdet gives this plugin in a block (`context_block`, timm's `se`), with
+    /// the postfix: the checkpoint key segment.
+    pub fn name(&self) -> String {
+        let abbreviation = match self.cfg {
+            PluginConfig::ContextBlock { .. } => "context_block",
+            PluginConfig::SqueezeExcitation { .. } => "se",
+        };
+        format!("{abbreviation}{}", self.postfix)
+    }
+
+    /// Whether the entry adds a plugin to stage `stage`.
+    pub fn applies_to(&self, stage: usize) -> bool {
+        self.stages.as_ref().is_none_or(|mask| mask[stage])
+    }
 }
 
 /// A plugin's config (mmdet `cfg`, tagged by `type`).
@@ -188,8 +209,17 @@ pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages
             });
         }
         for (s, stage) in stages.iter().enumerate() {
-            if entry.stages.as_ref().is_some_and(|mask| !mask[s]) {
+            if !entry.applies_to(s) {
                 continue;
+            }
+            if let Some(j) = entries[..i].iter().position(|other| other.applies_to(s) && other.name() == entry.name()) {
+                return Err(ResNetError::Incompatible {
+                    field: format!("plugins[{i}].postfix"),
+                    reason: format!(
+                        "plugins[{j}] and plugins[{i}] would both be `{}` in the blocks of stage {s}; give one a postfix",
+                        entry.name()
+                    ),
+                });
             }
             let channels = match entry.position {
                 PluginPosition::AfterConv3 => stage.out_channels,

@@ -27,8 +27,10 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 3] = [
+const CASES: [(&str, &str, WeightSource); 4] = [
     ("tests/fixtures/parity/resnet50_v1d.toml", "tests/fixtures/parity/resnet50_v1d.weights.safetensors", WeightSource::Mmdet),
+    // Plugins: `layerN.i.context_block.channel_add_conv.{0,1,3}.*` back under mmdet's names.
+    ("tests/fixtures/parity/resnet50_gcb.toml", "tests/fixtures/parity/resnet50_gcb.weights.safetensors", WeightSource::Mmdet),
     ("tests/fixtures/checkpoints/timm_resnet18d.toml", "tests/fixtures/checkpoints/timm_resnet18d.safetensors", WeightSource::Timm),
     ("tests/fixtures/checkpoints/torchvision_resnet18.toml", "tests/fixtures/checkpoints/torchvision_resnet18.pth", WeightSource::Torchvision),
 ];
@@ -76,7 +78,7 @@ fn burnpack_round_trips_bit_identical() {
 #[test]
 fn a_deep_stem_cannot_be_saved_under_torchvision_names() {
     let (_, device) = devices().remove(0);
-    let config = ResNetConfig::from_toml_file(repo_path(CASES[1].0)).unwrap();
+    let config = ResNetConfig::from_toml_file(repo_path(CASES[0].0)).unwrap(); // ResNet-50-D: deep stem
     let error = config.init(&device).unwrap().save_weights(temp("never.safetensors"), WeightSource::Torchvision).unwrap_err();
     assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "names"), "{error:?}");
 }

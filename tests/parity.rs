@@ -78,9 +78,16 @@ fn resnet18_v1c_with_two_outputs_matches_mmdet() {
     check_parity("resnet18_v1c_out13");
 }
 
+/// GCNet: mmdet's ResNet-50 with ContextBlock r16 after conv3 on stages 2-4, its checkpoint
+/// (`layerN.i.context_block.*`) loaded strictly.
+#[test]
+fn resnet50_with_context_blocks_matches_mmdet() {
+    check_parity("resnet50_gcb");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 8 + 2; // and the two training cases in training_parity.rs
+    let tested = 9 + 2; // and the two training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))

@@ -24,7 +24,7 @@ pub fn export_key_map(names: WeightSource, backbone: &ResNet) -> Result<Vec<(Str
     Ok(key_map(names, backbone)
         .into_iter()
         .map(|(from, to)| {
-            let pattern = match to {
+            let pattern = match to.as_str() {
                 t if t.starts_with("stem.") || t.starts_with("layers.") => format!("^{}", regex_escape(t)),
                 t => regex_escape(t),
             }

@@ -102,9 +102,13 @@ const PREFIXES: [(&str, &str); 2] = [(r"^state_dict\.", ""), (r"^backbone\.", ""
 
 /// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
 /// [`PREFIXES`].
-pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(&'static str, &'static str)> {
+pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(String, String)> {
     let config = &backbone.spec().config;
-    let mut map = match (config.deep_stem, source) {
+    // Plugins first: their rules match the file's stage prefix (`layer2.0.context_block.`),
+    // which the stage rules below would otherwise rewrite (and, read backwards for export, the
+    // module path before the stage rules do).
+    let mut map = plugin_key_map(config);
+    let base: Vec<(&'static str, &'static str)> = match (config.deep_stem, source) {
         (true, WeightSource::Timm) => vec![
             (r"^conv1\.0\.", "stem.layers.0.conv."),
             (r"^conv1\.1\.", "stem.layers.0.norm."),
@@ -123,7 +127,8 @@ pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(&'static str, &'
         ],
         (false, _) => vec![(r"^conv1\.", "stem.layers.0.conv."), (r"^bn1\.", "stem.layers.0.norm.")],
     };
-    map.extend([
+    let mut base = base;
+    base.extend([
         (r"^layer1\.(\d+)\.", "layers.0.blocks.$1."),
         (r"^layer2\.(\d+)\.", "layers.1.blocks.$1."),
         (r"^layer3\.(\d+)\.", "layers.2.blocks.$1."),
@@ -132,9 +137,36 @@ pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(&'static str, &'
     ]);
     // The `downsample` Sequential: [AvgPool2d,] conv, norm.
     if config.avg_down {
-        map.extend([(r"\.downsample\.1\.", ".downsample.conv."), (r"\.downsample\.2\.", ".downsample.norm.")]);
+        base.extend([(r"\.downsample\.1\.", ".downsample.conv."), (r"\.downsample\.2\.", ".downsample.norm.")]);
     } else {
-        map.extend([(r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.1\.", ".downsample.norm.")]);
+        base.extend([(r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.1\.", ".downsample.norm.")]);
+    }
+    map.extend(base.into_iter().map(|(from, to)| (from.to_string(), to.to_string())));
+    map
+}
+
+/// Rules naming the config's plugins as mmdet (and timm, for `se`) do: `layer{s}.{b}.{name}.`
+/// is the `k`-th plugin of its position in those blocks, and a context block's `Sequential`
+/// indices 0, 1, 3 are its `reduce`, `norm`, `expand`.
+fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
+    let mut map = Vec::new();
+    for stage in 0..config.num_stages {
+        let mut next_index = std::collections::HashMap::new();
+        for entry in config.plugins.iter().filter(|entry| entry.applies_to(stage)) {
+            let index = next_index.entry(entry.position).or_insert(0usize);
+            map.push((
+                format!(r"^layer{}\.(\d+)\.{}\.", stage + 1, entry.name()),
+                format!("layers.{stage}.blocks.$1.{}.plugins.{index}.", entry.position.name()),
+            ));
+            *index += 1;
+        }
+    }
+    if config.plugins.iter().any(|entry| matches!(entry.cfg, crate::plugin::PluginConfig::ContextBlock { .. })) {
+        for fusion in ["add", "mul"] {
+            for (index, field) in [(0, "reduce"), (1, "norm"), (3, "expand")] {
+                map.push((format!(r"\.channel_{fusion}_conv\.{index}\."), format!(".channel_{fusion}.{field}.")));
+            }
+        }
     }
     map
 }
@@ -165,20 +197,20 @@ impl Store {
         }
     }
 
-    /// Configure for loading into a backbone with `map`.
-    fn for_loading(self, map: &[(&str, &str)]) -> Self {
+    /// Configure for loading into a backbone with `map` (after the nesting prefixes).
+    fn for_loading(self, map: &[(String, String)]) -> Self {
         match self {
             Store::Pytorch(mut s) => {
                 s = s.skip_enum_variants(true).allow_partial(true).validate(false);
-                for (from, to) in PREFIXES.iter().chain(map) {
-                    s = s.with_key_remapping(from, *to);
+                for (from, to) in rules(map) {
+                    s = s.with_key_remapping(from, to);
                 }
                 Store::Pytorch(s)
             }
             Store::Safetensors(mut s) => {
                 s = s.skip_enum_variants(true).allow_partial(true).validate(false).with_from_adapter(to_float32());
-                for (from, to) in PREFIXES.iter().chain(map) {
-                    s = s.with_key_remapping(from, *to);
+                for (from, to) in rules(map) {
+                    s = s.with_key_remapping(from, to);
                 }
                 Store::Safetensors(s)
             }
@@ -205,6 +237,11 @@ fn to_float32() -> impl ModuleAdapter {
     PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 
+/// The nesting prefixes' rules, then `map`'s.
+fn rules(map: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
+    PREFIXES.iter().copied().chain(map.iter().map(|(from, to)| (from.as_str(), to.as_str())))
+}
+
 /// A function naming a module path (enum variants included or not) as `source`'s key; paths it
 /// cannot name come back as they are.
 fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> String {
@@ -213,7 +250,7 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         .into_iter()
         .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
         .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded)\.").expect("a valid pattern");
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|SqueezeExcitation)\.").expect("a valid pattern");
     move |path: &str| {
         let mut key = variants.replace_all(path, ".").into_owned();
         for (pattern, replacement) in &rules {

@@ -11,7 +11,7 @@ const BOTTLENECK: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 16), (2048, 
 const DILATED_OS8: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 8), (2048, 8)];
 
 /// (config file, expected (channels, stride) of each output) — the published figures.
-const SHIPPED: [(&str, [(usize, usize); 4]); 10] = [
+const SHIPPED: [(&str, [(usize, usize); 4]); 11] = [
     ("resnet18", BASIC),
     ("resnet34", BASIC),
     ("resnet50", BOTTLENECK),
@@ -22,6 +22,7 @@ const SHIPPED: [(&str, [(usize, usize); 4]); 10] = [
     ("resnext101_32x4d", BOTTLENECK),
     ("resnet50_caffe", BOTTLENECK),
     ("resnet50_dilated", DILATED_OS8),
+    ("resnet50_gcb_r16", BOTTLENECK),
 ];
 
 #[test]

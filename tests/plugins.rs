@@ -75,6 +75,7 @@ fn plugin_channels(backbone: &ResNet, position: PluginPosition) -> Vec<Vec<usize
                     match stack.plugins.first()? {
                         Plugin::SqueezeExcitation(se) => Some(se.fc1.weight.dims()[1]),
                         Plugin::ContextBlock(block) => block.channel_add.as_ref().map(|t| t.reduce.weight.dims()[1]),
+                        Plugin::NonLocal2d(block) => Some(block.config.channels),
                     }
                 })
                 .collect()
@@ -125,7 +126,7 @@ fn plugins_at_one_position_run_in_the_order_added() {
         .iter()
         .map(|plugin| match plugin {
             Plugin::SqueezeExcitation(se) => se.fc1.weight.dims()[0],
-            Plugin::ContextBlock(_) => panic!("only SE plugins were added"),
+            Plugin::ContextBlock(_) | Plugin::NonLocal2d(_) => panic!("only SE plugins were added"),
         })
         .collect();
     assert_eq!(reduced, [8, 16]);
@@ -210,6 +211,7 @@ fn plugins_from_the_config_are_built_where_they_say() {
                 let after_conv2: Vec<&str> = b.after_conv2.plugins.iter().map(|p| match p {
                     Plugin::SqueezeExcitation(_) => "SE",
                     Plugin::ContextBlock(c) => if c.conv_mask.is_none() && c.channel_mul.is_some() { "GC avg mul" } else { "GC?" },
+                    Plugin::NonLocal2d(_) => "NL",
                 }).collect();
                 assert_eq!(after_conv2, ["SE", "GC avg mul"], "stage {stage}: in the order given");
             }
@@ -237,4 +239,49 @@ fn invalid_plugin_configs_are_typed_errors() {
     assert!(twice.to_string().contains("plugins[0] and plugins[1] would both be `se`"), "{twice}");
     let basic = error("depth = 18\nbase_channels = 8\n[[plugins]]\nposition = \"after_conv3\"\ncfg = { type = \"SE\" }\n");
     assert!(basic.to_string().starts_with("plugins[0].position"), "{basic}");
+}
+
+/// mmcv's NonLocal2d with random weights, every mode, with and without `sub_sample`.
+#[test]
+fn non_local_matches_mmcv() {
+    use burn::module::Param;
+    use burn_resnet::plugin::{NonLocal2dConfig, NonLocalMode};
+    use crate::common::{read_safetensors, relative_error, repo_path};
+
+    let (tensors, metadata) = read_safetensors(&repo_path("tests/fixtures/plugins/non_local.safetensors"));
+    let get = |key: &str| &tensors.iter().find(|(name, _)| name == key).unwrap_or_else(|| panic!("{key}")).1;
+    for (case, description) in &metadata {
+        let f: Vec<&str> = description.split(' ').collect();
+        let config = NonLocal2dConfig {
+            channels: f[0].parse().unwrap(),
+            reduction: f[1].parse().unwrap(),
+            use_scale: f[2] == "true",
+            mode: match f[3] {
+                "embedded_gaussian" => NonLocalMode::EmbeddedGaussian,
+                "dot_product" => NonLocalMode::DotProduct,
+                _ => NonLocalMode::Gaussian,
+            },
+            sub_sample: f[4] == "true",
+        };
+        for (backend, device) in devices() {
+            let mut block = config.init(&device);
+            let load = |conv: &mut burn::nn::conv::Conv2d, part: &str| {
+                let prefix = if config.sub_sample && (part == "g" || part == "phi") { format!("{case}.{part}.0.conv") } else { format!("{case}.{part}.conv") };
+                conv.weight = Param::from_tensor(get(&format!("{prefix}.weight")).to_tensor(&device));
+                let bias = get(&format!("{prefix}.bias"));
+                conv.bias = Some(Param::from_tensor(Tensor::from_data(burn::tensor::TensorData::new(bias.values.clone(), [bias.values.len()]), &device)));
+            };
+            load(&mut block.g, "g");
+            load(&mut block.conv_out, "conv_out");
+            if let Some(theta) = block.theta.as_mut() {
+                load(theta, "theta");
+            }
+            if let Some(phi) = block.phi.as_mut() {
+                load(phi, "phi");
+            }
+            let output = block.forward(get(&format!("{case}.input")).to_tensor(&device));
+            let error = relative_error(&output, get(&format!("{case}.output")));
+            assert!(error < 1e-5, "{case} on {backend}: relative error {error:e}");
+        }
+    }
 }

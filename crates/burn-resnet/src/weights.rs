@@ -154,9 +154,21 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
         let mut next_index = std::collections::HashMap::new();
         for entry in config.plugins.iter().filter(|entry| entry.applies_to(stage)) {
             let index = next_index.entry(entry.position).or_insert(0usize);
+            let module = format!("layers.{stage}.blocks.$1.{}.plugins.{index}.", entry.position.name());
+            // A non-local block's ConvModules (`g.conv`), behind a max-pool with `sub_sample`
+            // (`g.0.conv`); these more specific rules go first.
+            if let crate::plugin::PluginConfig::NonLocal2d { sub_sample, .. } = entry.cfg {
+                for (part, pooled) in [("g", sub_sample), ("theta", false), ("phi", sub_sample), ("conv_out", false)] {
+                    let sequential = if pooled { r"0\." } else { "" };
+                    map.push((
+                        format!(r"^layer{}\.(\d+)\.{}\.{part}\.{sequential}conv\.", stage + 1, entry.name()),
+                        format!("{module}{part}."),
+                    ));
+                }
+            }
             map.push((
                 format!(r"^layer{}\.(\d+)\.{}\.", stage + 1, entry.name()),
-                format!("layers.{stage}.blocks.$1.{}.plugins.{index}.", entry.position.name()),
+                module,
             ));
             *index += 1;
         }
@@ -250,7 +262,7 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         .into_iter()
         .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
         .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|SqueezeExcitation)\.").expect("a valid pattern");
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|SqueezeExcitation)\.").expect("a valid pattern");
     move |path: &str| {
         let mut key = variants.replace_all(path, ".").into_owned();
         for (pattern, replacement) in &rules {

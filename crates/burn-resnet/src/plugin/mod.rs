@@ -7,6 +7,7 @@
 //! Add plugins to a built backbone with [`crate::ResNet::add_plugins`].
 
 mod context_block;
+mod non_local;
 mod squeeze_excitation;
 
 use burn::module::Module;
@@ -17,6 +18,7 @@ use crate::config::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
 pub use context_block::{ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
+pub use non_local::{NonLocal2d, NonLocal2dConfig, NonLocalMode};
 pub use squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig, make_divisible};
 
 /// Where in a block a plugin runs (mmdet `position`: `"after_conv1"`, `"after_conv2"`,
@@ -72,6 +74,8 @@ pub enum Plugin {
     SqueezeExcitation(SqueezeExcitation),
     /// GCNet's global context block (mmcv `ContextBlock`).
     ContextBlock(ContextBlock),
+    /// The non-local block (mmcv `NonLocal2d`).
+    NonLocal2d(NonLocal2d),
 }
 
 impl Plugin {
@@ -80,6 +84,7 @@ impl Plugin {
         match self {
             Plugin::SqueezeExcitation(se) => se.forward(x),
             Plugin::ContextBlock(block) => block.forward(x),
+            Plugin::NonLocal2d(block) => block.forward(x),
         }
     }
 }
@@ -109,6 +114,7 @@ impl PluginEntry {
     pub fn name(&self) -> String {
         let abbreviation = match self.cfg {
             PluginConfig::ContextBlock { .. } => "context_block",
+            PluginConfig::NonLocal2d { .. } => "nonlocal_block",
             PluginConfig::SqueezeExcitation { .. } => "se",
         };
         format!("{abbreviation}{}", self.postfix)
@@ -136,6 +142,22 @@ pub enum PluginConfig {
         #[serde(default = "default_fusions")]
         fusion_types: Vec<Fusion>,
     },
+    /// mmcv `NonLocal2d`: `reduction` (2), `use_scale` (true), `mode` (`"embedded_gaussian"`,
+    /// `"dot_product"`, `"gaussian"`), `sub_sample` (false).
+    NonLocal2d {
+        /// mmcv `reduction`.
+        #[serde(default = "default_reduction")]
+        reduction: usize,
+        /// mmcv `use_scale`.
+        #[serde(default = "default_true")]
+        use_scale: bool,
+        /// mmcv `mode`.
+        #[serde(default)]
+        mode: NonLocalMode,
+        /// mmcv `sub_sample`.
+        #[serde(default)]
+        sub_sample: bool,
+    },
     /// Squeeze-and-excitation (timm's `se`): `rd_ratio` (default 1/16; the squeezed width is
     /// rounded to a multiple of 8 as timm does).
     #[serde(rename = "SE")]
@@ -149,6 +171,12 @@ pub enum PluginConfig {
 fn default_fusions() -> Vec<Fusion> {
     vec![Fusion::ChannelAdd]
 }
+fn default_reduction() -> usize {
+    2
+}
+fn default_true() -> bool {
+    true
+}
 fn default_rd_ratio() -> f64 {
     1.0 / 16.0
 }
@@ -158,6 +186,7 @@ impl PluginConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             PluginConfig::ContextBlock { .. } => "ContextBlock",
+            PluginConfig::NonLocal2d { .. } => "NonLocal2d",
             PluginConfig::SqueezeExcitation { .. } => "SE",
         }
     }
@@ -175,6 +204,7 @@ impl PluginConfig {
                     None
                 }
             }
+            PluginConfig::NonLocal2d { reduction, .. } => (*reduction == 0).then(|| "reduction must be at least 1".into()),
             PluginConfig::SqueezeExcitation { rd_ratio } => {
                 (!(rd_ratio.is_finite() && *rd_ratio > 0.0)).then(|| format!("rd_ratio {rd_ratio} must be positive"))
             }
@@ -187,6 +217,10 @@ impl PluginConfig {
             PluginConfig::ContextBlock { ratio, pooling_type, fusion_types } => {
                 let config = ContextBlockConfig { channels, ratio: *ratio, pooling: *pooling_type, fusions: fusion_types.clone() };
                 Plugin::ContextBlock(config.init(device))
+            }
+            PluginConfig::NonLocal2d { reduction, use_scale, mode, sub_sample } => {
+                let config = NonLocal2dConfig { channels, reduction: *reduction, use_scale: *use_scale, mode: *mode, sub_sample: *sub_sample };
+                Plugin::NonLocal2d(config.init(device))
             }
             PluginConfig::SqueezeExcitation { rd_ratio } => {
                 let reduced = make_divisible(channels as f64 * rd_ratio, 8);

@@ -27,10 +27,12 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 4] = [
+const CASES: [(&str, &str, WeightSource); 5] = [
     ("tests/fixtures/parity/resnet50_v1d.toml", "tests/fixtures/parity/resnet50_v1d.weights.safetensors", WeightSource::Mmdet),
     // Plugins: `layerN.i.context_block.channel_add_conv.{0,1,3}.*` back under mmdet's names.
     ("tests/fixtures/parity/resnet50_gcb.toml", "tests/fixtures/parity/resnet50_gcb.weights.safetensors", WeightSource::Mmdet),
+    // `nonlocal_block.g.0.conv.*` (sub-sampled) and `context_block_1.*` (a postfix).
+    ("tests/fixtures/parity/resnet50_nonlocal_gcb.toml", "tests/fixtures/parity/resnet50_nonlocal_gcb.weights.safetensors", WeightSource::Mmdet),
     ("tests/fixtures/checkpoints/timm_resnet18d.toml", "tests/fixtures/checkpoints/timm_resnet18d.safetensors", WeightSource::Timm),
     ("tests/fixtures/checkpoints/torchvision_resnet18.toml", "tests/fixtures/checkpoints/torchvision_resnet18.pth", WeightSource::Torchvision),
 ];

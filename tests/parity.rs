@@ -85,9 +85,16 @@ fn resnet50_with_context_blocks_matches_mmdet() {
     check_parity("resnet50_gcb");
 }
 
+/// Two plugins at one position, in the order given: a sub-sampled NonLocal2d, then a
+/// ContextBlock (mul and add fusion, postfix `_1`), after conv2 of stages 3-4.
+#[test]
+fn resnet50_with_non_local_and_context_blocks_at_one_position_matches_mmdet() {
+    check_parity("resnet50_nonlocal_gcb");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 9 + 2; // and the two training cases in training_parity.rs
+    let tested = 10 + 2; // and the two training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))

@@ -200,7 +200,7 @@ fn plugins_from_the_config_are_built_where_they_say() {
     let toml = "depth = 50\nbase_channels = 8\n\
         [[plugins]]\nposition = \"after_conv3\"\nstages = [false, true, true, true]\ncfg = { type = \"ContextBlock\", ratio = 0.0625 }\n\
         [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"SE\" }\n\
-        [[plugins]]\nposition = \"after_conv2\"\npostfix = \"_2\"\ncfg = { type = \"ContextBlock\", ratio = 0.25, pooling_type = \"avg\", fusion_types = [\"channel_mul\"] }\n";
+        [[plugins]]\nposition = \"after_conv2\"\ncfg = { type = \"ContextBlock\", ratio = 0.25, pooling_type = \"avg\", fusion_types = [\"channel_mul\"], postfix = \"_2\" }\n";
     for (_, device) in devices() {
         let backbone = config(toml).init(&device).unwrap();
         for (stage, layer) in backbone.layers.iter().enumerate() {

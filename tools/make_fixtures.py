@@ -45,9 +45,16 @@ CASES = {
     # random (the context blocks' zero-initialised last convs too).
     "resnet50_gcb": dict(depth=50, base_channels=8, plugins=[
         dict(cfg=dict(type="ContextBlock", ratio=1 / 16), stages=(False, True, True, True), position="after_conv3")]),
+    # Two plugins at one position, in order: a sub-sampled NonLocal2d, then a ContextBlock
+    # (with a postfix), after conv2 of the blocks of stages 3-4.
+    "resnet50_nonlocal_gcb": dict(depth=50, base_channels=8, plugins=[
+        dict(cfg=dict(type="NonLocal2d", reduction=2, sub_sample=True), stages=(False, False, True, True),
+             position="after_conv2"),
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4, fusion_types=("channel_mul", "channel_add"), postfix="_1"),
+             stages=(False, False, True, True), position="after_conv2")]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
-RANDOM_CONVS = {"resnet50_gcb"}
+RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb"}
 # Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
 # burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
 # means for every parameter, and every BatchNorm running statistic after that one forward.
@@ -206,7 +213,10 @@ def main():
         torch.manual_seed(1000 + index)
         cls = resnext if "groups" in kwargs else resnet
         model = cls(**kwargs)
-        model.init_weights()
+        if case not in RANDOM_CONVS:
+            # (Every tensor of a RANDOM_CONVS case is drawn below. mmcv's NonLocal2d with
+            # sub_sample cannot even re-run init_weights: its `g` became a Sequential.)
+            model.init_weights()
         randomise(model, generator, convs=case in RANDOM_CONVS)
         if case in SHARED_WEIGHTS or case == "resnet50_3stages":
             shared = states["resnet50_pytorch"]

@@ -102,22 +102,18 @@ pub struct PluginEntry {
     /// mmdet `stages`: one flag per stage; default every stage.
     #[serde(default)]
     pub stages: Option<Vec<bool>>,
-    /// mmdet `postfix`: appended to the plugin's name in checkpoints (`context_block` +
-    /// postfix), to tell apart two plugins of one type in a block. Default "".
-    #[serde(default)]
-    pub postfix: String,
 }
 
 impl PluginEntry {
     /// The module name mmdet gives this plugin in a block (`context_block`, timm's `se`), with
     /// the postfix: the checkpoint key segment.
     pub fn name(&self) -> String {
-        let abbreviation = match self.cfg {
-            PluginConfig::ContextBlock { .. } => "context_block",
-            PluginConfig::NonLocal2d { .. } => "nonlocal_block",
-            PluginConfig::SqueezeExcitation { .. } => "se",
+        let (abbreviation, postfix) = match &self.cfg {
+            PluginConfig::ContextBlock { postfix, .. } => ("context_block", postfix),
+            PluginConfig::NonLocal2d { postfix, .. } => ("nonlocal_block", postfix),
+            PluginConfig::SqueezeExcitation { postfix, .. } => ("se", postfix),
         };
-        format!("{abbreviation}{}", self.postfix)
+        format!("{abbreviation}{postfix}")
     }
 
     /// Whether the entry adds a plugin to stage `stage`.
@@ -126,7 +122,8 @@ impl PluginEntry {
     }
 }
 
-/// A plugin's config (mmdet `cfg`, tagged by `type`).
+/// A plugin's config (mmdet `cfg`, tagged by `type`). Each takes mmdet's `postfix` (default
+/// ""), appended to its name in checkpoints to tell apart two plugins of one type in a block.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum PluginConfig {
@@ -141,6 +138,9 @@ pub enum PluginConfig {
         /// mmcv `fusion_types`.
         #[serde(default = "default_fusions")]
         fusion_types: Vec<Fusion>,
+        /// mmdet `postfix` (see [`PluginEntry::name`]).
+        #[serde(default)]
+        postfix: String,
     },
     /// mmcv `NonLocal2d`: `reduction` (2), `use_scale` (true), `mode` (`"embedded_gaussian"`,
     /// `"dot_product"`, `"gaussian"`), `sub_sample` (false).
@@ -157,6 +157,9 @@ pub enum PluginConfig {
         /// mmcv `sub_sample`.
         #[serde(default)]
         sub_sample: bool,
+        /// mmdet `postfix`.
+        #[serde(default)]
+        postfix: String,
     },
     /// Squeeze-and-excitation (timm's `se`): `rd_ratio` (default 1/16; the squeezed width is
     /// rounded to a multiple of 8 as timm does).
@@ -165,6 +168,9 @@ pub enum PluginConfig {
         /// timm `rd_ratio`.
         #[serde(default = "default_rd_ratio")]
         rd_ratio: f64,
+        /// mmdet `postfix`.
+        #[serde(default)]
+        postfix: String,
     },
 }
 
@@ -205,7 +211,7 @@ impl PluginConfig {
                 }
             }
             PluginConfig::NonLocal2d { reduction, .. } => (*reduction == 0).then(|| "reduction must be at least 1".into()),
-            PluginConfig::SqueezeExcitation { rd_ratio } => {
+            PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
                 (!(rd_ratio.is_finite() && *rd_ratio > 0.0)).then(|| format!("rd_ratio {rd_ratio} must be positive"))
             }
         }
@@ -214,15 +220,15 @@ impl PluginConfig {
     /// Build the plugin for `channels` input channels.
     pub fn init(&self, channels: usize, device: &Device) -> Plugin {
         match self {
-            PluginConfig::ContextBlock { ratio, pooling_type, fusion_types } => {
+            PluginConfig::ContextBlock { ratio, pooling_type, fusion_types, .. } => {
                 let config = ContextBlockConfig { channels, ratio: *ratio, pooling: *pooling_type, fusions: fusion_types.clone() };
                 Plugin::ContextBlock(config.init(device))
             }
-            PluginConfig::NonLocal2d { reduction, use_scale, mode, sub_sample } => {
+            PluginConfig::NonLocal2d { reduction, use_scale, mode, sub_sample, .. } => {
                 let config = NonLocal2dConfig { channels, reduction: *reduction, use_scale: *use_scale, mode: *mode, sub_sample: *sub_sample };
                 Plugin::NonLocal2d(config.init(device))
             }
-            PluginConfig::SqueezeExcitation { rd_ratio } => {
+            PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
                 let reduced = make_divisible(channels as f64 * rd_ratio, 8);
                 Plugin::SqueezeExcitation(SqueezeExcitationConfig { channels, reduced }.init(device))
             }
@@ -248,7 +254,7 @@ pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages
             }
             if let Some(j) = entries[..i].iter().position(|other| other.applies_to(s) && other.name() == entry.name()) {
                 return Err(ResNetError::Incompatible {
-                    field: format!("plugins[{i}].postfix"),
+                    field: format!("plugins[{i}].cfg.postfix"),
                     reason: format!(
                         "plugins[{j}] and plugins[{i}] would both be `{}` in the blocks of stage {s}; give one a postfix",
                         entry.name()

@@ -56,27 +56,10 @@ def main():
               lambda c: NonLocal2d(c[0], reduction=c[1], use_scale=c[2], mode=c[3], sub_sample=c[4]),
               lambda c: f"{c[0]} {c[1]} {str(c[2]).lower()} {c[3]} {str(c[4]).lower()}",
               os.path.join(out, "non_local.safetensors"))
-    generator = torch.Generator().manual_seed(6)
-    tensors, metadata = {}, {}
-    for name, (channels, ratio, pooling, fusions, shape) in CASES.items():
-        block = ContextBlock(channels, ratio, pooling_type=pooling, fusion_types=fusions)
-        with torch.no_grad():
-            for parameter in block.parameters():
-                parameter.copy_(0.5 * torch.randn(parameter.shape, generator=generator))
-        block.eval()
-        x = torch.randn(shape, generator=generator)
-        with torch.no_grad():
-            y = block(x)
-        tensors[f"{name}.input"] = x
-        tensors[f"{name}.output"] = y
-        for key, value in block.state_dict().items():
-            tensors[f"{name}.{key}"] = value.contiguous()
-        metadata[name] = f"{channels} {ratio!r} {pooling} {','.join(fusions)}"
-    out = os.path.join("tests", "fixtures", "plugins", "context_block.safetensors")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    save_file(tensors, out, metadata=metadata)
-    print(out, os.path.getsize(out))
-
+    run_cases(torch.Generator().manual_seed(6), CASES,
+              lambda c: ContextBlock(c[0], c[1], pooling_type=c[2], fusion_types=c[3]),
+              lambda c: f"{c[0]} {c[1]!r} {c[2]} {','.join(c[3])}",
+              os.path.join(out, "context_block.safetensors"))
 
 if __name__ == "__main__":
     main()

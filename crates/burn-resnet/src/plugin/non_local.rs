@@ -97,7 +97,7 @@ impl NonLocal2dConfig {
 impl NonLocal2d {
     /// `x + conv_out(attention(x))`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let [batch, channels, height, width] = x.dims();
+        let [batch, _, height, width] = x.dims();
         let config = &self.config;
         let inter = config.inter_channels();
         let pool = |t: Tensor<4>| if config.sub_sample { max_pool2d(t, MaxPoolOptions::new([2, 2])) } else { t };
@@ -122,7 +122,6 @@ impl NonLocal2d {
             }
         };
         let y = weights.matmul(g).swap_dims(1, 2).reshape([batch, inter, height, width]);
-        debug_assert_eq!(channels, config.channels);
         x + self.conv_out.forward(y)
     }
 }

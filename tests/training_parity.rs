@@ -11,16 +11,30 @@ use crate::common::{devices, float_tensors, read_safetensors, repo_path, values}
 // The references are float64; errors are L2-relative per tensor (‖ours − ref‖ / ‖ref‖).
 // PyTorch's own float32 misses them by up to 2.6e-5 (outputs) and 7.2e-4 (gradients: batch
 // statistics amplify rounding in the backward pass), as `tools/make_fixtures.py` prints; the
-// gradient bound is about 7x that. Running statistics are well-conditioned and held tight: the
-// biased-variance update of Burn's own BatchNorm misses them by ~1e-3.
+// gradient bound is about 7x that. With plugins (attention softmaxes, LayerNorms on 1x1
+// contexts) PyTorch's float32 misses the gradients by up to 1.1e-2, so that case gets 3e-2
+// (and 5e-5 on statistics).
+// Running statistics are well-conditioned and held tight: the biased-variance update of Burn's
+// own BatchNorm misses them by ~1e-3.
 const OUTPUT_TOLERANCE: f32 = 1e-4;
-const GRADIENT_TOLERANCE: f32 = 5e-3;
-const STATISTICS_TOLERANCE: f32 = 1e-5;
+pub const GRADIENT_TOLERANCE: f32 = 5e-3;
+/// (gradients, running statistics) bounds of the plugins case, whose deepest outputs already
+/// differ from float64 by 3.5e-5 in float32.
+const PLUGIN_TOLERANCES: (f32, f32) = (3e-2, 5e-5);
+pub const STATISTICS_TOLERANCE: f32 = 1e-5;
 
 fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
+    l2_relative_with_floor(actual, expected, 1e-30)
+}
+
+fn l2_norm(values: &[f32]) -> f64 {
+    values.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
+}
+
+/// `‖actual − expected‖ / max(‖expected‖, floor)`.
+fn l2_relative_with_floor(actual: &[f32], expected: &[f32], floor: f64) -> f32 {
     let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
-    let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
-    (diff.sqrt() / norm.sqrt().max(1e-30)) as f32
+    (diff.sqrt() / l2_norm(expected).max(floor)) as f32
 }
 
 /// Every float tensor of a module by path: for trainable parameters their gradient (when
@@ -82,7 +96,12 @@ pub fn training_step(case: &str, device: &Device) -> TrainingStep {
 
 /// Compare a training step with a reference within the bounds above; returns the worst
 /// gradient error and its tensor.
-pub fn compare_steps(what: &str, actual: &TrainingStep, expected: &TrainingStep) -> (f32, String) {
+pub fn compare_steps(
+    what: &str,
+    actual: &TrainingStep,
+    expected: &TrainingStep,
+    (gradient_tolerance, statistics_tolerance): (f32, f32),
+) -> (f32, String) {
     assert_eq!(actual.outputs.len(), expected.outputs.len(), "{what}: outputs");
     for (index, (a, e)) in actual.outputs.iter().zip(&expected.outputs).enumerate() {
         let error = l2_relative(a, e);
@@ -91,12 +110,18 @@ pub fn compare_steps(what: &str, actual: &TrainingStep, expected: &TrainingStep)
     }
     assert!((actual.loss - expected.loss).abs() <= 1e-5 * expected.loss.abs(), "{what}: loss {} vs {}", actual.loss, expected.loss);
     assert_eq!(actual.tensors.len(), expected.tensors.len(), "{what}: tensors");
+    // Some gradients are zero in exact arithmetic (a softmax is shift-invariant, so the bias of
+    // an attention-logit conv gets none): they are measured against 1e-4 of the median
+    // gradient norm instead of their own (float32 leaves ~1e-7 there).
+    let mut norms: Vec<f64> = expected.tensors.iter().filter(|(p, _)| !p.contains("running_")).map(|(_, e)| l2_norm(e)).collect();
+    norms.sort_by(f64::total_cmp);
+    let floor = 1e-4 * norms.get(norms.len() / 2).copied().unwrap_or(0.0);
     let mut worst = (0f32, String::new());
     for ((path, a), (expected_path, e)) in actual.tensors.iter().zip(&expected.tensors) {
         assert_eq!(path, expected_path);
-        let error = l2_relative(a, e);
+        let error = l2_relative_with_floor(a, e, floor);
         let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
-        let tolerance = if statistic { STATISTICS_TOLERANCE } else { GRADIENT_TOLERANCE };
+        let tolerance = if statistic { statistics_tolerance } else { gradient_tolerance };
         assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.0e}");
         if error > worst.0 {
             worst = (error, path.clone());
@@ -106,19 +131,25 @@ pub fn compare_steps(what: &str, actual: &TrainingStep, expected: &TrainingStep)
     worst
 }
 
-fn check_training(case: &str) {
+fn check_training(case: &str, tolerances: (f32, f32)) {
     for (backend, device) in devices() {
         let expected = reference_step(case, &device);
-        compare_steps(&format!("{case} on {backend}"), &training_step(case, &device), &expected);
+        compare_steps(&format!("{case} on {backend}"), &training_step(case, &device), &expected, tolerances);
     }
 }
 
 #[test]
 fn resnet18_training_step_matches_mmdet() {
-    check_training("resnet18_train");
+    check_training("resnet18_train", (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE));
 }
 
 #[test]
 fn resnet50_v1d_training_step_matches_mmdet() {
-    check_training("resnet50_v1d_train");
+    check_training("resnet50_v1d_train", (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE));
+}
+
+/// ContextBlocks after conv3 (stages 2-4) and a NonLocal2d after conv2 (stage 3), trained.
+#[test]
+fn resnet50_with_plugins_training_step_matches_mmdet() {
+    check_training("resnet50_plugins_train", PLUGIN_TOLERANCES);
 }

@@ -54,13 +54,18 @@ CASES = {
              stages=(False, False, True, True), position="after_conv2")]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
-RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb"}
+RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnet50_plugins_train"}
 # Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
 # burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
 # means for every parameter, and every BatchNorm running statistic after that one forward.
 TRAIN_CASES = {
     "resnet18_train": dict(depth=18, base_channels=4),
     "resnet50_v1d_train": dict(depth=50, base_channels=4, deep_stem=True, avg_down=True),
+    # Plugins in training mode: ContextBlock after conv3 of stages 2-4 and a NonLocal2d after
+    # conv2 of stage 3; every weight random.
+    "resnet50_plugins_train": dict(depth=50, base_channels=4, plugins=[
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4), stages=(False, True, True, True), position="after_conv3"),
+        dict(cfg=dict(type="NonLocal2d", reduction=2), stages=(False, False, True, False), position="after_conv2")]),
 }
 MMDET_ONLY = dict(norm_eval=False)
 # Big enough that layer4 normalises over 24 samples per channel: with fewer, batch statistics
@@ -162,8 +167,9 @@ def make_train_case(case, kwargs, seed, resnet, out):
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = resnet(**kwargs, **MMDET_ONLY)
-    model.init_weights()
-    randomise(model, generator)
+    if case not in RANDOM_CONVS:
+        model.init_weights()
+    randomise(model, generator, convs=case in RANDOM_CONVS)
     base = os.path.join(out, case)
     write_config(base, resnet, kwargs)
     save_weights(model, base + ".weights.safetensors")

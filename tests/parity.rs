@@ -92,9 +92,15 @@ fn resnet50_with_non_local_and_context_blocks_at_one_position_matches_mmdet() {
     check_parity("resnet50_nonlocal_gcb");
 }
 
+/// ResNeXt with a ContextBlock after conv2: sized for the grouped width (mmdet #4228).
+#[test]
+fn resnext50_with_context_blocks_after_the_grouped_conv_matches_mmdet() {
+    check_parity("resnext50_4x2d_gcb");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 10 + 3; // and the three training cases in training_parity.rs
+    let tested = 11 + 3; // and the three training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))

@@ -52,9 +52,12 @@ CASES = {
              position="after_conv2"),
         dict(cfg=dict(type="ContextBlock", ratio=1 / 4, fusion_types=("channel_mul", "channel_add"), postfix="_1"),
              stages=(False, False, True, True), position="after_conv2")]),
+    # ResNeXt with a plugin after conv2: its input is the grouped width (mmdet #4228).
+    "resnext50_4x2d_gcb": dict(depth=50, base_channels=8, groups=4, base_width=2, plugins=[
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4), stages=(False, True, True, True), position="after_conv2")]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
-RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnet50_plugins_train"}
+RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnext50_4x2d_gcb", "resnet50_plugins_train"}
 # Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
 # burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
 # means for every parameter, and every BatchNorm running statistic after that one forward.

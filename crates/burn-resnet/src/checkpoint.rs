@@ -11,14 +11,6 @@ use crate::block::Downsample;
 use crate::cpu::checkpoint::{UnitSpec, try_checkpointed_block};
 use crate::norm::{Norm, StageMode, affine_values, update_running_statistics};
 
-/// The BatchNorm of `norm` if it trains on batch statistics.
-fn training_batch_norm(norm: &Norm) -> Option<&BatchNorm> {
-    match norm {
-        Norm::Batch(bn) if bn.training.is_enabled() => Some(bn),
-        _ => None,
-    }
-}
-
 /// `relu(main(x) + shortcut(x))` as one recomputed op, or `None` where it does not apply.
 /// `main` lists the block's conv → norm units in order (ReLU after all but the last).
 pub(crate) fn checkpointed_block(
@@ -27,15 +19,16 @@ pub(crate) fn checkpointed_block(
     downsample: Option<&Downsample>,
     mode: StageMode,
 ) -> Option<Tensor<4>> {
-    if !mode.checkpoint || !mode.batch_statistics || !x.device().is_autodiff() {
+    let autodiff = x.device().is_autodiff();
+    if !mode.checkpoint || !autodiff {
         return None;
     }
     let shortcut = match downsample {
         Some(d) if d.avg_pool.is_some_and(|stride| stride > 1) => return None,
-        Some(d) => Some((&d.conv, training_batch_norm(&d.norm)?)),
+        Some(d) => Some((&d.conv, d.norm.training_batch_norm(mode, autodiff)?)),
         None => None,
     };
-    let norms: Vec<&BatchNorm> = main.iter().map(|(_, norm)| training_batch_norm(norm)).collect::<Option<_>>()?;
+    let norms: Vec<&BatchNorm> = main.iter().map(|(_, norm)| norm.training_batch_norm(mode, autodiff)).collect::<Option<_>>()?;
     let affine: Vec<(Tensor<1>, Tensor<1>)> =
         norms.iter().chain(shortcut.iter().map(|(_, bn)| bn)).map(|bn| affine_values(bn, mode.train_affine)).collect();
     let weights: Vec<Tensor<4>> = main.iter().map(|(conv, _)| conv.weight.val()).chain(shortcut.iter().map(|(conv, _)| conv.weight.val())).collect();

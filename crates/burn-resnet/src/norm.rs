@@ -176,11 +176,11 @@ impl Norm {
     /// [`Norm::forward`], then a ReLU if `apply_relu`; BatchNorm training on flex runs the two
     /// as one op ([`crate::cpu::try_batch_norm_train`]).
     pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: StageMode) -> Tensor<4> {
+        if let Some(norm) = self.training_batch_norm(mode, x.device().is_autodiff()) {
+            return batch_norm_train(norm, x, apply_relu, mode.train_affine);
+        }
         let affine = |param: &Param<Tensor<1>>, train: bool| if train { param.val() } else { param.val().detach() };
         let out = match self {
-            Norm::Batch(norm) if mode.batch_statistics && x.device().is_autodiff() && norm.training.is_enabled() => {
-                return batch_norm_train(norm, x, apply_relu, mode.train_affine);
-            }
             Norm::Batch(norm) => batch_norm_eval(norm, x, mode.train_affine),
             Norm::Frozen(norm) => batch_norm_eval(norm, x, false),
             Norm::Group(norm) => {
@@ -193,6 +193,16 @@ impl Norm {
             Norm::Folded(_) => x,
         };
         if apply_relu { relu(out) } else { out }
+    }
+
+    /// The BatchNorm that normalises with batch statistics (and updates its running ones) in
+    /// `mode`, on an autodiff device or not: one whose training flag is on, on an autodiff
+    /// device, where the mode allows batch statistics.
+    pub(crate) fn training_batch_norm(&self, mode: StageMode, autodiff: bool) -> Option<&BatchNorm> {
+        match self {
+            Norm::Batch(norm) if mode.batch_statistics && autodiff && norm.training.is_enabled() => Some(norm),
+            _ => None,
+        }
     }
 
     /// Fold this norm, with its running statistics (eval mode), into `conv`, the conv that

@@ -14,7 +14,7 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
-use super::{FlexAutodiff, SendPtr, float_slice, into_primitive};
+use super::{FlexAutodiff, SendPtr, batch_norm_affine, float_slice, into_primitive};
 
 /// The output of [`try_batch_norm_train`]: the (differentiable) output and the batch
 /// statistics the running statistics are updated from.
@@ -76,12 +76,7 @@ pub(super) fn batch_norm_forward(
         Some(stats) => (stats.mean.clone(), stats.variance.clone()),
         None => batch_statistics(x, shape, count),
     };
-    let (scale, shift) = (0..shape[1])
-        .map(|c| {
-            let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
-            (scale, beta[c] - mean[c] * scale)
-        })
-        .unzip();
+    let (scale, shift) = batch_norm_affine(gamma, beta, &mean, &variance, epsilon);
     let stats = ChannelStats { mean, variance, scale, shift };
     let mut output = vec![0.0f32; x.len()];
     for_each_plane(&mut output, shape, |channel, range, out| {
@@ -113,7 +108,8 @@ fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<
 pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
     let inv_std = |c: usize| (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
-    // The ReLU passes the gradient where its input was positive (recomputed as in `forward`).
+    // The ReLU passes the gradient where its input was positive (recomputed as in
+    // `batch_norm_forward`).
     let passed = |c: usize, v: f32, g: f32| if relu && v * stats.scale[c] + stats.shift[c] <= 0.0 { 0.0 } else { g };
     let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
         .into_par_iter()

@@ -176,21 +176,19 @@ pub fn try_checkpointed_block(x: &Tensor<4>, main: &[UnitSpec], shortcut: Option
         return None;
     }
     let input = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
-    let read = |t: &Tensor<1>| {
-        let primitive = t.clone().try_into_primitive::<FlexAutodiff>().ok()?;
-        float_slice(primitive.primitive()).map(<[f32]>::to_vec)
-    };
     let mut guards = vec![input.node()];
     let mut unit = |spec: &UnitSpec| -> Option<Unit> {
         let weight = spec.weight.clone().try_into_primitive::<FlexAutodiff>().ok()?;
         let gamma = spec.gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
         let beta = spec.beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
         float_slice(weight.primitive())?;
+        let gamma_values = float_slice(gamma.primitive())?.to_vec();
+        let beta_values = float_slice(beta.primitive())?.to_vec();
         guards.extend([weight.node(), gamma.node(), beta.node()]);
         Some(Unit {
             weight: weight.into_primitive(),
-            gamma: read(spec.gamma)?,
-            beta: read(spec.beta)?,
+            gamma: gamma_values,
+            beta: beta_values,
             epsilon: spec.epsilon,
             geometry: spec.geometry,
             relu: spec.relu,

@@ -109,6 +109,17 @@ fn float_slice(tensor: &FlexTensor) -> Option<&[f32]> {
     (tensor.dtype() == DType::F32).then(|| tensor.as_slice::<f32>()).flatten()
 }
 
+/// A BatchNorm's per-channel affine map from statistics: `scale = γ/√(var + ε)` and
+/// `shift = β − mean · scale`, so that the norm is `x · scale + shift`.
+fn batch_norm_affine(gamma: &[f32], beta: &[f32], mean: &[f32], variance: &[f32], epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+    (0..gamma.len())
+        .map(|c| {
+            let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
+            (scale, beta[c] - mean[c] * scale)
+        })
+        .unzip()
+}
+
 /// A kernel's output as a flex primitive (moves the vector, no copy).
 fn into_primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
     FlexTensor::from_data(TensorData::new(values, shape))
@@ -163,8 +174,7 @@ pub fn try_conv2d_batch_norm(
     let beta = read(norm.beta.val())?;
     let mean = read(norm.running_mean.value_sync())?;
     let variance = read(norm.running_var.value_sync())?;
-    let scale: Vec<f32> = gamma.iter().zip(&variance).map(|(g, v)| (*g as f64 / (*v as f64 + norm.epsilon).sqrt()) as f32).collect();
-    let shift: Vec<f32> = beta.iter().zip(&mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
+    let (scale, shift) = batch_norm_affine(&gamma, &beta, &mean, &variance, norm.epsilon);
     conv2d_with_affine(conv, x, residual, relu, Some((&scale, &shift)))
 }
 
@@ -184,9 +194,16 @@ fn conv2d_with_affine(
     }
     let input = flex_f32(x)?;
     let weight = flex_f32(&conv.weight.val())?;
-    let bias = conv.bias.as_ref().map(|b| flex_f32(&b.val())).map_or(Some(None), |b| b.map(Some))?;
-    let residual = residual.map(flex_f32).map_or(Some(None), |r| r.map(Some))?;
-    let conv_bias = bias.as_ref().map(|b| float_slice(b)).map_or(Some(None), |b| b.map(Some))?;
+    // An optional tensor must be plain flex f32 when it is there.
+    let bias = match &conv.bias {
+        Some(bias) => Some(flex_f32(&bias.val())?),
+        None => None,
+    };
+    let residual = match residual {
+        Some(residual) => Some(flex_f32(residual)?),
+        None => None,
+    };
+    let conv_bias = bias.as_ref().and_then(float_slice);
     if conv_bias.is_some_and(|b| b.len() != geometry.out_channels)
         || affine.is_some_and(|(scale, shift)| scale.len() != geometry.out_channels || shift.len() != geometry.out_channels)
     {
@@ -200,7 +217,7 @@ fn conv2d_with_affine(
     let epilogue = Epilogue {
         scale: affine.map(|(scale, _)| scale),
         bias: combined_shift.as_deref().or(conv_bias),
-        residual: residual.as_ref().map(|r| float_slice(r)).map_or(Some(None), |r| r.map(Some))?,
+        residual: residual.as_ref().and_then(float_slice),
         relu,
     };
     let values = conv::conv2d(float_slice(&input)?, float_slice(&weight)?, &geometry, epilogue);

@@ -26,7 +26,7 @@ mod wgpu {
     #[test]
     fn wgpu_matches_mmdet_in_eval_mode() {
         let device = Backend::Wgpu.device().unwrap();
-        for case in ["resnet50_v1d", "resnext50_4x2d"] {
+        for case in ["resnet50_v1d", "resnext50_4x2d", "resnet50_dcnv2"] {
             check_parity_on(case, Backend::Wgpu, &device);
         }
     }

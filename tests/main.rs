@@ -7,6 +7,7 @@ mod backends;
 mod checkpoints;
 mod config_errors;
 mod configs;
+mod dcn;
 mod export;
 mod gradients;
 mod init;

@@ -98,9 +98,28 @@ fn resnext50_with_context_blocks_after_the_grouped_conv_matches_mmdet() {
     check_parity("resnext50_4x2d_gcb");
 }
 
+/// DCNv2 (mmcv's `ModulatedDeformConv2dPack`) on stages 2-4, random offsets and masks;
+/// reference from `torchvision.ops.deform_conv2d` in mmcv's convention (`tools/reference_dcn.py`).
+#[test]
+fn resnet50_with_dcnv2_matches_mmdet() {
+    check_parity("resnet50_dcnv2");
+}
+
+/// ResNeXt with DCN (v1, no mask) and two deform groups on stages 3-4.
+#[test]
+fn resnext50_with_grouped_dcn_matches_mmdet() {
+    check_parity("resnext50_4x2d_dcn");
+}
+
+/// DCNv2 with plugins: a NonLocal2d after the deformable conv2, ContextBlocks after conv3.
+#[test]
+fn resnet50_with_dcn_and_plugins_matches_mmdet() {
+    check_parity("resnet50_dcn_gcb");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 11 + 3; // and the three training cases in training_parity.rs
+    let tested = 14 + 4; // and the four training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))

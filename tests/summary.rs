@@ -59,7 +59,7 @@ impl ModuleVisitor for TrainableCount {
 fn the_summary_counts_exactly_the_modules_trainable_parameters() {
     let (_, device) = devices().remove(0);
     let training = device.clone().autodiff();
-    for name in ["resnet18", "resnet50_v1d", "resnext101_32x4d", "resnet50_dilated"] {
+    for name in ["resnet18", "resnet50_v1d", "resnext101_32x4d", "resnet50_dilated", "resnet50_dcnv2_c3-c5"] {
         let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
         let backbone = config.init(&device).unwrap().fork(&training).train();
         let mut count = TrainableCount(0);

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::dcn::{DcnConfig, validate_dcn};
 use crate::error::{ResNetError, Result};
 use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginEntry, validate_plugins};
@@ -138,6 +139,14 @@ pub struct ResNetConfig {
     /// none.
     #[serde(default)]
     pub plugins: Vec<PluginEntry>,
+    /// mmdet `dcn`: makes the Bottleneck's 3x3 conv deformable in the stages of
+    /// `stage_with_dcn` (`{ type = "DCNv2" | "DCN", deform_groups, fallback_on_stride }`).
+    /// Default none.
+    #[serde(default)]
+    pub dcn: Option<DcnConfig>,
+    /// mmdet `stage_with_dcn`: one flag per stage, which stages get `dcn`. Default all false.
+    #[serde(default)]
+    pub stage_with_dcn: Option<Vec<bool>>,
 }
 
 fn default_frozen_stages() -> i64 {
@@ -186,6 +195,8 @@ impl ResNetConfig {
             norm_cfg: NormConfig::default(),
             with_cp: false,
             plugins: Vec::new(),
+            dcn: None,
+            stage_with_dcn: None,
         }
     }
 
@@ -292,6 +303,7 @@ impl ResNetConfig {
         let stage_norms = stages.iter().flat_map(|s: &StageSpec| [s.width, s.out_channels]);
         self.norm_cfg.validate(stem_norms.into_iter().chain(stage_norms))?;
         validate_plugins(&self.plugins, block, &stages)?;
+        validate_dcn(self.dcn.as_ref(), self.stage_with_dcn.as_deref(), block, &stages)?;
 
         Ok(ResNetSpec {
             config: self.clone(),
@@ -382,6 +394,12 @@ impl ResNetSpec {
     pub fn is_frozen(&self, stage: Option<usize>) -> bool {
         let part = stage.map_or(0, |i| i as i64 + 1);
         part <= self.config.frozen_stages
+    }
+
+    /// The deformable conv of stage `i`'s Bottlenecks, if `dcn`/`stage_with_dcn` give it one.
+    pub fn stage_dcn(&self, stage: usize) -> Option<&DcnConfig> {
+        let selected = self.config.stage_with_dcn.as_ref().is_some_and(|mask| mask.get(stage) == Some(&true));
+        self.config.dcn.as_ref().filter(|_| selected)
     }
 
     /// How the stem (`None`) or stage `Some(i)` runs: its norms and `with_cp`.

@@ -4,7 +4,17 @@ use burn::nn::conv::Conv2d;
 
 use crate::backbone::ResNet;
 use crate::block::Block;
+use crate::dcn::{DeformConv, SpatialConv};
 use crate::norm::Norm;
+
+/// Fold `norm` into a deformable conv's weight and bias (its offset conv is unchanged).
+fn fold_deformable(conv: &mut DeformConv, norm: &mut Norm) {
+    if let Some((weight, bias)) = norm.fold_weights(&conv.weight, conv.bias.as_ref()) {
+        conv.weight = weight;
+        conv.bias = Some(bias);
+        *norm = Norm::Folded(burn::nn::Identity);
+    }
+}
 
 /// Replace `conv` and `norm` by the folded conv and [`Norm::Folded`].
 fn fold(conv: &mut Conv2d, norm: &mut Norm) {
@@ -36,7 +46,10 @@ impl ResNet {
                     }
                     Block::Bottleneck(b) => {
                         fold(&mut b.conv1, &mut b.norm1);
-                        fold(&mut b.conv2, &mut b.norm2);
+                        match &mut b.conv2 {
+                            SpatialConv::Regular(conv2) => fold(conv2, &mut b.norm2),
+                            SpatialConv::Deformable(conv2) => fold_deformable(conv2, &mut b.norm2),
+                        }
                         fold(&mut b.conv3, &mut b.norm3);
                         b.downsample.as_mut()
                     }

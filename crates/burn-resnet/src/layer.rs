@@ -17,7 +17,8 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
     let mut in_channels = spec.stem_channels;
     spec.stages
         .iter()
-        .map(|stage| {
+        .enumerate()
+        .map(|(stage_index, stage)| {
             let blocks = (0..stage.num_blocks)
                 .map(|index| {
                     let stride = if index == 0 { stage.stride } else { 1 };
@@ -34,6 +35,13 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                         downsample: needs_projection.then(|| {
                             DownsampleSpec::new(in_channels, stage.out_channels, stride, config.avg_down)
                         }),
+                        dcn: None,
+                    };
+                    // `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided.
+                    let conv2_stride = block.bottleneck_convs()[1].stride;
+                    let block = BlockSpec {
+                        dcn: spec.stage_dcn(stage_index).filter(|dcn| !(dcn.fallback_on_stride && conv2_stride > 1)).copied(),
+                        ..block
                     };
                     in_channels = stage.out_channels;
                     block

@@ -36,6 +36,7 @@ pub mod backend;
 pub mod block;
 pub mod config;
 pub mod conv;
+pub mod dcn;
 #[cfg(feature = "flex")]
 pub mod cpu;
 pub mod error;

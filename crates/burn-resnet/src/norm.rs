@@ -211,20 +211,31 @@ impl Norm {
     /// they compute what `conv → norm` computed in eval mode, in one op. GroupNorm (statistics
     /// per sample) does not fold and comes back as it is.
     pub fn fold_into(self, mut conv: Conv2d) -> (Conv2d, Norm) {
+        let Some((weight, bias)) = self.fold_weights(&conv.weight, conv.bias.as_ref()) else {
+            return (conv, self);
+        };
+        conv.weight = weight;
+        conv.bias = Some(bias);
+        (conv, Norm::Folded(Identity))
+    }
+
+    /// The folded `weight` (`[out, …]`) and bias of [`Norm::fold_into`], for any conv's
+    /// parameters; `None` for a norm that does not fold. The norm's place is then taken by
+    /// [`Norm::Folded`].
+    pub fn fold_weights(&self, weight: &Param<Tensor<4>>, bias: Option<&Param<Tensor<1>>>) -> Option<(Param<Tensor<4>>, Param<Tensor<1>>)> {
         let norm = match self {
             Norm::Batch(norm) | Norm::Frozen(norm) => norm,
-            other @ (Norm::Group(_) | Norm::Folded(_)) => return (conv, other),
+            Norm::Group(_) | Norm::Folded(_) => return None,
         };
         let channels = norm.gamma.dims()[0];
         let scale = norm.gamma.val() / norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt();
         let shift = norm.beta.val() - norm.running_mean.value_sync() * scale.clone();
-        let bias = match conv.bias.take() {
+        let bias = match bias {
             Some(bias) => bias.val() * scale.clone() + shift,
             None => shift,
         };
-        conv.weight = conv.weight.map(|w| w * scale.reshape([channels, 1, 1, 1]));
-        conv.bias = Some(Param::from_tensor(bias));
-        (conv, Norm::Folded(Identity))
+        let weight = weight.clone().map(|w| w * scale.reshape([channels, 1, 1, 1]));
+        Some((weight, Param::from_tensor(bias)))
     }
 }
 

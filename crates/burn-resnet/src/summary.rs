@@ -3,6 +3,7 @@
 
 use crate::config::ResNetSpec;
 use crate::conv::ConvSpec;
+use crate::dcn::DeformConv;
 use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
 use crate::stem::{stem_convs, stem_pool_output_size};
@@ -22,10 +23,11 @@ pub struct StageSummary {
     pub reduction: usize,
     /// Output height and width.
     pub output_size: [usize; 2],
-    /// Trainable parameters: conv weights plus norm weight and bias (running statistics are
-    /// buffers, not parameters, as in PyTorch).
+    /// Trainable parameters: conv weights (DCN offset convs included) plus norm weight and bias
+    /// (running statistics are buffers, not parameters, as in PyTorch); plugins not included.
     pub params: usize,
-    /// Multiply-accumulates of the convolutions.
+    /// Multiply-accumulates of the convolutions (a deformable conv counted as a regular one
+    /// plus its offset conv; the bilinear sampling is not counted).
     pub macs: u64,
 }
 
@@ -52,8 +54,12 @@ impl ModelSummary {
             let mut counter = Counter::default();
             for block in blocks {
                 let mut branch = size;
-                for conv in block.convs() {
-                    branch = counter.conv(&conv, branch);
+                for (position, conv) in block.convs().iter().enumerate() {
+                    // A deformable conv2 also runs its offset conv on conv2's input.
+                    if let (1, Some(dcn)) = (position, &block.dcn) {
+                        counter.offset_conv(&DeformConv::offset_spec(*conv, dcn), branch);
+                    }
+                    branch = counter.conv(conv, branch);
                 }
                 if let Some(downsample) = &block.downsample {
                     counter.conv(&downsample.conv, size.map(|side| downsample.conv_input_size(side)));
@@ -92,6 +98,13 @@ impl Counter {
         self.params += conv.params() + 2 * conv.out_channels;
         self.macs += (conv.params() * out[0] * out[1]) as u64;
         out
+    }
+
+    /// Count a DCN's offset conv (with a bias, no norm).
+    fn offset_conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) {
+        let out = [conv.output_size(height), conv.output_size(width)];
+        self.params += conv.params() + conv.out_channels;
+        self.macs += (conv.params() * out[0] * out[1]) as u64;
     }
 
     fn finish(

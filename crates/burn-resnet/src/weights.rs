@@ -94,6 +94,12 @@ pub struct LoadReport {
     /// (missing, unexpected or of the wrong shape), as the strict load would have reported it;
     /// the module keeps its initial values there. Empty after a strict load.
     pub not_loaded: Vec<String>,
+    /// DCN offset convs (`…conv2.conv_offset.*`, by file key) of a checkpoint that has none at
+    /// all, such as ImageNet classification weights for a DCN backbone: they keep their zero
+    /// initialisation, so each deformable conv starts as the regular conv it replaces (what
+    /// mmdet does when a DCN detector starts from ImageNet weights). A file with some offset
+    /// convs must have all of them.
+    pub zero_offsets: Vec<String>,
 }
 
 /// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict` and a
@@ -262,7 +268,7 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         .into_iter()
         .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
         .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|SqueezeExcitation)\.").expect("a valid pattern");
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|SqueezeExcitation|Regular|Deformable)\.").expect("a valid pattern");
     move |path: &str| {
         let mut key = variants.replace_all(path, ".").into_owned();
         for (pattern, replacement) in &rules {
@@ -340,11 +346,12 @@ impl ResNet {
         // Problems name the tensor as the file would: the module path mapped back to `source`'s
         // key names (export's map is the inverse of the loading map).
         let file_key = file_key_namer(source, self);
-        let mut problems: Vec<String> = result
-            .missing
-            .iter()
-            .map(|(path, _)| format!("missing: {} (module path {path})", file_key(path)))
-            .collect();
+        let file_has_offsets = stripped.iter().any(|key| key.contains(".conv_offset."));
+        let (zero_offsets, missing): (Vec<_>, Vec<_>) =
+            result.missing.iter().partition(|(path, _)| !file_has_offsets && path.contains(".conv_offset."));
+        let zero_offsets = zero_offsets.into_iter().map(|(path, _)| file_key(path)).collect();
+        let mut problems: Vec<String> =
+            missing.iter().map(|(path, _)| format!("missing: {} (module path {path})", file_key(path))).collect();
         problems.extend(
             result
                 .unused
@@ -355,13 +362,13 @@ impl ResNet {
         );
         problems.extend(result.errors.iter().map(|e| format!("{e} (file key {})", file_key(error_path(e)))));
         if partial {
-            return Ok((loaded, LoadReport { source, detected, skipped, not_loaded: problems }));
+            return Ok((loaded, LoadReport { source, detected, skipped, not_loaded: problems, zero_offsets }));
         }
         if !problems.is_empty() {
             problems.push(format!("(keys read as {source} names{})", if detected { ", detected" } else { "" }));
             return Err(weights_error(problems));
         }
-        Ok((loaded, LoadReport { source, detected, skipped, not_loaded: Vec::new() }))
+        Ok((loaded, LoadReport { source, detected, skipped, not_loaded: Vec::new(), zero_offsets }))
     }
 
     /// [`ResNet::load_weights`] for a file with mmdet's key names.

@@ -46,6 +46,12 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             report.skipped.len(),
             if report.skipped.is_empty() { String::new() } else { format!(": {}", report.skipped.join(", ")) }
         );
+        if !report.zero_offsets.is_empty() {
+            println!(
+                "weights: the file has no DCN offset convs; {} offset tensors keep their zero init (each DCN starts as a regular conv)",
+                report.zero_offsets.len()
+            );
+        }
         if !report.not_loaded.is_empty() {
             println!("--partial: {} tensors keep their initial values:\n  {}", report.not_loaded.len(), report.not_loaded.join("\n  "));
         }

@@ -6,6 +6,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
+use crate::dcn::SpatialConv;
 use crate::fused::conv_norm_act;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::PluginStack;
@@ -18,8 +19,9 @@ pub struct Bottleneck {
     pub conv1: Conv2d,
     /// Norm after `conv1`.
     pub norm1: Norm,
-    /// 3x3 conv (stride under `style = "pytorch"`), padding = dilation.
-    pub conv2: Conv2d,
+    /// 3x3 conv (stride under `style = "pytorch"`), padding = dilation; deformable in the
+    /// stages of `stage_with_dcn`.
+    pub conv2: SpatialConv,
     /// Norm after `conv2`.
     pub norm2: Norm,
     /// 1x1 expand conv.
@@ -44,7 +46,7 @@ impl Bottleneck {
         Self {
             conv1: conv1.init(device),
             norm1: norm.init(conv1.out_channels, 1.0, device),
-            conv2: conv2.init(device),
+            conv2: SpatialConv::init(conv2, spec.dcn.as_ref(), device),
             norm2: norm.init(conv2.out_channels, 1.0, device),
             conv3: conv3.init(device),
             norm3: norm.init(conv3.out_channels, last_gamma, device),
@@ -58,8 +60,8 @@ impl Bottleneck {
     /// Run the block.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         #[cfg(feature = "flex")]
-        if self.after_conv1.is_empty() && self.after_conv2.is_empty() && self.after_conv3.is_empty() {
-            let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2), (&self.conv3, &self.norm3)];
+        if let (true, SpatialConv::Regular(conv2)) = (self.plugins_empty(), &self.conv2) {
+            let main = [(&self.conv1, &self.norm1), (conv2, &self.norm2), (&self.conv3, &self.norm3)];
             if let Some(out) = crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode) {
                 return out;
             }
@@ -69,12 +71,22 @@ impl Bottleneck {
             None => x.clone(),
         };
         let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
-        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, true, mode));
+        let out = match &self.conv2 {
+            SpatialConv::Regular(conv2) => conv_norm_act(conv2, &self.norm2, out, None, true, mode),
+            SpatialConv::Deformable(conv2) => self.norm2.forward_relu(conv2.forward(out), true, mode),
+        };
+        let out = self.after_conv2.forward(out);
         if self.after_conv3.is_empty() {
             // The residual add and the last ReLU ride along with conv3.
             return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true, mode);
         }
         let out = self.after_conv3.forward(conv_norm_act(&self.conv3, &self.norm3, out, None, false, mode));
         relu(out + identity)
+    }
+
+    /// Whether no position has plugins.
+    #[cfg(feature = "flex")]
+    fn plugins_empty(&self) -> bool {
+        self.after_conv1.is_empty() && self.after_conv2.is_empty() && self.after_conv3.is_empty()
     }
 }

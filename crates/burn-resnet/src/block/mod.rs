@@ -14,6 +14,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
+use crate::dcn::DcnConfig;
 use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
 use burn::nn::conv::Conv2d;
@@ -39,6 +40,8 @@ pub struct BlockSpec {
     pub style: Style,
     /// The shortcut's projection, when stride or channels change.
     pub downsample: Option<DownsampleSpec>,
+    /// The deformable conv replacing a Bottleneck's 3x3 conv (mmdet `dcn` of this stage).
+    pub dcn: Option<DcnConfig>,
 }
 
 impl BlockSpec {
@@ -117,7 +120,7 @@ impl Block {
             (Block::Basic(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, channels(&b.conv2))),
             (Block::Basic(_), PluginPosition::AfterConv3) => None,
             (Block::Bottleneck(b), PluginPosition::AfterConv1) => Some((&mut b.after_conv1, channels(&b.conv1))),
-            (Block::Bottleneck(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, channels(&b.conv2))),
+            (Block::Bottleneck(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, b.conv2.out_channels())),
             (Block::Bottleneck(b), PluginPosition::AfterConv3) => Some((&mut b.after_conv3, channels(&b.conv3))),
         }
     }

@@ -27,7 +27,7 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 6] = [
+const CASES: [(&str, &str, WeightSource); 7] = [
     ("tests/fixtures/parity/resnet50_v1d.toml", "tests/fixtures/parity/resnet50_v1d.weights.safetensors", WeightSource::Mmdet),
     // Plugins: `layerN.i.context_block.channel_add_conv.{0,1,3}.*` back under mmdet's names.
     ("tests/fixtures/parity/resnet50_gcb.toml", "tests/fixtures/parity/resnet50_gcb.weights.safetensors", WeightSource::Mmdet),
@@ -37,6 +37,8 @@ const CASES: [(&str, &str, WeightSource); 6] = [
     ("tests/fixtures/checkpoints/torchvision_resnet18.toml", "tests/fixtures/checkpoints/torchvision_resnet18.pth", WeightSource::Torchvision),
     // DCNv2 with plugins: `conv2.conv_offset.*` and the plugins' names go back out as mmdet's.
     ("tests/fixtures/parity/resnet50_dcn_gcb.toml", "tests/fixtures/parity/resnet50_dcn_gcb.weights.safetensors", WeightSource::Mmdet),
+    // `gen_attention_block.{query_conv,appr_geom_fc_x,appr_bias,gamma,…}`.
+    ("tests/fixtures/parity/resnet50_gen_attention.toml", "tests/fixtures/parity/resnet50_gen_attention.weights.safetensors", WeightSource::Mmdet),
 ];
 
 #[test]

@@ -9,6 +9,7 @@ mod config_errors;
 mod configs;
 mod dcn;
 mod export;
+mod generalized_attention;
 mod gradients;
 mod init;
 #[cfg(feature = "flex")]

@@ -117,9 +117,21 @@ fn resnet50_with_dcn_and_plugins_matches_mmdet() {
     check_parity("resnet50_dcn_gcb");
 }
 
+/// GeneralizedAttention '1111' after conv2 of stages 3-4 (mmdet's empirical_attention configs).
+#[test]
+fn resnet50_with_generalized_attention_matches_mmdet() {
+    check_parity("resnet50_gen_attention");
+}
+
+/// GeneralizedAttention '0010' (a learned query on key content), queries at stride 2.
+#[test]
+fn resnet50_with_key_content_attention_matches_mmdet() {
+    check_parity("resnet50_attention0010");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 14 + 4; // and the four training cases in training_parity.rs
+    let tested = 16 + 5; // and the five training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))

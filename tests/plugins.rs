@@ -76,6 +76,7 @@ fn plugin_channels(backbone: &ResNet, position: PluginPosition) -> Vec<Vec<usize
                         Plugin::SqueezeExcitation(se) => Some(se.fc1.weight.dims()[1]),
                         Plugin::ContextBlock(block) => block.channel_add.as_ref().map(|t| t.reduce.weight.dims()[1]),
                         Plugin::NonLocal2d(block) => Some(block.config.channels),
+                        Plugin::GeneralizedAttention(block) => Some(block.config.channels),
                     }
                 })
                 .collect()
@@ -126,7 +127,7 @@ fn plugins_at_one_position_run_in_the_order_added() {
         .iter()
         .map(|plugin| match plugin {
             Plugin::SqueezeExcitation(se) => se.fc1.weight.dims()[0],
-            Plugin::ContextBlock(_) | Plugin::NonLocal2d(_) => panic!("only SE plugins were added"),
+            Plugin::ContextBlock(_) | Plugin::NonLocal2d(_) | Plugin::GeneralizedAttention(_) => panic!("only SE plugins were added"),
         })
         .collect();
     assert_eq!(reduced, [8, 16]);
@@ -212,6 +213,7 @@ fn plugins_from_the_config_are_built_where_they_say() {
                     Plugin::SqueezeExcitation(_) => "SE",
                     Plugin::ContextBlock(c) => if c.conv_mask.is_none() && c.channel_mul.is_some() { "GC avg mul" } else { "GC?" },
                     Plugin::NonLocal2d(_) => "NL",
+                    Plugin::GeneralizedAttention(_) => "GA",
                 }).collect();
                 assert_eq!(after_conv2, ["SE", "GC avg mul"], "stage {stage}: in the order given");
             }

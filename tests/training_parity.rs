@@ -25,6 +25,15 @@ const PLUGIN_TOLERANCES: (f32, f32) = (3e-2, 5e-5);
 pub const STATISTICS_TOLERANCE: f32 = 1e-5;
 /// (gradients, running statistics) bounds of the DCN case.
 const DCN_TOLERANCES: (f32, f32) = (6e-3, 5e-5);
+/// (gradients, running statistics) bounds of the GeneralizedAttention case. Its gradients are
+/// ill-conditioned in float32: the block after the attention is conv3 → BatchNorm, so the
+/// gradient reaching the attention has zero mean per channel and `gamma`'s gradient is what is
+/// left of a cancelling sum; and a relative change of 1e-6 of the input image (below float32's
+/// drift over 40 layers, ~1.5e-5 at layer3 here) changes the float64 gradients by up to 6e-3
+/// (at other seeds by up to 0.7). Given the float64 reference's own input to layer3's last block,
+/// our gradient there is within 7.5e-6; from our own float32 forward, within 2.5e-2, and the
+/// attention's `gamma`s within 2.3e-1. A misplaced or wrong attention misses by O(1).
+const ATTENTION_TOLERANCES: (f32, f32) = (3e-1, 5e-5);
 
 fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
     l2_relative_with_floor(actual, expected, 1e-30)
@@ -162,4 +171,12 @@ fn resnet50_with_plugins_training_step_matches_mmdet() {
 #[test]
 fn resnet50_with_dcn_training_step_matches_mmdet() {
     check_training("resnet50_dcn_train", DCN_TOLERANCES);
+}
+
+/// GeneralizedAttention '1111' after conv2 of stages 3-4, trained. Outputs and running
+/// statistics are held as tightly as elsewhere; gradients loosely (see ATTENTION_TOLERANCES):
+/// the attention's own gradients are checked tightly in `generalized_attention.rs`.
+#[test]
+fn resnet50_with_generalized_attention_training_step_matches_mmdet() {
+    check_training("resnet50_attention_train", ATTENTION_TOLERANCES);
 }

@@ -71,10 +71,21 @@ CASES = {
                              stage_with_dcn=(False, True, True, True), plugins=[
         dict(cfg=dict(type="ContextBlock", ratio=1 / 4), stages=(False, True, True, True), position="after_conv3"),
         dict(cfg=dict(type="NonLocal2d", reduction=2), stages=(False, False, True, False), position="after_conv2")]),
+    # Generalized attention (mmdet's empirical_attention configs): '1111' after conv2 of stages
+    # 3-4, keys and values at stride 2.
+    "resnet50_gen_attention": dict(depth=50, base_channels=8, plugins=[
+        dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=2, attention_type="1111", kv_stride=2),
+             stages=(False, False, True, True), position="after_conv2")]),
+    # '0010' (key content with a learned query) after conv2 of stages 3-4, queries at stride 2
+    # (mmdet's *_attn0010_* configs, with q_stride for the upsampling path).
+    "resnet50_attention0010": dict(depth=50, base_channels=8, plugins=[
+        dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=2, attention_type="0010", kv_stride=2,
+                      q_stride=2), stages=(False, False, True, True), position="after_conv2")]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
 RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnext50_4x2d_gcb", "resnet50_plugins_train",
-                "resnet50_dcnv2", "resnext50_4x2d_dcn", "resnet50_dcn_gcb", "resnet50_dcn_train"}
+                "resnet50_dcnv2", "resnext50_4x2d_dcn", "resnet50_dcn_gcb", "resnet50_dcn_train",
+                "resnet50_gen_attention", "resnet50_attention0010", "resnet50_attention_train"}
 # Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
 # burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
 # means for every parameter, and every BatchNorm running statistic after that one forward.
@@ -91,6 +102,10 @@ TRAIN_CASES = {
     "resnet50_dcn_train": dict(depth=50, base_channels=4, dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
                                stage_with_dcn=(False, True, True, True), plugins=[
         dict(cfg=dict(type="ContextBlock", ratio=1.0), stages=(False, True, True, True), position="after_conv3")]),
+    # GeneralizedAttention '1111' after conv2 of stages 3-4, trained.
+    "resnet50_attention_train": dict(depth=50, base_channels=4, plugins=[
+        dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=2, attention_type="1111", kv_stride=2),
+             stages=(False, False, True, True), position="after_conv2")]),
 }
 # DCN cases draw their offset convs' weights at a fraction of the Kaiming scale (powers of two,
 # so they stay float16-exact): at full scale the offsets reach hundreds of pixels on maps of a
@@ -101,6 +116,10 @@ TRAIN_CASES = {
 # (outputs). In training a DCN's gradient jumps wherever a sample crosses a pixel boundary,
 # and batch statistics on 4x3 maps amplify that: at 1/4 of the Kaiming scale PyTorch's own
 # float32 gradients miss by 1e-2 to 1e-1 depending on the seed, at 1/16 by 8e-4.
+# GeneralizedAttention's query and key projections are drawn at 1/16 of the Kaiming scale:
+# at full scale the attention logits reach the hundreds, the softmaxes saturate, and PyTorch's
+# own float32 gradients miss its float64 ones by 2e-2 (2e-3 at 1/16).
+ATTENTION_SCALE = 1 / 16
 EVAL_OFFSET_SCALE = 1 / 64
 TRAIN_OFFSET_SCALE = 1 / 16
 MMDET_ONLY = dict(norm_eval=False)
@@ -164,6 +183,8 @@ def randomise(model, generator, convs=False, half_exact=True, offset_scale=EVAL_
                 tensor.copy_(torch.randn(tensor.shape, generator=generator) * (2.0 / tensor[0].numel()) ** 0.5)
                 if name.endswith("conv_offset.weight"):
                     tensor.mul_(offset_scale)
+                if name.endswith(("query_conv.weight", "key_conv.weight")):
+                    tensor.mul_(ATTENTION_SCALE)
             if half_exact:
                 tensor.copy_(tensor.half().float())
 

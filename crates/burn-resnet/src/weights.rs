@@ -268,7 +268,7 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         .into_iter()
         .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
         .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|SqueezeExcitation|Regular|Deformable)\.").expect("a valid pattern");
+    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|GeneralizedAttention|SqueezeExcitation|Regular|Deformable)\.").expect("a valid pattern");
     move |path: &str| {
         let mut key = variants.replace_all(path, ".").into_owned();
         for (pattern, replacement) in &rules {
@@ -294,6 +294,13 @@ fn error_path(error: &burn::store::ApplyError) -> &str {
 fn strip_prefixes(key: &str) -> &str {
     let key = key.strip_prefix("state_dict.").unwrap_or(key);
     key.strip_prefix("backbone.").unwrap_or(key)
+}
+
+/// Whether a key is a tensor mmcv stores but derives from the config: a GeneralizedAttention's
+/// `local_constraint_map` (its `spatial_range` window as a uint8 "parameter"), rebuilt here from
+/// `spatial_range`; it is listed among the skipped tensors.
+fn is_derived_key(key: &str) -> bool {
+    key.ends_with(".local_constraint_map")
 }
 
 /// Whether a key (prefixes stripped) names a backbone tensor rather than a head's or neck's.
@@ -336,7 +343,7 @@ impl ResNet {
         let skipped: Vec<String> = keys
             .iter()
             .zip(&stripped)
-            .filter(|(_, key)| !is_backbone_key(key) && !key.ends_with("num_batches_tracked"))
+            .filter(|(_, key)| (!is_backbone_key(key) || is_derived_key(key)) && !key.ends_with("num_batches_tracked"))
             .map(|(key, _)| key.clone())
             .collect();
 
@@ -357,7 +364,7 @@ impl ResNet {
                 .unused
                 .iter()
                 .filter(|key| key.starts_with("stem.") || key.starts_with("layers."))
-                .filter(|key| !key.ends_with("num_batches_tracked"))
+                .filter(|key| !key.ends_with("num_batches_tracked") && !is_derived_key(key))
                 .map(|key| format!("unexpected: {}", file_key(key))),
         );
         problems.extend(result.errors.iter().map(|e| format!("{e} (file key {})", file_key(error_path(e)))));

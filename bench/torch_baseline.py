@@ -11,12 +11,19 @@ resident set (VmHWM) during the case minus its resident set just before (model a
 libraries loaded): what the case itself needs (Linux). One JSON object per case on stdout with
 `--json` (what `resnet bench --torch` reads), a table otherwise.
 
+With `--dcn DCN|DCNv2 --stage-with-dcn 0,1,1,1 [--deform-groups N]` (what `resnet bench --torch`
+passes for a config with `dcn`) the 3x3 conv of every Bottleneck in the selected stages is
+mmcv's DCN / DCNv2 rebuilt on `torchvision.ops.deform_conv2d` (`tools/reference_dcn.py`), as
+PyTorch users without compiled mmcv ops run it. `--frozen-stages N` and `--norm-eval` train as
+mmdet's ResNet does with those arguments (passed for configs that set them).
+
     python3 bench/torch_baseline.py --threads 2
 """
 import argparse
 import json
 import os
 import statistics
+import sys
 import time
 
 import torch
@@ -82,6 +89,33 @@ def run_case(name, step, batch, warmup, runs):
     }
 
 
+def train_mode(model, frozen_stages, norm_eval):
+    """mmdet's ResNet.train(): frozen parts (stem, then layer1..frozen_stages) get no gradients
+    and keep their norms in eval mode; `norm_eval` puts every BatchNorm in eval mode."""
+    model.train()
+    frozen = ([model.stem] if frozen_stages >= 0 else []) + list(model.layers[:max(frozen_stages, 0)])
+    for part in frozen:
+        part.eval()
+        for p in part.parameters():
+            p.requires_grad_(False)
+    if norm_eval:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
+
+
+def with_deformable_convs(model, kind, stages, deform_groups):
+    """Replace the 3x3 conv of every Bottleneck of the selected stages by mmcv's DCN/DCNv2."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
+    import reference_dcn
+    pack = reference_dcn.ModulatedDeformConv2dPack if kind == "DCNv2" else reference_dcn.DeformConv2dPack
+    for layer, selected in zip(model.layers, stages):
+        for block in layer if selected else []:
+            conv = block.conv2
+            block.conv2 = pack(conv.in_channels, conv.out_channels, 3, stride=conv.stride[0], padding=conv.padding[0],
+                               dilation=conv.dilation[0], groups=conv.groups, deform_groups=deform_groups)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=os.cpu_count())
@@ -89,10 +123,17 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="infer b1,infer b8,train b8")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dcn", choices=["DCN", "DCNv2"])
+    parser.add_argument("--stage-with-dcn", default="0,0,0,0")
+    parser.add_argument("--deform-groups", type=int, default=1)
+    parser.add_argument("--frozen-stages", type=int, default=-1)
+    parser.add_argument("--norm-eval", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = Body()
+    if args.dcn:
+        with_deformable_convs(model, args.dcn, [s == "1" for s in args.stage_with_dcn.split(",")], args.deform_groups)
 
     results = []
     for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
@@ -106,8 +147,9 @@ def main():
                 with torch.inference_mode():
                     model(images)
         else:
-            model.train()
-            optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, dampening=0)
+            train_mode(model, args.frozen_stages, args.norm_eval)
+            optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                                        dampening=0)
 
             def step():
                 optimizer.zero_grad(set_to_none=True)

@@ -8,6 +8,8 @@ mod checkpoints;
 mod config_errors;
 mod configs;
 mod dcn;
+#[cfg(feature = "flex")]
+mod deform_kernels;
 mod export;
 mod generalized_attention;
 mod gradients;

@@ -86,10 +86,12 @@ impl ResNet {
     /// [`ResNet::try_forward`] to get an error instead.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<4>> {
         let mut outputs = Vec::with_capacity(self.spec.out_indices.len() + 1);
-        // Frozen parts (`frozen_stages`) run with frozen norms and hand on a detached output,
-        // so no gradient reaches their parameters.
-        let detach_if_frozen = |x: Tensor<4>, stage: Option<usize>| if self.spec.is_frozen(stage) { x.detach() } else { x };
-        let c1 = detach_if_frozen(self.stem.forward(images, self.spec.stage_mode(None)), None);
+        // Frozen parts (`frozen_stages`) run with frozen norms, on parameters that require no
+        // gradient, so no autodiff graph is recorded for them (nor memory kept) and their
+        // output is a detached tensor: no gradient reaches their parameters.
+        let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
+        let stem = if frozen(None) { self.stem.clone().no_grad() } else { self.stem.clone() };
+        let c1 = stem.forward(if frozen(None) { images.detach() } else { images }, self.spec.stage_mode(None));
         if self.spec.config.stem_output {
             outputs.push(c1.clone());
         }
@@ -98,7 +100,11 @@ impl ResNet {
         };
         let mut x = Stem::pool(c1);
         for (index, layer) in self.layers.iter().enumerate().take(last) {
-            x = detach_if_frozen(layer.forward(x, self.spec.stage_mode(Some(index))), Some(index));
+            let mode = self.spec.stage_mode(Some(index));
+            x = match frozen(Some(index)) {
+                true => layer.clone().no_grad().forward(x.detach(), mode),
+                false => layer.forward(x, mode),
+            };
             if self.spec.out_indices.contains(&index) {
                 outputs.push(x.clone());
             }

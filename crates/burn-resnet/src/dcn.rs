@@ -175,6 +175,26 @@ impl DeformConv {
             DcnKind::Deformable => (out, None),
             DcnKind::Modulated => (out.clone().narrow(1, 0, 2 * samples), Some(sigmoid(out.narrow(1, 2 * samples, samples)))),
         };
+        #[cfg(feature = "flex")]
+        {
+            let s = &self.spec;
+            let geometry = crate::cpu::deform::DeformGeometry {
+                conv: crate::cpu::conv::ConvGeometry {
+                    input: x.dims(),
+                    out_channels: s.out_channels,
+                    kernel: [s.kernel, s.kernel],
+                    stride: [s.stride, s.stride],
+                    padding: [s.padding, s.padding],
+                    dilation: [s.dilation, s.dilation],
+                    groups: s.groups,
+                },
+                deform_groups: self.deform_groups,
+            };
+            let bias = self.bias.as_ref().map(Param::val);
+            if let Some(out) = crate::cpu::try_deform_conv2d(&x, &offset, mask.as_ref(), &self.weight.val(), bias.as_ref(), &geometry) {
+                return out;
+            }
+        }
         let s = self.spec;
         let options = DeformConvOptions::new(
             [s.stride, s.stride],

@@ -267,6 +267,26 @@ fn memory_mib(field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
+/// The baseline's `--frozen-stages` and `--norm-eval`, as the config sets them.
+fn training_arguments(spec: &burn_resnet::ResNetSpec) -> Vec<String> {
+    let mut arguments = vec!["--frozen-stages".to_string(), spec.config.frozen_stages.to_string()];
+    if spec.config.norm_eval {
+        arguments.push("--norm-eval".into());
+    }
+    arguments
+}
+
+/// The baseline's `--dcn` arguments for a config with deformable convs (none otherwise).
+fn dcn_arguments(spec: &burn_resnet::ResNetSpec) -> Vec<String> {
+    let Some(dcn) = &spec.config.dcn else { return Vec::new() };
+    let kind = match dcn.kind {
+        burn_resnet::dcn::DcnKind::Deformable => "DCN",
+        burn_resnet::dcn::DcnKind::Modulated => "DCNv2",
+    };
+    let stages: Vec<&str> = (0..spec.stages.len()).map(|i| if spec.stage_dcn(i).is_some() { "1" } else { "0" }).collect();
+    vec!["--dcn".into(), kind.into(), "--stage-with-dcn".into(), stages.join(","), "--deform-groups".into(), dcn.deform_groups.to_string()]
+}
+
 /// Run `bench/torch_baseline.py --json` and read its measurements by case name.
 fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result<HashMap<String, Measurement>, CliError> {
     let cases: Vec<String> = request.cases.iter().map(|c| c.name()).collect();
@@ -274,6 +294,8 @@ fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result
         .args(["bench/torch_baseline.py", "--json", "--threads", &threads.to_string()])
         .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
         .args(["--cases", &cases.join(",")])
+        .args(dcn_arguments(&request.spec))
+        .args(training_arguments(&request.spec))
         .output()
         .map_err(|e| CliError::Bench(format!("cannot run {} bench/torch_baseline.py: {e}", python.display())))?;
     if !output.status.success() {

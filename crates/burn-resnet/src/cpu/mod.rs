@@ -14,6 +14,8 @@ mod batch_norm;
 pub mod checkpoint;
 pub mod conv;
 pub mod conv_backward;
+pub mod deform;
+mod deform_autodiff;
 pub mod pool;
 
 use burn::nn::PaddingConfig2d;
@@ -100,6 +102,16 @@ fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
         return None;
     }
     let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?;
+    float_slice(&primitive)?;
+    Some(primitive)
+}
+
+/// [`flex_f32`] of a tensor in any layout, made contiguous (copied only if it is not).
+fn flex_f32_contiguous<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
+    if tensor.device().is_autodiff() || tensor.is_require_grad() || tensor.is_tracked() {
+        return None;
+    }
+    let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
     float_slice(&primitive)?;
     Some(primitive)
 }
@@ -232,6 +244,53 @@ pub fn try_conv2d_autodiff(conv: &Conv2d, x: &Tensor<4>) -> Option<Tensor<4>> {
     }
     let geometry = conv_geometry(conv, x.dims())?;
     autodiff::try_conv2d(x, &conv.weight.val(), &geometry)
+}
+
+/// The deformable conv of [`deform`]: on plain flex with `bias` (a folded norm's) in the
+/// epilogue, or differentiable on flex's autodiff device (no bias); `None` where it does not
+/// apply (other backends, shapes that do not fit `geometry`).
+pub fn try_deform_conv2d(
+    x: &Tensor<4>,
+    offset: &Tensor<4>,
+    mask: Option<&Tensor<4>>,
+    weight: &Tensor<4>,
+    bias: Option<&Tensor<1>>,
+    geometry: &deform::DeformGeometry,
+) -> Option<Tensor<4>> {
+    let conv = &geometry.conv;
+    let weight_shape = [conv.out_channels, conv.input[1] / conv.groups, conv.kernel[0], conv.kernel[1]];
+    let shapes_fit = x.dims() == conv.input
+        && offset.dims() == geometry.offset_shape()
+        && mask.is_none_or(|m| m.dims() == geometry.mask_shape())
+        && weight.dims() == weight_shape
+        && bias.is_none_or(|b| b.dims() == [conv.out_channels]);
+    if !shapes_fit || conv.output().is_none() || !conv.input[1].is_multiple_of(geometry.deform_groups) {
+        return None;
+    }
+    if x.device().is_autodiff() {
+        return bias.is_none().then(|| deform_autodiff::try_deform_conv2d(x, offset, mask, weight, geometry)).flatten();
+    }
+    // The offsets and masks are channel slices of the offset conv's output: read as
+    // contiguous copies.
+    let contiguous = |t: &Tensor<4>| flex_f32_contiguous(t);
+    let (input, offset, weight) = (contiguous(x)?, contiguous(offset)?, contiguous(weight)?);
+    let mask = match mask {
+        Some(mask) => Some(contiguous(mask)?),
+        None => None,
+    };
+    let bias = match bias {
+        Some(bias) => Some(flex_f32_contiguous(bias)?),
+        None => None,
+    };
+    let values = deform::deform_conv2d(
+        float_slice(&input)?,
+        float_slice(&offset)?,
+        mask.as_ref().and_then(float_slice),
+        float_slice(&weight)?,
+        geometry,
+        bias.as_ref().and_then(float_slice),
+    );
+    Some(Tensor::from_primitive::<Flex>(into_primitive(values, conv.output()?)))
 }
 
 /// Square max-pool through [`pool::max_pool2d`] on plain flex, or `None` when the fast path

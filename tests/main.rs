@@ -11,6 +11,7 @@ mod dcn;
 #[cfg(feature = "flex")]
 mod deform_kernels;
 mod export;
+mod fpn;
 mod generalized_attention;
 mod gradients;
 mod init;

@@ -42,6 +42,7 @@ pub mod cpu;
 pub mod error;
 pub mod export;
 pub mod features;
+pub mod fpn;
 #[cfg(feature = "flex")]
 mod checkpoint;
 mod fold;

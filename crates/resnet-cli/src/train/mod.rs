@@ -1,9 +1,12 @@
 //! `resnet train`: train a backbone with a small classification head on the program's own
-//! shapes dataset ([`shapes`]), through burn-train (progress display, validation split,
-//! accuracy and loss metrics, cosine learning-rate schedule, a checkpoint every epoch,
-//! `--resume`).
+//! shapes dataset ([`shapes`]), or (`task = "detect"`) under an FPN with a CenterNet-style
+//! detection head ([`detect`]), through burn-train (progress display, validation split, loss
+//! and accuracy metrics, cosine learning-rate schedule, a checkpoint every epoch, `--resume`).
 
 mod classifier;
+mod detect;
+pub mod detection_data;
+pub mod detector;
 mod renderer;
 pub mod shapes;
 
@@ -19,6 +22,7 @@ use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
+use burn_resnet::fpn::FpnConfig;
 use burn_resnet::{Backend, ResNetConfig};
 use serde::Deserialize;
 
@@ -26,10 +30,25 @@ use crate::error::CliError;
 use classifier::ShapeClassifier;
 use shapes::{CLASSES, ShapeBatcher, ShapesDataset};
 
+/// What `resnet train` trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Backbone + pooled linear classifier; one shape per image.
+    #[default]
+    Classify,
+    /// Backbone + FPN (`[neck]`) + CenterNet-style head; one to three shapes per image, scored
+    /// by mAP@0.5.
+    Detect,
+}
+
 /// A training config (`configs/train/*.toml`). Unknown keys are errors.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
+    /// `"classify"` (default) or `"detect"`.
+    #[serde(default)]
+    pub task: Task,
     /// Seed of the generated data (the validation split uses `seed + 1`).
     #[serde(default = "default_seed")]
     pub seed: u64,
@@ -57,6 +76,10 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// The backbone, as in `configs/*.toml` (`frozen_stages`, `norm_eval`, `norm_cfg` apply).
     pub backbone: ResNetConfig,
+    /// The FPN of the detection task (mmdet's `FPN` arguments; `in_channels` from the
+    /// backbone). Required with `task = "detect"`.
+    #[serde(default)]
+    pub neck: Option<FpnConfig>,
 }
 
 fn default_seed() -> u64 {
@@ -78,7 +101,15 @@ impl TrainConfig {
         let invalid = |message: String| CliError::Train(format!("{}: {message}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
         let config: TrainConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
-        config.backbone.validate()?;
+        let backbone = config.backbone.validate()?;
+        match (config.task, &config.neck) {
+            (Task::Detect, None) => return Err(invalid("task = \"detect\" needs a [neck] table (an FPN: out_channels, num_outs)".into())),
+            (Task::Classify, Some(_)) => return Err(invalid("[neck] is only used by task = \"detect\"".into())),
+            (Task::Detect, Some(neck)) => {
+                neck.validate(&burn_resnet::features::feature_info(&backbone))?;
+            }
+            (Task::Classify, None) => {}
+        }
         for (field, value) in [
             ("image_size", config.image_size),
             ("train_images", config.train_images),
@@ -113,24 +144,14 @@ pub struct Request {
     pub stop_after: Option<usize>,
 }
 
-/// Train, then print the validation accuracy of the final model.
+/// Train, then print the validation accuracy (or mAP) of the final model.
 pub fn run(request: &Request) -> Result<(), CliError> {
+    if request.config.task == Task::Detect {
+        return detect::run(request);
+    }
     let config = &request.config;
     let device = request.backend.device()?.autodiff();
-    let last_epoch = request.stop_after.unwrap_or(config.epochs);
-    if last_epoch == 0 || last_epoch > config.epochs {
-        return Err(CliError::Train(format!("--stop-after: {last_epoch} is not an epoch of 1..={}", config.epochs)));
-    }
-    let checkpoint = match request.resume {
-        false => None,
-        true => Some(last_checkpoint(&request.out)?),
-    };
-    if checkpoint.is_some_and(|epoch| epoch >= last_epoch) {
-        return Err(CliError::Train(format!(
-            "{}: already trained for {last_epoch} epochs; raise `epochs` (or --stop-after) to train on",
-            request.out.display(),
-        )));
-    }
+    let (last_epoch, checkpoint) = epochs(request)?;
 
     let train = ShapesDataset { len: config.train_images, size: config.image_size, seed: config.seed };
     let valid = ShapesDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };
@@ -148,17 +169,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     if checkpoint.is_none() {
         report("before training", evaluate(&model, &valid, config.batch_size, &plain), &valid);
     }
-    let steps = config.epochs * config.train_images.div_ceil(config.batch_size);
-    let schedule = |lr: f64| CosineAnnealingLrSchedulerConfig::new(lr, steps);
-    let scheduler = ModuleLrSchedulerConfig::new(schedule(config.learning_rate).into())
-        .with_group(model.backbone.param_group(), schedule(config.learning_rate * config.backbone_lr_factor))
-        .init()
-        .map_err(CliError::Train)?;
-    let momentum = MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false };
-    let optimizer = SgdConfig::new()
-        .with_momentum(Some(momentum))
-        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
-        .init();
+    let (scheduler, optimizer) = (scheduler(config, model.backbone.param_group())?, optimizer(config));
 
     let mut training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
@@ -177,6 +188,43 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 
     report("after training", evaluate(&result.model, &valid, config.batch_size, &plain), &valid);
     Ok(())
+}
+
+/// The last epoch to train and the checkpoint to resume from, checked.
+fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
+    let config = &request.config;
+    let last_epoch = request.stop_after.unwrap_or(config.epochs);
+    if last_epoch == 0 || last_epoch > config.epochs {
+        return Err(CliError::Train(format!("--stop-after: {last_epoch} is not an epoch of 1..={}", config.epochs)));
+    }
+    let checkpoint = match request.resume {
+        false => None,
+        true => Some(last_checkpoint(&request.out)?),
+    };
+    if checkpoint.is_some_and(|epoch| epoch >= last_epoch) {
+        return Err(CliError::Train(format!(
+            "{}: already trained for {last_epoch} epochs; raise `epochs` (or --stop-after) to train on",
+            request.out.display(),
+        )));
+    }
+    Ok((last_epoch, checkpoint))
+}
+
+/// Cosine schedules over the whole run: `learning_rate` for the head, times
+/// `backbone_lr_factor` for the backbone's parameter group.
+fn scheduler(config: &TrainConfig, backbone: burn::module::ParamGroup) -> Result<burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler, CliError> {
+    let steps = config.epochs * config.train_images.div_ceil(config.batch_size);
+    let schedule = |lr: f64| CosineAnnealingLrSchedulerConfig::new(lr, steps);
+    ModuleLrSchedulerConfig::new(schedule(config.learning_rate).into())
+        .with_group(backbone, schedule(config.learning_rate * config.backbone_lr_factor))
+        .init()
+        .map_err(CliError::Train)
+}
+
+/// SGD with momentum (no dampening) and weight decay.
+fn optimizer(config: &TrainConfig) -> burn::optim::ModuleOptimizer {
+    let momentum = MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false };
+    SgdConfig::new().with_momentum(Some(momentum)).with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay))).init()
 }
 
 fn report(when: &str, (accuracy, loss): (f64, f64), valid: &ShapesDataset) {

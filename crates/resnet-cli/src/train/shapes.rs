@@ -33,10 +33,10 @@ pub struct ShapesDataset {
 
 /// SplitMix64: a tiny, good-enough generator, seeded per image so any image can be drawn
 /// without the ones before it.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -45,7 +45,7 @@ impl Rng {
     }
 
     /// Uniform in `[low, high)`.
-    fn uniform(&mut self, low: f32, high: f32) -> f32 {
+    pub(super) fn uniform(&mut self, low: f32, high: f32) -> f32 {
         low + (high - low) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
     }
 }
@@ -64,13 +64,7 @@ impl ShapesDataset {
         let mut pixels = vec![0.0f32; 3 * plane];
         for y in 0..self.size {
             for x in 0..self.size {
-                let (dx, dy) = (x as f32 + 0.5 - cx, y as f32 + 0.5 - cy);
-                let inside = match label {
-                    0 => dx * dx + dy * dy <= radius * radius,
-                    1 => dx.abs() <= 0.8 * radius && dy.abs() <= 0.8 * radius,
-                    2 => dy.abs() <= radius && dx.abs() <= 0.5 * (dy + radius),
-                    _ => (dx.abs() <= radius / 3.0 && dy.abs() <= radius) || (dy.abs() <= radius / 3.0 && dx.abs() <= radius),
-                };
+                let inside = shape_contains(label, x as f32 + 0.5 - cx, y as f32 + 0.5 - cy, radius);
                 let base = if inside { colour } else { background };
                 for (channel, value) in base.iter().enumerate() {
                     let noisy = value + rng.uniform(-0.1, 0.1);
@@ -80,6 +74,22 @@ impl ShapesDataset {
         }
         ShapeItem { pixels, label }
     }
+}
+
+/// Whether the point `(dx, dy)` from a shape's centre lies inside shape `label` of `radius`.
+pub(super) fn shape_contains(label: usize, dx: f32, dy: f32, radius: f32) -> bool {
+    match label {
+        0 => dx * dx + dy * dy <= radius * radius,
+        1 => dx.abs() <= 0.8 * radius && dy.abs() <= 0.8 * radius,
+        2 => dy.abs() <= radius && dx.abs() <= 0.5 * (dy + radius),
+        _ => (dx.abs() <= radius / 3.0 && dy.abs() <= radius) || (dy.abs() <= radius / 3.0 && dx.abs() <= radius),
+    }
+}
+
+/// The tight box `[x0, y0, x1, y1]` of shape `label` at `(cx, cy)` (pixels).
+pub(super) fn shape_box(label: usize, cx: f32, cy: f32, radius: f32) -> [f32; 4] {
+    let half = if label == 1 { 0.8 * radius } else { radius };
+    [cx - half, cy - half, cx + half, cy + half]
 }
 
 impl Dataset<ShapeItem> for ShapesDataset {

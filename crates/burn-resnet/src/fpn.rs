@@ -22,11 +22,32 @@
 //!     .init(&device)?;
 //! let neck = FpnConfig::new(16, 5).init(&backbone.feature_info(), &device)?;
 //! let model = Detector { backbone, neck };
-//! let features = model.backbone.forward(Tensor::zeros([1, 3, 64, 64], &device));
-//! let levels = model.neck.forward(&features);
+//! // What the backbone returns, for sizing what comes after it.
+//! let info = model.backbone.feature_info();
+//! assert_eq!(info.iter().map(|f| (f.channels, f.reduction)).collect::<Vec<_>>(), [(32, 4), (64, 8), (128, 16), (256, 32)]);
+//! let images = Tensor::random([1, 3, 64, 64], burn::tensor::Distribution::Default, &device);
+//! let levels = model.neck.forward(&model.backbone.forward(images.clone()));
 //! assert_eq!(levels.iter().map(|l| l.dims()[2]).collect::<Vec<_>>(), [16, 8, 4, 2, 1]);
+//!
+//! // Saved and loaded as one module (Burn's burnpack format), backbone and neck together.
+//! use burn::store::{BurnpackStore, ModuleSnapshot};
+//! let path = std::env::temp_dir().join(format!("detector-{}.bpk", std::process::id()));
+//! model.save_into(&mut BurnpackStore::from_file(&path).overwrite(true)).expect("saved");
+//! let mut fresh = Detector {
+//!     backbone: model.backbone.spec().init(&device),
+//!     neck: model.neck.spec.init(&device),
+//! };
+//! let result = fresh.load_from(&mut BurnpackStore::from_file(&path)).expect("loaded");
+//! assert!(result.missing.is_empty());
+//! let again = fresh.neck.forward(&fresh.backbone.forward(images));
+//! assert_eq!(again[0].clone().into_data(), levels[0].clone().into_data());
+//! # std::fs::remove_file(&path).ok();
 //! # Ok::<(), burn_resnet::ResNetError>(())
 //! ```
+//!
+//! `frozen_stages` in the backbone's config freezes its first stages inside such a model (no
+//! gradients, norms on running statistics); `ResNet::param_group()` gives the backbone its own
+//! learning rate.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};

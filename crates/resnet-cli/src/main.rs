@@ -115,10 +115,11 @@ enum Command {
         #[arg(long)]
         threads: Option<usize>,
     },
-    /// Train the backbone with a small classification head on generated shapes (burn-train:
-    /// progress display, validation split, metrics, checkpoints every epoch).
+    /// Train the backbone with a small classification head, or (`task = "detect"`) under an FPN
+    /// with a detection head, on generated shapes (burn-train: progress display, validation
+    /// split, metrics, checkpoints every epoch; mAP@0.5 and pictures for detection).
     Train {
-        /// A training config (TOML), e.g. configs/train/shapes_r18.toml.
+        /// A training config (TOML), e.g. configs/train/shapes_r18.toml or shapes_detect_r18.toml.
         #[arg(long)]
         config: PathBuf,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).

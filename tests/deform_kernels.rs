@@ -8,15 +8,7 @@ use burn_resnet::cpu::conv::ConvGeometry;
 use burn_resnet::cpu::deform::DeformGeometry;
 use burn_resnet::cpu::try_deform_conv2d;
 
-use crate::common::values;
-
-/// `‖a − b‖ / ‖b‖`.
-fn l2_relative(actual: Vec<f32>, expected: Vec<f32>) -> f32 {
-    assert_eq!(actual.len(), expected.len());
-    let diff: f64 = actual.iter().zip(&expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
-    let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt() as f32
-}
+use crate::common::{l2_relative, values};
 
 struct Case {
     batch: usize,
@@ -90,7 +82,7 @@ fn deformable_conv_matches_burns() {
         let inputs = tensors(case, &device);
         let bias = Tensor::<1>::random([case.channels[1]], Distribution::Normal(0.0, 1.0), &device);
         let expected = burn_deform(case, inputs.clone()) + bias.clone().reshape([1, case.channels[1], 1, 1]);
-        let error = l2_relative(values(ours(case, inputs, Some(&bias))), values(expected));
+        let error = l2_relative(&values(ours(case, inputs, Some(&bias))), &values(expected));
         assert!(error < 1e-6, "case {index}: relative error {error:.2e}");
     }
 }
@@ -110,11 +102,11 @@ fn deformable_conv_gradients_match_burns() {
         let actual = grads_of(ours(case, inputs.clone(), None));
         let expected = grads_of(burn_deform(case, inputs.clone()));
         for (name, a, e) in [("input", actual.0, expected.0), ("offset", actual.1, expected.1), ("weight", actual.3, expected.3)] {
-            let error = l2_relative(a, e);
+            let error = l2_relative(&a, &e);
             assert!(error < 1e-5, "case {index}: {name} gradient: relative error {error:.2e}");
         }
         if let (Some(a), Some(e)) = (actual.2, expected.2) {
-            let error = l2_relative(a, e);
+            let error = l2_relative(&a, &e);
             assert!(error < 1e-5, "case {index}: mask gradient: relative error {error:.2e}");
         }
     }

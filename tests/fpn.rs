@@ -8,13 +8,7 @@ use burn::tensor::Tensor;
 use burn_resnet::ResNetError;
 use burn_resnet::fpn::FpnConfig;
 
-use crate::common::{devices, float_tensors, read_safetensors, relative_error, repo_path, values};
-
-fn l2_relative(actual: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
-    let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
-    diff.sqrt() / norm.sqrt().max(1e-30)
-}
+use crate::common::{devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, values};
 
 #[test]
 fn fpn_matches_mmdet_outputs_and_gradients() {

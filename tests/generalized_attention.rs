@@ -3,28 +3,28 @@
 //! spatial range, every weight random (the zero-initialised `gamma` included).
 
 use burn::store::{ModuleSnapshot, PyTorchToBurnAdapter, SafetensorsStore};
-use burn_resnet::plugin::{AttentionType, GeneralizedAttentionConfig, PluginConfig};
+use burn_resnet::plugin::{AttentionType, GeneralizedAttentionArgs, GeneralizedAttentionConfig, PluginConfig};
 
 use burn::module::Module;
 
-use crate::common::{devices, float_tensors, read_safetensors, relative_error, repo_path, values};
+use crate::common::{devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, values};
 
 /// mmcv's arguments from a fixture's description (`in_channels=16 num_heads=2 …`), mmcv's
 /// defaults for the rest.
 fn config_of(description: &str) -> GeneralizedAttentionConfig {
-    let arg = |name: &str, default: &str| {
-        description.split(' ').find_map(|pair| pair.strip_prefix(&format!("{name}="))).unwrap_or(default).to_string()
+    let arg = |name: &str| description.split(' ').find_map(|pair| pair.strip_prefix(&format!("{name}=")));
+    let defaults = GeneralizedAttentionArgs::default();
+    let args = GeneralizedAttentionArgs {
+        spatial_range: arg("spatial_range").map_or(defaults.spatial_range, |v| v.parse().unwrap()),
+        num_heads: arg("num_heads").map_or(defaults.num_heads, |v| v.parse().unwrap()),
+        position_embedding_dim: arg("position_embedding_dim").map_or(defaults.position_embedding_dim, |v| v.parse().unwrap()),
+        position_magnitude: arg("position_magnitude").map_or(defaults.position_magnitude, |v| v.parse().unwrap()),
+        kv_stride: arg("kv_stride").map_or(defaults.kv_stride, |v| v.parse().unwrap()),
+        q_stride: arg("q_stride").map_or(defaults.q_stride, |v| v.parse().unwrap()),
+        attention_type: arg("attention_type").map_or(defaults.attention_type, |v| AttentionType::try_from(v.to_string()).unwrap()),
+        postfix: String::new(),
     };
-    GeneralizedAttentionConfig::from_mmcv(
-        arg("in_channels", "0").parse().unwrap(),
-        arg("spatial_range", "-1").parse().unwrap(),
-        arg("num_heads", "9").parse().unwrap(),
-        arg("position_embedding_dim", "-1").parse().unwrap(),
-        arg("position_magnitude", "1").parse().unwrap(),
-        arg("kv_stride", "2").parse().unwrap(),
-        arg("q_stride", "1").parse().unwrap(),
-        AttentionType::try_from(arg("attention_type", "1111")).unwrap(),
-    )
+    args.config(arg("in_channels").unwrap().parse().unwrap())
 }
 
 #[test]
@@ -59,12 +59,6 @@ fn generalized_attention_matches_mmcv() {
             assert!(unused.is_empty(), "{case}: mmcv tensors without a place here: {unused:?}");
         }
     }
-}
-
-fn l2_relative(actual: &[f32], expected: &[f32]) -> f64 {
-    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
-    let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
-    (diff / norm.max(1e-30)).sqrt()
 }
 
 /// Gradients of `sum(output · probe)` for the input and every parameter, against mmcv's module

@@ -120,3 +120,11 @@ pub fn float_tensors(module: &impl Module, grads: Option<&Gradients>) -> Vec<Flo
     module.visit(&mut collect);
     collect.tensors
 }
+
+/// `‖actual − expected‖ / ‖expected‖` (L2 over all elements).
+pub fn l2_relative(actual: &[f32], expected: &[f32]) -> f64 {
+    assert_eq!(actual.len(), expected.len(), "lengths");
+    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
+    let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
+    diff.sqrt() / norm.sqrt().max(1e-30)
+}

@@ -1,62 +1,15 @@
-//! `ResNetConfig`: the serde-readable mirror of mmdet's `ResNet(...)` arguments, its
-//! architecture table, and validation into a [`ResNetSpec`] from which modules are built.
+//! `ResNetConfig`: the serde-readable mirror of mmdet's `ResNet(...)` arguments, and validation
+//! into a [`ResNetSpec`] from which modules are built (the architecture table is in `arch.rs`).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::arch::{ARCH_SETTINGS, BlockKind, Style};
 use crate::dcn::{DcnConfig, validate_dcn};
 use crate::error::{ResNetError, Result};
 use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginEntry, validate_plugins};
-
-/// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum BlockKind {
-    /// Two 3x3 convs, expansion 1 (ResNet-18/34).
-    Basic,
-    /// 1x1 → 3x3 → 1x1 convs, expansion 4 (ResNet-50/101/152).
-    Bottleneck,
-}
-
-impl std::fmt::Display for Style {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Style::Pytorch => "pytorch",
-            Style::Caffe => "caffe",
-        })
-    }
-}
-
-impl BlockKind {
-    /// Output channels of a block relative to its `planes` (mmdet's `expansion`).
-    pub fn expansion(self) -> usize {
-        match self {
-            BlockKind::Basic => 1,
-            BlockKind::Bottleneck => 4,
-        }
-    }
-}
-
-/// mmdet's architecture table: block kind and blocks per stage for each depth.
-pub const ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 5] = [
-    (18, BlockKind::Basic, [2, 2, 2, 2]),
-    (34, BlockKind::Basic, [3, 4, 6, 3]),
-    (50, BlockKind::Bottleneck, [3, 4, 6, 3]),
-    (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
-    (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
-];
-
-/// Where a Bottleneck puts its stride (mmdet `style`, default `pytorch`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Style {
-    /// Stride on the 3x3 conv (ResNet v1.5, torchvision).
-    #[default]
-    Pytorch,
-    /// Stride on the first 1x1 conv (original Caffe ResNet, MSRA weights).
-    Caffe,
-}
 
 /// Configuration of a ResNet backbone, field for field mmdet's `ResNet`/`ResNeXt` arguments.
 ///

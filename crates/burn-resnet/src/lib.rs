@@ -32,6 +32,7 @@
 //! Backends are cargo features (`flex`, the default; `ndarray`; `wgpu`): the module type is the
 //! same on each, and the [`Device`](burn::tensor::Device) picks the backend at run time.
 
+pub mod arch;
 pub mod backend;
 pub mod block;
 pub mod config;

@@ -43,7 +43,89 @@ impl From<AttentionType> for String {
     }
 }
 
-/// Settings of a [`GeneralizedAttention`] (mmcv's arguments).
+/// mmcv's `GeneralizedAttention` arguments as a plugin's `cfg` (TOML keys, defaults mmcv's):
+/// `num_heads` (9), `attention_type` (`"1111"`), `kv_stride` (2), `q_stride` (1),
+/// `spatial_range` (-1: unlimited), `position_embedding_dim` (-1: the input channels),
+/// `position_magnitude` (1), and mmdet's `postfix`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneralizedAttentionArgs {
+    /// mmcv `spatial_range`.
+    #[serde(default = "minus_one")]
+    pub spatial_range: i64,
+    /// mmcv `num_heads`.
+    #[serde(default = "default_heads")]
+    pub num_heads: usize,
+    /// mmcv `position_embedding_dim`.
+    #[serde(default = "minus_one")]
+    pub position_embedding_dim: i64,
+    /// mmcv `position_magnitude`.
+    #[serde(default = "one")]
+    pub position_magnitude: usize,
+    /// mmcv `kv_stride`.
+    #[serde(default = "two")]
+    pub kv_stride: usize,
+    /// mmcv `q_stride`.
+    #[serde(default = "one")]
+    pub q_stride: usize,
+    /// mmcv `attention_type`.
+    #[serde(default = "every_term")]
+    pub attention_type: AttentionType,
+    /// mmdet `postfix`.
+    #[serde(default)]
+    pub postfix: String,
+}
+
+fn minus_one() -> i64 {
+    -1
+}
+fn one() -> usize {
+    1
+}
+fn two() -> usize {
+    2
+}
+fn default_heads() -> usize {
+    9
+}
+fn every_term() -> AttentionType {
+    AttentionType([true; 4])
+}
+
+impl Default for GeneralizedAttentionArgs {
+    fn default() -> Self {
+        Self {
+            spatial_range: -1,
+            num_heads: default_heads(),
+            position_embedding_dim: -1,
+            position_magnitude: 1,
+            kv_stride: 2,
+            q_stride: 1,
+            attention_type: every_term(),
+            postfix: String::new(),
+        }
+    }
+}
+
+impl GeneralizedAttentionArgs {
+    /// The settings these arguments give on `channels` input channels;
+    /// [`GeneralizedAttentionConfig::check`] says whether they can be built.
+    pub fn config(&self, channels: usize) -> GeneralizedAttentionConfig {
+        let position_embedding_dim = if self.position_embedding_dim > 0 { self.position_embedding_dim as usize } else { channels };
+        GeneralizedAttentionConfig {
+            channels,
+            spatial_range: self.spatial_range,
+            num_heads: self.num_heads,
+            position_embedding_dim,
+            position_magnitude: self.position_magnitude,
+            kv_stride: self.kv_stride,
+            q_stride: self.q_stride,
+            terms: self.attention_type.0,
+        }
+    }
+}
+
+/// Settings of a [`GeneralizedAttention`] on a given number of channels.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct GeneralizedAttentionConfig {
     /// Input (and output) channels.
@@ -68,24 +150,6 @@ pub struct GeneralizedAttentionConfig {
 }
 
 impl GeneralizedAttentionConfig {
-    /// The settings mmcv's arguments give on `channels` input channels; [`Self::check`] says
-    /// whether they can be built.
-    #[allow(clippy::too_many_arguments)]
-    pub fn from_mmcv(
-        channels: usize,
-        spatial_range: i64,
-        num_heads: usize,
-        position_embedding_dim: i64,
-        position_magnitude: usize,
-        kv_stride: usize,
-        q_stride: usize,
-        attention_type: AttentionType,
-    ) -> Self {
-        let position_embedding_dim = if position_embedding_dim > 0 { position_embedding_dim as usize } else { channels };
-        let terms = attention_type.0;
-        Self { channels, spatial_range, num_heads, position_embedding_dim, position_magnitude, kv_stride, q_stride, terms }
-    }
-
     /// Why these settings cannot be built, if they cannot.
     pub fn check(&self) -> Option<String> {
         let Self { channels, spatial_range, num_heads, position_embedding_dim, kv_stride, q_stride, terms, .. } = *self;

@@ -19,7 +19,7 @@ use crate::config::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
 pub use context_block::{ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
-pub use generalized_attention::{AttentionType, GeneralizedAttention, GeneralizedAttentionConfig};
+pub use generalized_attention::{AttentionType, GeneralizedAttention, GeneralizedAttentionArgs, GeneralizedAttentionConfig};
 pub use non_local::{NonLocal2d, NonLocal2dConfig, NonLocalMode};
 pub use squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig, make_divisible};
 
@@ -116,7 +116,7 @@ impl PluginEntry {
         let (abbreviation, postfix) = match &self.cfg {
             PluginConfig::ContextBlock { postfix, .. } => ("context_block", postfix),
             PluginConfig::NonLocal2d { postfix, .. } => ("nonlocal_block", postfix),
-            PluginConfig::GeneralizedAttention { postfix, .. } => ("gen_attention_block", postfix),
+            PluginConfig::GeneralizedAttention(args) => ("gen_attention_block", &args.postfix),
             PluginConfig::SqueezeExcitation { postfix, .. } => ("se", postfix),
         };
         format!("{abbreviation}{postfix}")
@@ -171,32 +171,7 @@ pub enum PluginConfig {
     /// content·position, bias·content, bias·position), `kv_stride` (2), `q_stride` (1),
     /// `spatial_range` (-1: unlimited), `position_embedding_dim` (-1: the input channels),
     /// `position_magnitude` (1).
-    GeneralizedAttention {
-        /// mmcv `spatial_range`.
-        #[serde(default = "minus_one")]
-        spatial_range: i64,
-        /// mmcv `num_heads`.
-        #[serde(default = "default_heads")]
-        num_heads: usize,
-        /// mmcv `position_embedding_dim`.
-        #[serde(default = "minus_one")]
-        position_embedding_dim: i64,
-        /// mmcv `position_magnitude`.
-        #[serde(default = "one")]
-        position_magnitude: usize,
-        /// mmcv `kv_stride`.
-        #[serde(default = "two")]
-        kv_stride: usize,
-        /// mmcv `q_stride`.
-        #[serde(default = "one")]
-        q_stride: usize,
-        /// mmcv `attention_type`.
-        #[serde(default = "default_attention_type")]
-        attention_type: AttentionType,
-        /// mmdet `postfix`.
-        #[serde(default)]
-        postfix: String,
-    },
+    GeneralizedAttention(GeneralizedAttentionArgs),
     /// Squeeze-and-excitation (timm's `se`): `rd_ratio` (default 1/16; the squeezed width is
     /// rounded to a multiple of 8 as timm does).
     #[serde(rename = "SE")]
@@ -219,21 +194,6 @@ fn default_reduction() -> usize {
 fn default_true() -> bool {
     true
 }
-fn minus_one() -> i64 {
-    -1
-}
-fn one() -> usize {
-    1
-}
-fn two() -> usize {
-    2
-}
-fn default_heads() -> usize {
-    9
-}
-fn default_attention_type() -> AttentionType {
-    AttentionType([true; 4])
-}
 fn default_rd_ratio() -> f64 {
     1.0 / 16.0
 }
@@ -244,7 +204,7 @@ impl PluginConfig {
         match self {
             PluginConfig::ContextBlock { .. } => "ContextBlock",
             PluginConfig::NonLocal2d { .. } => "NonLocal2d",
-            PluginConfig::GeneralizedAttention { .. } => "GeneralizedAttention",
+            PluginConfig::GeneralizedAttention(_) => "GeneralizedAttention",
             PluginConfig::SqueezeExcitation { .. } => "SE",
         }
     }
@@ -266,18 +226,7 @@ impl PluginConfig {
             PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
                 (!(rd_ratio.is_finite() && *rd_ratio > 0.0)).then(|| format!("rd_ratio {rd_ratio} must be positive"))
             }
-            PluginConfig::GeneralizedAttention {
-                spatial_range: range,
-                num_heads: heads,
-                position_embedding_dim: dim,
-                position_magnitude: magnitude,
-                kv_stride,
-                q_stride,
-                attention_type: kind,
-                ..
-            } => {
-                GeneralizedAttentionConfig::from_mmcv(channels, *range, *heads, *dim, *magnitude, *kv_stride, *q_stride, *kind).check()
-            }
+            PluginConfig::GeneralizedAttention(args) => args.config(channels).check(),
         }
     }
 
@@ -297,19 +246,7 @@ impl PluginConfig {
                 let reduced = make_divisible(channels as f64 * rd_ratio, 8);
                 Plugin::SqueezeExcitation(SqueezeExcitationConfig { channels, reduced }.init(device))
             }
-            PluginConfig::GeneralizedAttention {
-                spatial_range: range,
-                num_heads: heads,
-                position_embedding_dim: dim,
-                position_magnitude: magnitude,
-                kv_stride,
-                q_stride,
-                attention_type: kind,
-                ..
-            } => {
-                let config = GeneralizedAttentionConfig::from_mmcv(channels, *range, *heads, *dim, *magnitude, *kv_stride, *q_stride, *kind);
-                Plugin::GeneralizedAttention(config.init(device))
-            }
+            PluginConfig::GeneralizedAttention(args) => Plugin::GeneralizedAttention(args.config(channels).init(device)),
         }
     }
 }

@@ -1,0 +1,52 @@
+//! mmdet's architecture table and the two choices it and `style` make: the block kind of each
+//! depth, and where a Bottleneck carries its stride.
+
+use serde::{Deserialize, Serialize};
+
+/// Which residual block a depth uses (mmdet's `arch_settings[depth][0]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BlockKind {
+    /// Two 3x3 convs, expansion 1 (ResNet-18/34).
+    Basic,
+    /// 1x1 → 3x3 → 1x1 convs, expansion 4 (ResNet-50/101/152).
+    Bottleneck,
+}
+
+impl std::fmt::Display for Style {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Style::Pytorch => "pytorch",
+            Style::Caffe => "caffe",
+        })
+    }
+}
+
+impl BlockKind {
+    /// Output channels of a block relative to its `planes` (mmdet's `expansion`).
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// mmdet's architecture table: block kind and blocks per stage for each depth.
+pub const ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 5] = [
+    (18, BlockKind::Basic, [2, 2, 2, 2]),
+    (34, BlockKind::Basic, [3, 4, 6, 3]),
+    (50, BlockKind::Bottleneck, [3, 4, 6, 3]),
+    (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
+    (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
+];
+
+/// Where a Bottleneck puts its stride (mmdet `style`, default `pytorch`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Style {
+    /// Stride on the 3x3 conv (ResNet v1.5, torchvision).
+    #[default]
+    Pytorch,
+    /// Stride on the first 1x1 conv (original Caffe ResNet, MSRA weights).
+    Caffe,
+}

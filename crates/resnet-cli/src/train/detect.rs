@@ -13,7 +13,7 @@ use burn::train::{Learner, SupervisedTraining};
 use super::detection_data::{DetectionBatcher, DetectionDataset, Object};
 use super::detector::{Detection, ShapeDetector, decode, mean_average_precision};
 use super::shapes::CLASSES;
-use super::{Request, epochs, optimizer, renderer, scheduler};
+use super::{Request, epochs, optimizer, presented, scheduler};
 use crate::error::CliError;
 
 /// Detections scored below this are dropped; at most this many per image.
@@ -49,20 +49,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         report("before training", &evaluate(&model, &valid, &batcher, config.batch_size, &plain));
     }
     let (scheduler, optimizer) = (scheduler(config, model.backbone.param_group())?, optimizer(config));
-    let mut training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+    let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
         .metrics((LossMetric::new(),))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        training = training.renderer(Box::new(renderer::LineRenderer::default()));
-    }
-    if let Some(epoch) = checkpoint {
-        println!("resuming from the checkpoint of epoch {epoch} in {}", request.out.display());
-        training = training.checkpoint(epoch);
-    }
-    let result = training.launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint).launch(Learner::new(model, optimizer, scheduler));
 
     let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
     report("after training", &evaluation);

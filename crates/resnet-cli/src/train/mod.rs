@@ -171,20 +171,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     }
     let (scheduler, optimizer) = (scheduler(config, model.backbone.param_group())?, optimizer(config));
 
-    let mut training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+    let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
-        training = training.renderer(Box::new(renderer::LineRenderer::default()));
-    }
-    if let Some(epoch) = checkpoint {
-        println!("resuming from the checkpoint of epoch {epoch} in {}", request.out.display());
-        training = training.checkpoint(epoch);
-    }
-    let result = training.launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint).launch(Learner::new(model, optimizer, scheduler));
 
     report("after training", evaluate(&result.model, &valid, config.batch_size, &plain), &valid);
     Ok(())
@@ -208,6 +201,19 @@ fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
         )));
     }
     Ok((last_epoch, checkpoint))
+}
+
+/// burn-train's full-screen display in a terminal, progress lines otherwise; resumed from
+/// `checkpoint` when there is one.
+fn presented<M: burn::train::LearnerModel>(mut training: SupervisedTraining<M>, request: &Request, checkpoint: Option<usize>) -> SupervisedTraining<M> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        training = training.renderer(Box::new(renderer::LineRenderer::default()));
+    }
+    if let Some(epoch) = checkpoint {
+        println!("resuming from the checkpoint of epoch {epoch} in {}", request.out.display());
+        training = training.checkpoint(epoch);
+    }
+    training
 }
 
 /// Cosine schedules over the whole run: `learning_rate` for the head, times

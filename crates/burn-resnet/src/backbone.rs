@@ -90,8 +90,11 @@ impl ResNet {
         // gradient, so no autodiff graph is recorded for them (nor memory kept) and their
         // output is a detached tensor: no gradient reaches their parameters.
         let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
-        let stem = if frozen(None) { self.stem.clone().no_grad() } else { self.stem.clone() };
-        let c1 = stem.forward(if frozen(None) { images.detach() } else { images }, self.spec.stage_mode(None));
+        let stem_mode = self.spec.stage_mode(None);
+        let c1 = match frozen(None) {
+            true => self.stem.clone().no_grad().forward(images.detach(), stem_mode),
+            false => self.stem.forward(images, stem_mode),
+        };
         if self.spec.config.stem_output {
             outputs.push(c1.clone());
         }

@@ -1,6 +1,7 @@
 //! Deformable convolution for the Bottleneck's 3x3 conv (mmdet `dcn` / `stage_with_dcn`):
-//! mmcv's `DCN` (`DeformConv2dPack`) and `DCNv2` (`ModulatedDeformConv2dPack`), on Burn's
-//! `deform_conv2d`, and [`SpatialConv`], the regular-or-deformable `conv2` of a Bottleneck.
+//! mmcv's `DCN` (`DeformConv2dPack`) and `DCNv2` (`ModulatedDeformConv2dPack`) — on the
+//! project's kernels on flex ([`crate::cpu::deform`]), on Burn's `deform_conv2d` elsewhere — and
+//! [`SpatialConv`], the regular-or-deformable `conv2` of a Bottleneck.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;

@@ -8,7 +8,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{batch_norm_train, max_pool2d};
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::{try_batch_norm_train, try_conv2d, try_conv2d_autodiff, try_conv2d_batch_norm, try_max_pool2d};
+use burn_resnet::cpu::{try_batch_norm_eval, try_batch_norm_train, try_conv2d, try_conv2d_autodiff, try_conv2d_batch_norm, try_max_pool2d};
 
 use crate::common::values;
 
@@ -199,6 +199,41 @@ fn batch_norm_train_matches_burn_batch_norm_and_relu() {
         }
         let grads = (ours.output * weights).sum().backward();
         let reshape = |t: Tensor<1>| t.reshape([1, shape[1], 1, 1]);
+        for (name, actual, reference) in [
+            ("input", x.grad(&grads), x.grad(&expected_grads)),
+            ("gamma", gamma.grad(&grads).map(reshape), gamma.grad(&expected_grads).map(reshape)),
+            ("beta", beta.grad(&grads).map(reshape), beta.grad(&expected_grads).map(reshape)),
+        ] {
+            let difference = relative_difference(actual.expect("gradient"), reference.expect("gradient"));
+            assert!(difference < 1e-4, "{label}: {name} gradient relative difference {difference:e}");
+        }
+    }
+}
+
+/// BatchNorm on running statistics with trainable affine parameters (`norm_eval`), + ReLU.
+#[test]
+fn batch_norm_eval_matches_burn_batch_norm_and_relu() {
+    use burn::tensor::module::batch_norm;
+    let device = Device::flex().autodiff();
+    let n = Distribution::Normal(0.0, 1.0);
+    // Odd plane sizes exercise the lanes' tails.
+    for (shape, relu_after) in [([4, 6, 7, 5], true), ([2, 3, 9, 9], false), ([1, 5, 4, 4], true)] {
+        let channels = shape[1];
+        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
+        let gamma = Tensor::<1>::random([channels], n, &device).require_grad();
+        let beta = Tensor::<1>::random([channels], n, &device).require_grad();
+        let mean = Tensor::<1>::random([channels], n, &device);
+        let variance = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 2.0), &device);
+        let stock = batch_norm(x.clone(), gamma.clone(), beta.clone(), mean.clone(), variance.clone(), 1e-5);
+        let expected = if relu_after { relu(stock) } else { stock };
+        let weights = Tensor::<4>::random(shape, n, &device);
+        let expected_grads = (expected.clone() * weights.clone()).sum().backward();
+        let ours = try_batch_norm_eval(&x, &gamma, &beta, &values(mean), &values(variance), 1e-5, relu_after).expect("flex autodiff f32");
+        let label = format!("{shape:?} relu {relu_after}");
+        let difference = relative_difference(ours.clone(), expected);
+        assert!(difference < 1e-5, "{label}: output relative difference {difference:e}");
+        let grads = (ours * weights).sum().backward();
+        let reshape = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
         for (name, actual, reference) in [
             ("input", x.grad(&grads), x.grad(&expected_grads)),
             ("gamma", gamma.grad(&grads).map(reshape), gamma.grad(&expected_grads).map(reshape)),

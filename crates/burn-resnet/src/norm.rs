@@ -181,8 +181,8 @@ impl Norm {
         }
         let affine = |param: &Param<Tensor<1>>, train: bool| if train { param.val() } else { param.val().detach() };
         let out = match self {
-            Norm::Batch(norm) => batch_norm_eval(norm, x, mode.train_affine),
-            Norm::Frozen(norm) => batch_norm_eval(norm, x, false),
+            Norm::Batch(norm) => return batch_norm_eval(norm, x, mode.train_affine, apply_relu),
+            Norm::Frozen(norm) => return batch_norm_eval(norm, x, false, apply_relu),
             Norm::Group(norm) => {
                 let (gamma, beta) = match (&norm.gamma, &norm.beta) {
                     (Some(gamma), Some(beta)) => (affine(gamma, mode.train_affine), affine(beta, mode.train_affine)),
@@ -285,14 +285,25 @@ pub(crate) fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor
     if train { (gamma, beta) } else { (gamma.detach(), beta.detach()) }
 }
 
-/// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen): the statistics
-/// are read, never updated, whatever the layer's training flag says.
-fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool) -> Tensor<4> {
+/// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen), then a ReLU if
+/// `apply_relu`: the statistics are read, never updated, whatever the layer's training flag
+/// says. On flex's autodiff device it runs as one op ([`crate::cpu::try_batch_norm_eval`]).
+fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool, apply_relu: bool) -> Tensor<4> {
     let (gamma, beta) = affine_values(norm, train_affine);
+    #[cfg(feature = "flex")]
+    if x.device().is_autodiff() {
+        let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().ok();
+        if let (Some(mean), Some(variance)) = (read(norm.running_mean.value_sync()), read(norm.running_var.value_sync())) {
+            if let Some(out) = crate::cpu::try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, norm.epsilon, apply_relu) {
+                return out;
+            }
+        }
+    }
     let device = x.device();
     let mean = norm.running_mean.value_sync().to_device(&device);
     let variance = norm.running_var.value_sync().to_device(&device);
-    module::batch_norm(x, gamma, beta, mean, variance, norm.epsilon)
+    let out = module::batch_norm(x, gamma, beta, mean, variance, norm.epsilon);
+    if apply_relu { relu(out) } else { out }
 }
 
 /// GroupNorm: each sample's channels in `groups` groups, normalised by their own mean and

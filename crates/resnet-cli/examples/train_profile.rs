@@ -68,6 +68,27 @@ fn main() {
         time("  batch-norm (train) + relu forward + backward", runs, || {
             let _ = relu(bn(x.clone())).sum().backward();
         });
+        // norm_eval: running statistics, trainable affine. The probe makes the incoming gradient
+        // a dense tensor, as in a network (the gradient of a plain sum is a broadcast scalar).
+        let probe = Tensor::<4>::random([batch, width, side, side], n, &device);
+        let (mean, variance) = (Tensor::<1>::zeros([width], &device), Tensor::<1>::ones([width], &device));
+        time("  batch-norm (eval) + relu forward + backward", runs, || {
+            let out = burn::tensor::module::batch_norm(x.clone(), gamma.clone(), beta.clone(), mean.clone(), variance.clone(), 1e-5);
+            let _ = (relu(out) * probe.clone()).sum().backward();
+        });
+        let (mean_values, variance_values) = (vec![0.0f32; width], vec![1.0f32; width]);
+        time("  project batch-norm (eval) + relu forward", runs, || {
+            let out = burn_resnet::cpu::try_batch_norm_eval(&x.clone().detach(), &gamma.clone().detach(), &beta.clone().detach(), &mean_values, &variance_values, 1e-5, true).unwrap();
+            let _ = out.sum().into_scalar::<f32>();
+        });
+        time("  batch-norm (eval) + relu forward", runs, || {
+            let out = burn::tensor::module::batch_norm(x.clone().detach(), gamma.clone().detach(), beta.clone().detach(), mean.clone(), variance.clone(), 1e-5);
+            let _ = relu(out).sum().into_scalar::<f32>();
+        });
+        time("  project batch-norm (eval) + relu forward + backward", runs, || {
+            let out = burn_resnet::cpu::try_batch_norm_eval(&x, &gamma, &beta, &mean_values, &variance_values, 1e-5, true).unwrap();
+            let _ = (out * probe.clone()).sum().backward();
+        });
     }
 }
 

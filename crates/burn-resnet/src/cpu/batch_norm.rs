@@ -1,6 +1,8 @@
 //! BatchNorm's training step (batch statistics), optionally followed by a ReLU, as one
 //! differentiable op on flex's autodiff device: one pass for the statistics, one for the
 //! output, and two for the gradients, per channel and in cache, statistics accumulated in f64.
+//! Also BatchNorm on its running statistics (`norm_eval`, frozen stages) with trainable affine
+//! parameters, + ReLU, as one op: one pass forward, one backward.
 //!
 //! Burn 0.22's default `batch_norm_train` (which flex inherits) builds the statistics from
 //! transposed copies and a dozen separate tensor ops, forward and backward; on ResNet-50's
@@ -61,7 +63,8 @@ fn for_each_plane(output: &mut [f32], shape: [usize; 4], f: impl Fn(usize, std::
 }
 
 /// The output of BatchNorm (+ ReLU) with batch statistics, and those statistics; `known`
-/// statistics (from an earlier pass over the same `x`) are reused instead of recomputed.
+/// `(mean, variance)` (from an earlier pass over the same `x`, or running statistics) are used
+/// instead of computing them.
 pub(super) fn batch_norm_forward(
     x: &[f32],
     gamma: &[f32],
@@ -69,11 +72,11 @@ pub(super) fn batch_norm_forward(
     shape: [usize; 4],
     epsilon: f64,
     relu: bool,
-    known: Option<&ChannelStats>,
+    known: Option<(&[f32], &[f32])>,
 ) -> (Vec<f32>, ChannelStats) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
     let (mean, variance): (Vec<f32>, Vec<f32>) = match known {
-        Some(stats) => (stats.mean.clone(), stats.variance.clone()),
+        Some((mean, variance)) => (mean.to_vec(), variance.to_vec()),
         None => batch_statistics(x, shape, count),
     };
     let (scale, shift) = batch_norm_affine(gamma, beta, &mean, &variance, epsilon);
@@ -140,6 +143,53 @@ pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats
     (grad_in, grad_gamma, grad_beta)
 }
 
+/// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass: the
+/// affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g` passed by
+/// the ReLU). Sums in eight f32 lanes per plane, then f64 across lanes and planes, in order.
+fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    const LANES: usize = 8;
+    let mut grad_in = vec![0.0f32; x.len()];
+    let ptr = SendPtr(grad_in.as_mut_ptr());
+    let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
+        .into_par_iter()
+        .map(|c| {
+            let (scale, shift, mean) = (stats.scale[c], stats.shift[c], stats.mean[c]);
+            let inv_std = (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
+            let (mut sum, mut sum_normalized) = (0f64, 0f64);
+            for range in planes(shape, c) {
+                // SAFETY: `range` lies inside `grad_in` (same length as `x`), and the planes of
+                // different channels are disjoint, so no two threads alias.
+                let dx = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
+                let (mut lanes, mut lanes_normalized) = ([0f32; LANES], [0f32; LANES]);
+                // Branch-free (the ReLU's mask as a factor) over whole lanes, so that it
+                // vectorises; the tail goes through the same step one element at a time.
+                let step = |dx: &mut f32, v: f32, g: f32, lane: &mut f32, lane_normalized: &mut f32| {
+                    let g = if relu { g * ((v * scale + shift > 0.0) as u8 as f32) } else { g };
+                    *dx = g * scale;
+                    *lane += g;
+                    *lane_normalized += g * (v - mean) * inv_std;
+                };
+                let (xs, gs) = (&x[range.clone()], &grad_out[range]);
+                let mut dx_lanes = dx.chunks_exact_mut(LANES);
+                let (mut x_lanes, mut g_lanes) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
+                for ((d, v), g) in (&mut dx_lanes).zip(&mut x_lanes).zip(&mut g_lanes) {
+                    for i in 0..LANES {
+                        step(&mut d[i], v[i], g[i], &mut lanes[i], &mut lanes_normalized[i]);
+                    }
+                }
+                let tail = dx_lanes.into_remainder().iter_mut().zip(x_lanes.remainder()).zip(g_lanes.remainder());
+                for (i, ((d, &v), &g)) in tail.enumerate() {
+                    step(d, v, g, &mut lanes[i], &mut lanes_normalized[i]);
+                }
+                sum += lanes.iter().map(|&v| v as f64).sum::<f64>();
+                sum_normalized += lanes_normalized.iter().map(|&v| v as f64).sum::<f64>();
+            }
+            (sum_normalized as f32, sum as f32)
+        })
+        .unzip();
+    (grad_in, grad_gamma, grad_beta)
+}
+
 /// What the backward pass needs.
 #[derive(Clone)]
 struct Saved {
@@ -149,6 +199,8 @@ struct Saved {
     shape: [usize; 4],
     epsilon: f64,
     relu: bool,
+    /// Normalised with the batch's statistics (training) or fixed ones (running statistics).
+    batch_statistics: bool,
 }
 
 impl std::fmt::Debug for Saved {
@@ -170,7 +222,10 @@ impl Backward<Flex, 3> for BatchNormBackward {
         let (Some(dy), Some(x)) = (float_slice(&grad_out), float_slice(&saved.input)) else {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
-        let (dx, dgamma, dbeta) = batch_norm_backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu);
+        let (dx, dgamma, dbeta) = match saved.batch_statistics {
+            true => batch_norm_backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu),
+            false => batch_norm_eval_backward(x, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu),
+        };
         let channels = [saved.shape[1]];
         for (node, grad) in [(node_input, into_primitive(dx, saved.shape)), (node_gamma, into_primitive(dgamma, channels)), (node_beta, into_primitive(dbeta, channels))] {
             if let Some(node) = node {
@@ -183,6 +238,22 @@ impl Backward<Flex, 3> for BatchNormBackward {
 /// BatchNorm with batch statistics (training), then a ReLU if `relu`, when `x`, `gamma` and
 /// `beta` live on flex's autodiff device as contiguous f32; `None` otherwise.
 pub fn try_batch_norm_train(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64, relu: bool) -> Option<BatchNormTrainOutput> {
+    batch_norm_op(x, gamma, beta, epsilon, relu, None)
+}
+
+/// BatchNorm on the given running statistics (`mean`, `variance`), then a ReLU if `relu`,
+/// differentiable in `x`, `gamma` and `beta`, on flex's autodiff device; `None` where it does
+/// not apply.
+pub fn try_batch_norm_eval(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, mean: &[f32], variance: &[f32], epsilon: f64, relu: bool) -> Option<Tensor<4>> {
+    if mean.len() != x.dims()[1] || variance.len() != x.dims()[1] {
+        return None;
+    }
+    batch_norm_op(x, gamma, beta, epsilon, relu, Some((mean, variance))).map(|result| result.output)
+}
+
+/// The op behind [`try_batch_norm_train`] (`known = None`: batch statistics) and
+/// [`try_batch_norm_eval`] (`known`: running statistics).
+fn batch_norm_op(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64, relu: bool, known: Option<(&[f32], &[f32])>) -> Option<BatchNormTrainOutput> {
     let shape = x.dims();
     if gamma.dims() != [shape[1]] || beta.dims() != [shape[1]] || shape[0] * shape[2] * shape[3] == 0 {
         return None;
@@ -191,12 +262,13 @@ pub fn try_batch_norm_train(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, 
     let gamma = gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let gamma_values = float_slice(gamma.primitive())?.to_vec();
-    let (output, stats) = batch_norm_forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu, None);
+    let batch_statistics = known.is_none();
+    let (output, stats) = batch_norm_forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu, known);
     let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
     let output = into_primitive(output, shape);
     let output = match BatchNormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let saved = Saved { input: x.into_primitive(), gamma: gamma_values, stats, shape, epsilon, relu };
+            let saved = Saved { input: x.into_primitive(), gamma: gamma_values, stats, shape, epsilon, relu, batch_statistics };
             prep.finish(saved, output)
         }
         OpsKind::UnTracked(prep) => prep.finish(output),

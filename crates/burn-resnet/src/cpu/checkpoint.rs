@@ -83,7 +83,7 @@ fn run(input: &[f32], main: &mut [Unit], shortcut: Option<&mut Unit>) -> Activat
         let weight = float_slice(&unit.weight).expect("checked when the op was built");
         let conv = conv2d(x, weight, &unit.geometry, Epilogue::default());
         let shape = unit.geometry.output().expect("checked when the op was built");
-        let (normalised, stats) = batch_norm_forward(&conv, &unit.gamma, &unit.beta, shape, unit.epsilon, unit.relu, unit.stats.as_ref());
+        let (normalised, stats) = batch_norm_forward(&conv, &unit.gamma, &unit.beta, shape, unit.epsilon, unit.relu, unit.stats.as_ref().map(|s| (&s.mean[..], &s.variance[..])));
         unit.stats = Some(stats);
         (conv, normalised)
     };

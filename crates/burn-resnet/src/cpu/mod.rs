@@ -24,7 +24,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
 
-pub use batch_norm::{BatchNormTrainOutput, try_batch_norm_train};
+pub use batch_norm::{BatchNormTrainOutput, try_batch_norm_eval, try_batch_norm_train};
 use conv::{ConvGeometry, Epilogue};
 use pool::PoolGeometry;
 

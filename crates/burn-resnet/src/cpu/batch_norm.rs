@@ -53,10 +53,8 @@ fn for_each_plane(output: &mut [f32], shape: [usize; 4], f: impl Fn(usize, std::
     let len = output.len();
     assert_eq!(len, shape.iter().product::<usize>());
     (0..shape[1]).into_par_iter().for_each(|channel| {
-        for range in planes(shape, channel) {
-            // SAFETY: `range` lies inside `output` (its length is the shape's product), and the
-            // planes of different channels are disjoint, so no two threads alias.
-            let out = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
+        // SAFETY: `output` has the shape's size, and this task alone handles `channel`.
+        for (range, out) in unsafe { channel_planes(ptr, shape, channel) } {
             f(channel, range, out);
         }
     });
@@ -107,82 +105,119 @@ fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<
         .unzip()
 }
 
-/// Gradients `(dx, dγ, dβ)` given the output gradient.
+/// Lanes of the backward passes' sums: eight f32 partial sums per plane (vectorised, each over
+/// at most a plane's eighth), added in f64 across lanes and planes, always in the same order.
+const LANES: usize = 8;
+
+/// One channel's affine map and statistics, as the backward passes read them.
+#[derive(Clone, Copy)]
+struct ChannelMap {
+    scale: f32,
+    shift: f32,
+    mean: f32,
+    inv_std: f32,
+    relu: bool,
+}
+
+impl ChannelMap {
+    fn of(stats: &ChannelStats, c: usize, epsilon: f64, relu: bool) -> Self {
+        let inv_std = (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
+        Self { scale: stats.scale[c], shift: stats.shift[c], mean: stats.mean[c], inv_std, relu }
+    }
+
+    /// The output gradient `g` where the ReLU passed it (its input `x · scale + shift`
+    /// positive), 0 elsewhere; branch-free, so that the loops vectorise.
+    #[inline(always)]
+    fn passed(self, v: f32, g: f32) -> f32 {
+        if self.relu { g * ((v * self.scale + self.shift > 0.0) as u8 as f32) } else { g }
+    }
+
+    /// Over one plane: writes `out = passed(g) · out_scale` and returns `(Σ passed(g),
+    /// Σ passed(g) · x̂)`.
+    fn plane(self, xs: &[f32], gs: &[f32], out: &mut [f32], out_scale: f32) -> (f64, f64) {
+        let (mut sums, mut sums_normalized) = ([0f32; LANES], [0f32; LANES]);
+        let step = |o: &mut f32, v: f32, g: f32, sum: &mut f32, sum_normalized: &mut f32| {
+            let g = self.passed(v, g);
+            *o = g * out_scale;
+            *sum += g;
+            *sum_normalized += g * (v - self.mean) * self.inv_std;
+        };
+        let mut out_lanes = out.chunks_exact_mut(LANES);
+        let (mut x_lanes, mut g_lanes) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
+        for ((o, v), g) in (&mut out_lanes).zip(&mut x_lanes).zip(&mut g_lanes) {
+            for i in 0..LANES {
+                step(&mut o[i], v[i], g[i], &mut sums[i], &mut sums_normalized[i]);
+            }
+        }
+        let tail = out_lanes.into_remainder().iter_mut().zip(x_lanes.remainder()).zip(g_lanes.remainder());
+        for (i, ((o, &v), &g)) in tail.enumerate() {
+            step(o, v, g, &mut sums[i], &mut sums_normalized[i]);
+        }
+        let total = |lanes: [f32; LANES]| lanes.iter().map(|&v| v as f64).sum::<f64>();
+        (total(sums), total(sums_normalized))
+    }
+}
+
+/// Channel `channel`'s planes of a `shape`d output behind `ptr`, with their ranges.
+///
+/// # Safety
+/// `ptr` must point to `shape`'s product of floats, and no two live iterators may be for the
+/// same channel (the planes of different channels are disjoint).
+unsafe fn channel_planes<'a>(ptr: SendPtr, shape: [usize; 4], channel: usize) -> impl Iterator<Item = (std::ops::Range<usize>, &'a mut [f32])> {
+    // SAFETY: each range lies inside the buffer (caller), and is handed out once.
+    planes(shape, channel).map(move |r| (r.clone(), unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len()) }))
+}
+
+/// Gradients `(dx, dγ, dβ)` given the output gradient, with batch statistics, per channel in
+/// two passes: the first stores the ReLU-passed gradient `g` in `dx` and sums, the second turns
+/// it into `dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂))`.
 pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
-    let inv_std = |c: usize| (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
-    // The ReLU passes the gradient where its input was positive (recomputed as in
-    // `batch_norm_forward`).
-    let passed = |c: usize, v: f32, g: f32| if relu && v * stats.scale[c] + stats.shift[c] <= 0.0 { 0.0 } else { g };
+    let mut grad_in = vec![0.0f32; x.len()];
+    assert_eq!(grad_in.len(), shape.iter().product::<usize>());
+    let ptr = SendPtr(grad_in.as_mut_ptr());
     let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
         .into_par_iter()
         .map(|c| {
-            let (mean, inv_std) = (stats.mean[c], inv_std(c));
+            let map = ChannelMap::of(stats, c, epsilon, relu);
             let (mut sum, mut sum_normalized) = (0f64, 0f64);
-            for range in planes(shape, c) {
-                for (&v, &g) in x[range.clone()].iter().zip(&grad_out[range]) {
-                    let g = passed(c, v, g) as f64;
-                    sum += g;
-                    sum_normalized += g * ((v - mean) * inv_std) as f64;
+            // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
+            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
+                let (s, sn) = map.plane(&x[range.clone()], &grad_out[range], out, 1.0);
+                sum += s;
+                sum_normalized += sn;
+            }
+            let k = gamma[c] * map.inv_std;
+            let (mean_grad, mean_normalized_grad) = ((sum / count) as f32, (sum_normalized / count) as f32);
+            // SAFETY: as above; the first pass's slices are gone.
+            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
+                for (o, &v) in out.iter_mut().zip(&x[range]) {
+                    *o = k * (*o - mean_grad - (v - map.mean) * map.inv_std * mean_normalized_grad);
                 }
             }
             (sum_normalized as f32, sum as f32)
         })
         .unzip();
-    let mut grad_in = vec![0.0f32; x.len()];
-    for_each_plane(&mut grad_in, shape, |c, range, out| {
-        let (mean, inv_std) = (stats.mean[c], inv_std(c));
-        let k = gamma[c] * inv_std;
-        let mean_grad = (grad_beta[c] as f64 / count) as f32;
-        let mean_normalized_grad = (grad_gamma[c] as f64 / count) as f32;
-        for ((o, &v), &g) in out.iter_mut().zip(&x[range.clone()]).zip(&grad_out[range]) {
-            let normalized = (v - mean) * inv_std;
-            *o = k * (passed(c, v, g) - mean_grad - normalized * mean_normalized_grad);
-        }
-    });
     (grad_in, grad_gamma, grad_beta)
 }
 
-/// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass: the
-/// affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g` passed by
-/// the ReLU). Sums in eight f32 lanes per plane, then f64 across lanes and planes, in order.
+/// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass per
+/// channel: the affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g`
+/// passed by the ReLU).
 fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    const LANES: usize = 8;
     let mut grad_in = vec![0.0f32; x.len()];
+    assert_eq!(grad_in.len(), shape.iter().product::<usize>());
     let ptr = SendPtr(grad_in.as_mut_ptr());
     let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
         .into_par_iter()
         .map(|c| {
-            let (scale, shift, mean) = (stats.scale[c], stats.shift[c], stats.mean[c]);
-            let inv_std = (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
+            let map = ChannelMap::of(stats, c, epsilon, relu);
             let (mut sum, mut sum_normalized) = (0f64, 0f64);
-            for range in planes(shape, c) {
-                // SAFETY: `range` lies inside `grad_in` (same length as `x`), and the planes of
-                // different channels are disjoint, so no two threads alias.
-                let dx = unsafe { std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len()) };
-                let (mut lanes, mut lanes_normalized) = ([0f32; LANES], [0f32; LANES]);
-                // Branch-free (the ReLU's mask as a factor) over whole lanes, so that it
-                // vectorises; the tail goes through the same step one element at a time.
-                let step = |dx: &mut f32, v: f32, g: f32, lane: &mut f32, lane_normalized: &mut f32| {
-                    let g = if relu { g * ((v * scale + shift > 0.0) as u8 as f32) } else { g };
-                    *dx = g * scale;
-                    *lane += g;
-                    *lane_normalized += g * (v - mean) * inv_std;
-                };
-                let (xs, gs) = (&x[range.clone()], &grad_out[range]);
-                let mut dx_lanes = dx.chunks_exact_mut(LANES);
-                let (mut x_lanes, mut g_lanes) = (xs.chunks_exact(LANES), gs.chunks_exact(LANES));
-                for ((d, v), g) in (&mut dx_lanes).zip(&mut x_lanes).zip(&mut g_lanes) {
-                    for i in 0..LANES {
-                        step(&mut d[i], v[i], g[i], &mut lanes[i], &mut lanes_normalized[i]);
-                    }
-                }
-                let tail = dx_lanes.into_remainder().iter_mut().zip(x_lanes.remainder()).zip(g_lanes.remainder());
-                for (i, ((d, &v), &g)) in tail.enumerate() {
-                    step(d, v, g, &mut lanes[i], &mut lanes_normalized[i]);
-                }
-                sum += lanes.iter().map(|&v| v as f64).sum::<f64>();
-                sum_normalized += lanes_normalized.iter().map(|&v| v as f64).sum::<f64>();
+            // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
+            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
+                let (s, sn) = map.plane(&x[range.clone()], &grad_out[range], out, map.scale);
+                sum += s;
+                sum_normalized += sn;
             }
             (sum_normalized as f32, sum as f32)
         })

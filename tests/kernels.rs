@@ -198,15 +198,21 @@ fn batch_norm_train_matches_burn_batch_norm_and_relu() {
             assert!(worst < 1e-5, "{label}: {name} relative difference {worst:e}");
         }
         let grads = (ours.output * weights).sum().backward();
-        let reshape = |t: Tensor<1>| t.reshape([1, shape[1], 1, 1]);
-        for (name, actual, reference) in [
-            ("input", x.grad(&grads), x.grad(&expected_grads)),
-            ("gamma", gamma.grad(&grads).map(reshape), gamma.grad(&expected_grads).map(reshape)),
-            ("beta", beta.grad(&grads).map(reshape), beta.grad(&expected_grads).map(reshape)),
-        ] {
-            let difference = relative_difference(actual.expect("gradient"), reference.expect("gradient"));
-            assert!(difference < 1e-4, "{label}: {name} gradient relative difference {difference:e}");
-        }
+        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
+    }
+}
+
+/// The gradients of a norm's input, gamma and beta in `grads` against `expected` (1e-4).
+fn assert_norm_gradients_match(label: &str, (x, gamma, beta): (&Tensor<4>, &Tensor<1>, &Tensor<1>), grads: &burn::tensor::Gradients, expected: &burn::tensor::Gradients) {
+    let channels = gamma.dims()[0];
+    let reshape = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
+    for (name, actual, reference) in [
+        ("input", x.grad(grads), x.grad(expected)),
+        ("gamma", gamma.grad(grads).map(reshape), gamma.grad(expected).map(reshape)),
+        ("beta", beta.grad(grads).map(reshape), beta.grad(expected).map(reshape)),
+    ] {
+        let difference = relative_difference(actual.expect("gradient"), reference.expect("gradient"));
+        assert!(difference < 1e-4, "{label}: {name} gradient relative difference {difference:e}");
     }
 }
 
@@ -233,15 +239,7 @@ fn batch_norm_eval_matches_burn_batch_norm_and_relu() {
         let difference = relative_difference(ours.clone(), expected);
         assert!(difference < 1e-5, "{label}: output relative difference {difference:e}");
         let grads = (ours * weights).sum().backward();
-        let reshape = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
-        for (name, actual, reference) in [
-            ("input", x.grad(&grads), x.grad(&expected_grads)),
-            ("gamma", gamma.grad(&grads).map(reshape), gamma.grad(&expected_grads).map(reshape)),
-            ("beta", beta.grad(&grads).map(reshape), beta.grad(&expected_grads).map(reshape)),
-        ] {
-            let difference = relative_difference(actual.expect("gradient"), reference.expect("gradient"));
-            assert!(difference < 1e-4, "{label}: {name} gradient relative difference {difference:e}");
-        }
+        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
     }
 }
 

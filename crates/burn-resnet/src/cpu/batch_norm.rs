@@ -156,6 +156,23 @@ impl ChannelMap {
         let total = |lanes: [f32; LANES]| lanes.iter().map(|&v| v as f64).sum::<f64>();
         (total(sums), total(sums_normalized))
     }
+
+    /// [`ChannelMap::plane`] over every plane of channel `c`, writing into the output behind
+    /// `ptr`; the channel's sums.
+    ///
+    /// # Safety
+    /// As [`channel_planes`]: `ptr` points to `shape`'s product of floats, and no other task
+    /// touches channel `c`.
+    unsafe fn channel(self, x: &[f32], grad_out: &[f32], ptr: SendPtr, shape: [usize; 4], c: usize, out_scale: f32) -> (f64, f64) {
+        let (mut sum, mut sum_normalized) = (0f64, 0f64);
+        // SAFETY: forwarded from the caller.
+        for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
+            let (s, sn) = self.plane(&x[range.clone()], &grad_out[range], out, out_scale);
+            sum += s;
+            sum_normalized += sn;
+        }
+        (sum, sum_normalized)
+    }
 }
 
 /// Channel `channel`'s planes of a `shape`d output behind `ptr`, with their ranges.
@@ -180,13 +197,8 @@ pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats
         .into_par_iter()
         .map(|c| {
             let map = ChannelMap::of(stats, c, epsilon, relu);
-            let (mut sum, mut sum_normalized) = (0f64, 0f64);
             // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
-            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
-                let (s, sn) = map.plane(&x[range.clone()], &grad_out[range], out, 1.0);
-                sum += s;
-                sum_normalized += sn;
-            }
+            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, 1.0) };
             let k = gamma[c] * map.inv_std;
             let (mean_grad, mean_normalized_grad) = ((sum / count) as f32, (sum_normalized / count) as f32);
             // SAFETY: as above; the first pass's slices are gone.
@@ -212,13 +224,8 @@ fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], s
         .into_par_iter()
         .map(|c| {
             let map = ChannelMap::of(stats, c, epsilon, relu);
-            let (mut sum, mut sum_normalized) = (0f64, 0f64);
             // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
-            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
-                let (s, sn) = map.plane(&x[range.clone()], &grad_out[range], out, map.scale);
-                sum += s;
-                sum_normalized += sn;
-            }
+            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, map.scale) };
             (sum_normalized as f32, sum as f32)
         })
         .unzip();

@@ -293,10 +293,10 @@ fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool, apply_rel
     #[cfg(feature = "flex")]
     if x.device().is_autodiff() {
         let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().ok();
-        if let (Some(mean), Some(variance)) = (read(norm.running_mean.value_sync()), read(norm.running_var.value_sync())) {
-            if let Some(out) = crate::cpu::try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, norm.epsilon, apply_relu) {
-                return out;
-            }
+        if let (Some(mean), Some(variance)) = (read(norm.running_mean.value_sync()), read(norm.running_var.value_sync()))
+            && let Some(out) = crate::cpu::try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, norm.epsilon, apply_relu)
+        {
+            return out;
         }
     }
     let device = x.device();

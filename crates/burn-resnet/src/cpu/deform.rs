@@ -51,10 +51,14 @@ impl DeformGeometry {
     }
 }
 
-/// The four corners of a bilinear sample at `(y, x)` in an `h × w` plane: index (when inside),
-/// weight, and the weight's derivatives along `y` and `x`. `None` outside `(-1, h) × (-1, w)`.
+/// One corner of a bilinear sample: its index in the plane (when inside), its weight, and the
+/// weight's derivatives along `y` and `x`.
+type Corner = (Option<usize>, f32, f32, f32);
+
+/// The four corners of a bilinear sample at `(y, x)` in an `h × w` plane; `None` outside
+/// `(-1, h) × (-1, w)`.
 #[inline]
-fn corners(y: f32, x: f32, h: usize, w: usize) -> Option<[(Option<usize>, f32, f32, f32); 4]> {
+fn corners(y: f32, x: f32, h: usize, w: usize) -> Option<[Corner; 4]> {
     if y <= -1.0 || y >= h as f32 || x <= -1.0 || x >= w as f32 {
         return None;
     }

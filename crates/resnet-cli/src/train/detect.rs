@@ -33,7 +33,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let features = backbone.feature_info();
     let neck = neck_config.init(&features, &device)?;
     let stride = features[neck.spec.start_level].reduction;
-    if config.image_size % stride != 0 {
+    if !config.image_size.is_multiple_of(stride) {
         return Err(CliError::Train(format!("image_size {} must be a multiple of the head's stride {stride}", config.image_size)));
     }
     let model = ShapeDetector::new(backbone, neck, CLASSES.len(), &device);

@@ -189,6 +189,20 @@ unsafe fn channel_planes<'a>(ptr: SendPtr, shape: [usize; 4], channel: usize) ->
 /// two passes: the first stores the ReLU-passed gradient `g` in `dx` and sums, the second turns
 /// it into `dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂))`.
 pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward(x, Some(gamma), stats, grad_out, shape, epsilon, relu)
+}
+
+/// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass per
+/// channel: the affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g`
+/// passed by the ReLU).
+fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    backward(x, None, stats, grad_out, shape, epsilon, relu)
+}
+
+/// Both backward passes, channels in parallel: with `batch_gamma` (batch statistics) the
+/// first pass keeps `g` and a second one corrects it for the statistics' dependence on `x`;
+/// without (fixed statistics) the first pass writes `g · scale` and is all there is.
+fn backward(x: &[f32], batch_gamma: Option<&[f32]>, stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
     let mut grad_in = vec![0.0f32; x.len()];
     assert_eq!(grad_in.len(), shape.iter().product::<usize>());
@@ -197,35 +211,19 @@ pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats
         .into_par_iter()
         .map(|c| {
             let map = ChannelMap::of(stats, c, epsilon, relu);
+            let out_scale = if batch_gamma.is_some() { 1.0 } else { map.scale };
             // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
-            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, 1.0) };
-            let k = gamma[c] * map.inv_std;
-            let (mean_grad, mean_normalized_grad) = ((sum / count) as f32, (sum_normalized / count) as f32);
-            // SAFETY: as above; the first pass's slices are gone.
-            for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
-                for (o, &v) in out.iter_mut().zip(&x[range]) {
-                    *o = k * (*o - mean_grad - (v - map.mean) * map.inv_std * mean_normalized_grad);
+            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, out_scale) };
+            if let Some(gamma) = batch_gamma {
+                let k = gamma[c] * map.inv_std;
+                let (mean_grad, mean_normalized_grad) = ((sum / count) as f32, (sum_normalized / count) as f32);
+                // SAFETY: as above; the first pass's slices are gone.
+                for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
+                    for (o, &v) in out.iter_mut().zip(&x[range]) {
+                        *o = k * (*o - mean_grad - (v - map.mean) * map.inv_std * mean_normalized_grad);
+                    }
                 }
             }
-            (sum_normalized as f32, sum as f32)
-        })
-        .unzip();
-    (grad_in, grad_gamma, grad_beta)
-}
-
-/// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass per
-/// channel: the affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g`
-/// passed by the ReLU).
-fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-    let mut grad_in = vec![0.0f32; x.len()];
-    assert_eq!(grad_in.len(), shape.iter().product::<usize>());
-    let ptr = SendPtr(grad_in.as_mut_ptr());
-    let (grad_gamma, grad_beta): (Vec<f32>, Vec<f32>) = (0..shape[1])
-        .into_par_iter()
-        .map(|c| {
-            let map = ChannelMap::of(stats, c, epsilon, relu);
-            // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
-            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, map.scale) };
             (sum_normalized as f32, sum as f32)
         })
         .unzip();

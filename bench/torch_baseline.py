@@ -1,23 +1,29 @@
 #!/usr/bin/env python3
-"""PyTorch baseline for `resnet bench`: the same ResNet-50 feature cases in PyTorch eager.
+"""PyTorch baseline for `resnet bench`: the config's network timed in PyTorch eager.
 
-torchvision's ResNet-50 body (conv1 … layer4, no avgpool/fc, random weights: nothing is
-downloaded) returns C2..C5 like burn-resnet's `configs/resnet50.toml`. Cases, f32, 224x224:
-  infer b1, infer b8   eval mode under torch.inference_mode()
-  train b8             train mode; loss = sum of the four outputs' means; backward;
-                       SGD(lr=0.01, momentum=0.9, dampening=0)
+`--config PATH` (what `resnet bench --torch` passes) builds the burn-resnet config's network with
+mmdetection's own ResNet/ResNeXt (`bench/mmdet_model.py`; needs mmdet==3.3.0 mmcv-lite==2.1.0
+mmengine, or torchvision alone for configs that are exactly a torchvision ResNet), so the two
+sides time the same architecture: the parameter count is reported to check it. Without
+`--config` it is torchvision's ResNet-50 body (conv1 … layer4, C2..C5), as before. Weights are
+the builders' default random init; nothing is downloaded.
+
+Cases, f32, `--size` x `--size` inputs (default 224):
+  infer bN   eval mode under torch.inference_mode()
+  train bN   train mode (mmdet's `train()`: frozen_stages, norm_eval); loss = sum of the output
+             features' means; backward; SGD(lr=0.01, momentum=0.9, dampening=0) over the
+             parameters that require gradients
 Each case: `--warmup` untimed runs, then `--runs` timed runs; peak memory is the process's peak
 resident set (VmHWM) during the case minus its resident set just before (model and input built,
-libraries loaded): what the case itself needs (Linux). One JSON object per case on stdout with
-`--json` (what `resnet bench --torch` reads), a table otherwise.
+libraries loaded): what the case itself needs (Linux).
 
-With `--dcn DCN|DCNv2 --stage-with-dcn 0,1,1,1 [--deform-groups N]` (what `resnet bench --torch`
-passes for a config with `dcn`) the 3x3 conv of every Bottleneck in the selected stages is
-mmcv's DCN / DCNv2 rebuilt on `torchvision.ops.deform_conv2d` (`tools/reference_dcn.py`), as
-PyTorch users without compiled mmcv ops run it. `--frozen-stages N` and `--norm-eval` train as
-mmdet's ResNet does with those arguments (passed for configs that set them).
+`--json` (what `resnet bench --torch` reads) prints one line per object on stdout: first
+  {"model": {"builder": "mmdet 3.3.0 ResNet", "params": 23508032, "unmirrored": []}}
+(`unmirrored`: config settings the builder could not reproduce), then one per case:
+  {"case": "infer b1", "median_ms": …, "min_ms": …, "max_ms": …, "images_per_s": …, "peak_mib": …}
+Without `--json`, a table.
 
-    python3 bench/torch_baseline.py --threads 2
+    python3 bench/torch_baseline.py --config configs/resnext101_32x4d.toml --threads 2
 """
 import argparse
 import json
@@ -27,23 +33,9 @@ import sys
 import time
 
 import torch
-import torchvision
 
-
-class Body(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        net = torchvision.models.resnet50(weights=None)
-        self.stem = torch.nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
-        self.layers = torch.nn.ModuleList([net.layer1, net.layer2, net.layer3, net.layer4])
-
-    def forward(self, x):
-        x = self.stem(x)
-        outs = []
-        for layer in self.layers:
-            x = layer(x)
-            outs.append(x)
-        return outs
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import mmdet_model  # noqa: E402
 
 
 def reset_peak():
@@ -89,83 +81,83 @@ def run_case(name, step, batch, warmup, runs):
     }
 
 
-def train_mode(model, frozen_stages, norm_eval):
-    """mmdet's ResNet.train(): frozen parts (stem, then layer1..frozen_stages) get no gradients
-    and keep their norms in eval mode; `norm_eval` puts every BatchNorm in eval mode."""
-    model.train()
-    frozen = ([model.stem] if frozen_stages >= 0 else []) + list(model.layers[:max(frozen_stages, 0)])
-    for part in frozen:
-        part.eval()
-        for p in part.parameters():
-            p.requires_grad_(False)
-    if norm_eval:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
+def parse_case(name):
+    """`"infer b8"` → `("infer", 8)`."""
+    kind, _, batch = name.partition(" ")
+    if kind not in ("infer", "train") or not batch.startswith("b") or not batch[1:].isdigit() or int(batch[1:]) < 1:
+        raise ValueError(f"case {name!r}: expected 'infer bN' or 'train bN'")
+    return kind, int(batch[1:])
 
 
-def with_deformable_convs(model, kind, stages, deform_groups):
-    """Replace the 3x3 conv of every Bottleneck of the selected stages by mmcv's DCN/DCNv2."""
-    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tools"))
-    import reference_dcn
-    pack = reference_dcn.ModulatedDeformConv2dPack if kind == "DCNv2" else reference_dcn.DeformConv2dPack
-    for layer, selected in zip(model.layers, stages):
-        for block in layer if selected else []:
-            conv = block.conv2
-            block.conv2 = pack(conv.in_channels, conv.out_channels, 3, stride=conv.stride[0], padding=conv.padding[0],
-                               dilation=conv.dilation[0], groups=conv.groups, deform_groups=deform_groups)
+def make_step(model, kind, images):
+    """One timed step of a case; sets the model's mode first."""
+    if kind == "infer":
+        model.eval()
+
+        def step():
+            with torch.inference_mode():
+                model(images)
+        return step
+
+    model.train()  # mmdet's train(): freezes frozen_stages, keeps norms in eval under norm_eval
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
+                                dampening=0)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        loss = sum(out.mean() for out in model(images))
+        loss.backward()
+        optimizer.step()
+    return step
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="burn-resnet config TOML (default: torchvision's ResNet-50 body)")
+    parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="infer b1,infer b8,train b8")
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--dcn", choices=["DCN", "DCNv2"])
-    parser.add_argument("--stage-with-dcn", default="0,0,0,0")
-    parser.add_argument("--deform-groups", type=int, default=1)
-    parser.add_argument("--frozen-stages", type=int, default=-1)
-    parser.add_argument("--norm-eval", action="store_true")
     args = parser.parse_args()
+    try:
+        cases = [(name, *parse_case(name)) for name in (c.strip() for c in args.cases.split(",")) if name]
+    except ValueError as error:
+        parser.error(str(error))
+    if args.size < 1 or args.runs < 1 or args.warmup < 0:
+        parser.error("--size and --runs must be at least 1, --warmup at least 0")
+
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = Body()
-    if args.dcn:
-        with_deformable_convs(model, args.dcn, [s == "1" for s in args.stage_with_dcn.split(",")], args.deform_groups)
-
-    results = []
-    for name in [c.strip() for c in args.cases.split(",") if c.strip()]:
-        kind, batch = name.split()
-        batch = int(batch.lstrip("b"))
-        images = torch.randn(batch, 3, 224, 224)
-        if kind == "infer":
-            model.eval()
-
-            def step():
-                with torch.inference_mode():
-                    model(images)
+    try:
+        if args.config:
+            config = mmdet_model.load_config(args.config)
+            model, info = mmdet_model.build_from_config(config)
         else:
-            train_mode(model, args.frozen_stages, args.norm_eval)
-            optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.01, momentum=0.9,
-                                        dampening=0)
+            config = None
+            model, info = mmdet_model.resnet50_body()
+    except (mmdet_model.MissingDependency, ValueError, OSError) as error:
+        print(f"bench/torch_baseline.py: {error}", file=sys.stderr)
+        sys.exit(2)
+    if args.json:
+        print(json.dumps({"model": info}), flush=True)
+    else:
+        unmirrored = f"; not mirrored: {', '.join(info['unmirrored'])}" if info["unmirrored"] else ""
+        print(f"{info['builder']}, {info['params']:,} parameters{unmirrored}")
 
-            def step():
-                optimizer.zero_grad(set_to_none=True)
-                loss = sum(o.mean() for o in model(images))
-                loss.backward()
-                optimizer.step()
-        results.append(run_case(name, step, batch, args.warmup, args.runs))
-
-    for r in results:
+    in_channels = config["in_channels"] if config else 3
+    for name, kind, batch in cases:
+        images = torch.randn(batch, in_channels, args.size, args.size)
+        result = run_case(name, make_step(model, kind, images), batch, args.warmup, args.runs)
         if args.json:
-            print(json.dumps(r), flush=True)
+            print(json.dumps(result), flush=True)
         else:
-            print(f"{r['case']:<9} median {r['median_ms']:8.1f} ms  min {r['min_ms']:8.1f}  max {r['max_ms']:8.1f}"
-                  f"  {r['images_per_s']:7.1f} img/s  +peak {r['peak_mib']:7.0f} MiB")
+            print(f"{result['case']:<9} median {result['median_ms']:8.1f} ms  min {result['min_ms']:8.1f}"
+                  f"  max {result['max_ms']:8.1f}  {result['images_per_s']:7.1f} img/s"
+                  f"  +peak {result['peak_mib']:7.0f} MiB", flush=True)
     if not args.json:
-        print(f"torch {torch.__version__}, {args.threads} threads")
+        print(f"torch {torch.__version__}, {args.threads} threads, {args.size}x{args.size}")
 
 
 if __name__ == "__main__":

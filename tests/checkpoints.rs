@@ -148,3 +148,50 @@ fn a_partial_load_keeps_what_matches_and_lists_the_rest() {
     // The strict load refuses the same file.
     assert!(three_stages.init(&device).unwrap().load_weights(&file, None).is_err());
 }
+
+/// `torch.save(..., _use_new_zipfile_serialization=False)` writes PyTorch's legacy (pickle)
+/// format; this one also nests the weights as `{'model': state_dict}`, in float16.
+#[test]
+fn a_legacy_format_pth_with_a_model_entry_loads() {
+    check("mmdet_r18_legacy", "mmdet_r18_legacy.pth", WeightSource::Mmdet, &[]);
+}
+
+#[test]
+fn files_that_are_no_checkpoint_or_a_damaged_one_name_their_format() {
+    let dir = std::env::temp_dir().join(format!("burn-resnet-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(&format!("{DIR}/mmdet_r18_legacy.toml"))).unwrap();
+    let legacy = std::fs::read(repo_path(&format!("{DIR}/mmdet_r18_legacy.pth"))).unwrap();
+    let cases: [(&str, Vec<u8>, &str); 4] = [
+        ("text.pth", b"not a checkpoint at all".to_vec(), "not a checkpoint"),
+        ("empty.safetensors", Vec::new(), "not a checkpoint"),
+        ("legacy_cut.pth", legacy[..legacy.len() / 3].to_vec(), "PyTorch legacy pickle"),
+        ("safetensors_cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":".to_vec(), "safetensors"),
+    ];
+    for (name, bytes, expected) in cases {
+        let path = dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let error = config.init(&device).unwrap().load_weights(&path, None).unwrap_err();
+        assert!(matches!(error, ResNetError::Weights { .. }), "{name}: {error:?}");
+        assert!(error.to_string().contains(expected), "{name}: expected '{expected}' in {error}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A plain stem's `conv1.weight` / `bn1.*` offered to a deep-stem backbone under mmdet's names:
+/// no rule maps them, and they are named as unexpected (strict) or not loaded (partial), not
+/// dropped.
+#[test]
+fn backbone_keys_no_rule_maps_are_reported() {
+    let (_, device) = devices().remove(0);
+    let deep = ResNetConfig::from_toml_str("depth = 18\nbase_channels = 8\ndeep_stem = true", "test").unwrap();
+    let file = repo_path(&format!("{DIR}/mmdet_detector_r18.pth"));
+    let error = deep.init(&device).unwrap().load_weights(&file, Some(WeightSource::Mmdet)).unwrap_err();
+    let message = error.to_string();
+    for key in ["unexpected: conv1.weight", "unexpected: bn1.weight", "unexpected: bn1.running_var", "missing: stem.0.weight"] {
+        assert!(message.contains(key), "'{key}' not in {message}");
+    }
+    let (_, report) = deep.init(&device).unwrap().load_weights_partial(&file, Some(WeightSource::Mmdet)).unwrap();
+    assert!(report.not_loaded.iter().any(|p| p == "unexpected: conv1.weight"), "{:?}", report.not_loaded);
+}

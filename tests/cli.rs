@@ -32,6 +32,21 @@ fn info_reports_resnet50_as_torchvision_does() {
     }
 }
 
+/// mmdet's GCNet ResNet-50 has 26,029,773 parameters (its `sum(p.numel())`), not ResNet-50's;
+/// neither it nor a GroupNorm ResNet-50 (same count as torchvision's) is torchvision's network.
+#[test]
+fn info_counts_plugins_and_names_torchvision_only_for_its_architecture() {
+    let out = stdout(&resnet(&["info", "--config", "configs/resnet50_gcb_r16.toml"]));
+    assert!(out.contains("total: 26,029,773 params"), "{out}");
+    assert!(out.contains("of which plugins: 2,521,741 params"), "{out}");
+    assert!(!out.contains("torchvision"), "{out}");
+    let gn = std::env::temp_dir().join(format!("resnet-cli-gn-{}.toml", std::process::id()));
+    std::fs::write(&gn, "depth = 50\nnorm_cfg = { type = \"GN\", num_groups = 32 }\n").unwrap();
+    let out = stdout(&resnet(&["info", "--config", gn.to_str().unwrap()]));
+    std::fs::remove_file(&gn).unwrap();
+    assert!(out.contains("total: 23,508,032 params") && !out.contains("torchvision"), "{out}");
+}
+
 #[test]
 fn info_follows_the_input_size() {
     let out = stdout(&resnet(&["info", "--config", "configs/resnet50_dilated.toml", "--input", "65x97"]));
@@ -110,6 +125,49 @@ fn bench_times_inference_and_a_training_step() {
     }
     let err = stderr_of_failure(&resnet(&["bench", "--cases", "infer 1x"]));
     assert!(err.contains("'infer 1x' is not a case"), "{err}");
+}
+
+/// A stand-in for `python3 bench/torch_baseline.py`: prints a model line with `params` and
+/// `unmirrored`, then one timing, whatever it is asked (CI has no PyTorch). It also saves the
+/// config it was given, to check that the baseline gets the same config.
+fn fake_python(dir: &std::path::Path, params: usize, unmirrored: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join(format!("python-{params}"));
+    let config_copy = dir.join("config-seen.toml");
+    let text = format!(
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --config ] && cp \"$2\" {config}; shift; done\n\
+         echo '{{\"model\": {{\"builder\": \"fake\", \"params\": {params}, \"unmirrored\": [{unmirrored}]}}}}'\n\
+         echo '{{\"case\": \"infer b1\", \"median_ms\": 1000.0, \"min_ms\": 1.0, \"max_ms\": 1.0, \"images_per_s\": 1.0, \"peak_mib\": 1.0}}'\n",
+        config = config_copy.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// `bench --torch` prints a ratio only when the baseline has this config's architecture: its
+/// parameter count equal to the project's own, nothing it could not mirror.
+#[test]
+fn bench_prints_a_ratio_only_against_the_same_network() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-fake-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = "tests/fixtures/parity/resnet18_train.toml";
+    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config)).unwrap().validate().unwrap();
+    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32).total_params();
+    let bench = |python: &PathBuf| {
+        stdout(&resnet(&["bench", "--config", config, "--cases", "infer b1", "--size", "32", "--warmup", "0", "--runs", "1", "--torch", python.to_str().unwrap()]))
+    };
+    let same = bench(&fake_python(&dir, ours, ""));
+    let ratio = |out: &str| out.lines().find(|l| l.starts_with("flex     infer b1")).unwrap().split_whitespace().last().unwrap().to_string();
+    assert!(same.contains("the same as this config's") && ratio(&same).ends_with('x'), "{same}");
+    let seen = std::fs::read_to_string(dir.join("config-seen.toml")).unwrap();
+    assert_eq!(burn_resnet::ResNetConfig::from_toml_str(&seen, "seen").unwrap(), spec.config, "the baseline's config");
+    for (params, unmirrored, why) in [(ours + 1, "", "parameters"), (ours, "\"spatial_range\"", "cannot mirror spatial_range")] {
+        let out = bench(&fake_python(&dir, params, unmirrored));
+        assert!(out.contains("is not this network") && out.contains(why), "{out}");
+        assert_eq!(ratio(&out), "-", "a ratio against another network: {out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -233,4 +291,41 @@ fn train_detect_learns_to_find_shapes_and_draws_its_boxes() {
     let error = stderr_of_failure(&resnet(&["train", "--config", config.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]));
     assert!(error.contains("needs a [neck]"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A copy of the parity fixture's mmdet weights with the first element of `key` (F16) set to NaN.
+fn weights_with_nan(key: &str) -> PathBuf {
+    let source = repo().join("tests/fixtures/parity/resnet18.weights.safetensors");
+    let mut bytes = std::fs::read(&source).unwrap();
+    let offset = {
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let view = file.tensor(key).unwrap();
+        assert_eq!(view.dtype(), safetensors::Dtype::F16);
+        view.data().as_ptr() as usize - bytes.as_ptr() as usize
+    };
+    bytes[offset..offset + 2].copy_from_slice(&0x7e00u16.to_le_bytes());
+    let path = std::env::temp_dir().join(format!("resnet-cli-nan-{}-{key}.safetensors", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn extract_says_when_outputs_are_not_finite() {
+    let weights = weights_with_nan("layer2.0.conv1.weight");
+    let output = resnet(&[
+        "extract", "--config", "tests/fixtures/parity/resnet18.toml", "--weights", weights.to_str().unwrap(), "--size", "32",
+    ]);
+    std::fs::remove_file(&weights).unwrap();
+    let out = stdout(&output);
+    let err = String::from_utf8_lossy(&output.stderr);
+    // C2 is before the NaN weight; C3..C5 are NaN everywhere, as in PyTorch.
+    let non_finite = |level: &str| -> usize {
+        let line = out.lines().find(|l| l.starts_with(level)).unwrap_or_else(|| panic!("no {level} row in {out}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!([non_finite("C2"), non_finite("C3"), non_finite("C5")], [0, 256, 64], "{out}");
+    assert!(err.contains("warning: non-finite features: C3 has 256 NaN and 0 ±Inf of 256 values"), "{err}");
+    // Finite weights: no warning.
+    let clean = resnet(&["extract", "--config", "tests/fixtures/parity/resnet18.toml", "--size", "32"]);
+    assert!(!String::from_utf8_lossy(&clean.stderr).contains("non-finite"), "{}", String::from_utf8_lossy(&clean.stderr));
 }

@@ -36,6 +36,7 @@ fn plain_weights_load_into_a_dcn_backbone_with_zero_offsets() {
         assert!(report.zero_offsets.contains(&"layer3.5.conv2.conv_offset.weight".to_string()), "{:?}", report.zero_offsets);
         let input = io.iter().find(|(name, _)| name == "input").unwrap().1.to_tensor(&device);
         let features = backbone.forward(input);
+        assert_eq!(features.len(), io.len() - 1, "{backend}: outputs");
         for (feature, (name, expected)) in features.iter().zip(io.iter().filter(|(name, _)| name != "input")) {
             let error = relative_error(feature, expected);
             assert!(error <= 1e-5, "{name} on {backend}: relative error {error:.2e}");

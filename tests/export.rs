@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use burn_resnet::weights::WeightSource;
 use burn_resnet::{ResNetConfig, ResNetError};
 
-use crate::common::{devices, float_tensors, repo_path};
+use crate::common::{devices, float_tensors, read_as_f32, repo_path};
 
 fn temp(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("burn-resnet-export-{}-{name}", std::process::id()))
@@ -60,6 +60,18 @@ fn saving_under_a_librarys_names_writes_its_keys_and_loads_back_bit_identical() 
                 .filter(|k| !report.skipped.contains(k) && !k.ends_with("num_batches_tracked"))
                 .collect();
             assert_eq!(saved, expected, "{names}: saved keys");
+            // Each saved tensor holds the source file's values under the same key (a swap of
+            // two same-shaped tensors would still load back "identical" below).
+            let source = read_as_f32(&repo_path(weights));
+            let written = read_as_f32(&out);
+            let mut compared = 0;
+            for (key, tensor) in &written {
+                let (_, expected) = source.iter().find(|(k, _)| k == key).unwrap_or_else(|| panic!("{names}: {key} not in the source"));
+                assert_eq!(tensor.shape, expected.shape, "{names}: {key}");
+                assert!(tensor.values == expected.values, "{names}: {key} holds other values than the source file's");
+                compared += 1;
+            }
+            assert_eq!(compared, expected.len(), "{names}: tensors compared");
         }
         let (reloaded, reload) = config.init(&device).unwrap().load_weights(&out, None).unwrap();
         assert!(reload.skipped.is_empty(), "{names}: non-backbone tensors saved: {:?}", reload.skipped);

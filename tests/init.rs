@@ -3,7 +3,7 @@
 
 use burn_resnet::block::Block;
 
-use crate::common::{config, devices, values};
+use crate::common::{config, devices, read_safetensors, repo_path, values};
 
 fn std_of(values: &[f32]) -> f32 {
     let mean = values.iter().sum::<f32>() / values.len() as f32;
@@ -103,5 +103,113 @@ fn deformable_convs_use_mmcvs_init() {
         let backbone = config("depth = 50\nstage_with_dcn = [false, true, true, true]\ndcn = { type = \"DCNv2\" }").init(&device).unwrap();
         let Block::Bottleneck(block) = &backbone.layers[0].blocks[0] else { panic!("bottleneck") };
         assert!(matches!(block.conv2, SpatialConv::Regular(_)));
+    }
+}
+
+/// One tensor of `tools/make_init_fixture.py`'s record of mmdet's `init_weights()`.
+#[derive(serde::Deserialize)]
+struct InitTensor {
+    name: String,
+    kind: String,
+    shape: Vec<usize>,
+    all_zero: bool,
+    all_one: bool,
+    std: f64,
+    excess_kurtosis: Option<f64>,
+}
+
+#[derive(serde::Deserialize)]
+struct InitFixture {
+    toml: String,
+    tensors: Vec<InitTensor>,
+}
+
+/// Where burn-resnet's init differs from mmdet's `init_weights()` on purpose (README,
+/// "Differences from mmdet"): what ours gives instead, as `(all zero, std)`.
+/// - ResNeXt: mmdet tests `block is Bottleneck`, so its ResNeXt ignores `zero_init_residual`;
+///   here the flag means what it says and `norm3` starts at 0.
+/// - ContextBlock: mmdet's from-scratch init re-initialises every conv with the backbone's
+///   Kaiming (fan-out), so its last conv is not zero and the block does not start as the
+///   identity; here it is mmcv's own init (`conv_mask` Kaiming fan-in, transforms PyTorch's
+///   default, last conv zero), which is also what mmdet's detectors get when the backbone
+///   starts from ImageNet weights (the plugin is not in the checkpoint).
+fn documented_difference(case: &str, tensor: &InitTensor, all: &[InitTensor]) -> Option<(bool, f64)> {
+    let name = tensor.name.as_str();
+    // The fan-in of the conv the tensor belongs to (a bias's from its weight's shape).
+    let weight = all.iter().find(|t| t.name == name.replace(".bias", ".weight")).unwrap_or(tensor);
+    let fan_in = weight.shape.iter().skip(1).product::<usize>() as f64;
+    if case == "resnext50_4x4d" && name.ends_with(".bn3.weight") {
+        return Some((true, 0.0));
+    }
+    if name.contains(".context_block.") {
+        return Some(match name {
+            n if n.ends_with("conv_mask.weight") => (false, (2.0 / fan_in).sqrt()),
+            // PyTorch's default: uniform in ±1/√fan_in, weight and bias.
+            n if n.contains("channel_add_conv.0.") => (false, 1.0 / (3.0 * fan_in).sqrt()),
+            n if n.contains("channel_add_conv.3.") => (true, 0.0),
+            _ => return None,
+        });
+    }
+    None
+}
+
+fn kurtosis(values: &[f32], std: f32) -> f64 {
+    let mean = values.iter().map(|v| *v as f64).sum::<f64>() / values.len() as f64;
+    values.iter().map(|v| ((*v as f64 - mean) / std as f64).powi(4)).sum::<f64>() / values.len() as f64 - 3.0
+}
+
+/// Every tensor of a freshly built backbone against mmdet's `init_weights()` (fixtures from
+/// mmdet's real ResNet/ResNeXt with plugins): the same tensors are zero and one, the random ones
+/// have mmdet's std (within sampling error) and distribution shape (normal or uniform, by the
+/// kurtosis), except where `documented_difference` says otherwise.
+#[test]
+fn initialisation_matches_mmdets_init_weights() {
+    let (_, device) = devices().remove(0);
+    let cases = ["resnet18", "resnet50", "resnext50_4x4d", "resnet50_gcb", "resnet50_nonlocal_attention"];
+    for case in cases {
+        let path = repo_path(&format!("tests/fixtures/init/{case}.json"));
+        let fixture: InitFixture = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let backbone = config(&fixture.toml).init(&device).unwrap();
+        let file = std::env::temp_dir().join(format!("burn-resnet-init-{}-{case}.safetensors", std::process::id()));
+        backbone.save_weights(&file, burn_resnet::weights::WeightSource::Mmdet).unwrap();
+        let (ours, _) = read_safetensors(&file);
+        std::fs::remove_file(&file).unwrap();
+        let expected: Vec<&InitTensor> = fixture.tensors.iter().filter(|t| !t.name.ends_with("num_batches_tracked")).collect();
+        assert_eq!(ours.len(), expected.len(), "{case}: tensors");
+        let mut differences = 0;
+        for reference in expected {
+            let what = format!("{case}: {} ({})", reference.name, reference.kind);
+            let (_, tensor) = ours.iter().find(|(name, _)| *name == reference.name).unwrap_or_else(|| panic!("{what}: not in ours"));
+            assert_eq!(tensor.shape, reference.shape, "{what}");
+            let values = &tensor.values;
+            let n = values.len() as f64;
+            let all_zero = values.iter().all(|v| *v == 0.0);
+            let all_one = values.iter().all(|v| *v == 1.0);
+            let std = std_of(values);
+            let difference = documented_difference(case, reference, &fixture.tensors);
+            let (zero, expected_std, one) = match difference {
+                Some((zero, std)) => {
+                    differences += 1;
+                    (zero, std, false)
+                }
+                None => (reference.all_zero, reference.std, reference.all_one),
+            };
+            assert_eq!((all_zero, all_one), (zero, one), "{what}: zero/one");
+            if expected_std > 0.0 && !one {
+                // The sample std of n draws is within a few 1/√(2n) of the true one.
+                let tolerance = 5.0 / (2.0 * n).sqrt() + 0.01;
+                assert!((std as f64 / expected_std - 1.0).abs() < tolerance, "{what}: std {std}, mmdet's {expected_std}");
+            }
+            if let (Some(reference_kurtosis), true) = (reference.excess_kurtosis, n >= 4000.0 && difference.is_none()) {
+                let ours = kurtosis(values, std);
+                assert!((ours - reference_kurtosis).abs() < 0.4, "{what}: kurtosis {ours:.2}, mmdet's {reference_kurtosis:.2} (normal 0, uniform -1.2)");
+            }
+        }
+        let expected_differences = match case {
+            "resnext50_4x4d" => 16,
+            "resnet50_gcb" => 13 * 5,
+            _ => 0,
+        };
+        assert_eq!(differences, expected_differences, "{case}: documented differences");
     }
 }

@@ -14,9 +14,11 @@ mod export;
 mod fpn;
 mod generalized_attention;
 mod gradients;
+mod group_norm;
 mod init;
 #[cfg(feature = "flex")]
 mod kernels;
+mod non_finite;
 mod parity;
 mod plugins;
 mod summary;

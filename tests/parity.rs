@@ -12,7 +12,11 @@ const TOLERANCE: f32 = 1e-4;
 
 /// Check one eval-mode fixture on one device.
 pub fn check_parity_on(case: &str, backend: Backend, device: &Device) {
-    let dir = "tests/fixtures/parity";
+    check_parity_in("tests/fixtures/parity", case, backend, device);
+}
+
+/// [`check_parity_on`] for a fixture in `dir`.
+pub fn check_parity_in(dir: &str, case: &str, backend: Backend, device: &Device) {
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
     let (io, metadata) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
     let weights = repo_path(&format!("{dir}/{}", metadata["weights"]));

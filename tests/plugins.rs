@@ -17,6 +17,7 @@ fn halving_se(channels: usize, device: &Device) -> SqueezeExcitation {
 }
 
 fn max_abs_diff(a: &[Tensor<4>], b: &[Tensor<4>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "outputs");
     a.iter()
         .zip(b)
         .map(|(a, b)| values((a.clone() - b.clone()).abs().max()).into_iter().fold(0.0, f32::max))

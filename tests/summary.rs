@@ -1,10 +1,9 @@
 //! Parameter and multiply-add counts agree with the published figures and with the modules.
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::tensor::Tensor;
+use burn::module::Module;
 use burn_resnet::{ModelSummary, ResNetConfig};
 
-use crate::common::{devices, repo_path};
+use crate::common::{devices, float_tensors, repo_path};
 
 fn summary(name: &str, side: usize) -> ModelSummary {
     let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
@@ -44,26 +43,117 @@ fn resnet50_costs_4_1_giga_multiply_adds_at_224() {
     );
 }
 
-struct TrainableCount(usize);
+/// Every parameter of a module, trainable or frozen, without BatchNorm running statistics (what
+/// PyTorch's `sum(p.numel() for p in model.parameters())` counts).
+fn parameters(backbone: &impl Module) -> usize {
+    let tensors = float_tensors(backbone, None);
+    tensors.iter().filter(|t| !t.path.ends_with("running_mean") && !t.path.ends_with("running_var")).map(|t| t.values.len()).sum()
+}
 
-impl ModuleVisitor for TrainableCount {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let tensor = param.val();
-        if tensor.is_require_grad() {
-            self.0 += tensor.shape().num_elements();
-        }
-    }
+/// Every shipped config.
+fn shipped_configs() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(repo_path("configs"))
+        .unwrap()
+        .filter_map(|entry| entry.unwrap().file_name().into_string().ok()?.strip_suffix(".toml").map(str::to_string))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 15, "configs/: {names:?}");
+    names
 }
 
 #[test]
-fn the_summary_counts_exactly_the_modules_trainable_parameters() {
+fn the_summary_counts_every_parameter_of_every_shipped_config() {
     let (_, device) = devices().remove(0);
-    let training = device.clone().autodiff();
-    for name in ["resnet18", "resnet50_v1d", "resnext101_32x4d", "resnet50_dilated", "resnet50_dcnv2_c3-c5"] {
+    for name in shipped_configs() {
         let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
-        let backbone = config.init(&device).unwrap().fork(&training).train();
-        let mut count = TrainableCount(0);
-        backbone.visit(&mut count);
-        assert_eq!(count.0, summary(name, 224).total_params(), "{name}");
+        let backbone = config.init(&device).unwrap();
+        let summary = summary(&name, 224);
+        assert_eq!(summary.total_params(), parameters(&backbone), "{name}");
+        assert_eq!(summary.total_params(), backbone.num_params() - running_statistics(&backbone), "{name}");
     }
+}
+
+/// Elements of the BatchNorm running statistics.
+fn running_statistics(backbone: &impl Module) -> usize {
+    float_tensors(backbone, None).iter().filter(|t| t.path.ends_with("running_mean") || t.path.ends_with("running_var")).map(|t| t.values.len()).sum()
+}
+
+/// Every plugin type and setting, at every position it can take, on Bottleneck and BasicBlock
+/// backbones (small widths), and DCN: the summary counts what the module holds.
+#[test]
+fn the_summary_counts_every_plugin_and_dcn() {
+    let (_, device) = devices().remove(0);
+    let plugins = [
+        r#"{ type = "ContextBlock", ratio = 0.25 }"#,
+        r#"{ type = "ContextBlock", ratio = 0.25, pooling_type = "avg", fusion_types = ["channel_add", "channel_mul"] }"#,
+        r#"{ type = "ContextBlock", ratio = 0.5, fusion_types = ["channel_mul"] }"#,
+        r#"{ type = "NonLocal2d" }"#,
+        r#"{ type = "NonLocal2d", mode = "dot_product", sub_sample = true, reduction = 4 }"#,
+        r#"{ type = "NonLocal2d", mode = "gaussian", sub_sample = true }"#,
+        r#"{ type = "GeneralizedAttention", num_heads = 2, attention_type = "1111", kv_stride = 2 }"#,
+        r#"{ type = "GeneralizedAttention", num_heads = 4, attention_type = "0010", q_stride = 2, spatial_range = 3 }"#,
+        r#"{ type = "GeneralizedAttention", num_heads = 2, attention_type = "0101", position_embedding_dim = 8, kv_stride = 1 }"#,
+        r#"{ type = "SE" }"#,
+        r#"{ type = "SE", rd_ratio = 0.25 }"#,
+    ];
+    let mut cases = Vec::new();
+    for plugin in plugins {
+        for (depth, positions) in [(50, &["after_conv1", "after_conv2", "after_conv3"][..]), (18, &["after_conv1", "after_conv2"][..])] {
+            for position in positions {
+                cases.push(format!(
+                    "depth = {depth}\nbase_channels = 16\n[[plugins]]\nposition = \"{position}\"\nstages = [false, true, false, true]\ncfg = {plugin}"
+                ));
+            }
+        }
+    }
+    cases.push("depth = 50\nbase_channels = 16\ngroups = 4\nbase_width = 4\ndcn = { type = \"DCNv2\", deform_groups = 2 }\nstage_with_dcn = [false, true, true, true]".into());
+    cases.push("depth = 50\nbase_channels = 16\ndcn = { type = \"DCN\", fallback_on_stride = true }\nstage_with_dcn = [true, true, false, true]".into());
+    for toml in cases {
+        let config = ResNetConfig::from_toml_str(&toml, "test").unwrap();
+        let backbone = config.init(&device).unwrap();
+        // An odd size, so that strided and pooled positions round.
+        let summary = ModelSummary::new(&config.validate().unwrap(), 75, 61);
+        assert_eq!(summary.total_params(), parameters(&backbone), "{toml}");
+        assert!(toml.contains("dcn") || summary.plugin_params() > 0, "{toml}");
+    }
+}
+
+/// One entry of `tools/mmdet_param_counts.py`'s record: a config (a shipped file or inline
+/// TOML) and the parameter count of the network mmdet 3.3 builds for it
+/// (`sum(p.numel() for p in model.parameters())`; `bench/mmdet_model.py` builds it).
+#[derive(serde::Deserialize)]
+struct MmdetCount {
+    name: String,
+    path: Option<String>,
+    toml: Option<String>,
+    params: usize,
+}
+
+/// The counts come from mmdet's own modules (plugins from mmcv, DCN from mmcv's convention),
+/// not from this code: every shipped config, and every plugin type and setting at every
+/// position, GroupNorm, FrozenBN, DCN and DCNv2.
+#[test]
+fn the_summary_and_the_module_count_what_mmdet_counts() {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/mmdet_param_counts.json")).unwrap();
+    let counts: Vec<MmdetCount> = serde_json::from_str(&text).unwrap();
+    assert!(counts.len() >= 40, "{} entries", counts.len());
+    let (_, device) = devices().remove(0);
+    let mut shipped = 0;
+    for entry in counts {
+        let config = match (&entry.path, &entry.toml) {
+            (Some(path), None) => {
+                shipped += 1;
+                ResNetConfig::from_toml_file(repo_path(path)).unwrap()
+            }
+            (None, Some(toml)) => ResNetConfig::from_toml_str(toml, &entry.name).unwrap(),
+            _ => panic!("{}: a path or a toml", entry.name),
+        };
+        let summary = ModelSummary::new(&config.validate().unwrap(), 64, 64);
+        assert_eq!(summary.total_params(), entry.params, "{}: the summary against mmdet", entry.name);
+        // Building full-width networks is slow in a debug test build; the small ones are built.
+        if entry.params < 5_000_000 {
+            assert_eq!(parameters(&config.init(&device).unwrap()), entry.params, "{}: the module against mmdet", entry.name);
+        }
+    }
+    assert_eq!(shipped, shipped_configs().len(), "every shipped config has an mmdet count");
 }

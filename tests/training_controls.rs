@@ -117,6 +117,7 @@ fn group_norm_normalises_each_group_of_each_sample() {
         // Group 1: channels 2-3 = [0, 0] and [2, 2]: mean 1, variance 1.
         let x = Tensor::<4>::from_data(TensorData::new(vec![1.0f32, 3.0, 5.0, 7.0, 0.0, 0.0, 2.0, 2.0], [1, 4, 1, 2]), &device);
         let y = values(norm.forward(x, burn_resnet::norm::StageMode::TRAIN));
+        assert_eq!(y.len(), 8, "{backend}: outputs");
         let s5 = (5.0f32 + 1e-5).sqrt();
         let s1 = (1.0f32 + 1e-5).sqrt();
         let expected = [-3.0 / s5, -1.0 / s5, 1.0 / s5, 3.0 / s5, -1.0 / s1, -1.0 / s1, 1.0 / s1, 1.0 / s1];
@@ -141,6 +142,7 @@ fn frozen_batch_norm_uses_the_checkpoint_statistics_in_training_mode() {
         let training = device.clone().autodiff();
         let backbone = config.init(&device).unwrap().load_mmdet_safetensors(&weights).unwrap().fork(&training).train();
         let features = backbone.forward(input.to_tensor(&training));
+        assert_eq!(features.len(), outputs.len(), "{backend}: outputs");
         for (feature, (name, expected)) in features.iter().zip(&outputs) {
             let error = relative_error(feature, expected);
             assert!(error <= 1e-4, "{name} on {backend}: relative error {error:.2e}");
@@ -197,6 +199,7 @@ fn effective_learning_rates(backbone_toml: &str, head_lr: f64, backbone_lr: f64)
     let mut optimizer = SgdConfig::new().init();
     let model = optimizer.step(scheduler.step(), model.clone(), GradientsParams::from_grads(gradients, &model));
     let after = float_tensors(&model.valid(), None);
+    assert_eq!(before.len(), after.len(), "tensors");
     before
         .into_iter()
         .zip(after)
@@ -234,7 +237,14 @@ fn an_embedding_model_gives_the_backbone_its_own_learning_rate_or_freezes_it() {
 /// shows how much).
 #[test]
 fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
-    for base in [TINY, "depth = 50\nbase_channels = 8\nzero_init_residual = false\n", "depth = 50\nbase_channels = 8\ngroups = 2\nbase_width = 4\n"] {
+    // zero_init_residual = false: with the last norm of each block at 0, every gradient through
+    // the recomputed convs would be exactly 0 in both runs and compare equal whatever they did.
+    for base in [
+        TINY.to_string(),
+        "depth = 50\nbase_channels = 8\nzero_init_residual = false\n".to_string(),
+        "depth = 50\nbase_channels = 8\ngroups = 2\nbase_width = 4\nzero_init_residual = false\n".to_string(),
+    ] {
+        let base = base.as_str();
         for (backend, device) in devices() {
             let training = device.clone().autodiff();
             // The same weights for both (through a burnpack file; seeding the shared generator
@@ -252,15 +262,25 @@ fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
             let run = |with_cp: bool| {
                 let fresh = config(&format!("{base}with_cp = {with_cp}\n")).init(&device).unwrap();
                 let model: ResNet = fresh.load_burnpack(&file).unwrap().fork(&training).train();
+                let blocks_before = burn_resnet::checkpointed_blocks_on_this_thread();
                 let outputs = model.forward(images.clone());
+                let checkpointed = burn_resnet::checkpointed_blocks_on_this_thread() - blocks_before;
                 let loss = outputs.iter().zip(&loss_weights).map(|(o, w)| (o.clone() * w.clone()).sum()).reduce(|a, b| a + b).unwrap();
                 let grads = loss.backward();
                 let tensors = float_tensors(&model, Some(&grads));
                 let synced = float_tensors(&model.valid(), None);
-                (outputs.into_iter().map(values).collect::<Vec<_>>(), tensors, synced)
+                (outputs.into_iter().map(values).collect::<Vec<_>>(), tensors, synced, checkpointed)
             };
-            let (plain_out, plain, plain_synced) = run(false);
-            let (cp_out, cp, cp_synced) = run(true);
+            let (plain_out, plain, plain_synced, plain_checkpointed) = run(false);
+            let (cp_out, cp, cp_synced, checkpointed) = run(true);
+            // The comparison means something only where the checkpointed op ran: on flex, for
+            // every block (elsewhere with_cp falls back to the plain blocks, documented).
+            let blocks: usize = config(base).validate().unwrap().stages.iter().map(|s| s.num_blocks).sum();
+            assert_eq!(plain_checkpointed, 0, "{backend} {base}");
+            if backend == burn_resnet::Backend::Flex {
+                assert_eq!(checkpointed, blocks, "{backend} {base}: blocks run by the checkpointed op");
+            }
+            assert_eq!((cp_out.len(), cp.len(), cp_synced.len()), (plain_out.len(), plain.len(), plain_synced.len()), "{backend} {base}");
             let close = |a: &[f32], b: &[f32]| {
                 let scale = b.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
                 a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs())) / scale
@@ -271,6 +291,7 @@ fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
             for (a, b) in cp.iter().zip(&plain) {
                 if let (Some(ga), Some(gb)) = (&a.grad, &b.grad) {
                     assert!(close(ga, gb) < 1e-4, "{backend}: gradient of {} differs by {:e}", a.path, close(ga, gb));
+                    assert!(gb.iter().any(|g| *g != 0.0), "{backend} {base}: the gradient of {} is all zero", b.path);
                 }
                 assert_eq!(a.grad.is_some(), b.grad.is_some(), "{backend}: {}", a.path);
             }

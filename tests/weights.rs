@@ -1,18 +1,20 @@
 //! Loading mmdet-named weights: strict, with every problem listed, and all-or-nothing.
 
-use burn::tensor::Tensor;
 use burn_resnet::{ResNetConfig, ResNetError};
-use burn_resnet::norm::StageMode;
 
-use crate::common::{devices, repo_path, values};
+use crate::common::{devices, float_tensors, repo_path};
 
 #[test]
 fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
     let weights = repo_path("tests/fixtures/parity/resnet18.weights.safetensors");
-    let config = ResNetConfig::from_toml_file(repo_path("tests/fixtures/parity/resnet50_pytorch.toml")).unwrap();
+    // No zero-initialised norms: a change anywhere in the module shows.
+    let config = ResNetConfig {
+        zero_init_residual: false,
+        ..ResNetConfig::from_toml_file(repo_path("tests/fixtures/parity/resnet50_pytorch.toml")).unwrap()
+    };
     for (_, device) in devices() {
         let backbone = config.init(&device).unwrap();
-        let before = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), StageMode::TRAIN));
+        let before = float_tensors(&backbone, None);
         let error = backbone.load_mmdet_safetensors(&weights).unwrap_err();
         let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
         let message = error.to_string();
@@ -21,9 +23,13 @@ fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
         assert!(problems.iter().any(|p| p.contains("file key layer1.0.conv1.weight")), "{message}");
         // …and shape mismatches, several of them, not just the first.
         assert!(problems.len() > 10, "{message}");
-        // The caller's module is untouched.
-        let after = values(backbone.layers[0].forward(Tensor::<4>::ones([1, 8, 8, 8], &device), StageMode::TRAIN));
-        assert_eq!(before, after);
+        // The caller's module is untouched: every tensor, parameters and statistics.
+        let after = float_tensors(&backbone, None);
+        assert_eq!(before.len(), after.len());
+        for (b, a) in before.iter().zip(&after) {
+            assert_eq!(b.path, a.path);
+            assert!(b.values == a.values, "{} changed after a failed load", b.path);
+        }
     }
 }
 

@@ -128,3 +128,38 @@ pub fn l2_relative(actual: &[f32], expected: &[f32]) -> f64 {
     let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
     diff.sqrt() / norm.sqrt().max(1e-30)
 }
+
+/// Every float tensor of a safetensors file as f32 (F32, F16 and BF16 files alike), sorted by
+/// name; integer tensors (`num_batches_tracked`) are left out.
+pub fn read_as_f32(path: &PathBuf) -> Vec<(String, NamedTensor)> {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors file");
+    let mut tensors: Vec<_> = file
+        .tensors()
+        .into_iter()
+        .filter_map(|(name, view)| {
+            let values: Vec<f32> = match view.dtype() {
+                safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                safetensors::Dtype::F16 => view.data().chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
+                safetensors::Dtype::BF16 => view.data().chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+                _ => return None,
+            };
+            Some((name, NamedTensor { shape: view.shape().to_vec(), values }))
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// IEEE half precision to f32 (exact).
+fn f16_to_f32(bits: u16) -> f32 {
+    let sign = if bits & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exponent = ((bits >> 10) & 0x1f) as i32;
+    let mantissa = (bits & 0x3ff) as f32;
+    sign * match exponent {
+        0 => mantissa * 2f32.powi(-24),
+        31 if mantissa == 0.0 => f32::INFINITY,
+        31 => f32::NAN,
+        e => (1.0 + mantissa / 1024.0) * 2f32.powi(e - 15),
+    }
+}

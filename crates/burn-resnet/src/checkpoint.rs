@@ -11,6 +11,11 @@ use crate::block::Downsample;
 use crate::cpu::checkpoint::{UnitSpec, try_checkpointed_block};
 use crate::norm::{Norm, StageMode, affine_values, update_running_statistics};
 
+thread_local! {
+    /// Blocks run by the checkpointed op on this thread ([`crate::checkpointed_blocks_on_this_thread`]).
+    pub(crate) static CHECKPOINTED_BLOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// `relu(main(x) + shortcut(x))` as one recomputed op, or `None` where it does not apply.
 /// `main` lists the block's conv → norm units in order (ReLU after all but the last).
 pub(crate) fn checkpointed_block(
@@ -58,6 +63,7 @@ pub(crate) fn checkpointed_block(
     };
 
     let block = try_checkpointed_block(x, &units, shortcut_unit.as_ref())?;
+    CHECKPOINTED_BLOCKS.with(|count| count.set(count.get() + 1));
     let device = x.device();
     let all_norms = norms.iter().copied().chain(shortcut.map(|(_, bn)| bn));
     let all_units = units.iter().chain(shortcut_unit.iter());

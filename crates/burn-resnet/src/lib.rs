@@ -63,3 +63,17 @@ pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, 
 pub use error::{ResNetError, Result};
 pub use features::FeatureInfo;
 pub use summary::{ModelSummary, StageSummary};
+
+/// How many residual blocks the calling thread has run through the checkpointed (`with_cp`)
+/// op so far: what shows that `with_cp` took effect (it falls back to the plain block off flex's
+/// autodiff device, with plugins or an `avg_down` shortcut; see `ResNetConfig::with_cp`).
+pub fn checkpointed_blocks_on_this_thread() -> usize {
+    #[cfg(feature = "flex")]
+    {
+        checkpoint::CHECKPOINTED_BLOCKS.with(std::cell::Cell::get)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        0
+    }
+}

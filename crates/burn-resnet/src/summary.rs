@@ -6,6 +6,7 @@ use crate::conv::ConvSpec;
 use crate::dcn::DeformConv;
 use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
+use crate::plugin::{PluginFigures, PluginPosition};
 use crate::stem::{stem_convs, stem_pool_output_size};
 
 /// Figures of the stem or one stage.
@@ -23,12 +24,16 @@ pub struct StageSummary {
     pub reduction: usize,
     /// Output height and width.
     pub output_size: [usize; 2],
-    /// Trainable parameters: conv weights (DCN offset convs included) plus norm weight and bias
-    /// (running statistics are buffers, not parameters, as in PyTorch); plugins not included.
+    /// Trainable parameters: conv weights (DCN offset convs included), norm weight and bias
+    /// (running statistics are buffers, not parameters, as in PyTorch) and every plugin's
+    /// parameters: what the built module's `num_params` counts.
     pub params: usize,
     /// Multiply-accumulates of the convolutions (a deformable conv counted as a regular one
-    /// plus its offset conv; the bilinear sampling is not counted).
+    /// plus its offset conv; the bilinear sampling is not counted) and of the plugins' convs,
+    /// linears and attention products ([`crate::plugin::PluginFigures`]).
     pub macs: u64,
+    /// The part of `params` in plugins.
+    pub plugin_params: usize,
 }
 
 /// Figures of a whole backbone for one input size.
@@ -60,6 +65,11 @@ impl ModelSummary {
                         counter.offset_conv(&DeformConv::offset_spec(*conv, dcn), branch);
                     }
                     branch = counter.conv(conv, branch);
+                    // The plugins after this conv (and its norm), on its output.
+                    let after = [PluginPosition::AfterConv1, PluginPosition::AfterConv2, PluginPosition::AfterConv3][position];
+                    for entry in spec.config.plugins.iter().filter(|e| e.position == after && e.applies_to(index)) {
+                        counter.plugin(entry.cfg.figures(conv.out_channels, branch));
+                    }
                 }
                 if let Some(downsample) = &block.downsample {
                     counter.conv(&downsample.conv, size.map(|side| downsample.conv_input_size(side)));
@@ -78,6 +88,11 @@ impl ModelSummary {
         self.stages.iter().map(|s| s.params).sum()
     }
 
+    /// Parameters of the plugins.
+    pub fn plugin_params(&self) -> usize {
+        self.stages.iter().map(|s| s.plugin_params).sum()
+    }
+
     /// Multiply-accumulates of the whole backbone.
     pub fn total_macs(&self) -> u64 {
         self.stages.iter().map(|s| s.macs).sum()
@@ -89,6 +104,7 @@ impl ModelSummary {
 struct Counter {
     params: usize,
     macs: u64,
+    plugin_params: usize,
 }
 
 impl Counter {
@@ -107,6 +123,13 @@ impl Counter {
         self.macs += (conv.params() * out[0] * out[1]) as u64;
     }
 
+    /// Count a plugin.
+    fn plugin(&mut self, figures: PluginFigures) {
+        self.params += figures.params;
+        self.plugin_params += figures.params;
+        self.macs += figures.macs;
+    }
+
     fn finish(
         self,
         name: &'static str,
@@ -116,6 +139,6 @@ impl Counter {
         output_size: [usize; 2],
         reduction: usize,
     ) -> StageSummary {
-        StageSummary { name, stage, blocks, out_channels, reduction, output_size, params: self.params, macs: self.macs }
+        StageSummary { name, stage, blocks, out_channels, reduction, output_size, params: self.params, macs: self.macs, plugin_params: self.plugin_params }
     }
 }

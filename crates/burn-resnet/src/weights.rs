@@ -102,9 +102,10 @@ pub struct LoadReport {
     pub zero_offsets: Vec<String>,
 }
 
-/// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict` and a
-/// detector's (or mmpretrain classifier's) `backbone`.
-const PREFIXES: [(&str, &str); 2] = [(r"^state_dict\.", ""), (r"^backbone\.", "")];
+/// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict`, the
+/// `model` of training scripts that save `{'model': state_dict}`, and a detector's (or
+/// mmpretrain classifier's) `backbone`.
+const PREFIXES: [(&str, &str); 3] = [(r"^state_dict\.", ""), (r"^model\.", ""), (r"^backbone\.", "")];
 
 /// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
 /// [`PREFIXES`].
@@ -114,40 +115,40 @@ pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(String, String)>
     // which the stage rules below would otherwise rewrite (and, read backwards for export, the
     // module path before the stage rules do).
     let mut map = plugin_key_map(config);
-    let base: Vec<(&'static str, &'static str)> = match (config.deep_stem, source) {
+    // mmcv names a norm layer by its type (`infer_abbr`): `gn1`… for GroupNorm, `bn1`… for
+    // BatchNorm; torchvision and timm keep `bn` names whatever the norm.
+    let norm = match (&config.norm_cfg, source) {
+        (crate::norm::NormConfig::Group { .. }, WeightSource::Mmdet) => "gn",
+        _ => "bn",
+    };
+    let mut base: Vec<(String, String)> = match (config.deep_stem, source) {
         (true, WeightSource::Timm) => vec![
-            (r"^conv1\.0\.", "stem.layers.0.conv."),
-            (r"^conv1\.1\.", "stem.layers.0.norm."),
-            (r"^conv1\.3\.", "stem.layers.1.conv."),
-            (r"^conv1\.4\.", "stem.layers.1.norm."),
-            (r"^conv1\.6\.", "stem.layers.2.conv."),
-            (r"^bn1\.", "stem.layers.2.norm."),
+            (r"^conv1\.0\.".into(), "stem.layers.0.conv.".into()),
+            (r"^conv1\.1\.".into(), "stem.layers.0.norm.".into()),
+            (r"^conv1\.3\.".into(), "stem.layers.1.conv.".into()),
+            (r"^conv1\.4\.".into(), "stem.layers.1.norm.".into()),
+            (r"^conv1\.6\.".into(), "stem.layers.2.conv.".into()),
+            (format!(r"^{norm}1\."), "stem.layers.2.norm.".into()),
         ],
         (true, _) => vec![
-            (r"^stem\.0\.", "stem.layers.0.conv."),
-            (r"^stem\.1\.", "stem.layers.0.norm."),
-            (r"^stem\.3\.", "stem.layers.1.conv."),
-            (r"^stem\.4\.", "stem.layers.1.norm."),
-            (r"^stem\.6\.", "stem.layers.2.conv."),
-            (r"^stem\.7\.", "stem.layers.2.norm."),
+            (r"^stem\.0\.".into(), "stem.layers.0.conv.".into()),
+            (r"^stem\.1\.".into(), "stem.layers.0.norm.".into()),
+            (r"^stem\.3\.".into(), "stem.layers.1.conv.".into()),
+            (r"^stem\.4\.".into(), "stem.layers.1.norm.".into()),
+            (r"^stem\.6\.".into(), "stem.layers.2.conv.".into()),
+            (r"^stem\.7\.".into(), "stem.layers.2.norm.".into()),
         ],
-        (false, _) => vec![(r"^conv1\.", "stem.layers.0.conv."), (r"^bn1\.", "stem.layers.0.norm.")],
+        (false, _) => vec![(r"^conv1\.".into(), "stem.layers.0.conv.".into()), (format!(r"^{norm}1\."), "stem.layers.0.norm.".into())],
     };
-    let mut base = base;
-    base.extend([
-        (r"^layer1\.(\d+)\.", "layers.0.blocks.$1."),
-        (r"^layer2\.(\d+)\.", "layers.1.blocks.$1."),
-        (r"^layer3\.(\d+)\.", "layers.2.blocks.$1."),
-        (r"^layer4\.(\d+)\.", "layers.3.blocks.$1."),
-        (r"\.bn(\d)\.", ".norm$1."),
-    ]);
-    // The `downsample` Sequential: [AvgPool2d,] conv, norm.
-    if config.avg_down {
-        base.extend([(r"\.downsample\.1\.", ".downsample.conv."), (r"\.downsample\.2\.", ".downsample.norm.")]);
-    } else {
-        base.extend([(r"\.downsample\.0\.", ".downsample.conv."), (r"\.downsample\.1\.", ".downsample.norm.")]);
+    for stage in 1..=4 {
+        base.push((format!(r"^layer{stage}\.(\d+)\."), format!("layers.{}.blocks.$1.", stage - 1)));
     }
-    map.extend(base.into_iter().map(|(from, to)| (from.to_string(), to.to_string())));
+    base.push((format!(r"\.{norm}(\d)\."), ".norm$1.".into()));
+    // The `downsample` Sequential: [AvgPool2d,] conv, norm.
+    let (conv, norm) = if config.avg_down { (1, 2) } else { (0, 1) };
+    base.push((format!(r"\.downsample\.{conv}\."), ".downsample.conv.".into()));
+    base.push((format!(r"\.downsample\.{norm}\."), ".downsample.norm.".into()));
+    map.extend(base);
     map
 }
 
@@ -189,6 +190,39 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
     map
 }
 
+/// A checkpoint's file format, told by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckpointFormat {
+    /// `torch.save` since PyTorch 1.6: a zip archive (`PK`).
+    TorchZip,
+    /// `torch.save(..., _use_new_zipfile_serialization=False)`, PyTorch's legacy format: a
+    /// pickle stream (protocol opcode `0x80`).
+    TorchLegacy,
+    /// safetensors: a little-endian u64 header length, then the JSON header (`{`).
+    Safetensors,
+}
+
+impl CheckpointFormat {
+    /// The format's name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointFormat::TorchZip => "PyTorch zip (torch.save)",
+            CheckpointFormat::TorchLegacy => "PyTorch legacy pickle (torch.save, non-zip)",
+            CheckpointFormat::Safetensors => "safetensors",
+        }
+    }
+
+    /// The format of a file starting with `head` (its first 9 bytes or fewer), if it is one.
+    pub fn detect(head: &[u8]) -> Option<Self> {
+        match head {
+            [b'P', b'K', ..] => Some(CheckpointFormat::TorchZip),
+            [0x80, ..] => Some(CheckpointFormat::TorchLegacy),
+            [_, _, _, _, _, _, _, _, b'{', ..] => Some(CheckpointFormat::Safetensors),
+            _ => None,
+        }
+    }
+}
+
 /// A checkpoint file opened with the store its format needs.
 enum Store {
     Pytorch(PytorchStore),
@@ -196,16 +230,23 @@ enum Store {
 }
 
 impl Store {
-    /// Open `path`: a zip archive is a `torch.save` file, anything else is read as safetensors.
-    fn open(path: &Path) -> Result<Self> {
-        let mut magic = [0u8; 2];
-        let read = std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic));
+    /// Open `path` with the reader its first bytes call for.
+    fn open(path: &Path) -> Result<(Self, CheckpointFormat)> {
+        let mut head = Vec::with_capacity(9);
+        let read = std::fs::File::open(path).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 9), &mut head));
         read.map_err(|source| ResNetError::Io { path: path.to_path_buf(), source })?;
-        Ok(if &magic == b"PK" {
-            Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false))
-        } else {
-            Store::Safetensors(SafetensorsStore::from_file(path))
-        })
+        let format = CheckpointFormat::detect(&head).ok_or_else(|| ResNetError::Weights {
+            path: path.to_path_buf(),
+            problems: vec![format!(
+                "not a checkpoint: it starts with bytes {:02x?}, not a PyTorch zip (`PK`), a PyTorch legacy pickle (0x80) or safetensors (a u64 header length, then `{{`)",
+                head
+            )],
+        })?;
+        let store = match format {
+            CheckpointFormat::TorchZip | CheckpointFormat::TorchLegacy => Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false)),
+            CheckpointFormat::Safetensors => Store::Safetensors(SafetensorsStore::from_file(path)),
+        };
+        Ok((store, format))
     }
 
     fn keys(&mut self) -> std::result::Result<Vec<String>, String> {
@@ -293,6 +334,7 @@ fn error_path(error: &burn::store::ApplyError) -> &str {
 /// Strip the nesting prefixes from a key.
 fn strip_prefixes(key: &str) -> &str {
     let key = key.strip_prefix("state_dict.").unwrap_or(key);
+    let key = key.strip_prefix("model.").unwrap_or(key);
     key.strip_prefix("backbone.").unwrap_or(key)
 }
 
@@ -333,8 +375,8 @@ impl ResNet {
 
     fn load(&self, path: &Path, source: Option<WeightSource>, partial: bool) -> Result<(Self, LoadReport)> {
         let weights_error = |problems: Vec<String>| ResNetError::Weights { path: path.to_path_buf(), problems };
-        let mut store = Store::open(path)?;
-        let keys = store.keys().map_err(|e| weights_error(vec![format!("not a readable checkpoint: {e}")]))?;
+        let (mut store, format) = Store::open(path)?;
+        let keys = store.keys().map_err(|e| weights_error(vec![format!("not a readable {} checkpoint: {e}", format.name())]))?;
         let stripped: Vec<&str> = keys.iter().map(|k| strip_prefixes(k)).collect();
         let (source, detected) = match source {
             Some(source) => (source, false),
@@ -349,7 +391,7 @@ impl ResNet {
 
         let mut store = store.for_loading(&key_map(source, self));
         let mut loaded = self.clone();
-        let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![e]))?;
+        let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![format!("{} checkpoint: {e}", format.name())]))?;
         // Problems name the tensor as the file would: the module path mapped back to `source`'s
         // key names (export's map is the inverse of the loading map).
         let file_key = file_key_namer(source, self);
@@ -363,7 +405,9 @@ impl ResNet {
             result
                 .unused
                 .iter()
-                .filter(|key| key.starts_with("stem.") || key.starts_with("layers."))
+                // Mapped keys (module paths) nothing took, and backbone keys no rule mapped (a
+                // plain stem's `conv1.weight` offered to a deep stem).
+                .filter(|key| key.starts_with("stem.") || key.starts_with("layers.") || is_backbone_key(strip_prefixes(key)))
                 .filter(|key| !key.ends_with("num_batches_tracked") && !is_derived_key(key))
                 .map(|key| format!("unexpected: {}", file_key(key))),
         );

@@ -94,6 +94,14 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         Some((python, threads)) => Some(torch_baseline(python, *threads, request)?),
         None => None,
     };
+    // A ratio only against the same network.
+    let mismatch = torch.as_ref().and_then(|t| t.mismatch(&request.spec, request.size));
+    if let Some(baseline) = &torch {
+        match &mismatch {
+            None => println!("PyTorch baseline: {}, {} parameters, the same as this config's", baseline.builder, baseline.params),
+            Some(why) => println!("PyTorch baseline: {} is not this network ({why}): its times are shown, no ratio", baseline.builder),
+        }
+    }
     println!(
         "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
         request.spec.config.depth,
@@ -123,13 +131,12 @@ pub fn run(request: &Request) -> Result<(), CliError> {
                 m.images_per_s,
                 m.peak_mib
             );
-            if let Some(t) = torch.as_ref().and_then(|t| t.get(&case.name())) {
-                line += &format!(
-                    " {:>10.1} {:>10.0} {:>10.2}x",
-                    t.median_ms,
-                    t.peak_mib,
-                    m.median_ms / t.median_ms
-                );
+            if let Some(t) = torch.as_ref().and_then(|t| t.cases.get(&case.name())) {
+                let ratio = match mismatch {
+                    None => format!("{:>10.2}x", m.median_ms / t.median_ms),
+                    Some(_) => format!("{:>11}", "-"),
+                };
+                line += &format!(" {:>10.1} {:>10.0} {ratio}", t.median_ms, t.peak_mib);
             }
             println!("{line}");
             if let (true, Case::Infer(batch)) = (request.stages, case) {
@@ -267,48 +274,76 @@ fn memory_mib(field: &str) -> f64 {
         .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
-/// The baseline's `--frozen-stages` and `--norm-eval`, as the config sets them.
-fn training_arguments(spec: &burn_resnet::ResNetSpec) -> Vec<String> {
-    let mut arguments = vec!["--frozen-stages".to_string(), spec.config.frozen_stages.to_string()];
-    if spec.config.norm_eval {
-        arguments.push("--norm-eval".into());
+/// What `bench/torch_baseline.py` built and measured.
+pub struct Baseline {
+    /// What built the network (`mmdet 3.3.0 ResNeXt`, `torchvision …`, with additions).
+    pub builder: String,
+    /// Its parameters, frozen ones included.
+    pub params: usize,
+    /// Config keys or values the baseline could not reproduce.
+    pub unmirrored: Vec<String>,
+    /// Measurements by case name.
+    pub cases: HashMap<String, Measurement>,
+}
+
+impl Baseline {
+    /// Why the baseline is not the same network as `spec`, if it is not: a key it could not
+    /// mirror, or another parameter count than the project's own.
+    pub fn mismatch(&self, spec: &ResNetSpec, size: usize) -> Option<String> {
+        let ours = burn_resnet::ModelSummary::new(spec, size, size).total_params();
+        if !self.unmirrored.is_empty() {
+            Some(format!("it cannot mirror {}", self.unmirrored.join(", ")))
+        } else if self.params != ours {
+            Some(format!("it has {} parameters, this config {ours}", self.params))
+        } else {
+            None
+        }
     }
-    arguments
 }
 
-/// The baseline's `--dcn` arguments for a config with deformable convs (none otherwise).
-fn dcn_arguments(spec: &burn_resnet::ResNetSpec) -> Vec<String> {
-    let Some(dcn) = &spec.config.dcn else { return Vec::new() };
-    let kind = match dcn.kind {
-        burn_resnet::dcn::DcnKind::Deformable => "DCN",
-        burn_resnet::dcn::DcnKind::Modulated => "DCNv2",
-    };
-    let stages: Vec<&str> = (0..spec.stages.len()).map(|i| if spec.stage_dcn(i).is_some() { "1" } else { "0" }).collect();
-    vec!["--dcn".into(), kind.into(), "--stage-with-dcn".into(), stages.join(","), "--deform-groups".into(), dcn.deform_groups.to_string()]
+/// The first line of `bench/torch_baseline.py --json`.
+#[derive(serde::Deserialize)]
+struct ModelLine {
+    model: ModelInfo,
 }
 
-/// Run `bench/torch_baseline.py --json` and read its measurements by case name.
-fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result<HashMap<String, Measurement>, CliError> {
+#[derive(serde::Deserialize)]
+struct ModelInfo {
+    builder: String,
+    params: usize,
+    unmirrored: Vec<String>,
+}
+
+/// Run `bench/torch_baseline.py --json` on the same config (written out with any command-line
+/// changes) and read what it built and measured.
+fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result<Baseline, CliError> {
+    let bench_error = |message: String| CliError::Bench(message);
+    let config_text = toml::to_string(&request.spec.config).map_err(|e| bench_error(format!("cannot write the config for the baseline: {e}")))?;
+    let config_file = std::env::temp_dir().join(format!("resnet-bench-{}.toml", std::process::id()));
+    std::fs::write(&config_file, config_text).map_err(|e| bench_error(format!("{}: {e}", config_file.display())))?;
     let cases: Vec<String> = request.cases.iter().map(|c| c.name()).collect();
     let output = Command::new(python)
         .args(["bench/torch_baseline.py", "--json", "--threads", &threads.to_string()])
+        .arg("--config")
+        .arg(&config_file)
+        .args(["--size", &request.size.to_string()])
         .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
         .args(["--cases", &cases.join(",")])
-        .args(dcn_arguments(&request.spec))
-        .args(training_arguments(&request.spec))
-        .output()
-        .map_err(|e| CliError::Bench(format!("cannot run {} bench/torch_baseline.py: {e}", python.display())))?;
+        .output();
+    let _ = std::fs::remove_file(&config_file);
+    let output = output.map_err(|e| bench_error(format!("cannot run {} bench/torch_baseline.py: {e}", python.display())))?;
     if !output.status.success() {
-        return Err(CliError::Bench(format!(
-            "bench/torch_baseline.py failed: {}",
-            String::from_utf8_lossy(&output.stderr).trim()
-        )));
+        return Err(bench_error(format!("bench/torch_baseline.py failed: {}", String::from_utf8_lossy(&output.stderr).trim())));
     }
-    let mut results = HashMap::new();
-    for line in String::from_utf8_lossy(&output.stdout).lines().filter(|l| l.starts_with('{')) {
-        let row: TorchRow = serde_json::from_str(line)
-            .map_err(|e| CliError::Bench(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
-        results.insert(row.case, row.measurement);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let mut lines = stdout.lines().filter(|l| l.starts_with('{'));
+    let model = lines.next().ok_or_else(|| bench_error("bench/torch_baseline.py printed nothing".into()))?;
+    let ModelLine { model } = serde_json::from_str(model)
+        .map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{model}' where the model line belongs: {e}")))?;
+    let mut cases = HashMap::new();
+    for line in lines {
+        let row: TorchRow = serde_json::from_str(line).map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
+        cases.insert(row.case, row.measurement);
     }
-    Ok(results)
+    Ok(Baseline { builder: model.builder, params: model.params, unmirrored: model.unmirrored, cases })
 }

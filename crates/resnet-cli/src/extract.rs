@@ -78,12 +78,33 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         preprocessing.describe(),
         request.backend
     );
-    println!("{:<6} {:<7} {:>22} {:>7}", "level", "module", "shape", "stride");
+    println!("{:<6} {:<7} {:>22} {:>7} {:>11}", "level", "module", "shape", "stride", "non-finite");
     let info = backbone.feature_info();
+    let mut damaged = Vec::new();
     for (data, meta) in features.iter().zip(&info) {
-        println!("{:<6} {:<7} {:>22} {:>7}", meta.level_name(), meta.module, format!("{:?}", data.shape().as_slice()), meta.reduction);
+        let counts = NonFinite::count(data);
+        println!(
+            "{:<6} {:<7} {:>22} {:>7} {:>11}",
+            meta.level_name(),
+            meta.module,
+            format!("{:?}", data.shape().as_slice()),
+            meta.reduction,
+            counts.nan + counts.inf
+        );
+        if counts.nan + counts.inf > 0 {
+            damaged.push(format!("{} has {} NaN and {} ±Inf of {} values", meta.level_name(), counts.nan, counts.inf, counts.total));
+        }
     }
     println!("forward: {} first run, {} second run", millis(first), millis(steady));
+    if !damaged.is_empty() {
+        // The same numbers PyTorch would give (NaN and Inf propagate), but not features anyone
+        // wants: say so where it cannot be missed.
+        eprintln!(
+            "warning: non-finite features: {}. Usually a NaN or Inf weight, or a negative running_var, in the weights; \
+             PyTorch gives the same",
+            damaged.join("; ")
+        );
+    }
 
     if let Some(out) = &request.out {
         // The preprocessed image goes along, so that another implementation can be run on
@@ -96,6 +117,26 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         println!("features written to {}", out.display());
     }
     Ok(())
+}
+
+/// NaN and ±Inf counts of one output.
+struct NonFinite {
+    nan: usize,
+    inf: usize,
+    total: usize,
+}
+
+impl NonFinite {
+    fn count(data: &TensorData) -> Self {
+        let values = data.iter::<f32>();
+        let (mut nan, mut inf, mut total) = (0, 0, 0);
+        for v in values {
+            nan += v.is_nan() as usize;
+            inf += v.is_infinite() as usize;
+            total += 1;
+        }
+        Self { nan, inf, total }
+    }
 }
 
 fn millis(duration: Duration) -> String {

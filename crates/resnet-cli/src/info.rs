@@ -61,15 +61,46 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
         macs as f64 / 1e9,
         2.0 * macs as f64 / 1e9,
     );
-    if let Some((name, _, gmacs)) = PUBLISHED.iter().find(|(_, p, _)| *p == params) {
-        let _ = writeln!(
-            out,
-            "matches torchvision's {name} without its classifier: {:.2} M params (exact); \
-             published {gmacs:.2} GMACs at 224x224 including the classifier",
-            params as f64 / 1e6
-        );
+    if summary.plugin_params() > 0 {
+        let _ = writeln!(out, "of which plugins: {} params", group_thousands(summary.plugin_params()));
+    }
+    // A torchvision figure only for torchvision's architecture: another network can have the
+    // same count (GroupNorm instead of BatchNorm, another stride or dilation).
+    let published = PUBLISHED.iter().find(|(name, _, _)| is_torchvision_architecture(spec) && *name == format!("resnet{}", config.depth));
+    if let Some((name, published_params, gmacs)) = published {
+        let _ = match *published_params == params {
+            true => writeln!(
+                out,
+                "matches torchvision's {name} without its classifier: {:.2} M params (exact); \
+                 published {gmacs:.2} GMACs at 224x224 including the classifier",
+                params as f64 / 1e6
+            ),
+            false => writeln!(out, "torchvision's {name} without its classifier has {published_params} params, not {params}: please report this"),
+        };
     }
     out
+}
+
+/// Whether `spec` builds torchvision's `resnetN` body: 7x7 stem of 64 channels on RGB, four
+/// stages with strides 1, 2, 2, 2 and no dilation, pytorch style, no ResNeXt groups, BatchNorm,
+/// no plugins and no DCN.
+pub fn is_torchvision_architecture(spec: &ResNetSpec) -> bool {
+    let c = &spec.config;
+    let strides_default = c.strides.as_ref().is_none_or(|s| s == &[1, 2, 2, 2]);
+    let dilations_default = c.dilations.as_ref().is_none_or(|d| d.iter().all(|&d| d == 1));
+    c.in_channels == 3
+        && c.base_channels == 64
+        && spec.stem_channels == 64
+        && c.num_stages == 4
+        && strides_default
+        && dilations_default
+        && c.style == burn_resnet::Style::Pytorch
+        && !c.deep_stem
+        && !c.avg_down
+        && c.groups == 1
+        && matches!(c.norm_cfg, burn_resnet::norm::NormConfig::Batch { .. })
+        && c.plugins.is_empty()
+        && spec.stages.iter().enumerate().all(|(i, _)| spec.stage_dcn(i).is_none())
 }
 
 fn group_thousands(n: usize) -> String {

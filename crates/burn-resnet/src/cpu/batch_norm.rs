@@ -84,7 +84,7 @@ pub(super) fn batch_norm_forward(
         let (scale, shift) = (stats.scale[channel], stats.shift[channel]);
         for (o, &v) in out.iter_mut().zip(&x[range]) {
             let y = v * scale + shift;
-            *o = if relu { y.max(0.0) } else { y };
+            *o = if relu { super::relu(y) } else { y };
         }
     });
     (output, stats)
@@ -125,11 +125,11 @@ impl ChannelMap {
         Self { scale: stats.scale[c], shift: stats.shift[c], mean: stats.mean[c], inv_std, relu }
     }
 
-    /// The output gradient `g` where the ReLU passed it (its input `x · scale + shift`
-    /// positive), 0 elsewhere; branch-free, so that the loops vectorise.
+    /// The output gradient `g` where the ReLU passed it (its output `x · scale + shift` not
+    /// `<= 0`, as PyTorch decides it), 0 elsewhere; branch-free, so that the loops vectorise.
     #[inline(always)]
     fn passed(self, v: f32, g: f32) -> f32 {
-        if self.relu { g * ((v * self.scale + self.shift > 0.0) as u8 as f32) } else { g }
+        if self.relu { super::relu_backward(v * self.scale + self.shift, g) } else { g }
     }
 
     /// Over one plane: writes `out = passed(g) · out_scale` and returns `(Σ passed(g),

@@ -117,7 +117,7 @@ impl Backward<Flex, PARENTS> for BlockBackward {
         let activations = run(x, &mut main, shortcut.as_mut());
         let dy = float_slice(&grad_out).expect("a contiguous f32 gradient");
         // Through the final ReLU.
-        let d_sum: Vec<f32> = dy.iter().zip(&activations.sum).map(|(g, s)| if *s > 0.0 { *g } else { 0.0 }).collect();
+        let d_sum: Vec<f32> = dy.iter().zip(&activations.sum).map(|(&g, &s)| super::relu_backward(s, g)).collect();
 
         // (weight, gamma, beta) gradients per unit, main units first, then the shortcut's.
         let mut unit_grads: Vec<[Vec<f32>; 3]> = Vec::new();
@@ -210,7 +210,7 @@ pub fn try_checkpointed_block(x: &Tensor<4>, main: &[UnitSpec], shortcut: Option
 
     let activations = run(float_slice(input.primitive())?, &mut main_units, shortcut_unit.as_mut());
     let output_shape = main.last()?.geometry.output()?;
-    let output = into_primitive(activations.sum.iter().map(|v| v.max(0.0)).collect(), output_shape);
+    let output = into_primitive(activations.sum.iter().map(|&v| super::relu(v)).collect(), output_shape);
     let statistics = main_units
         .iter()
         .chain(shortcut_unit.iter())

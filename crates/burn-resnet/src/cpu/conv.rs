@@ -222,13 +222,13 @@ fn conv_block(
                 None => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
             }
             if epilogue.relu {
-                dst.iter_mut().for_each(|v| *v = v.max(0.0));
+                dst.iter_mut().for_each(|v| *v = super::relu(*v));
             }
         }
     } else if epilogue.relu {
         for channel in channels {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
-            dst.iter_mut().for_each(|v| *v = v.max(0.0));
+            dst.iter_mut().for_each(|v| *v = super::relu(*v));
         }
     }
 }

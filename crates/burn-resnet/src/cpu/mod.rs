@@ -31,6 +31,21 @@ use pool::PoolGeometry;
 /// The autodiff backend of `Device::flex().autodiff()`.
 type FlexAutodiff = burn_autodiff::Autodiff<Flex, burn_autodiff::checkpoint::strategy::NoCheckpointing>;
 
+/// PyTorch's ReLU: 0 for negative inputs, the input otherwise, so NaN stays NaN (`f32::max`
+/// would return 0 for a NaN and hide it). Branch-free after optimisation (a compare and a blend).
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// PyTorch's ReLU backward (`threshold_backward`): the gradient `g` passes unless the ReLU's
+/// output `y` is `<= 0`, so a NaN output passes it, and a blocked position gives exactly 0 even
+/// for an infinite or NaN `g` (a select, not a multiply by a 0/1 mask).
+#[inline(always)]
+fn relu_backward(y: f32, g: f32) -> f32 {
+    if y <= 0.0 { 0.0 } else { g }
+}
+
 /// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
 /// parts of one output (each use states why its writes are disjoint).
 #[derive(Clone, Copy)]

@@ -94,8 +94,8 @@ impl ContextBlockConfig {
         (self.channels as f64 * self.ratio) as usize
     }
 
-    /// Build with mmcv's init: `conv_mask` Kaiming (fan-in, ReLU gain), each transform's last
-    /// conv zero, the rest PyTorch's defaults, LayerNorm weight 1 and bias 0.
+    /// Build with mmcv's init: `conv_mask` Kaiming (fan-in, ReLU gain) with a zero bias, each
+    /// transform's last conv zero, the rest PyTorch's defaults, LayerNorm weight 1 and bias 0.
     pub fn init(&self, device: &Device) -> ContextBlock {
         let planes = self.planes();
         let conv = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).with_padding(PaddingConfig2d::Valid);
@@ -108,9 +108,14 @@ impl ContextBlockConfig {
             expand: conv(planes, self.channels).with_initializer(Initializer::Zeros).init(device),
         };
         let kaiming = Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: false };
+        // mmcv's `kaiming_init` sets the bias to 0 (Burn's initializer would draw it).
+        let conv_mask = || {
+            let mut conv_mask = conv(self.channels, 1).with_initializer(kaiming).init(device);
+            conv_mask.bias = conv_mask.bias.take().map(|b| b.map(|b| b.zeros_like()));
+            conv_mask
+        };
         ContextBlock {
-            conv_mask: (self.pooling == Pooling::Attention)
-                .then(|| conv(self.channels, 1).with_initializer(kaiming).init(device)),
+            conv_mask: (self.pooling == Pooling::Attention).then(conv_mask),
             channel_add: self.fusions.contains(&Fusion::ChannelAdd).then(transform),
             channel_mul: self.fusions.contains(&Fusion::ChannelMul).then(transform),
         }

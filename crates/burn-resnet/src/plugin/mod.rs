@@ -7,6 +7,7 @@
 //! Add plugins to a built backbone with [`crate::ResNet::add_plugins`].
 
 mod context_block;
+mod figures;
 mod generalized_attention;
 mod non_local;
 mod squeeze_excitation;
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
+pub use figures::PluginFigures;
 pub use context_block::{ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
 pub use generalized_attention::{AttentionType, GeneralizedAttention, GeneralizedAttentionArgs, GeneralizedAttentionConfig};
 pub use non_local::{NonLocal2d, NonLocal2dConfig, NonLocalMode};

@@ -5,9 +5,11 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
+use burn::optim::GradientsParams;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 
+use super::guard::NonFiniteGuard;
 use super::shapes::ShapeBatch;
 
 /// Backbone + pooled linear head.
@@ -17,6 +19,9 @@ pub struct ShapeClassifier {
     pub backbone: ResNet,
     /// Linear classifier on the pooled last feature map.
     pub head: Linear,
+    /// Stops training at a non-finite loss or gradient (none: every step applies).
+    #[module(skip)]
+    pub guard: Option<NonFiniteGuard>,
 }
 
 impl ShapeClassifier {
@@ -24,7 +29,7 @@ impl ShapeClassifier {
     pub fn new(backbone: ResNet, classes: usize, device: &Device) -> Self {
         let channels = backbone.feature_info().last().map_or(0, |info| info.channels);
         let head = LinearConfig::new(channels, classes).init(device);
-        Self { backbone, head }
+        Self { backbone, head, guard: None }
     }
 
     /// Class logits `[batch, classes]`.
@@ -49,7 +54,12 @@ impl TrainStep for ShapeClassifier {
 
     fn step(&self, batch: ShapeBatch) -> TrainOutput<ClassificationOutput> {
         let output = self.classify(batch.images, batch.labels);
-        TrainOutput::new(self, output.loss.backward(), output)
+        let grads = output.loss.backward();
+        let grads = match &self.guard {
+            Some(guard) => guard.check(self, &output.loss, grads),
+            None => GradientsParams::from_grads(grads, self),
+        };
+        TrainOutput { grads, item: output }
     }
 }
 

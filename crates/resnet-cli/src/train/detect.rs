@@ -13,7 +13,7 @@ use burn::train::{Learner, SupervisedTraining};
 use super::detection_data::{DetectionBatcher, DetectionDataset, Object};
 use super::detector::{Detection, ShapeDetector, decode, mean_average_precision};
 use super::shapes::CLASSES;
-use super::{Request, epochs, optimizer, presented, scheduler};
+use super::{Request, epochs, guard, optimizer, presented, scheduler, stopped};
 use crate::error::CliError;
 
 /// Detections scored below this are dropped; at most this many per image.
@@ -36,7 +36,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     if !config.image_size.is_multiple_of(stride) {
         return Err(CliError::Train(format!("image_size {} must be a multiple of the head's stride {stride}", config.image_size)));
     }
-    let model = ShapeDetector::new(backbone, neck, CLASSES.len(), &device);
+    let guard = guard(request, checkpoint);
+    let model = ShapeDetector { guard: Some(guard.clone()), ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device) };
 
     let train = DetectionDataset { len: config.train_images, size: config.image_size, seed: config.seed };
     let valid = DetectionDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };
@@ -55,7 +56,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint).launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint, &guard).launch(Learner::new(model, optimizer, scheduler));
+    stopped(&guard, request)?;
 
     let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
     report("after training", &evaluation);

@@ -9,11 +9,13 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
+use burn::optim::GradientsParams;
 use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 use burn_resnet::fpn::Fpn;
 
 use super::detection_data::{DetectionBatch, Object};
+use super::guard::NonFiniteGuard;
 
 /// Weight of the size loss (CenterNet's 0.1); the offset loss has weight 1.
 const SIZE_WEIGHT: f32 = 0.1;
@@ -47,6 +49,9 @@ pub struct ShapeDetector {
     pub heatmap: HeadBranch,
     /// Box width, height (cells) and centre offsets.
     pub boxes: HeadBranch,
+    /// Stops training at a non-finite loss or gradient (none: every step applies).
+    #[module(skip)]
+    pub guard: Option<NonFiniteGuard>,
 }
 
 /// What the head predicts for a batch.
@@ -60,7 +65,7 @@ pub struct Prediction {
 impl ShapeDetector {
     pub fn new(backbone: ResNet, neck: Fpn, classes: usize, device: &Device) -> Self {
         let channels = neck.spec.out_channels;
-        Self { backbone, neck, heatmap: HeadBranch::new(channels, classes, -2.19, device), boxes: HeadBranch::new(channels, 4, 0.0, device) }
+        Self { backbone, neck, heatmap: HeadBranch::new(channels, classes, -2.19, device), boxes: HeadBranch::new(channels, 4, 0.0, device), guard: None }
     }
 
     pub fn predict(&self, images: Tensor<4>) -> Prediction {
@@ -104,7 +109,12 @@ impl TrainStep for ShapeDetector {
 
     fn step(&self, batch: DetectionBatch) -> TrainOutput<RegressionOutput> {
         let output = self.output(&batch);
-        TrainOutput::new(self, output.loss.backward(), output)
+        let grads = output.loss.backward();
+        let grads = match &self.guard {
+            Some(guard) => guard.check(self, &output.loss, grads),
+            None => GradientsParams::from_grads(grads, self),
+        };
+        TrainOutput { grads, item: output }
     }
 }
 

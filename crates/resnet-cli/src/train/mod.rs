@@ -7,6 +7,7 @@ mod classifier;
 mod detect;
 pub mod detection_data;
 pub mod detector;
+mod guard;
 mod renderer;
 pub mod shapes;
 
@@ -21,13 +22,14 @@ use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
-use burn::train::{Learner, SupervisedTraining};
+use burn::train::{Interrupter, Learner, SupervisedTraining};
 use burn_resnet::fpn::FpnConfig;
 use burn_resnet::{Backend, ResNetConfig};
 use serde::Deserialize;
 
 use crate::error::CliError;
 use classifier::ShapeClassifier;
+use guard::NonFiniteGuard;
 use shapes::{CLASSES, ShapeBatcher, ShapesDataset};
 
 /// What `resnet train` trains.
@@ -164,7 +166,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
     let backbone = config.backbone.init(&device)?;
-    let model = ShapeClassifier::new(backbone, CLASSES.len(), &device);
+    let guard = guard(request, checkpoint);
+    let model = ShapeClassifier { guard: Some(guard.clone()), ..ShapeClassifier::new(backbone, CLASSES.len(), &device) };
     let plain = request.backend.device()?;
     if checkpoint.is_none() {
         report("before training", evaluate(&model, &valid, config.batch_size, &plain), &valid);
@@ -177,7 +180,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint).launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint, &guard).launch(Learner::new(model, optimizer, scheduler));
+    stopped(&guard, request)?;
 
     report("after training", evaluate(&result.model, &valid, config.batch_size, &plain), &valid);
     Ok(())
@@ -203,9 +207,27 @@ fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
     Ok((last_epoch, checkpoint))
 }
 
+/// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any).
+fn guard(request: &Request, checkpoint: Option<usize>) -> NonFiniteGuard {
+    let steps_per_epoch = request.config.train_images.div_ceil(request.config.batch_size);
+    NonFiniteGuard::new(Interrupter::new(), checkpoint.map_or(1, |epoch| epoch + 1), steps_per_epoch)
+}
+
+/// The error of a run the guard stopped: which epoch and step, and what is left on disk.
+fn stopped(guard: &NonFiniteGuard, request: &Request) -> Result<(), CliError> {
+    match guard.failure() {
+        None => Ok(()),
+        Some(failure) => Err(CliError::Train(match last_checkpoint(&request.out) {
+            Ok(epoch) => format!("{failure}; the last checkpoint is epoch {epoch} in {}", request.out.join("checkpoint").display()),
+            Err(_) => format!("{failure}; {} holds no checkpoint", request.out.display()),
+        })),
+    }
+}
+
 /// burn-train's full-screen display in a terminal, progress lines otherwise; resumed from
-/// `checkpoint` when there is one.
-fn presented<M: burn::train::LearnerModel>(mut training: SupervisedTraining<M>, request: &Request, checkpoint: Option<usize>) -> SupervisedTraining<M> {
+/// `checkpoint` when there is one; stopped by `guard`.
+fn presented<M: burn::train::LearnerModel>(mut training: SupervisedTraining<M>, request: &Request, checkpoint: Option<usize>, guard: &NonFiniteGuard) -> SupervisedTraining<M> {
+    training = training.with_interrupter(guard.interrupter());
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         training = training.renderer(Box::new(renderer::LineRenderer::default()));
     }

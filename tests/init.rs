@@ -112,8 +112,11 @@ struct InitTensor {
     name: String,
     kind: String,
     shape: Vec<usize>,
+    #[serde(default)]
     all_zero: bool,
+    #[serde(default)]
     all_one: bool,
+    #[serde(default)]
     std: f64,
     excess_kurtosis: Option<f64>,
 }

@@ -134,6 +134,9 @@ pub fn compare_steps(
         let error = l2_relative_with_floor(a, e, floor);
         let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
         let tolerance = if statistic { statistics_tolerance } else { gradient_tolerance };
+        if !statistic && error > GRADIENT_TOLERANCE {
+            println!("{what}: {path}: relative error {error:.2e} (above {GRADIENT_TOLERANCE:.0e})");
+        }
         assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.0e}");
         if error > worst.0 {
             worst = (error, path.clone());

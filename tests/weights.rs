@@ -33,6 +33,30 @@ fn weights_of_another_architecture_are_rejected_with_every_problem_listed() {
     }
 }
 
+/// A successful load returns a new module and leaves the caller's as it was too, running
+/// statistics included (a plain clone of a Burn module shares them), for every loader.
+#[test]
+fn a_successful_load_leaves_the_callers_module_untouched() {
+    let config = ResNetConfig { zero_init_residual: false, ..ResNetConfig::from_toml_file(repo_path("tests/fixtures/parity/resnet18.toml")).unwrap() };
+    let weights = repo_path("tests/fixtures/parity/resnet18.weights.safetensors");
+    let burnpack = std::env::temp_dir().join(format!("burn-resnet-untouched-{}.bpk", std::process::id()));
+    for (_, device) in devices() {
+        let backbone = config.init(&device).unwrap();
+        let before = float_tensors(&backbone, None);
+        let loaded = backbone.load_mmdet_safetensors(&weights).unwrap();
+        loaded.save_burnpack(&burnpack).unwrap();
+        let reloaded = backbone.load_burnpack(&burnpack).unwrap();
+        let (after, loaded, reloaded) = (float_tensors(&backbone, None), float_tensors(&loaded, None), float_tensors(&reloaded, None));
+        assert_eq!(before.len(), after.len());
+        for ((b, a), l) in before.iter().zip(&after).zip(&loaded) {
+            assert!(b.values == a.values, "{} changed by a load into another module", b.path);
+            assert!(b.values != l.values, "{}: the load did not change it", b.path);
+        }
+        assert!(loaded.iter().zip(&reloaded).all(|(l, r)| l.values == r.values), "burnpack round trip");
+    }
+    std::fs::remove_file(&burnpack).unwrap();
+}
+
 #[test]
 fn a_missing_weights_file_is_an_io_error() {
     let config = ResNetConfig::from_toml_str("depth = 18\nbase_channels = 4", "test").unwrap();

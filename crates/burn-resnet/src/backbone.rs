@@ -3,7 +3,9 @@
 use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
+use crate::block::Block;
 use crate::config::{ResNetConfig, ResNetSpec};
+use crate::norm::Norm;
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
 use crate::layer::{ResLayer, stage_block_specs};
@@ -23,6 +25,37 @@ pub struct ResNet {
     /// The validated config the module was built from.
     #[module(skip)]
     spec: ResNetSpec,
+}
+
+impl ResNet {
+    /// A copy that shares nothing the copy can change with `self`: `clone()` with running
+    /// statistics of its own (a plain clone shares them, see [`Norm::own_running_statistics`]).
+    pub fn independent_clone(&self) -> Self {
+        let mut copy = self.clone();
+        for norm in copy.norms_mut() {
+            norm.own_running_statistics();
+        }
+        copy
+    }
+
+    /// Every norm of the backbone (stem, blocks, shortcuts), in module order.
+    fn norms_mut(&mut self) -> Vec<&mut Norm> {
+        let mut norms: Vec<&mut Norm> = self.stem.layers.iter_mut().map(|layer| &mut layer.norm).collect();
+        for block in self.layers.iter_mut().flat_map(|layer| layer.blocks.iter_mut()) {
+            let downsample = match block {
+                Block::Basic(b) => {
+                    norms.extend([&mut b.norm1, &mut b.norm2]);
+                    b.downsample.as_mut()
+                }
+                Block::Bottleneck(b) => {
+                    norms.extend([&mut b.norm1, &mut b.norm2, &mut b.norm3]);
+                    b.downsample.as_mut()
+                }
+            };
+            norms.extend(downsample.map(|d| &mut d.norm));
+        }
+        norms
+    }
 }
 
 impl ResNetConfig {

@@ -77,6 +77,20 @@ impl Backend {
     }
 }
 
+/// Whether Burn's own max-pool on `device` gives NaN for a window holding a NaN, as PyTorch's
+/// does: flex's does (plain and autodiff); ndarray's and wgpu's drop NaN.
+pub(crate) fn propagates_nan_in_max_pool(device: &Device) -> bool {
+    #[cfg(feature = "flex")]
+    {
+        *device == Device::flex() || *device == Device::flex().autodiff()
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())

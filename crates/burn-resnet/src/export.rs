@@ -66,7 +66,7 @@ impl ResNet {
     pub fn load_burnpack(&self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let mut store = BurnpackStore::from_file(path);
-        let mut loaded = self.clone();
+        let mut loaded = self.independent_clone();
         let result = loaded
             .load_from(&mut store)
             .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![e.to_string()] })?;

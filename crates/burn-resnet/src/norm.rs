@@ -168,6 +168,16 @@ pub enum Norm {
 }
 
 impl Norm {
+    /// Give a BatchNorm running statistics of its own. A cloned module shares them with the
+    /// original (Burn's `RunningState` is a shared cell), so writing a clone's statistics (a
+    /// weight load) would change the original's too.
+    pub(crate) fn own_running_statistics(&mut self) {
+        if let Norm::Batch(bn) | Norm::Frozen(bn) = self {
+            bn.running_mean = RunningState::new(bn.running_mean.value());
+            bn.running_var = RunningState::new(bn.running_var.value());
+        }
+    }
+
     /// Normalise `[batch, channels, height, width]` in `mode`.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         self.forward_relu(x, false, mode)

@@ -214,10 +214,11 @@ impl CheckpointFormat {
 
     /// The format of a file starting with `head` (its first 9 bytes or fewer), if it is one.
     pub fn detect(head: &[u8]) -> Option<Self> {
+        // safetensors first: its first byte is the header length's lowest, which can be 0x80.
         match head {
+            [_, _, _, _, _, _, _, _, b'{', ..] => Some(CheckpointFormat::Safetensors),
             [b'P', b'K', ..] => Some(CheckpointFormat::TorchZip),
             [0x80, ..] => Some(CheckpointFormat::TorchLegacy),
-            [_, _, _, _, _, _, _, _, b'{', ..] => Some(CheckpointFormat::Safetensors),
             _ => None,
         }
     }
@@ -390,7 +391,8 @@ impl ResNet {
             .collect();
 
         let mut store = store.for_loading(&key_map(source, self));
-        let mut loaded = self.clone();
+        // Not `clone()`: the clone's running statistics would be the caller's.
+        let mut loaded = self.independent_clone();
         let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![format!("{} checkpoint: {e}", format.name())]))?;
         // Problems name the tensor as the file would: the module path mapped back to `source`'s
         // key names (export's map is the inverse of the loading map).

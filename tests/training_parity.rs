@@ -2,9 +2,14 @@
 //! the loss, the gradient of every parameter and the updated BatchNorm running statistics,
 //! on every backend. Fixtures from `tools/make_fixtures.py` (`*_train`).
 
+use std::collections::HashMap;
+
 use burn::module::Module;
 use burn::tensor::{Device, Gradients};
 use burn_resnet::ResNetConfig;
+use burn_resnet::export::export_key_map;
+use burn_resnet::weights::WeightSource;
+use regex::Regex;
 
 use crate::common::{devices, float_tensors, read_safetensors, repo_path, values};
 
@@ -25,15 +30,16 @@ const PLUGIN_TOLERANCES: (f32, f32) = (3e-2, 5e-5);
 pub const STATISTICS_TOLERANCE: f32 = 1e-5;
 /// (gradients, running statistics) bounds of the DCN case.
 const DCN_TOLERANCES: (f32, f32) = (6e-3, 5e-5);
-/// (gradients, running statistics) bounds of the GeneralizedAttention case. Its gradients are
-/// ill-conditioned in float32: the block after the attention is conv3 → BatchNorm, so the
-/// gradient reaching the attention has zero mean per channel and `gamma`'s gradient is what is
-/// left of a cancelling sum; and a relative change of 1e-6 of the input image (below float32's
-/// drift over 40 layers, ~1.5e-5 at layer3 here) changes the float64 gradients by up to 6e-3
-/// (at other seeds by up to 0.7). Given the float64 reference's own input to layer3's last block,
-/// our gradient there is within 7.5e-6; from our own float32 forward, within 2.5e-2, and the
-/// attention's `gamma`s within 2.3e-1. A misplaced or wrong attention misses by O(1).
-const ATTENTION_TOLERANCES: (f32, f32) = (3e-1, 5e-5);
+/// Running-statistics bound of the GeneralizedAttention case. Its gradients are held tensor by
+/// tensor (`sensitivity_bounds`): most are ill-conditioned on this fixture (attention in stages
+/// 3-4 on 4x3 maps, batch statistics of 12 positions): a random relative change of 1e-6 of the
+/// input image (below float32's drift over 40 layers) moves 192 of the 249 float64 gradients by
+/// more than 5e-3, the attention `gamma`s (a cancelling sum: conv3 → BatchNorm follows the
+/// attention, so the gradient reaching it has zero mean per channel) by up to 0.35. Each gradient
+/// is held to twice that change (`tools/gradient_sensitivity.py`, 32 draws; ours measure up to
+/// 1.0x it), or to GRADIENT_TOLERANCE where it is well-conditioned. A misplaced or wrong attention
+/// misses by O(1).
+const ATTENTION_STATISTICS_TOLERANCE: f32 = 5e-5;
 
 fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
     l2_relative_with_floor(actual, expected, 1e-30)
@@ -114,6 +120,17 @@ pub fn compare_steps(
     expected: &TrainingStep,
     (gradient_tolerance, statistics_tolerance): (f32, f32),
 ) -> (f32, String) {
+    compare_steps_with_bounds(what, actual, expected, statistics_tolerance, &|_| gradient_tolerance)
+}
+
+/// [`compare_steps`] with a gradient bound per tensor path.
+fn compare_steps_with_bounds(
+    what: &str,
+    actual: &TrainingStep,
+    expected: &TrainingStep,
+    statistics_tolerance: f32,
+    gradient_bound: &dyn Fn(&str) -> f32,
+) -> (f32, String) {
     assert_eq!(actual.outputs.len(), expected.outputs.len(), "{what}: outputs");
     for (index, (a, e)) in actual.outputs.iter().zip(&expected.outputs).enumerate() {
         let error = l2_relative(a, e);
@@ -133,11 +150,8 @@ pub fn compare_steps(
         assert_eq!(path, expected_path);
         let error = l2_relative_with_floor(a, e, floor);
         let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
-        let tolerance = if statistic { statistics_tolerance } else { gradient_tolerance };
-        if !statistic && error > GRADIENT_TOLERANCE {
-            println!("{what}: {path}: relative error {error:.2e} (above {GRADIENT_TOLERANCE:.0e})");
-        }
-        assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.0e}");
+        let tolerance = if statistic { statistics_tolerance } else { gradient_bound(path) };
+        assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.1e}");
         if error > worst.0 {
             worst = (error, path.clone());
         }
@@ -177,9 +191,50 @@ fn resnet50_with_dcn_training_step_matches_mmdet() {
 }
 
 /// GeneralizedAttention '1111' after conv2 of stages 3-4, trained. Outputs and running
-/// statistics are held as tightly as elsewhere; gradients loosely (see ATTENTION_TOLERANCES):
+/// statistics are held as tightly as elsewhere; gradients tensor by tensor (`sensitivity_bounds`):
 /// the attention's own gradients are checked tightly in `generalized_attention.rs`.
 #[test]
 fn resnet50_with_generalized_attention_training_step_matches_mmdet() {
-    check_training("resnet50_attention_train", ATTENTION_TOLERANCES);
+    let case = "resnet50_attention_train";
+    for (backend, device) in devices() {
+        let bounds = sensitivity_bounds(case, &device);
+        let loose = bounds.values().filter(|b| **b > GRADIENT_TOLERANCE).count();
+        println!("{case}: {loose} of {} gradients ill-conditioned (bound above {GRADIENT_TOLERANCE:.0e})", bounds.len());
+        let bound = |path: &str| *bounds.get(path).unwrap_or_else(|| panic!("{path}: no bound"));
+        let expected = reference_step(case, &device);
+        compare_steps_with_bounds(&format!("{case} on {backend}"), &training_step(case, &device), &expected, ATTENTION_STATISTICS_TOLERANCE, &bound);
+    }
+}
+
+/// Per trainable tensor path: the larger of GRADIENT_TOLERANCE and twice how far the float64
+/// gradient moves under a 1e-6 relative change of the input (`<case>.sensitivity.safetensors`,
+/// one scalar per mmdet key, from `tools/gradient_sensitivity.py`).
+fn sensitivity_bounds(case: &str, device: &Device) -> HashMap<String, f32> {
+    let dir = "tests/fixtures/parity";
+    let (sensitivities, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.sensitivity.safetensors")));
+    let backbone = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap().init(device).unwrap();
+    // Module paths named as mmdet names them: the export rules, after dropping the enum
+    // variants (`Bottleneck`, `Batch`, …) and naming BatchNorm's gamma/beta weight/bias.
+    let rules: Vec<(Regex, String)> = export_key_map(WeightSource::Mmdet, &backbone)
+        .unwrap()
+        .into_iter()
+        .map(|(pattern, key)| (Regex::new(&pattern).unwrap(), key))
+        .collect();
+    let variant = Regex::new(r"\.[A-Z][A-Za-z0-9]*\.").unwrap();
+    let trainable: Vec<_> = float_tensors(&backbone, None).into_iter().filter(|t| !t.path.contains("running_")).collect();
+    assert_eq!(trainable.len(), sensitivities.len(), "{case}: one sensitivity per parameter");
+    trainable
+        .into_iter()
+        .map(|t| {
+            let mut key = variant.replace_all(&t.path, ".").into_owned();
+            for (pattern, replacement) in &rules {
+                key = pattern.replace(&key, replacement.as_str()).into_owned();
+            }
+            if t.path.contains(".Batch.") {
+                key = key.replace(".gamma", ".weight").replace(".beta", ".bias");
+            }
+            let (_, sensitivity) = sensitivities.iter().find(|(k, _)| *k == key).unwrap_or_else(|| panic!("{key} ({}): no sensitivity", t.path));
+            (t.path, GRADIENT_TOLERANCE.max(2.0 * sensitivity.values[0]))
+        })
+        .collect()
 }

@@ -277,3 +277,43 @@ fn max_pool_matches_burn_max_pool() {
     }
     assert!(try_max_pool2d(&Tensor::<4>::ones([1, 1, 4, 4], &device), 3, 2, 2).is_none(), "padding over half the window");
 }
+
+/// The fused ReLU keeps NaN and its backward is PyTorch's select: the gradient passes where the
+/// output is NaN, and is exactly 0 where the output is `<= 0`, even for an infinite incoming
+/// gradient (a multiply by a 0/1 mask would give 0 and NaN there). Against Burn's stock ReLU,
+/// which does the same, on an eval-mode BatchNorm with a NaN input element.
+#[test]
+fn batch_norm_relu_keeps_nan_and_selects_gradients_as_pytorch() {
+    let device = Device::flex().autodiff();
+    let shape = [2, 3, 4, 5];
+    let mut data = values(Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &Device::flex()));
+    data[7] = f32::NAN;
+    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(data.clone(), shape), &device).require_grad();
+    let gamma = Tensor::<1>::from_data([1.5f32, -0.5, 2.0], &device).require_grad();
+    let beta = Tensor::<1>::from_data([0.1f32, 0.2, -0.3], &device).require_grad();
+    let (mean, variance) = ([0.1f32, -0.2, 0.3], [1.0f32, 2.0, 0.5]);
+    let ours = try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, 1e-5, true).expect("flex autodiff f32");
+    let stock = relu(burn::tensor::module::batch_norm(
+        x.clone(),
+        gamma.clone(),
+        beta.clone(),
+        Tensor::from_data(mean, &device),
+        Tensor::from_data(variance, &device),
+        1e-5,
+    ));
+    let (out, expected) = (values(ours.clone()), values(stock.clone()));
+    assert!(out[7].is_nan() && expected[7].is_nan(), "ReLU of NaN: {} (stock {})", out[7], expected[7]);
+    // An infinite incoming gradient where the ReLU blocked (output 0).
+    let blocked = expected.iter().position(|v| *v == 0.0).expect("a negative pre-activation");
+    let mut upstream = vec![1.0f32; data.len()];
+    upstream[blocked] = f32::INFINITY;
+    let upstream = Tensor::<4>::from_data(burn::tensor::TensorData::new(upstream, shape), &device);
+    let grad_x = |output: Tensor<4>| values(x.grad(&(output * upstream.clone()).sum().backward()).unwrap());
+    let (ours, stock) = (grad_x(ours), grad_x(stock));
+    for (i, (a, e)) in ours.iter().zip(&stock).enumerate() {
+        assert_eq!(a.is_nan(), e.is_nan(), "dx[{i}]: {a} vs stock {e}");
+        assert!(e.is_nan() || (a - e).abs() <= 1e-5 * e.abs().max(1.0), "dx[{i}]: {a} vs stock {e}");
+    }
+    assert!(ours[7].is_finite() && ours[7] != 0.0, "the gradient passes a NaN output: dx[7] = {}", ours[7]);
+    assert_eq!(ours[blocked], 0.0, "an Inf gradient where the ReLU blocked gives 0");
+}

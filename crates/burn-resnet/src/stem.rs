@@ -90,8 +90,8 @@ impl Stem {
         if crate::backend::propagates_nan_in_max_pool(&x.device()) {
             return max_pool2d(x, options);
         }
-        // PyTorch's max-pool gives NaN for a window holding a NaN; Burn 0.22's ndarray and wgpu
-        // max-pools compare with `>` and drop it. Windows with a NaN are found by pooling the
+        // PyTorch's max-pool gives NaN for a window holding a NaN; Burn 0.22's ndarray max-pool
+        // drops it (and wgpu's is not relied on). Windows with a NaN are found by pooling the
         // NaN mask, and set to NaN.
         let nan_windows = max_pool2d(x.clone().is_nan().float(), options.clone()).greater_elem(0.0);
         max_pool2d(x, options).mask_fill(nan_windows, f32::NAN)

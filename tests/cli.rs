@@ -39,6 +39,7 @@ fn info_counts_plugins_and_names_torchvision_only_for_its_architecture() {
     let out = stdout(&resnet(&["info", "--config", "configs/resnet50_gcb_r16.toml"]));
     assert!(out.contains("total: 26,029,773 params"), "{out}");
     assert!(out.contains("of which plugins: 2,521,741 params"), "{out}");
+    assert!(out.contains("with ContextBlock context_block after_conv3 (13 blocks)"), "{out}");
     assert!(!out.contains("torchvision"), "{out}");
     let gn = std::env::temp_dir().join(format!("resnet-cli-gn-{}.toml", std::process::id()));
     std::fs::write(&gn, "depth = 50\nnorm_cfg = { type = \"GN\", num_groups = 32 }\n").unwrap();

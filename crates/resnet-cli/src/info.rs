@@ -29,6 +29,9 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
         if config.avg_down { ", avg_down" } else { "" },
         if config.groups > 1 { format!(", ResNeXt {}x{}d", config.groups, config.base_width) } else { String::new() },
     );
+    for line in additions(spec) {
+        let _ = writeln!(out, "  with {line}");
+    }
     let _ = writeln!(
         out,
         "{:<8} {:>6} {:>8} {:>6} {:>11} {:>13} {:>10}  {}",
@@ -79,6 +82,29 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
         };
     }
     out
+}
+
+/// The plugins (type, position, how many blocks) and deformable convs the config adds.
+fn additions(spec: &ResNetSpec) -> Vec<String> {
+    let blocks = |stage: usize| spec.stages[stage].num_blocks;
+    let mut lines: Vec<String> = spec
+        .config
+        .plugins
+        .iter()
+        .map(|entry| {
+            let count: usize = (0..spec.stages.len()).filter(|&s| entry.applies_to(s)).map(blocks).sum();
+            format!("{} {} {} ({count} blocks)", entry.cfg.type_name(), entry.name(), entry.position.name())
+        })
+        .collect();
+    if let Some(dcn) = &spec.config.dcn {
+        let stages: Vec<String> = (0..spec.stages.len()).filter(|&s| spec.stage_dcn(s).is_some()).map(|s| format!("layer{}", s + 1)).collect();
+        let kind = match dcn.kind {
+            burn_resnet::dcn::DcnKind::Deformable => "DCN",
+            burn_resnet::dcn::DcnKind::Modulated => "DCNv2",
+        };
+        lines.push(format!("{kind} (deform_groups {}) as the 3x3 conv of {}", dcn.deform_groups, stages.join(", ")));
+    }
+    lines
 }
 
 /// Whether `spec` builds torchvision's `resnetN` body: 7x7 stem of 64 channels on RGB, four

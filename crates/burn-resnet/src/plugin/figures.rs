@@ -105,7 +105,7 @@ fn generalized_attention(config: &GeneralizedAttentionConfig, [height, width]: [
         macs += keys * e;
     }
     if positions {
-        params += 2 * config.position_embedding_dim / 2 * width_all;
+        params += 2 * (config.position_embedding_dim / 2) * width_all;
         macs += (w * w_kv + h * h_kv) as u64 * half * e + queries * (w_kv + h_kv) as u64 * e;
     }
     // Attention · value.

@@ -67,7 +67,7 @@ impl Reductions {
 /// `stem_output`, then the selected stages in stage order.
 pub fn feature_info(spec: &ResNetSpec) -> Vec<FeatureInfo> {
     let reductions = Reductions::of(spec);
-    let stem = spec.config.stem_output.then(|| FeatureInfo {
+    let stem = spec.config.stem_output.then_some(FeatureInfo {
         module: "stem",
         level: 1,
         stage: None,

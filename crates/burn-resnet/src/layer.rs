@@ -19,7 +19,7 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
         .iter()
         .enumerate()
         .map(|(stage_index, stage)| {
-            let blocks = (0..stage.num_blocks)
+            (0..stage.num_blocks)
                 .map(|index| {
                     let stride = if index == 0 { stage.stride } else { 1 };
                     let needs_projection = stride != 1 || in_channels != stage.out_channels;
@@ -46,8 +46,7 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                     in_channels = stage.out_channels;
                     block
                 })
-                .collect();
-            blocks
+                .collect()
         })
         .collect()
 }

@@ -1,7 +1,7 @@
 //! `resnet extract`: run one image through a backbone.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use burn::tensor::TensorData;
@@ -144,8 +144,8 @@ fn millis(duration: Duration) -> String {
 }
 
 /// Write the features as float32 safetensors, keyed by level (`C2` …), and the input.
-fn write_features(out: &PathBuf, features: &[TensorData], names: &[String], request: &Request) -> Result<(), CliError> {
-    let output_error = |message: String| CliError::Output { path: out.clone(), message };
+fn write_features(out: &Path, features: &[TensorData], names: &[String], request: &Request) -> Result<(), CliError> {
+    let output_error = |message: String| CliError::Output { path: out.to_path_buf(), message };
     let bytes: Vec<Vec<u8>> = features
         .iter()
         .map(|data| {

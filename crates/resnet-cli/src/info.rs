@@ -34,8 +34,8 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
     }
     let _ = writeln!(
         out,
-        "{:<8} {:>6} {:>8} {:>6} {:>11} {:>13} {:>10}  {}",
-        "stage", "blocks", "channels", "stride", "output", "params", "MMACs", "output"
+        "{:<8} {:>6} {:>8} {:>6} {:>11} {:>13} {:>10}  output",
+        "stage", "blocks", "channels", "stride", "output", "params", "MMACs"
     );
     for stage in &summary.stages {
         let selected = match stage.stage {
@@ -133,7 +133,7 @@ fn group_thousands(n: usize) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);

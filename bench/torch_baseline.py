@@ -21,7 +21,9 @@ libraries loaded): what the case itself needs (Linux).
   {"model": {"builder": "mmdet 3.3.0 ResNet", "params": 23508032, "unmirrored": []}}
 (`unmirrored`: config settings the builder could not reproduce), then one per case:
   {"case": "infer b1", "median_ms": …, "min_ms": …, "max_ms": …, "images_per_s": …, "peak_mib": …}
-Without `--json`, a table.
+Without `--json`, a table. With `--expect-params N` (`resnet bench --torch` passes its own count)
+nothing is timed unless the network has N parameters and nothing unmirrored: the model line
+alone says what was built.
 
     python3 bench/torch_baseline.py --config configs/resnext101_32x4d.toml --threads 2
 """
@@ -120,6 +122,9 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="infer b1,infer b8,train b8")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--expect-params", type=int,
+                        help="time nothing unless the network has this many parameters and nothing unmirrored "
+                             "(what `resnet bench --torch` passes: its own count)")
     args = parser.parse_args()
     try:
         cases = [(name, *parse_case(name)) for name in (c.strip() for c in args.cases.split(",")) if name]
@@ -145,6 +150,11 @@ def main():
     else:
         unmirrored = f"; not mirrored: {', '.join(info['unmirrored'])}" if info["unmirrored"] else ""
         print(f"{info['builder']}, {info['params']:,} parameters{unmirrored}")
+    if args.expect_params is not None and (info["params"] != args.expect_params or info["unmirrored"]):
+        # Not the network asked for: no timings to compare (the model line says why).
+        if not args.json:
+            print(f"not timed: expected {args.expect_params:,} parameters and nothing unmirrored")
+        return
 
     in_channels = config["in_channels"] if config else 3
     for name, kind, batch in cases:

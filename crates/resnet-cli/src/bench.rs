@@ -99,7 +99,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     if let Some(baseline) = &torch {
         match &mismatch {
             None => println!("PyTorch baseline: {}, {} parameters, the same as this config's", baseline.builder, baseline.params),
-            Some(why) => println!("PyTorch baseline: {} is not this network ({why}): its times are shown, no ratio", baseline.builder),
+            Some(why) => println!("PyTorch baseline: {} is not this network ({why}): not timed, no ratio", baseline.builder),
         }
     }
     println!(
@@ -327,6 +327,8 @@ fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result
         .arg("--config")
         .arg(&config_file)
         .args(["--size", &request.size.to_string()])
+        // The baseline checks the network against the project's own count before timing it.
+        .args(["--expect-params", &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size).total_params().to_string()])
         .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
         .args(["--cases", &cases.join(",")])
         .output();

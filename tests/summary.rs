@@ -157,3 +157,46 @@ fn the_summary_and_the_module_count_what_mmdet_counts() {
     }
     assert_eq!(shipped, shipped_configs().len(), "every shipped config has an mmdet count");
 }
+
+/// One entry of `tools/mmdet_macs.py`'s record: the multiply-accumulates fvcore counts on
+/// mmdet's own network for a config (convs, linears and matrix products; not norms, softmax,
+/// pooling or interpolation), per image at `height` x `width`.
+#[derive(serde::Deserialize)]
+struct MmdetMacs {
+    name: String,
+    path: Option<String>,
+    toml: Option<String>,
+    height: usize,
+    width: usize,
+    macs: u64,
+}
+
+/// The summary's multiply-adds against fvcore's count of mmdet's network, plugins and DCN
+/// included. Two GeneralizedAttention settings do more work here than in mmcv, on purpose and
+/// counted as done: with the bias·content term alone ('0010') mmcv computes one attention row and
+/// broadcasts it, and with the bias·position term without the query·position one ('0001') it
+/// multiplies the bias into each axis's positions first; this module runs those products for
+/// every query (same outputs), so its count is larger.
+#[test]
+fn the_summarys_multiply_adds_are_what_fvcore_counts_on_mmdets_network() {
+    let text = std::fs::read_to_string(repo_path("tests/fixtures/mmdet_macs.json")).unwrap();
+    let entries: Vec<MmdetMacs> = serde_json::from_str(&text).unwrap();
+    assert!(entries.len() >= 16, "{} entries", entries.len());
+    let mut larger = Vec::new();
+    for entry in entries {
+        let config = match (&entry.path, &entry.toml) {
+            (Some(path), None) => ResNetConfig::from_toml_file(repo_path(path)).unwrap(),
+            (None, Some(toml)) => ResNetConfig::from_toml_str(toml, &entry.name).unwrap(),
+            _ => panic!("{}: a path or a toml", entry.name),
+        };
+        let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width).total_macs();
+        let broadcast_in_mmcv = entry.toml.as_deref().is_some_and(|t| t.contains("\"0010\"") || t.contains("\"0001\""));
+        if broadcast_in_mmcv {
+            assert!(macs > entry.macs, "{}: {macs} MACs, mmdet's {}", entry.name, entry.macs);
+            larger.push(entry.name);
+        } else {
+            assert_eq!(macs, entry.macs, "{}: the summary against fvcore on mmdet's network", entry.name);
+        }
+    }
+    assert_eq!(larger.len(), 2, "{larger:?}");
+}

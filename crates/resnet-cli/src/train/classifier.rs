@@ -5,11 +5,10 @@ use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Int, Tensor};
-use burn::optim::GradientsParams;
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 
-use super::guard::NonFiniteGuard;
+use super::guard::{NonFiniteGuard, checked_gradients};
 use super::shapes::ShapeBatch;
 
 /// Backbone + pooled linear head.
@@ -54,11 +53,7 @@ impl TrainStep for ShapeClassifier {
 
     fn step(&self, batch: ShapeBatch) -> TrainOutput<ClassificationOutput> {
         let output = self.classify(batch.images, batch.labels);
-        let grads = output.loss.backward();
-        let grads = match &self.guard {
-            Some(guard) => guard.check(self, &output.loss, grads),
-            None => GradientsParams::from_grads(grads, self),
-        };
+        let grads = checked_gradients(self.guard.as_ref(), self, &output.loss, output.loss.backward());
         TrainOutput { grads, item: output }
     }
 }

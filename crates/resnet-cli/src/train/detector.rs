@@ -9,13 +9,12 @@ use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
-use burn::optim::GradientsParams;
 use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 use burn_resnet::fpn::Fpn;
 
 use super::detection_data::{DetectionBatch, Object};
-use super::guard::NonFiniteGuard;
+use super::guard::{NonFiniteGuard, checked_gradients};
 
 /// Weight of the size loss (CenterNet's 0.1); the offset loss has weight 1.
 const SIZE_WEIGHT: f32 = 0.1;
@@ -109,11 +108,7 @@ impl TrainStep for ShapeDetector {
 
     fn step(&self, batch: DetectionBatch) -> TrainOutput<RegressionOutput> {
         let output = self.output(&batch);
-        let grads = output.loss.backward();
-        let grads = match &self.guard {
-            Some(guard) => guard.check(self, &output.loss, grads),
-            None => GradientsParams::from_grads(grads, self),
-        };
+        let grads = checked_gradients(self.guard.as_ref(), self, &output.loss, output.loss.backward());
         TrainOutput { grads, item: output }
     }
 }

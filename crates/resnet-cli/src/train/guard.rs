@@ -83,6 +83,14 @@ impl NonFiniteGuard {
     }
 }
 
+/// The gradients a training step hands burn-train: checked by `guard` when there is one.
+pub fn checked_gradients<M: Module>(guard: Option<&NonFiniteGuard>, module: &M, loss: &Tensor<1>, grads: Gradients) -> GradientsParams {
+    match guard {
+        Some(guard) => guard.check(module, loss, grads),
+        None => GradientsParams::from_grads(grads, module),
+    }
+}
+
 /// The sum of every gradient of `module`'s parameters (one value read back for all of them).
 fn gradient_sum<M: Module>(module: &M, grads: &Gradients) -> f32 {
     struct Sum<'a> {

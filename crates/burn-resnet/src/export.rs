@@ -43,10 +43,11 @@ impl ResNet {
     /// Save as safetensors under `names`' key names (BatchNorm `weight`/`bias`/`running_*`, no
     /// `num_batches_tracked`, which PyTorch's BatchNorm fills in when absent), loadable by
     /// `model.load_state_dict(safetensors.torch.load_file(path))` of that library's ResNet, and by
-    /// [`ResNet::load_weights`].
+    /// [`ResNet::load_weights`]. Written atomically; an existing file at `path` is replaced (the
+    /// `resnet` command refuses that without `--force`).
     pub fn save_weights(&self, path: impl AsRef<Path>, names: WeightSource) -> Result<()> {
         let path = path.as_ref();
-        let mut store = SafetensorsStore::from_file(path).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter);
+        let mut store = SafetensorsStore::from_file(path).overwrite(true).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter);
         for (from, to) in export_key_map(names, self)? {
             store = store.with_key_remapping(from, to);
         }
@@ -54,10 +55,11 @@ impl ResNet {
             .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
     }
 
-    /// Save in Burn's burnpack format, under burn-resnet's own module paths.
+    /// Save in Burn's burnpack format, under burn-resnet's own module paths, at exactly `path`
+    /// (no `.bpk` is appended); an existing file there is replaced.
     pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut store = BurnpackStore::from_file(path).overwrite(true);
+        let mut store = BurnpackStore::from_file(path).auto_extension(false).overwrite(true);
         self.save_into(&mut store)
             .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
     }
@@ -65,7 +67,7 @@ impl ResNet {
     /// Load a burnpack file written by [`ResNet::save_burnpack`]; strict, like `load_weights`.
     pub fn load_burnpack(&self, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let mut store = BurnpackStore::from_file(path);
+        let mut store = BurnpackStore::from_file(path).auto_extension(false);
         let mut loaded = self.independent_clone();
         let result = loaded
             .load_from(&mut store)

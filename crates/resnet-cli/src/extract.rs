@@ -10,6 +10,7 @@ use burn_resnet::{Backend, ResNetConfig};
 
 use crate::error::CliError;
 use crate::image_input::{self, Preprocessing};
+use crate::output;
 
 /// What `resnet extract` was asked to do.
 pub struct Request {
@@ -23,11 +24,17 @@ pub struct Request {
     pub partial: bool,
     pub backend: Backend,
     pub out: Option<PathBuf>,
+    /// Replace an existing regular file at `out`.
+    pub force: bool,
 }
 
 /// Build the backbone, run the image twice (the first run includes one-off set-up such as
 /// kernel compilation on wgpu) and print the outputs.
 pub fn run(request: &Request) -> Result<(), CliError> {
+    if let Some(out) = &request.out {
+        let inputs: Vec<&Path> = [Some(&request.config), request.image.as_ref(), request.weights.as_ref()].into_iter().flatten().map(PathBuf::as_path).collect();
+        output::check(out, &inputs, request.force)?;
+    }
     let config = ResNetConfig::from_toml_file(&request.config)?;
     let spec = config.validate()?;
     let device = request.backend.device()?;
@@ -166,5 +173,6 @@ fn write_features(out: &Path, features: &[TensorData], names: &[String], request
         ("config".to_string(), request.config.display().to_string()),
         ("backend".to_string(), request.backend.to_string()),
     ]);
-    safetensors::serialize_to_file(views, Some(metadata), out).map_err(|e| output_error(e.to_string()))
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| output_error(e.to_string()))?;
+    output::write_atomically(out, &bytes)
 }

@@ -5,6 +5,7 @@ mod error;
 mod extract;
 mod image_input;
 mod info;
+mod output;
 mod train;
 
 use std::path::PathBuf;
@@ -59,9 +60,13 @@ enum Command {
         #[arg(long, value_parser = parse_backend)]
         backend: Option<Backend>,
         /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this
-        /// safetensors file.
+        /// safetensors file. Never onto an input, a directory, a device or a symbolic link; an
+        /// existing file only with --force.
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Replace an existing regular file at --out.
+        #[arg(long)]
+        force: bool,
     },
     /// Convert a checkpoint to another library's key names (safetensors) or to burnpack.
     Convert {
@@ -70,8 +75,12 @@ enum Command {
         config: PathBuf,
         /// The checkpoint to read (.pth or .safetensors).
         input: PathBuf,
-        /// The file to write.
+        /// The file to write, at exactly this path. Never the input, a directory, a device or a
+        /// symbolic link; an existing file only with --force.
         output: PathBuf,
+        /// Replace an existing regular file at OUTPUT.
+        #[arg(long)]
+        force: bool,
         /// The input's key names: mmdet, torchvision or timm; default: detected.
         #[arg(long, value_parser = parse_weight_source)]
         from: Option<WeightSource>,
@@ -164,15 +173,16 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", info::render(&spec, input));
             Ok(())
         }
-        Command::Extract { config, image, size, weights, weights_source, partial, backend, out } => {
+        Command::Extract { config, image, size, weights, weights_source, partial, backend, out, force } => {
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out };
+            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out, force };
             extract::run(&request)
         }
-        Command::Convert { config, input, output, from, to } => {
+        Command::Convert { config, input, output, from, to, force } => {
+            output::check(&output, &[&config, &input], force)?;
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             let device = Backend::default_enabled().ok_or(CliError::NoBackend)?.device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;

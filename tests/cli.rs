@@ -381,3 +381,28 @@ fn commands_never_write_onto_their_inputs_or_non_regular_files() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Training settings that would train to NaN are refused before training, naming the key.
+#[test]
+fn train_refuses_settings_that_cannot_train() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-train-settings-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = "image_size = 32\ntrain_images = 8\nvalid_images = 8\nbatch_size = 4\nepochs = 1\n";
+    let cases = [
+        ("learning_rate = nan", "learning_rate"),
+        ("learning_rate = 0.1\nmomentum = nan", "momentum"),
+        ("learning_rate = 0.1\nmomentum = 1.0", "momentum"),
+        ("learning_rate = 0.1\nmomentum = -0.5", "momentum"),
+        ("learning_rate = 0.1\nweight_decay = inf", "weight_decay"),
+        ("learning_rate = 0.1\nweight_decay = -1e-4", "weight_decay"),
+        ("learning_rate = 0.1\nweight_decay = 1e40", "weight_decay"),
+    ];
+    for (settings, key) in cases {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, format!("{base}{settings}\n[backbone]\ndepth = 18\nbase_channels = 4\n")).unwrap();
+        let err = stderr_of_failure(&resnet(&["train", "--config", path.to_str().unwrap(), "--out", dir.join("run").to_str().unwrap()]));
+        assert!(err.contains(&format!("{key}: ")), "{settings}: {err}");
+        assert!(!dir.join("run").exists(), "{settings}: a run directory was made");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

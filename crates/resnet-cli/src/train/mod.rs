@@ -129,6 +129,14 @@ impl TrainConfig {
         if !(config.backbone_lr_factor > 0.0 && config.backbone_lr_factor <= 1.0) {
             return Err(invalid(format!("backbone_lr_factor: {} must lie in (0, 1]", config.backbone_lr_factor)));
         }
+        // SGD's momentum must stay below 1 (at 1 or above the velocity never decays), and the
+        // weight decay is an L2 factor: NaN, Inf or negative values would train to NaN.
+        if !(config.momentum >= 0.0 && config.momentum < 1.0) {
+            return Err(invalid(format!("momentum: {} must lie in [0, 1)", config.momentum)));
+        }
+        if !(config.weight_decay >= 0.0 && config.weight_decay < 1.0) {
+            return Err(invalid(format!("weight_decay: {} must lie in [0, 1)", config.weight_decay)));
+        }
         Ok(config)
     }
 }

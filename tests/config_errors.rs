@@ -127,3 +127,25 @@ fn an_input_of_the_wrong_shape_is_an_error_not_a_panic() {
         assert!(matches!(error, ResNetError::InputShape { .. }), "{error:?}");
     }
 }
+
+/// A sub-sampling NonLocal2d max-pools its keys 2x2: its stage's maps must be at least 2x2.
+/// `try_forward` refuses smaller inputs with the minimum (instead of a reshape panic inside
+/// the forward pass), and runs at exactly that minimum.
+#[test]
+fn inputs_below_the_smallest_size_a_config_takes_are_refused_with_the_minimum() {
+    use burn::tensor::Tensor;
+    let toml = "depth = 50\nbase_channels = 8\n[[plugins]]\nposition = \"after_conv2\"\nstages = [false, false, false, true]\n\
+                cfg = { type = \"NonLocal2d\", sub_sample = true }";
+    let spec = config(toml).validate().unwrap();
+    // Stage 4 is at stride 32: a side of 33 gives ceil(33 / 32) = 2.
+    assert_eq!(spec.min_input_size().map(|(min, _)| min), Some(33));
+    assert_eq!(config("depth = 50").validate().unwrap().min_input_size(), None);
+    for (_, device) in crate::common::devices() {
+        let backbone = config(toml).init(&device).unwrap();
+        let error = backbone.try_forward(Tensor::<4>::zeros([1, 3, 33, 17], &device)).unwrap_err();
+        assert!(matches!(error, ResNetError::InputTooSmall { min: 33, got_height: 33, got_width: 17, .. }), "{error:?}");
+        assert!(error.to_string().contains("smallest input is 33x33") && error.to_string().contains("layer4"), "{error}");
+        let features = backbone.try_forward(Tensor::<4>::zeros([1, 3, 33, 33], &device)).unwrap();
+        assert_eq!(features[3].dims(), [1, 256, 2, 2]);
+    }
+}

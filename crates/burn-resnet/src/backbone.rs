@@ -212,6 +212,9 @@ impl ResNet {
         if channels != expected_channels || height == 0 || width == 0 {
             return Err(ResNetError::InputShape { expected_channels, got: dims });
         }
+        if let Some((min, reason)) = self.spec.min_input_size().filter(|(min, _)| height < *min || width < *min) {
+            return Err(ResNetError::InputTooSmall { min, got_height: height, got_width: width, reason });
+        }
         Ok(())
     }
 }

@@ -143,6 +143,19 @@ pub enum ResNetError {
         /// The input's shape.
         got: [usize; 4],
     },
+
+    /// The input is smaller than the backbone can take.
+    #[error("input: {got_height}x{got_width} is too small for this config; the smallest input is {min}x{min} ({reason})")]
+    InputTooSmall {
+        /// The smallest height and width the config accepts.
+        min: usize,
+        /// The input's height.
+        got_height: usize,
+        /// The input's width.
+        got_width: usize,
+        /// What needs the size.
+        reason: String,
+    },
 }
 
 /// Shorthand for results of this crate.

@@ -6,8 +6,28 @@ use crate::conv::ConvSpec;
 use crate::dcn::DeformConv;
 use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
-use crate::plugin::{PluginFigures, PluginPosition};
+use crate::plugin::{PluginConfig, PluginFigures, PluginPosition};
 use crate::stem::{stem_convs, stem_pool_output_size};
+
+impl ResNetSpec {
+    /// The smallest input side the backbone takes, and what needs it, when it is more than 1:
+    /// a NonLocal2d with `sub_sample` max-pools its keys 2x2, so its stage's maps must be at
+    /// least 2x2 (the stage's output is its smallest map). Both sides shrink alike.
+    pub fn min_input_size(&self) -> Option<(usize, String)> {
+        let sub_sampled = |s: usize| {
+            self.config.plugins.iter().any(|entry| matches!(entry.cfg, PluginConfig::NonLocal2d { sub_sample: true, .. }) && entry.applies_to(s))
+        };
+        let stages: Vec<usize> = (0..self.stages.len()).filter(|&s| sub_sampled(s)).collect();
+        let last = *stages.last()?;
+        let fits = |side: usize| {
+            let summary = ModelSummary::new(self, side, side);
+            stages.iter().all(|&s| summary.stages[s + 1].output_size.iter().all(|&n| n >= 2))
+        };
+        // Output sizes grow with the input, and a 2x2 map at stride r needs at most 2r + 1.
+        let min = (1..=2 * Reductions::of(self).stages[last] + 1).find(|&side| fits(side))?;
+        (min > 1).then(|| (min, format!("a sub-sampling NonLocal2d in layer{} needs 2x2 maps there", last + 1)))
+    }
+}
 
 /// Figures of the stem or one stage.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -165,7 +165,7 @@ fn files_that_are_no_checkpoint_or_a_damaged_one_name_their_format() {
     let legacy = std::fs::read(repo_path(&format!("{DIR}/mmdet_r18_legacy.pth"))).unwrap();
     let cases: [(&str, Vec<u8>, &str); 4] = [
         ("text.pth", b"not a checkpoint at all".to_vec(), "not a checkpoint"),
-        ("empty.safetensors", Vec::new(), "not a checkpoint"),
+        ("empty.safetensors", Vec::new(), "the file is empty"),
         ("legacy_cut.pth", legacy[..legacy.len() / 3].to_vec(), "PyTorch legacy pickle"),
         ("safetensors_cut.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":".to_vec(), "safetensors"),
     ];

@@ -101,3 +101,15 @@ fn a_deep_stem_cannot_be_saved_under_torchvision_names() {
     assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "names"), "{error:?}");
 }
 
+
+/// A write that fails is a `Save` error naming the file asked for (not a weights mismatch).
+#[test]
+fn a_failed_save_names_the_target() {
+    let (_, device) = devices().remove(0);
+    let backbone = ResNetConfig::from_toml_str("depth = 18\nbase_channels = 4", "test").unwrap().init(&device).unwrap();
+    let target = temp("missing-directory/model.safetensors");
+    for error in [backbone.save_weights(&target, WeightSource::Mmdet).unwrap_err(), backbone.save_burnpack(&target).unwrap_err()] {
+        assert!(matches!(&error, ResNetError::Save { path, .. } if *path == target), "{error:?}");
+        assert!(error.to_string().contains("cannot save the weights"), "{error}");
+    }
+}

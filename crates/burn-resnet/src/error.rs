@@ -144,6 +144,15 @@ pub enum ResNetError {
         got: [usize; 4],
     },
 
+    /// Weights could not be written.
+    #[error("{path}: cannot save the weights: {message}", path = .path.display())]
+    Save {
+        /// The file asked for.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+
     /// The input is smaller than the backbone can take.
     #[error("input: {got_height}x{got_width} is too small for this config; the smallest input is {min}x{min} ({reason})")]
     InputTooSmall {

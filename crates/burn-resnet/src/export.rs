@@ -51,8 +51,7 @@ impl ResNet {
         for (from, to) in export_key_map(names, self)? {
             store = store.with_key_remapping(from, to);
         }
-        self.save_into(&mut store)
-            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
+        self.save_into(&mut store).map_err(|e| ResNetError::Save { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Save in Burn's burnpack format, under burn-resnet's own module paths, at exactly `path`
@@ -60,8 +59,7 @@ impl ResNet {
     pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let mut store = BurnpackStore::from_file(path).auto_extension(false).overwrite(true);
-        self.save_into(&mut store)
-            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![format!("cannot save: {e}")] })
+        self.save_into(&mut store).map_err(|e| ResNetError::Save { path: path.to_path_buf(), message: e.to_string() })
     }
 
     /// Load a burnpack file written by [`ResNet::save_burnpack`]; strict, like `load_weights`.

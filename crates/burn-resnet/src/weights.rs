@@ -238,10 +238,13 @@ impl Store {
         read.map_err(|source| ResNetError::Io { path: path.to_path_buf(), source })?;
         let format = CheckpointFormat::detect(&head).ok_or_else(|| ResNetError::Weights {
             path: path.to_path_buf(),
-            problems: vec![format!(
-                "not a checkpoint: it starts with bytes {:02x?}, not a PyTorch zip (`PK`), a PyTorch legacy pickle (0x80) or safetensors (a u64 header length, then `{{`)",
-                head
-            )],
+            problems: vec![match head.is_empty() {
+                true => "not a checkpoint: the file is empty".to_string(),
+                false => format!(
+                    "not a checkpoint: it starts with bytes {:02x?}, not a PyTorch zip (`PK`), a PyTorch legacy pickle (0x80) or safetensors (a u64 header length, then `{{`)",
+                    head
+                ),
+            }],
         })?;
         let store = match format {
             CheckpointFormat::TorchZip | CheckpointFormat::TorchLegacy => Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false)),

@@ -406,3 +406,49 @@ fn train_refuses_settings_that_cannot_train() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Run directories never mix runs: a new run refuses one holding another run's checkpoints
+/// (`--force` starts over), the config is saved with the run, and `--resume` refuses a config
+/// that differs from it, naming the keys (a changed `epochs` included).
+#[test]
+fn train_runs_never_mix_in_one_directory() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-run-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = |epochs: usize, seed: u64| {
+        let path = dir.join(format!("train-{epochs}-{seed}.toml"));
+        let text = format!(
+            "seed = {seed}\nimage_size = 32\ntrain_images = 16\nvalid_images = 8\nbatch_size = 8\nepochs = {epochs}\n\
+             learning_rate = 0.05\n[backbone]\ndepth = 18\nbase_channels = 4\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let out = dir.join("run");
+    let train = |config: &PathBuf, extra: &[&str]| {
+        let mut args = vec!["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        resnet(&args)
+    };
+    let first = config(2, 1);
+    stdout(&train(&first, &["--stop-after", "1"]));
+    assert_eq!(std::fs::read_to_string(out.join("train.toml")).unwrap(), std::fs::read_to_string(&first).unwrap());
+    let model = std::fs::read(out.join("checkpoint/model-1.bpk")).unwrap();
+
+    // Another run into the same directory: refused, the first run's files untouched.
+    let other = config(2, 7);
+    let err = stderr_of_failure(&train(&other, &["--stop-after", "1"]));
+    assert!(err.contains("holds another run's checkpoints") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read(out.join("checkpoint/model-1.bpk")).unwrap(), model);
+    // Resuming with another config: refused, naming the keys.
+    let err = stderr_of_failure(&train(&config(3, 7), &["--resume"]));
+    assert!(err.contains("differs from the run's") && err.contains("epochs, seed"), "{err}");
+    let err = stderr_of_failure(&train(&first, &["--resume", "--force"]));
+    assert!(err.contains("cannot be combined with --resume"), "{err}");
+    // The run's own config resumes; --force starts another run over.
+    stdout(&train(&first, &["--resume"]));
+    assert!(out.join("checkpoint/model-2.bpk").exists());
+    stdout(&train(&other, &["--stop-after", "1", "--force"]));
+    assert!(!out.join("checkpoint/model-2.bpk").exists(), "the first run's epoch 2 was left behind");
+    assert_eq!(std::fs::read_to_string(out.join("train.toml")).unwrap(), std::fs::read_to_string(&other).unwrap());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

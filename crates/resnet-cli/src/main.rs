@@ -144,6 +144,11 @@ enum Command {
         /// continue later with --resume.
         #[arg(long)]
         stop_after: Option<usize>,
+        /// Start over in a run directory that holds another run: removes its checkpoints and
+        /// logs. Without it a new run refuses such a directory; --resume continues only the
+        /// run's own config (saved as OUT/train.toml).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -199,13 +204,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Train { config, backend, out, resume, stop_after } => {
+        Command::Train { config, backend, out, resume, stop_after, force } => {
             let config = train::TrainConfig::from_file(&config)?;
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            train::run(&train::Request { config, backend, out, resume, stop_after })
+            train::run(&train::Request { config, backend, out, resume, stop_after, force })
         }
         Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, with_cp, torch, threads } => {
             let mut config = ResNetConfig::from_toml_file(&config)?;

@@ -9,6 +9,7 @@ pub mod detection_data;
 pub mod detector;
 mod guard;
 mod renderer;
+mod run_dir;
 pub mod shapes;
 
 use std::path::{Path, PathBuf};
@@ -82,6 +83,9 @@ pub struct TrainConfig {
     /// backbone). Required with `task = "detect"`.
     #[serde(default)]
     pub neck: Option<FpnConfig>,
+    /// The config file's text, saved with the run (not a key).
+    #[serde(skip)]
+    pub source: String,
 }
 
 fn default_seed() -> u64 {
@@ -102,7 +106,8 @@ impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self, CliError> {
         let invalid = |message: String| CliError::Train(format!("{}: {message}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let config: TrainConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut config: TrainConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        config.source = text;
         let backbone = config.backbone.validate()?;
         match (config.task, &config.neck) {
             (Task::Detect, None) => return Err(invalid("task = \"detect\" needs a [neck] table (an FPN: out_channels, num_outs)".into())),
@@ -152,10 +157,13 @@ pub struct Request {
     /// Stop after this epoch (the schedule still spans the config's `epochs`): a planned
     /// interruption, to be continued with `resume`.
     pub stop_after: Option<usize>,
+    /// Start over in a run directory that holds another run (`run_dir`).
+    pub force: bool,
 }
 
 /// Train, then print the validation accuracy (or mAP) of the final model.
 pub fn run(request: &Request) -> Result<(), CliError> {
+    run_dir::prepare(&request.out, &request.config.source, request.resume, request.force)?;
     if request.config.task == Task::Detect {
         return detect::run(request);
     }
@@ -208,7 +216,7 @@ fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
     };
     if checkpoint.is_some_and(|epoch| epoch >= last_epoch) {
         return Err(CliError::Train(format!(
-            "{}: already trained for {last_epoch} epochs; raise `epochs` (or --stop-after) to train on",
+            "{}: already trained for {last_epoch} epochs; a later --stop-after (up to the config's epochs) trains on, --force starts over",
             request.out.display(),
         )));
     }

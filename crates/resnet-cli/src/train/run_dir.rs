@@ -1,0 +1,110 @@
+//! The run directory's rules (`resnet train --out`), so that two runs never mix:
+//!
+//! - a new run refuses a directory that holds another run's checkpoints; `--force` starts over
+//!   (it removes that run's checkpoints, metric logs and pictures, nothing else);
+//! - the run's config is saved with it (`OUT/train.toml`, the file as given);
+//! - `--resume` continues only the same config: any key that differs from the saved one (a
+//!   changed `epochs` included) is an error naming the keys.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::error::CliError;
+use crate::output;
+
+/// The run's config, saved in the run directory.
+pub const CONFIG_FILE: &str = "train.toml";
+
+/// What burn-train and `resnet train` write in a run directory (removed by `--force`).
+const RUN_ENTRIES: [&str; 6] = ["checkpoint", "train", "valid", "experiment.log", "detections", CONFIG_FILE];
+
+/// Check `out` for a run of `config_text` (the training config as given) and record the config.
+pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Result<(), CliError> {
+    let error = |message: String| CliError::Train(format!("{}: {message}", out.display()));
+    let saved_path = out.join(CONFIG_FILE);
+    let has_checkpoints = std::fs::read_dir(out.join("checkpoint"))
+        .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("model-")))
+        .unwrap_or(false);
+    if resume {
+        if force {
+            return Err(error("--force starts the run over; it cannot be combined with --resume".into()));
+        }
+        if !has_checkpoints {
+            // Nothing to continue: the resume itself says so.
+            return Ok(());
+        }
+        let saved = std::fs::read_to_string(&saved_path).map_err(|e| {
+            error(format!("--resume: cannot read {CONFIG_FILE}, the config of the run to continue ({e}); start over with --force"))
+        })?;
+        let differing = differing_keys(&saved, config_text).map_err(|e| error(format!("--resume: {CONFIG_FILE}: {e}")))?;
+        if !differing.is_empty() {
+            return Err(error(format!(
+                "--resume: the config differs from the run's ({}) in {}; resume with the run's config, or start over with --force",
+                saved_path.display(),
+                differing.join(", ")
+            )));
+        }
+        return Ok(());
+    }
+    if has_checkpoints && !force {
+        return Err(error(
+            "holds another run's checkpoints; continue it with --resume, or start over with --force (removes its checkpoints and logs)".into(),
+        ));
+    }
+    if force {
+        for entry in RUN_ENTRIES {
+            let path = out.join(entry);
+            let removed = match std::fs::symlink_metadata(&path) {
+                Ok(metadata) if metadata.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            removed.map_err(|e| error(format!("--force: cannot remove {}: {e}", path.display())))?;
+        }
+    }
+    std::fs::create_dir_all(out).map_err(|e| error(e.to_string()))?;
+    output::write_atomically(&saved_path, config_text.as_bytes())
+}
+
+/// The dotted keys whose values differ between two TOML documents (missing on one side
+/// included), sorted.
+fn differing_keys(a: &str, b: &str) -> Result<Vec<String>, String> {
+    let parse = |text: &str| text.parse::<toml::Table>().map_err(|e| e.to_string().trim_end().to_string());
+    let mut keys = BTreeSet::new();
+    compare("", &toml::Value::Table(parse(a)?), &toml::Value::Table(parse(b)?), &mut keys);
+    Ok(keys.into_iter().collect())
+}
+
+fn compare(prefix: &str, a: &toml::Value, b: &toml::Value, keys: &mut BTreeSet<String>) {
+    match (a, b) {
+        (toml::Value::Table(a), toml::Value::Table(b)) => {
+            for key in a.keys().chain(b.keys()) {
+                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                match (a.get(key), b.get(key)) {
+                    (Some(x), Some(y)) => compare(&path, x, y, keys),
+                    _ => {
+                        keys.insert(path);
+                    }
+                }
+            }
+        }
+        (a, b) if a != b => {
+            keys.insert(prefix.to_string());
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::differing_keys;
+
+    #[test]
+    fn differing_keys_are_named_with_their_tables() {
+        let a = "epochs = 2\nseed = 1\n[backbone]\ndepth = 18\nbase_channels = 8\n";
+        let b = "seed = 1\nepochs = 3\n[backbone]\nbase_channels = 8\ndepth = 18\nstyle = \"caffe\"\n";
+        assert_eq!(differing_keys(a, b).unwrap(), ["backbone.style", "epochs"]);
+        // Formatting and order do not count; values do.
+        assert!(differing_keys(a, "seed=1\nepochs=2\n[backbone]\nbase_channels=8\ndepth=18").unwrap().is_empty());
+    }
+}

@@ -452,3 +452,59 @@ fn train_runs_never_mix_in_one_directory() {
     assert_eq!(std::fs::read_to_string(out.join("train.toml")).unwrap(), std::fs::read_to_string(&other).unwrap());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `--resume` checks the checkpoint before burn-train reads it (burn-train panics on a damaged
+/// one): each damage is an error naming the file, never a panic.
+#[test]
+fn resume_names_a_damaged_checkpoint_instead_of_panicking() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-damaged-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("train.toml");
+    std::fs::write(
+        &config,
+        "image_size = 32\ntrain_images = 16\nvalid_images = 8\nbatch_size = 8\nepochs = 2\nlearning_rate = 0.05\n\
+         [backbone]\ndepth = 18\nbase_channels = 4\n",
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--config", config.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        resnet(&args)
+    };
+    stdout(&train(&["--stop-after", "1"]));
+    let checkpoint = out.join("checkpoint");
+    let saved: Vec<(PathBuf, Vec<u8>)> = ["model-1.bpk", "optim-1.bpk", "scheduler-1.bpk"]
+        .iter()
+        .map(|name| (checkpoint.join(name), std::fs::read(checkpoint.join(name)).unwrap()))
+        .collect();
+    type Damage = fn(&std::path::Path, &[u8]);
+    let damages: [(&str, Damage, &str); 6] = [
+        ("model-1.bpk", |p, b| std::fs::write(p, &b[..b.len() / 2]).unwrap(), "model-1.bpk"),
+        ("model-1.bpk", |p, b| std::fs::write(p, &b[..40.min(b.len())]).unwrap(), "model-1.bpk"),
+        ("model-1.bpk", |p, b| std::fs::write(p, vec![7u8; b.len()]).unwrap(), "model-1.bpk"),
+        ("optim-1.bpk", |p, _| std::fs::write(p, b"").unwrap(), "is empty"),
+        ("optim-1.bpk", |p, _| std::fs::remove_file(p).unwrap(), "optim-1.bpk: cannot be read"),
+        ("scheduler-1.bpk", |p, _| {
+            std::fs::remove_file(p).unwrap();
+            std::fs::create_dir(p).unwrap();
+        }, "is not a regular file"),
+    ];
+    for (name, damage, expected) in damages {
+        let path = checkpoint.join(name);
+        let original = &saved.iter().find(|(p, _)| *p == path).unwrap().1;
+        damage(&path, original);
+        let output = train(&["--resume"]);
+        let err = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success() && !err.contains("PANIC") && !err.contains("panicked"), "{name}: {err}");
+        assert!(err.contains(expected), "{name}: expected '{expected}' in {err}");
+        // Restore it for the next case.
+        if path.is_dir() {
+            std::fs::remove_dir(&path).unwrap();
+        }
+        std::fs::write(&path, original).unwrap();
+    }
+    // Undamaged, it resumes.
+    assert!(stdout(&train(&["--resume"])).contains("resuming from the checkpoint of epoch 1"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

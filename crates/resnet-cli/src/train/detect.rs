@@ -38,6 +38,9 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     }
     let guard = guard(request, checkpoint);
     let model = ShapeDetector { guard: Some(guard.clone()), ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device) };
+    if let Some(epoch) = checkpoint {
+        super::run_dir::check_checkpoint(&request.out, epoch, &model)?;
+    }
 
     let train = DetectionDataset { len: config.train_images, size: config.image_size, seed: config.seed };
     let valid = DetectionDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };

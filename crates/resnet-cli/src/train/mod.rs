@@ -9,7 +9,7 @@ pub mod detection_data;
 pub mod detector;
 mod guard;
 mod renderer;
-mod run_dir;
+pub(crate) mod run_dir;
 pub mod shapes;
 
 use std::path::{Path, PathBuf};
@@ -184,6 +184,9 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let backbone = config.backbone.init(&device)?;
     let guard = guard(request, checkpoint);
     let model = ShapeClassifier { guard: Some(guard.clone()), ..ShapeClassifier::new(backbone, CLASSES.len(), &device) };
+    if let Some(epoch) = checkpoint {
+        run_dir::check_checkpoint(&request.out, epoch, &model)?;
+    }
     let plain = request.backend.device()?;
     if checkpoint.is_none() {
         report("before training", evaluate(&model, &valid, config.batch_size, &plain), &valid);

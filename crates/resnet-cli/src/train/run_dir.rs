@@ -9,6 +9,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use burn::module::Module;
+use burn::store::{BurnpackStore, ModuleSnapshot, ModuleStore};
+
 use crate::error::CliError;
 use crate::output;
 
@@ -64,6 +67,41 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
     }
     std::fs::create_dir_all(out).map_err(|e| error(e.to_string()))?;
     output::write_atomically(&saved_path, config_text.as_bytes())
+}
+
+/// Check the checkpoint of `epoch` in `out` before burn-train reads it (burn-train panics on a
+/// damaged one): the model, optimizer and scheduler files are non-empty regular files that read
+/// whole, and the model file holds every tensor of `model` with its shape. (The check loads
+/// into a clone of `model`, which shares its BatchNorm statistics; burn-train then loads the
+/// same file into the model, so they end up as the checkpoint has them either way.)
+pub fn check_checkpoint<M: Module>(out: &Path, epoch: usize, model: &M) -> Result<(), CliError> {
+    let directory = out.join("checkpoint");
+    for part in ["model", "optim", "scheduler"] {
+        let path = directory.join(format!("{part}-{epoch}.bpk"));
+        let damaged = |what: String| CliError::Train(format!("--resume: {}: {what}; start over with --force", path.display()));
+        match std::fs::symlink_metadata(&path) {
+            Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
+            Ok(metadata) if !metadata.is_file() => return Err(damaged("is not a regular file".into())),
+            Ok(metadata) if metadata.len() == 0 => return Err(damaged("is empty".into())),
+            Ok(_) => {}
+        }
+        let mut store = BurnpackStore::from_file(&path).auto_extension(false);
+        let tensors = store.get_all_tensors().map_err(|e| damaged(format!("is not a readable checkpoint: {e}")))?;
+        for (name, tensor) in tensors {
+            tensor.to_bytes().map_err(|e| damaged(format!("tensor {name} cannot be read: {e}")))?;
+        }
+        if part == "model" {
+            let mut store = BurnpackStore::from_file(&path).auto_extension(false);
+            let result = model.clone().load_from(&mut store).map_err(|e| damaged(format!("does not load: {e}")))?;
+            let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing {key}")).collect();
+            problems.extend(result.errors.iter().map(|e| e.to_string()));
+            if !problems.is_empty() {
+                let shown = problems.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
+                return Err(damaged(format!("does not fit this model ({} problems: {shown})", problems.len())));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The dotted keys whose values differ between two TOML documents (missing on one side

@@ -18,8 +18,36 @@ use crate::output;
 /// The run's config, saved in the run directory.
 pub const CONFIG_FILE: &str = "train.toml";
 
-/// What burn-train and `resnet train` write in a run directory (removed by `--force`).
-const RUN_ENTRIES: [&str; 6] = ["checkpoint", "train", "valid", "experiment.log", "detections", CONFIG_FILE];
+/// What burn-train and `resnet train` write in a run directory (removed by `--force`), with
+/// what a directory among them may hold: names of the form `PREFIX<n>SUFFIX`.
+const RUN_ENTRIES: [(&str, &[(&str, &str)]); 6] = [
+    ("checkpoint", &[("model-", ".bpk"), ("optim-", ".bpk"), ("scheduler-", ".bpk")]),
+    ("train", &[("epoch-", "")]),
+    ("valid", &[("epoch-", "")]),
+    ("detections", &[("valid_", ".png")]),
+    ("experiment.log", &[]),
+    (CONFIG_FILE, &[]),
+];
+
+/// The first entry of the run directory's `path` that no run wrote, if any: a symbolic link in
+/// its place, or a file in one of its directories that does not match the names a run uses.
+fn foreign_entry(path: &Path) -> Option<String> {
+    let name = path.file_name()?.to_string_lossy().into_owned();
+    let (_, patterns) = RUN_ENTRIES.iter().find(|(entry, _)| *entry == name)?;
+    let metadata = std::fs::symlink_metadata(path).ok()?;
+    if metadata.file_type().is_symlink() {
+        return Some("a symbolic link".into());
+    }
+    if !metadata.is_dir() {
+        return (!patterns.is_empty()).then(|| "a file where a run keeps a directory".into());
+    }
+    let entries = std::fs::read_dir(path).ok()?;
+    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).find(|file| {
+        !patterns.iter().any(|(prefix, suffix)| {
+            file.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+    })
+}
 
 /// Check `out` for a run of `config_text` (the training config as given) and record the config.
 pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Result<(), CliError> {
@@ -55,7 +83,15 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
         ));
     }
     if force {
-        for entry in RUN_ENTRIES {
+        // Only what a run writes: a directory holding anything else (a user's own `train/`
+        // folder, say) is refused, before anything is removed.
+        for (entry, _) in RUN_ENTRIES {
+            let path = out.join(entry);
+            if let Some(foreign) = foreign_entry(&path) {
+                return Err(error(format!("--force: {} holds {foreign}, which no run wrote; remove or move it yourself", path.display())));
+            }
+        }
+        for (entry, _) in RUN_ENTRIES {
             let path = out.join(entry);
             let removed = match std::fs::symlink_metadata(&path) {
                 Ok(metadata) if metadata.is_dir() => std::fs::remove_dir_all(&path),
@@ -135,7 +171,26 @@ fn compare(prefix: &str, a: &toml::Value, b: &toml::Value, keys: &mut BTreeSet<S
 
 #[cfg(test)]
 mod tests {
-    use super::differing_keys;
+    use super::{differing_keys, prepare};
+
+    /// `--force` removes what a run wrote and nothing else: a directory named like a run's
+    /// (`train/`) holding other files stops it before anything is removed.
+    #[test]
+    fn force_removes_only_what_a_run_wrote() {
+        let out = std::env::temp_dir().join(format!("resnet-run-dir-{}", std::process::id()));
+        std::fs::create_dir_all(out.join("checkpoint")).unwrap();
+        std::fs::create_dir_all(out.join("train/epoch-1")).unwrap();
+        std::fs::write(out.join("checkpoint/model-1.bpk"), b"x").unwrap();
+        std::fs::write(out.join("train/data.csv"), b"a user's file").unwrap();
+        let error = prepare(&out, "epochs = 1", false, true).unwrap_err().to_string();
+        assert!(error.contains("data.csv") && error.contains("no run wrote"), "{error}");
+        assert!(out.join("checkpoint/model-1.bpk").exists() && out.join("train/data.csv").exists());
+        std::fs::remove_file(out.join("train/data.csv")).unwrap();
+        prepare(&out, "epochs = 1", false, true).unwrap();
+        assert!(!out.join("checkpoint").exists() && !out.join("train").exists());
+        assert_eq!(std::fs::read_to_string(out.join("train.toml")).unwrap(), "epochs = 1");
+        std::fs::remove_dir_all(&out).unwrap();
+    }
 
     #[test]
     fn differing_keys_are_named_with_their_tables() {

@@ -118,6 +118,15 @@ fn the_summary_counts_every_plugin_and_dcn() {
     }
 }
 
+/// The config of a fixture entry: a shipped file (`path`) or inline TOML.
+fn fixture_config(name: &str, path: &Option<String>, toml: &Option<String>) -> ResNetConfig {
+    match (path, toml) {
+        (Some(path), None) => ResNetConfig::from_toml_file(repo_path(path)).unwrap(),
+        (None, Some(toml)) => ResNetConfig::from_toml_str(toml, name).unwrap(),
+        _ => panic!("{name}: a path or a toml"),
+    }
+}
+
 /// One entry of `tools/mmdet_param_counts.py`'s record: a config (a shipped file or inline
 /// TOML) and the parameter count of the network mmdet 3.3 builds for it
 /// (`sum(p.numel() for p in model.parameters())`; `bench/mmdet_model.py` builds it).
@@ -140,14 +149,8 @@ fn the_summary_and_the_module_count_what_mmdet_counts() {
     let (_, device) = devices().remove(0);
     let mut shipped = 0;
     for entry in counts {
-        let config = match (&entry.path, &entry.toml) {
-            (Some(path), None) => {
-                shipped += 1;
-                ResNetConfig::from_toml_file(repo_path(path)).unwrap()
-            }
-            (None, Some(toml)) => ResNetConfig::from_toml_str(toml, &entry.name).unwrap(),
-            _ => panic!("{}: a path or a toml", entry.name),
-        };
+        shipped += entry.path.is_some() as usize;
+        let config = fixture_config(&entry.name, &entry.path, &entry.toml);
         let summary = ModelSummary::new(&config.validate().unwrap(), 64, 64);
         assert_eq!(summary.total_params(), entry.params, "{}: the summary against mmdet", entry.name);
         // Building full-width networks is slow in a debug test build; the small ones are built.
@@ -184,11 +187,7 @@ fn the_summarys_multiply_adds_are_what_fvcore_counts_on_mmdets_network() {
     assert!(entries.len() >= 16, "{} entries", entries.len());
     let mut larger = Vec::new();
     for entry in entries {
-        let config = match (&entry.path, &entry.toml) {
-            (Some(path), None) => ResNetConfig::from_toml_file(repo_path(path)).unwrap(),
-            (None, Some(toml)) => ResNetConfig::from_toml_str(toml, &entry.name).unwrap(),
-            _ => panic!("{}: a path or a toml", entry.name),
-        };
+        let config = fixture_config(&entry.name, &entry.path, &entry.toml);
         let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width).total_macs();
         let broadcast_in_mmcv = entry.toml.as_deref().is_some_and(|t| t.contains("\"0010\"") || t.contains("\"0001\""));
         if broadcast_in_mmcv {

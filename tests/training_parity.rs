@@ -7,9 +7,7 @@ use std::collections::HashMap;
 use burn::module::Module;
 use burn::tensor::{Device, Gradients};
 use burn_resnet::ResNetConfig;
-use burn_resnet::export::export_key_map;
-use burn_resnet::weights::WeightSource;
-use regex::Regex;
+use burn_resnet::weights::{WeightSource, file_key_namer};
 
 use crate::common::{devices, float_tensors, read_safetensors, repo_path, values};
 
@@ -213,26 +211,13 @@ fn sensitivity_bounds(case: &str, device: &Device) -> HashMap<String, f32> {
     let dir = "tests/fixtures/parity";
     let (sensitivities, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.sensitivity.safetensors")));
     let backbone = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap().init(device).unwrap();
-    // Module paths named as mmdet names them: the export rules, after dropping the enum
-    // variants (`Bottleneck`, `Batch`, …) and naming BatchNorm's gamma/beta weight/bias.
-    let rules: Vec<(Regex, String)> = export_key_map(WeightSource::Mmdet, &backbone)
-        .unwrap()
-        .into_iter()
-        .map(|(pattern, key)| (Regex::new(&pattern).unwrap(), key))
-        .collect();
-    let variant = Regex::new(r"\.[A-Z][A-Za-z0-9]*\.").unwrap();
+    let file_key = file_key_namer(WeightSource::Mmdet, &backbone);
     let trainable: Vec<_> = float_tensors(&backbone, None).into_iter().filter(|t| !t.path.contains("running_")).collect();
     assert_eq!(trainable.len(), sensitivities.len(), "{case}: one sensitivity per parameter");
     trainable
         .into_iter()
         .map(|t| {
-            let mut key = variant.replace_all(&t.path, ".").into_owned();
-            for (pattern, replacement) in &rules {
-                key = pattern.replace(&key, replacement.as_str()).into_owned();
-            }
-            if t.path.contains(".Batch.") {
-                key = key.replace(".gamma", ".weight").replace(".beta", ".bias");
-            }
+            let key = file_key(&t.path);
             let (_, sensitivity) = sensitivities.iter().find(|(k, _)| *k == key).unwrap_or_else(|| panic!("{key} ({}): no sensitivity", t.path));
             (t.path, GRADIENT_TOLERANCE.max(2.0 * sensitivity.values[0]))
         })

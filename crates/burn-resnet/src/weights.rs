@@ -307,7 +307,7 @@ fn rules(map: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
 
 /// A function naming a module path (enum variants included or not) as `source`'s key; paths it
 /// cannot name come back as they are.
-fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> String {
+pub fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> String {
     let rules: Vec<(regex::Regex, String)> = crate::export::export_key_map(source, backbone)
         .unwrap_or_default()
         .into_iter()
@@ -319,7 +319,11 @@ fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> S
         for (pattern, replacement) in &rules {
             key = pattern.replace(&key, replacement.as_str()).into_owned();
         }
-        // Burn's BatchNorm names are gamma/beta; PyTorch's weight/bias.
+        // Burn's norms name gamma/beta what PyTorch names weight/bias; a GeneralizedAttention's
+        // own `gamma` keeps its name.
+        if key.contains(".gen_attention_block") {
+            return key;
+        }
         key.replace(".gamma", ".weight").replace(".beta", ".bias")
     }
 }

@@ -154,7 +154,7 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
     std::fs::create_dir_all(&dir).unwrap();
     let config = "tests/fixtures/parity/resnet18_train.toml";
     let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config)).unwrap().validate().unwrap();
-    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32).total_params();
+    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32).unwrap().total_params();
     let bench = |python: &PathBuf| {
         stdout(&resnet(&["bench", "--config", config, "--cases", "infer b1", "--size", "32", "--warmup", "0", "--runs", "1", "--torch", python.to_str().unwrap()]))
     };

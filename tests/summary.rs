@@ -7,7 +7,7 @@ use crate::common::{devices, float_tensors, repo_path};
 
 fn summary(name: &str, side: usize) -> ModelSummary {
     let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
-    ModelSummary::new(&config.validate().unwrap(), side, side)
+    ModelSummary::new(&config.validate().unwrap(), side, side).unwrap()
 }
 
 /// torchvision's parameter counts without the classifier (`fc`: 512 or 2048 x 1000 + 1000).
@@ -112,7 +112,7 @@ fn the_summary_counts_every_plugin_and_dcn() {
         let config = ResNetConfig::from_toml_str(&toml, "test").unwrap();
         let backbone = config.init(&device).unwrap();
         // An odd size, so that strided and pooled positions round.
-        let summary = ModelSummary::new(&config.validate().unwrap(), 75, 61);
+        let summary = ModelSummary::new(&config.validate().unwrap(), 75, 61).unwrap();
         assert_eq!(summary.total_params(), parameters(&backbone), "{toml}");
         assert!(toml.contains("dcn") || summary.plugin_params() > 0, "{toml}");
     }
@@ -151,7 +151,7 @@ fn the_summary_and_the_module_count_what_mmdet_counts() {
     for entry in counts {
         shipped += entry.path.is_some() as usize;
         let config = fixture_config(&entry.name, &entry.path, &entry.toml);
-        let summary = ModelSummary::new(&config.validate().unwrap(), 64, 64);
+        let summary = ModelSummary::new(&config.validate().unwrap(), 64, 64).unwrap();
         assert_eq!(summary.total_params(), entry.params, "{}: the summary against mmdet", entry.name);
         // Building full-width networks is slow in a debug test build; the small ones are built.
         if entry.params < 5_000_000 {
@@ -188,7 +188,7 @@ fn the_summarys_multiply_adds_are_what_fvcore_counts_on_mmdets_network() {
     let mut larger = Vec::new();
     for entry in entries {
         let config = fixture_config(&entry.name, &entry.path, &entry.toml);
-        let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width).total_macs();
+        let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width).unwrap().total_macs();
         let broadcast_in_mmcv = entry.toml.as_deref().is_some_and(|t| t.contains("\"0010\"") || t.contains("\"0001\""));
         if broadcast_in_mmcv {
             assert!(macs > entry.macs, "{}: {macs} MACs, mmdet's {}", entry.name, entry.macs);

@@ -9,6 +9,8 @@ use crate::norm::Norm;
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
 use crate::layer::{ResLayer, stage_block_specs};
+use crate::memory::{MemoryEstimate, MemoryLimit};
+use crate::summary::ModelSummary;
 use crate::plugin::{Plugin, PluginPosition};
 use crate::stem::Stem;
 
@@ -59,16 +61,31 @@ impl ResNet {
 }
 
 impl ResNetConfig {
-    /// Validate the config, then build the backbone on `device` with mmdet's initialisation.
+    /// Validate the config, check that its weights fit in memory ([`MemoryLimit::from_env`]),
+    /// then build the backbone on `device` with mmdet's initialisation.
     pub fn init(&self, device: &Device) -> Result<ResNet> {
-        Ok(self.validate()?.init(device))
+        let spec = self.validate()?;
+        spec.check_weights_memory(&MemoryLimit::from_env()?)?;
+        Ok(spec.init(device))
+    }
+}
+
+impl ResNetSpec {
+    /// Err when the backbone's weights alone exceed `limit` (what [`ResNetConfig::init`]
+    /// checks; [`ModelSummary::memory`] estimates a whole workload).
+    pub fn check_weights_memory(&self, limit: &MemoryLimit) -> Result<()> {
+        let params = ModelSummary::new(self, 1, 1)?.total_params();
+        let estimate = MemoryEstimate::weights_only(params)
+            .ok_or_else(|| ResNetError::Overflow { field: "config".into(), what: "the weights' bytes".into() })?;
+        estimate.check(&format!("the backbone's {params} parameters"), limit)
     }
 }
 
 impl ResNetSpec {
     /// Build the backbone on `device` with mmdet's initialisation: Kaiming normal (fan-out,
     /// ReLU) convs, norms with weight 1 and bias 0, and the blocks' last norm at weight 0 under
-    /// `zero_init_residual`.
+    /// `zero_init_residual`. Allocates without checking memory: see
+    /// [`ResNetSpec::check_weights_memory`] (which [`ResNetConfig::init`] calls).
     pub fn init(&self, device: &Device) -> ResNet {
         let zero_init_residual = self.config.zero_init_residual;
         let layers = stage_block_specs(self)

@@ -10,6 +10,7 @@ use crate::dcn::{DcnConfig, validate_dcn};
 use crate::error::{ResNetError, Result};
 use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginEntry, validate_plugins};
+use crate::summary::ModelSummary;
 
 /// Configuration of a ResNet backbone, field for field mmdet's `ResNet`/`ResNeXt` arguments.
 ///
@@ -173,6 +174,13 @@ impl ResNetConfig {
 
     /// Check every field and resolve the defaults that depend on others.
     pub fn validate(&self) -> Result<ResNetSpec> {
+        let spec = self.resolve()?;
+        check_figures(&spec)?;
+        Ok(spec)
+    }
+
+    /// Every check of [`ResNetConfig::validate`] but the 64-bit fit of the figures.
+    fn resolve(&self) -> Result<ResNetSpec> {
         let (_, block, all_blocks) = ARCH_SETTINGS
             .iter()
             .find(|(depth, _, _)| *depth == self.depth)
@@ -208,6 +216,11 @@ impl ResNetConfig {
 
         let strides = per_stage("strides", &self.strides, &[1, 2, 2, 2], num_stages)?;
         let dilations = per_stage("dilations", &self.dilations, &[1, 1, 1, 1], num_stages)?;
+        // A 3x3 conv pads by its dilation: past 2^32 the padded side of any image overflows
+        // the summary's arithmetic long before it means anything.
+        if let Some((i, &dilation)) = dilations.iter().enumerate().find(|(_, d)| **d > MAX_DILATION) {
+            return Err(ResNetError::OutOfRange { field: format!("dilations[{i}]"), value: dilation.min(i64::MAX as usize) as i64, min: 1, max: MAX_DILATION as i64 });
+        }
 
         let out_indices = match &self.out_indices {
             None => (0..num_stages).collect(),
@@ -236,20 +249,7 @@ impl ResNetConfig {
             });
         }
 
-        let stages: Vec<StageSpec> = (0..num_stages)
-            .map(|i| {
-                let planes = self.base_channels << i;
-                StageSpec {
-                    num_blocks: all_blocks[i],
-                    planes,
-                    width: self.block_width(block, planes),
-                    out_channels: planes * block.expansion(),
-                    stride: strides[i],
-                    dilation: dilations[i],
-                }
-            })
-            .collect();
-
+        let stages = self.stage_specs(block, &all_blocks, &strides, &dilations)?;
         // Every norm's channel count: the stem's convs (the deep stem's first two have half),
         // and each stage's block widths and outputs.
         let stem_norms = [stem_channels, if self.deep_stem { stem_channels / 2 } else { stem_channels }];
@@ -258,25 +258,64 @@ impl ResNetConfig {
         validate_plugins(&self.plugins, block, &stages)?;
         validate_dcn(self.dcn.as_ref(), self.stage_with_dcn.as_deref(), block, &stages)?;
 
-        Ok(ResNetSpec {
-            config: self.clone(),
-            block,
-            stem_channels,
-            stages,
-            out_indices,
-        })
+        Ok(ResNetSpec { config: self.clone(), block, stem_channels, stages, out_indices })
     }
 
-    /// Channels of a block's 3x3 conv (ResNeXt widens it by `groups`).
-    fn block_width(&self, block: BlockKind, planes: usize) -> usize {
-        match (block, self.groups) {
-            (BlockKind::Bottleneck, groups) if groups > 1 => {
-                planes * self.base_width / self.base_channels * groups
-            }
-            _ => planes,
-        }
+    /// The stages' specs, with checked channel arithmetic.
+    fn stage_specs(&self, block: BlockKind, all_blocks: &[usize; 4], strides: &[usize], dilations: &[usize]) -> Result<Vec<StageSpec>> {
+        let overflow = |field: &str, what: String| ResNetError::Overflow { field: field.into(), what };
+        (0..self.num_stages)
+            .map(|i| {
+                let stage = i + 1;
+                let planes = self.base_channels.checked_mul(1 << i).ok_or_else(|| overflow("base_channels", format!("layer{stage}'s planes (base_channels × {})", 1 << i)))?;
+                let out_channels = planes
+                    .checked_mul(block.expansion())
+                    .ok_or_else(|| overflow("base_channels", format!("layer{stage}'s output channels (planes × {})", block.expansion())))?;
+                let width = match (block, self.groups) {
+                    // ResNeXt widens the 3x3 conv: planes × base_width / base_channels × groups.
+                    (BlockKind::Bottleneck, groups) if groups > 1 => (planes / self.base_channels)
+                        .checked_mul(self.base_width)
+                        .and_then(|w| w.checked_mul(groups))
+                        .ok_or_else(|| overflow("groups", format!("layer{stage}'s width (planes × base_width / base_channels × groups)")))?,
+                    _ => planes,
+                };
+                Ok(StageSpec { num_blocks: all_blocks[i], planes, width, out_channels, stride: strides[i], dilation: dilations[i] })
+            })
+            .collect()
     }
 }
+
+/// Check that every figure of the spec fits in 64 bits (so that the summary, the modules' sizes
+/// and the strides never wrap): the total stride, then the parameter counts at a 1x1 input.
+fn check_figures(spec: &ResNetSpec) -> Result<()> {
+    let stem_stride = crate::stem::stem_convs(spec).iter().map(|conv| conv.stride).product::<usize>() * crate::stem::STEM_POOL.1;
+    let mut strides = [stem_stride].into_iter().chain(spec.stages.iter().map(|s| s.stride));
+    if strides.try_fold(1usize, |product, stride| product.checked_mul(stride)).is_none() {
+        return Err(ResNetError::Overflow { field: "strides".into(), what: "the total stride (4 × the strides' product)".into() });
+    }
+    let Err(stage) = ModelSummary::count(spec, 1, 1) else { return Ok(()) };
+    // The field at fault: the first whose default makes the figures fit.
+    let defaults = ResNetConfig::new(spec.config.depth);
+    let candidates: [(&str, fn(&mut ResNetConfig, &ResNetConfig)); 7] = [
+        ("plugins", |c, _| c.plugins.clear()),
+        ("in_channels", |c, d| c.in_channels = d.in_channels),
+        ("stem_channels", |c, d| c.stem_channels = d.stem_channels),
+        ("base_channels", |c, d| c.base_channels = d.base_channels),
+        ("groups", |c, d| c.groups = d.groups),
+        ("base_width", |c, d| c.base_width = d.base_width),
+        ("dilations", |c, d| c.dilations = d.dilations.clone()),
+    ];
+    let fits = |reset: fn(&mut ResNetConfig, &ResNetConfig)| {
+        let mut config = spec.config.clone();
+        reset(&mut config, &defaults);
+        config.resolve().is_ok_and(|spec| ModelSummary::count(&spec, 1, 1).is_ok())
+    };
+    let field = candidates.iter().find(|(_, reset)| fits(*reset)).map_or("in_channels, stem_channels, base_channels, groups, base_width, dilations or plugins", |(field, _)| field);
+    Err(ResNetError::Overflow { field: field.into(), what: format!("{stage}'s parameter count") })
+}
+
+/// The largest dilation a stage may have (`u32::MAX`).
+pub const MAX_DILATION: usize = u32::MAX as usize;
 
 fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
     if value < min {

@@ -54,9 +54,21 @@ impl ConvSpec {
         self.out_channels * self.in_channels / self.groups * self.kernel * self.kernel
     }
 
+    /// Number of weights, if it fits in 64 bits.
+    pub fn checked_params(&self) -> Option<u64> {
+        let per_output = (self.in_channels / self.groups) as u64;
+        [self.out_channels as u64, self.kernel as u64, self.kernel as u64].iter().try_fold(per_output, |n, &v| n.checked_mul(v))
+    }
+
     /// Output side length for an input side length (PyTorch's floor formula).
     pub fn output_size(&self, input: usize) -> usize {
         output_size(input, self.kernel, self.stride, self.padding, self.dilation)
+    }
+
+    /// [`ConvSpec::output_size`], `None` when the arithmetic overflows or the window does not
+    /// fit the padded input.
+    pub fn checked_output_size(&self, input: usize) -> Option<usize> {
+        checked_output_size(input, self.kernel, self.stride, self.padding, self.dilation)
     }
 
     /// Build the conv with mmdet's default init: Kaiming normal, `mode='fan_out'`, ReLU gain,
@@ -78,6 +90,18 @@ impl ConvSpec {
 }
 
 /// Output side length of a conv or pool window (PyTorch's floor formula, `ceil_mode=False`).
+///
+/// # Panics
+/// When the arithmetic overflows or the window does not fit the padded input (never for the
+/// layers of a validated config at a size [`crate::ModelSummary::new`] accepts); see
+/// [`checked_output_size`].
 pub fn output_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
-    (input + 2 * padding - dilation * (kernel - 1) - 1) / stride + 1
+    checked_output_size(input, kernel, stride, padding, dilation).expect("the window fits the padded input")
+}
+
+/// [`output_size`], or `None` when it overflows or the window does not fit the padded input.
+pub fn checked_output_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+    let padded = input.checked_add(padding.checked_mul(2)?)?;
+    let window = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    Some(padded.checked_sub(window)? / stride + 1)
 }

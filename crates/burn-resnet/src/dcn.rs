@@ -163,7 +163,7 @@ impl DeformConv {
 
     /// Shape of the offset conv of a deformable conv shaped `spec` (ungrouped, as mmcv's).
     pub fn offset_spec(spec: ConvSpec, dcn: &DcnConfig) -> ConvSpec {
-        ConvSpec { out_channels: dcn.deform_groups * dcn.kind.parts() * spec.kernel * spec.kernel, groups: 1, ..spec }
+        ConvSpec { out_channels: dcn.deform_groups.saturating_mul(dcn.kind.parts() * spec.kernel * spec.kernel), groups: 1, ..spec }
     }
 
     /// The offsets (and DCNv2's masks) for `x`, then the deformable conv.

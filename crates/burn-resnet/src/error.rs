@@ -165,6 +165,35 @@ pub enum ResNetError {
         /// What needs the size.
         reason: String,
     },
+
+    /// A size, count or figure the config or input size implies does not fit in 64 bits.
+    #[error("{field}: {what} overflows 64-bit arithmetic; use a smaller value")]
+    Overflow {
+        /// The config field or input that makes it overflow, e.g. `base_channels`.
+        field: String,
+        /// What overflowed, e.g. `layer4's output channels (base_channels × 8 × 4)`.
+        what: String,
+    },
+
+    /// The estimated memory of a model, run or training exceeds the limit.
+    #[error(
+        "{what} needs an estimated {needed} ({detail}), more than the memory limit of {limit} ({limit_source}); \
+         use a smaller config, input or batch, or raise the limit (RESNET_MEMORY_LIMIT, or --memory-limit on the command line)",
+        needed = crate::memory::format_bytes(*.needed),
+        limit = crate::memory::format_bytes(*.limit)
+    )]
+    OutOfMemory {
+        /// What was asked for, e.g. `inference at batch 1, 99999x99999`.
+        what: String,
+        /// Estimated bytes.
+        needed: u64,
+        /// The estimate's parts.
+        detail: String,
+        /// The limit in bytes.
+        limit: u64,
+        /// Where the limit comes from (the machine's memory, or a setting).
+        limit_source: String,
+    },
 }
 
 /// Shorthand for results of this crate.

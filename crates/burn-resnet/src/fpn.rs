@@ -58,6 +58,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{ResNetError, Result};
 use crate::features::FeatureInfo;
+use crate::memory::{MemoryEstimate, MemoryLimit};
 
 /// Where mmdet's extra convs start (`add_extra_convs` as a string).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -196,7 +197,13 @@ impl FpnConfig {
             }
             self.end_level as usize + 1
         };
-        Ok(FpnSpec {
+        // Each extra level halves the last map: past 32 of them every level is 1x1 (a stride
+        // of 2^37 and more), so more is a typo, not a pyramid.
+        let extra_levels = self.num_outs.saturating_add(self.start_level).saturating_sub(end);
+        if extra_levels > MAX_EXTRA_LEVELS {
+            return incompatible("num_outs", format!("{} asks for {extra_levels} extra levels; at most {MAX_EXTRA_LEVELS}", self.num_outs));
+        }
+        let spec = FpnSpec {
             in_channels,
             out_channels: self.out_channels,
             num_outs: self.num_outs,
@@ -204,12 +211,66 @@ impl FpnConfig {
             end,
             extra: self.add_extra_convs.source(),
             relu_before_extra_convs: self.relu_before_extra_convs,
-        })
+        };
+        if spec.params().is_none() {
+            return Err(ResNetError::Overflow { field: "neck.out_channels".into(), what: "the FPN's parameter count".into() });
+        }
+        Ok(spec)
     }
 
-    /// Validate, then build with mmdet's init (Xavier-uniform convs, zero biases).
+    /// Validate, check that the weights fit in memory ([`MemoryLimit::from_env`]), then build
+    /// with mmdet's init (Xavier-uniform convs, zero biases).
     pub fn init(&self, features: &[FeatureInfo], device: &Device) -> Result<Fpn> {
-        Ok(self.validate(features)?.init(device))
+        let spec = self.validate(features)?;
+        let params = spec.params().unwrap_or(u64::MAX) as usize;
+        let estimate = MemoryEstimate::weights_only(params).ok_or_else(|| ResNetError::Overflow { field: "neck.out_channels".into(), what: "the FPN's weight bytes".into() })?;
+        estimate.check(&format!("the FPN's {params} parameters"), &MemoryLimit::from_env()?)?;
+        Ok(spec.init(device))
+    }
+}
+
+/// The most extra (coarser than the backbone's) levels an FPN may add.
+pub const MAX_EXTRA_LEVELS: usize = 32;
+
+impl FpnSpec {
+    /// Extra levels past the last input level used.
+    fn extra_levels(&self) -> usize {
+        self.num_outs.saturating_add(self.start_level).saturating_sub(self.end)
+    }
+
+    /// Trainable parameters (conv weights and biases), `None` when they do not fit in 64 bits.
+    pub fn params(&self) -> Option<u64> {
+        let out = self.out_channels as u64;
+        let conv = |inputs: usize, kernel: u64| (inputs as u64).checked_mul(out)?.checked_mul(kernel * kernel)?.checked_add(out);
+        let mut total = 0u64;
+        for i in self.start_level..self.end {
+            total = total.checked_add(conv(self.in_channels[i], 1)?)?.checked_add(conv(self.out_channels, 3)?)?;
+        }
+        if let Some(source) = self.extra {
+            for i in 0..self.extra_levels() {
+                let inputs = if i == 0 && source == ExtraSource::OnInput { self.in_channels[self.end - 1] } else { self.out_channels };
+                total = total.checked_add(conv(inputs, 3)?)?;
+            }
+        }
+        Some(total)
+    }
+
+    /// Values per image the neck makes for input levels of these `[height, width]` sizes (a
+    /// lateral, a merged and an output map per used level, and each extra level), `None` when
+    /// they do not fit in 64 bits: what training keeps for the backward pass.
+    pub fn activations(&self, level_sizes: &[[usize; 2]]) -> Option<u64> {
+        let out = self.out_channels as u64;
+        let map = |[h, w]: [usize; 2]| out.checked_mul(h as u64)?.checked_mul(w as u64);
+        let mut total = 0u64;
+        for size in &level_sizes[self.start_level..self.end] {
+            total = total.checked_add(map(*size)?.checked_mul(3)?)?;
+        }
+        let mut size = level_sizes[self.end - 1];
+        for _ in 0..self.extra_levels() {
+            size = size.map(|side| side.div_ceil(2));
+            total = total.checked_add(map(size)?)?;
+        }
+        Some(total)
     }
 }
 
@@ -258,9 +319,8 @@ impl FpnSpec {
         let used = self.start_level..self.end;
         let lateral_convs = used.clone().map(|i| ConvModule::init(self.in_channels[i], self.out_channels, 1, 1, device)).collect();
         let mut fpn_convs: Vec<ConvModule> = used.map(|_| ConvModule::init(self.out_channels, self.out_channels, 3, 1, device)).collect();
-        let extra_levels = (self.num_outs + self.start_level).saturating_sub(self.end);
         if let Some(source) = self.extra {
-            for i in 0..extra_levels {
+            for i in 0..self.extra_levels() {
                 let inputs = match (i, source) {
                     (0, ExtraSource::OnInput) => self.in_channels[self.end - 1],
                     _ => self.out_channels,

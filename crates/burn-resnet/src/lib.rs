@@ -49,6 +49,7 @@ mod checkpoint;
 mod fold;
 mod fused;
 pub mod layer;
+pub mod memory;
 pub mod norm;
 pub mod plugin;
 pub mod stem;
@@ -62,6 +63,7 @@ pub use backend::Backend;
 pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style};
 pub use error::{ResNetError, Result};
 pub use features::FeatureInfo;
+pub use memory::{MemoryEstimate, MemoryLimit, Workload};
 pub use summary::{ModelSummary, StageSummary};
 
 /// How many residual blocks the calling thread has run through the checkpointed (`with_cp`)

@@ -8,7 +8,7 @@ use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ResNetSpec;
-use crate::conv::{ConvSpec, output_size};
+use crate::conv::{ConvSpec, checked_output_size};
 use crate::fused::conv_norm_act;
 use crate::norm::{Norm, StageMode};
 
@@ -34,10 +34,10 @@ pub fn stem_convs(spec: &ResNetSpec) -> Vec<ConvSpec> {
 /// Kernel, stride and padding of the max-pool after the stem (mmdet `nn.MaxPool2d(3, 2, 1)`).
 pub const STEM_POOL: (usize, usize, usize) = (3, 2, 1);
 
-/// Side length after the stem's max-pool.
-pub fn stem_pool_output_size(input: usize) -> usize {
+/// Side length after the stem's max-pool (`None` only where `input + 2` overflows).
+pub fn stem_pool_output_size(input: usize) -> Option<usize> {
     let (kernel, stride, padding) = STEM_POOL;
-    output_size(input, kernel, stride, padding, 1)
+    checked_output_size(input, kernel, stride, padding, 1)
 }
 
 /// A convolution followed by its norm (and, in the stem, a ReLU).

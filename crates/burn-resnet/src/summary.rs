@@ -1,9 +1,12 @@
-//! Parameter and multiply-add counts per stage, computed from the config alone (no tensors),
-//! for `resnet info` and for checking a config against published figures.
+//! Parameter, multiply-add and activation counts per stage, computed from the config alone (no
+//! tensors), for `resnet info`, for checking a config against published figures and for the
+//! memory estimate ([`crate::memory`]). Every count is checked: a config or input size whose
+//! figures do not fit in 64 bits is an [`ResNetError::Overflow`], never a wrapped number.
 
 use crate::config::ResNetSpec;
 use crate::conv::ConvSpec;
 use crate::dcn::DeformConv;
+use crate::error::{ResNetError, Result};
 use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
 use crate::plugin::{PluginConfig, PluginFigures, PluginPosition};
@@ -20,11 +23,12 @@ impl ResNetSpec {
         let stages: Vec<usize> = (0..self.stages.len()).filter(|&s| sub_sampled(s)).collect();
         let last = *stages.last()?;
         let fits = |side: usize| {
-            let summary = ModelSummary::new(self, side, side);
+            let Ok(summary) = ModelSummary::new(self, side, side) else { return false };
             stages.iter().all(|&s| summary.stages[s + 1].output_size.iter().all(|&n| n >= 2))
         };
         // Output sizes grow with the input, and a 2x2 map at stride r needs at most 2r + 1.
-        let min = (1..=2 * Reductions::of(self).stages[last] + 1).find(|&side| fits(side))?;
+        let bound = Reductions::of(self).stages[last].checked_mul(2)?.checked_add(1)?;
+        let min = (1..=bound).find(|&side| fits(side))?;
         (min > 1).then(|| (min, format!("a sub-sampling NonLocal2d in layer{} needs 2x2 maps there", last + 1)))
     }
 }
@@ -54,6 +58,11 @@ pub struct StageSummary {
     pub macs: u64,
     /// The part of `params` in plugins.
     pub plugin_params: usize,
+    /// Values per image of every conv output in the stage (each also normalised and, mostly,
+    /// activated) and of the plugins' inner tensors: what training keeps for the backward pass.
+    pub activations: u64,
+    /// Values per image of the largest single tensor the stage makes.
+    pub largest_activation: u64,
 }
 
 /// Figures of a whole backbone for one input size.
@@ -61,46 +70,77 @@ pub struct StageSummary {
 pub struct ModelSummary {
     /// Stem first, then every built stage (selected as an output or not).
     pub stages: Vec<StageSummary>,
+    /// Values per image of the input (`in_channels × height × width`).
+    pub input_values: u64,
 }
 
 impl ModelSummary {
     /// Count a validated config for an input of `height` x `width` (each >= 1).
-    pub fn new(spec: &ResNetSpec, height: usize, width: usize) -> Self {
+    ///
+    /// Errors: [`ResNetError::TooSmall`] for a side of 0; [`ResNetError::Overflow`] when a
+    /// figure does not fit in 64 bits (every figure of a validated config fits at 1x1, so then
+    /// the input size is too large).
+    pub fn new(spec: &ResNetSpec, height: usize, width: usize) -> Result<Self> {
+        for (field, value) in [("input height", height), ("input width", width)] {
+            if value == 0 {
+                return Err(ResNetError::TooSmall { field: field.into(), value, min: 1 });
+            }
+        }
+        let input = format!("input {height}x{width}");
+        Self::count(spec, height, width).map_err(|part| ResNetError::Overflow {
+            field: input,
+            what: match part {
+                "input" => "the input's value count".into(),
+                part => format!("{part}'s output size, multiply-adds or activations"),
+            },
+        })
+    }
+
+    /// The counting; on overflow, the name of the part that overflowed.
+    pub(crate) fn count(spec: &ResNetSpec, height: usize, width: usize) -> std::result::Result<Self, &'static str> {
         let reductions = Reductions::of(spec);
+        let input_values = mul(&[spec.config.in_channels as u64, height as u64, width as u64]).ok_or("input")?;
         let mut size = [height, width];
         let mut counter = Counter::default();
         for conv in stem_convs(spec) {
-            size = counter.conv(&conv, size);
+            size = counter.conv(&conv, size).ok_or("stem")?;
         }
-        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reductions.stem)];
-        size = size.map(stem_pool_output_size);
+        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reductions.stem).ok_or("stem")?];
+        size = [stem_pool_output_size(size[0]).ok_or("stem")?, stem_pool_output_size(size[1]).ok_or("stem")?];
 
         for (index, blocks) in stage_block_specs(spec).iter().enumerate() {
+            let name = STAGE_NAMES[index];
             let mut counter = Counter::default();
             for block in blocks {
                 let mut branch = size;
                 for (position, conv) in block.convs().iter().enumerate() {
                     // A deformable conv2 also runs its offset conv on conv2's input.
                     if let (1, Some(dcn)) = (position, &block.dcn) {
-                        counter.offset_conv(&DeformConv::offset_spec(*conv, dcn), branch);
+                        counter.offset_conv(&DeformConv::offset_spec(*conv, dcn), branch).ok_or(name)?;
                     }
-                    branch = counter.conv(conv, branch);
+                    branch = counter.conv(conv, branch).ok_or(name)?;
                     // The plugins after this conv (and its norm), on its output.
                     let after = [PluginPosition::AfterConv1, PluginPosition::AfterConv2, PluginPosition::AfterConv3][position];
                     for entry in spec.config.plugins.iter().filter(|e| e.position == after && e.applies_to(index)) {
-                        counter.plugin(entry.cfg.figures(conv.out_channels, branch));
+                        counter.plugin(entry.cfg.figures(conv.out_channels, branch).ok_or(name)?).ok_or(name)?;
                     }
                 }
                 if let Some(downsample) = &block.downsample {
-                    counter.conv(&downsample.conv, size.map(|side| downsample.conv_input_size(side)));
+                    let input = [downsample.conv_input_size(size[0]), downsample.conv_input_size(size[1])];
+                    counter.conv(&downsample.conv, input).ok_or(name)?;
                 }
                 size = branch;
             }
             let stage = &spec.stages[index];
             let reduction = reductions.stages[index];
-            stages.push(counter.finish(STAGE_NAMES[index], Some(index), blocks.len(), stage.out_channels, size, reduction));
+            stages.push(counter.finish(name, Some(index), blocks.len(), stage.out_channels, size, reduction).ok_or(name)?);
         }
-        Self { stages }
+        // The totals must fit too.
+        let summary = Self { stages, input_values };
+        summary.stages.iter().try_fold(0usize, |sum, s| sum.checked_add(s.params)).ok_or("the backbone")?;
+        summary.stages.iter().try_fold(0u64, |sum, s| sum.checked_add(s.macs)).ok_or("the backbone")?;
+        summary.stages.iter().try_fold(0u64, |sum, s| sum.checked_add(s.activations)).ok_or("the backbone")?;
+        Ok(summary)
     }
 
     /// Parameters of the whole backbone.
@@ -117,37 +157,69 @@ impl ModelSummary {
     pub fn total_macs(&self) -> u64 {
         self.stages.iter().map(|s| s.macs).sum()
     }
+
+    /// Values per image of every stage's activations (see [`StageSummary::activations`]).
+    pub fn total_activations(&self) -> u64 {
+        self.stages.iter().map(|s| s.activations).sum()
+    }
+
+    /// Values per image of the largest single tensor of the backbone.
+    pub fn largest_activation(&self) -> u64 {
+        self.stages.iter().map(|s| s.largest_activation).max().unwrap_or(0)
+    }
+}
+
+/// The product of `values`, if it fits.
+pub(crate) fn mul(values: &[u64]) -> Option<u64> {
+    values.iter().try_fold(1u64, |product, &v| product.checked_mul(v))
 }
 
 /// Accumulates the figures of a run of conv → norm pairs.
 #[derive(Default)]
 struct Counter {
-    params: usize,
+    params: u64,
     macs: u64,
-    plugin_params: usize,
+    plugin_params: u64,
+    activations: u64,
+    largest: u64,
 }
 
 impl Counter {
     /// Count a conv and its norm; return the output size.
-    fn conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> [usize; 2] {
-        let out = [conv.output_size(height), conv.output_size(width)];
-        self.params += conv.params() + 2 * conv.out_channels;
-        self.macs += (conv.params() * out[0] * out[1]) as u64;
-        out
+    fn conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> Option<[usize; 2]> {
+        let out = [conv.checked_output_size(height)?, conv.checked_output_size(width)?];
+        let weights = conv.checked_params()?;
+        self.params = self.params.checked_add(weights)?.checked_add(mul(&[2, conv.out_channels as u64])?)?;
+        self.add_output(weights, conv.out_channels, out)?;
+        Some(out)
     }
 
     /// Count a DCN's offset conv (with a bias, no norm).
-    fn offset_conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) {
-        let out = [conv.output_size(height), conv.output_size(width)];
-        self.params += conv.params() + conv.out_channels;
-        self.macs += (conv.params() * out[0] * out[1]) as u64;
+    fn offset_conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> Option<()> {
+        let out = [conv.checked_output_size(height)?, conv.checked_output_size(width)?];
+        let weights = conv.checked_params()?;
+        self.params = self.params.checked_add(weights)?.checked_add(conv.out_channels as u64)?;
+        self.add_output(weights, conv.out_channels, out)
+    }
+
+    /// The multiply-adds and activations of a conv output of `channels` x `out`.
+    fn add_output(&mut self, weights: u64, channels: usize, [height, width]: [usize; 2]) -> Option<()> {
+        let positions = mul(&[height as u64, width as u64])?;
+        self.macs = self.macs.checked_add(mul(&[weights, positions])?)?;
+        let values = mul(&[channels as u64, positions])?;
+        self.activations = self.activations.checked_add(values)?;
+        self.largest = self.largest.max(values);
+        Some(())
     }
 
     /// Count a plugin.
-    fn plugin(&mut self, figures: PluginFigures) {
-        self.params += figures.params;
-        self.plugin_params += figures.params;
-        self.macs += figures.macs;
+    fn plugin(&mut self, figures: PluginFigures) -> Option<()> {
+        self.params = self.params.checked_add(figures.params as u64)?;
+        self.plugin_params = self.plugin_params.checked_add(figures.params as u64)?;
+        self.macs = self.macs.checked_add(figures.macs)?;
+        self.activations = self.activations.checked_add(figures.activations)?;
+        self.largest = self.largest.max(figures.largest_activation);
+        Some(())
     }
 
     fn finish(
@@ -158,7 +230,19 @@ impl Counter {
         out_channels: usize,
         output_size: [usize; 2],
         reduction: usize,
-    ) -> StageSummary {
-        StageSummary { name, stage, blocks, out_channels, reduction, output_size, params: self.params, macs: self.macs, plugin_params: self.plugin_params }
+    ) -> Option<StageSummary> {
+        Some(StageSummary {
+            name,
+            stage,
+            blocks,
+            out_channels,
+            reduction,
+            output_size,
+            params: usize::try_from(self.params).ok()?,
+            macs: self.macs,
+            plugin_params: usize::try_from(self.plugin_params).ok()?,
+            activations: self.activations,
+            largest_activation: self.largest,
+        })
     }
 }

@@ -86,10 +86,21 @@ pub struct Request {
     pub fold_batch_norms: bool,
     /// Run `bench/torch_baseline.py` with this Python and these threads.
     pub torch: Option<(PathBuf, usize)>,
+    /// Every case's estimated memory must fit in this.
+    pub memory_limit: burn_resnet::MemoryLimit,
 }
 
 /// Run every case on every backend and print one line per case.
 pub fn run(request: &Request) -> Result<(), CliError> {
+    let summary = burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?;
+    for &case in &request.cases {
+        let workload = match case {
+            Case::Infer(_) => burn_resnet::Workload::Inference,
+            Case::Train(_) => burn_resnet::Workload::Training,
+        };
+        let what = format!("bench case `{}` at {}x{}", case.name(), request.size, request.size);
+        summary.memory(case.batch(), workload)?.check(&what, &request.memory_limit)?;
+    }
     let torch = match &request.torch {
         Some((python, threads)) => Some(torch_baseline(python, *threads, request)?),
         None => None,
@@ -290,7 +301,10 @@ impl Baseline {
     /// Why the baseline is not the same network as `spec`, if it is not: a key it could not
     /// mirror, or another parameter count than the project's own.
     pub fn mismatch(&self, spec: &ResNetSpec, size: usize) -> Option<String> {
-        let ours = burn_resnet::ModelSummary::new(spec, size, size).total_params();
+        let ours = match burn_resnet::ModelSummary::new(spec, size, size) {
+            Ok(summary) => summary.total_params(),
+            Err(e) => return Some(e.to_string()),
+        };
         if !self.unmirrored.is_empty() {
             Some(format!("it cannot mirror {}", self.unmirrored.join(", ")))
         } else if self.params != ours {
@@ -328,7 +342,7 @@ fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result
         .arg(&config_file)
         .args(["--size", &request.size.to_string()])
         // The baseline checks the network against the project's own count before timing it.
-        .args(["--expect-params", &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size).total_params().to_string()])
+        .args(["--expect-params", &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?.total_params().to_string()])
         .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
         .args(["--cases", &cases.join(",")])
         .output();

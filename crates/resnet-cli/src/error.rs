@@ -29,6 +29,10 @@ pub enum CliError {
         message: String,
     },
 
+    /// `--size` cannot be used.
+    #[error("--size: {0}")]
+    Size(String),
+
     /// A training config or run failed.
     #[error("train: {0}")]
     Train(String),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::TensorData;
 use burn_resnet::weights::WeightSource;
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{Backend, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload};
 
 use crate::error::CliError;
 use crate::image_input::{self, Preprocessing};
@@ -26,6 +26,8 @@ pub struct Request {
     pub out: Option<PathBuf>,
     /// Replace an existing regular file at `out`.
     pub force: bool,
+    /// The estimated memory of the run must fit in this.
+    pub memory_limit: MemoryLimit,
 }
 
 /// Build the backbone, run the image twice (the first run includes one-off set-up such as
@@ -37,6 +39,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     }
     let config = ResNetConfig::from_toml_file(&request.config)?;
     let spec = config.validate()?;
+    check_request(&spec, request)?;
     let device = request.backend.device()?;
     let mut backbone = spec.init(&device);
     if let Some(weights) = &request.weights {
@@ -123,6 +126,32 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         write_features(out, &tensors, &names, request)?;
         println!("features written to {}", out.display());
     }
+    Ok(())
+}
+
+/// Refuse, before anything is allocated, a config that does not take RGB pictures, a size the
+/// image decoder cannot make, or a run whose estimated memory exceeds the limit.
+fn check_request(spec: &ResNetSpec, request: &Request) -> Result<(), CliError> {
+    let [height, width] = request.size;
+    if spec.config.in_channels != 3 {
+        return Err(CliError::ResNet(ResNetError::Incompatible {
+            field: "in_channels".into(),
+            reason: format!(
+                "{}: extract feeds RGB pictures (3 channels) and cannot make {} channels; \
+                 build such an input tensor yourself and call ResNet::try_forward",
+                request.config.display(),
+                spec.config.in_channels
+            ),
+        }));
+    }
+    if let Some(side) = [height, width].into_iter().find(|&side| side > u32::MAX as usize) {
+        return Err(CliError::Size(format!("{side} is more than the image library's largest side, {}", u32::MAX)));
+    }
+    let mut estimate = ModelSummary::new(spec, height, width)?.memory(1, Workload::Inference)?;
+    // The resized 8-bit RGB image and the decoder's float copy of it.
+    let image = (height as u64).checked_mul(width as u64).and_then(|pixels| pixels.checked_mul(3 + 3 * 4));
+    estimate.activations = image.and_then(|bytes| bytes.checked_add(estimate.activations)).ok_or_else(|| CliError::Size(format!("{height}x{width} overflows the memory estimate")))?;
+    estimate.check(&format!("extract at {height}x{width}"), &request.memory_limit)?;
     Ok(())
 }
 

@@ -47,6 +47,18 @@ impl Preprocessing {
     }
 }
 
+/// Whether a JPEG file holds its image's end: an end-of-image marker (`FF D9`) after the last
+/// start-of-scan marker (`FF DA`). Entropy-coded data never holds `FF D9` (a data `FF` is
+/// followed by `00`), and an embedded EXIF thumbnail's own markers all come before the main
+/// image's scans, so a file cut anywhere in the last scan has none.
+pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let marker = |code: u8| bytes.windows(2).rposition(|w| w == [0xFF, code]);
+    match (marker(0xDA), marker(0xD9)) {
+        (Some(scan), Some(end)) => end > scan,
+        _ => false,
+    }
+}
+
 /// Decode `path` (or the bundled sample), resize to `[height, width]`, normalise as
 /// `preprocessing` says, and return a `[1, 3, height, width]` tensor.
 pub fn load(
@@ -58,6 +70,13 @@ pub fn load(
     let decoded = match path {
         Some(path) => {
             let bytes = std::fs::read(path).map_err(|e| CliError::Image { path: path.into(), message: e.to_string() })?;
+            if image::guess_format(&bytes).ok() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+                // The decoder fills what is missing with grey and reports nothing.
+                return Err(CliError::Image {
+                    path: path.into(),
+                    message: "the JPEG data ends before the image's end-of-image marker: the file is truncated".into(),
+                });
+            }
             image::load_from_memory(&bytes).map_err(|e| CliError::Image {
                 path: path.into(),
                 message: format!("not a decodable PNG or JPEG image ({e})"),

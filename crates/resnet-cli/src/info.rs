@@ -2,7 +2,8 @@
 
 use std::fmt::Write;
 
-use burn_resnet::{ModelSummary, ResNetSpec};
+use burn_resnet::memory::format_bytes;
+use burn_resnet::{MemoryLimit, ModelSummary, ResNetError, ResNetSpec, Workload};
 
 /// torchvision's published figures: name, parameters without the 1000-class `fc`, and
 /// GMACs at 224x224 (torchvision's "GFLOPS", which include the `fc`'s 0.5-2 M MACs).
@@ -14,9 +15,9 @@ const PUBLISHED: [(&str, usize, f64); 5] = [
     ("resnet152", 58_143_808, 11.51),
 ];
 
-/// The table printed by `resnet info`.
-pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
-    let summary = ModelSummary::new(spec, height, width);
+/// The table printed by `resnet info`, with the memory estimates at batch 1 against `limit`.
+pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2], limit: &MemoryLimit) -> Result<String, ResNetError> {
+    let summary = ModelSummary::new(spec, height, width)?;
     let config = &spec.config;
     let mut out = String::new();
     let _ = writeln!(
@@ -67,6 +68,14 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
     if summary.plugin_params() > 0 {
         let _ = writeln!(out, "of which plugins: {} params", group_thousands(summary.plugin_params()));
     }
+    for (name, workload) in [("inference", Workload::Inference), ("training", Workload::Training)] {
+        let estimate = summary.memory(1, workload)?;
+        let fits = match limit.bytes {
+            Some(bytes) if estimate.total() > bytes => format!("; over the limit of {} ({})", format_bytes(bytes), limit.source),
+            _ => String::new(),
+        };
+        let _ = writeln!(out, "estimated memory, {name} at batch 1: {} ({}){fits}", format_bytes(estimate.total()), estimate.describe());
+    }
     // A torchvision figure only for torchvision's architecture: another network can have the
     // same count (GroupNorm instead of BatchNorm, another stride or dilation).
     let published = PUBLISHED.iter().find(|(name, _, _)| is_torchvision_architecture(spec) && *name == format!("resnet{}", config.depth));
@@ -81,7 +90,7 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2]) -> String {
             false => writeln!(out, "torchvision's {name} without its classifier has {published_params} params, not {params}: please report this"),
         };
     }
-    out
+    Ok(out)
 }
 
 /// The plugins (type, position, how many blocks) and deformable convs the config adds.

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn_resnet::weights::WeightSource;
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{Backend, MemoryLimit, ResNetConfig};
 use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
@@ -22,6 +22,11 @@ use crate::error::CliError;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The most memory a command may plan to use (estimated from the config and input size
+    /// before anything is allocated), e.g. 16GiB, 512MiB or none; default: RESNET_MEMORY_LIMIT,
+    /// else this machine's memory. On a GPU, give the card's memory.
+    #[arg(long, global = true)]
+    memory_limit: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -172,10 +177,14 @@ fn parse_backend(text: &str) -> Result<Backend, String> {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    let memory_limit = match &cli.memory_limit {
+        Some(text) => MemoryLimit::parse(text, "--memory-limit")?,
+        None => MemoryLimit::from_env()?,
+    };
     match cli.command {
         Command::Info { config, input } => {
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
-            print!("{}", info::render(&spec, input));
+            print!("{}", info::render(&spec, input, &memory_limit)?);
             Ok(())
         }
         Command::Extract { config, image, size, weights, weights_source, partial, backend, out, force } => {
@@ -183,12 +192,13 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out, force };
+            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out, force, memory_limit };
             extract::run(&request)
         }
         Command::Convert { config, input, output, from, to, force } => {
             output::check(&output, &[&config, &input], force)?;
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
+            spec.check_weights_memory(&memory_limit)?;
             let device = Backend::default_enabled().ok_or(CliError::NoBackend)?.device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
             match to.as_str() {
@@ -210,7 +220,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            train::run(&train::Request { config, backend, out, resume, stop_after, force })
+            train::run(&train::Request { config, backend, out, resume, stop_after, force, memory_limit })
         }
         Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, with_cp, torch, threads } => {
             let mut config = ResNetConfig::from_toml_file(&config)?;
@@ -233,6 +243,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 stages,
                 fold_batch_norms: !no_fold,
                 torch: torch.map(|p| (p, threads)),
+                memory_limit,
             };
             bench::run(&request)
         }

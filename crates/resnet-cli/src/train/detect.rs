@@ -29,13 +29,11 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let (last_epoch, checkpoint) = epochs(request)?;
 
     device.seed(config.seed);
-    let backbone = config.backbone.init(&device)?;
+    // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
+    let backbone = config.backbone.validate()?.init(&device);
     let features = backbone.feature_info();
-    let neck = neck_config.init(&features, &device)?;
+    let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
-    if !config.image_size.is_multiple_of(stride) {
-        return Err(CliError::Train(format!("image_size {} must be a multiple of the head's stride {stride}", config.image_size)));
-    }
     let guard = guard(request, checkpoint);
     let model = ShapeDetector { guard: Some(guard.clone()), ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device) };
     if let Some(epoch) = checkpoint {
@@ -43,7 +41,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     }
 
     let train = DetectionDataset { len: config.train_images, size: config.image_size, seed: config.seed };
-    let valid = DetectionDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };
+    let valid = DetectionDataset { len: config.valid_images, size: config.image_size, seed: config.seed.wrapping_add(1) };
     let batcher = DetectionBatcher { size: config.image_size, stride };
     let loader_train = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(train);
     let loader_valid = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(valid.clone());

@@ -25,7 +25,7 @@ use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 use burn_resnet::fpn::FpnConfig;
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{Backend, MemoryEstimate, MemoryLimit, ModelSummary, ResNetConfig, Workload};
 use serde::Deserialize;
 
 use crate::error::CliError;
@@ -52,7 +52,7 @@ pub struct TrainConfig {
     /// `"classify"` (default) or `"detect"`.
     #[serde(default)]
     pub task: Task,
-    /// Seed of the generated data (the validation split uses `seed + 1`).
+    /// Seed of the generated data (the validation split uses `seed + 1`, wrapping).
     #[serde(default = "default_seed")]
     pub seed: u64,
     /// Image side in pixels.
@@ -113,7 +113,12 @@ impl TrainConfig {
             (Task::Detect, None) => return Err(invalid("task = \"detect\" needs a [neck] table (an FPN: out_channels, num_outs)".into())),
             (Task::Classify, Some(_)) => return Err(invalid("[neck] is only used by task = \"detect\"".into())),
             (Task::Detect, Some(neck)) => {
-                neck.validate(&burn_resnet::features::feature_info(&backbone))?;
+                let features = burn_resnet::features::feature_info(&backbone);
+                let neck = neck.validate(&features)?;
+                let stride = features[neck.start_level].reduction;
+                if !config.image_size.is_multiple_of(stride) {
+                    return Err(invalid(format!("image_size: {} must be a multiple of the head's stride {stride}", config.image_size)));
+                }
             }
             (Task::Classify, None) => {}
         }
@@ -127,6 +132,9 @@ impl TrainConfig {
             if value == 0 {
                 return Err(invalid(format!("{field} must be at least 1")));
             }
+        }
+        if config.epochs.checked_mul(config.train_images.div_ceil(config.batch_size.max(1))).is_none() {
+            return Err(invalid(format!("epochs × steps per epoch ({} × ⌈{} / {}⌉) overflows", config.epochs, config.train_images, config.batch_size)));
         }
         if !(config.learning_rate > 0.0 && config.learning_rate <= 1.0) {
             return Err(invalid(format!("learning_rate: {} must lie in (0, 1]", config.learning_rate)));
@@ -144,6 +152,28 @@ impl TrainConfig {
         }
         Ok(config)
     }
+
+    /// The estimated memory of training this config (backbone, neck, one batch; the heads are
+    /// small), for checking before anything is allocated.
+    pub fn memory(&self) -> Result<MemoryEstimate, CliError> {
+        let spec = self.backbone.validate()?;
+        let size = self.image_size;
+        let summary = ModelSummary::new(&spec, size, size)?;
+        let mut estimate = summary.memory(self.batch_size, Workload::Training)?;
+        if let Some(neck) = &self.neck {
+            let features = burn_resnet::features::feature_info(&spec);
+            let neck = neck.validate(&features)?;
+            let sizes: Vec<[usize; 2]> = features.iter().map(|f| f.spatial_size(size, size)).collect();
+            let overflow = || CliError::Train(format!("image_size {size} and batch_size {} overflow the neck's memory estimate", self.batch_size));
+            // Values kept for backward (×3, as the backbone's), float32, per batch; weights ×4
+            // with gradients and optimizer state.
+            let activations = neck.activations(&sizes).and_then(|v| v.checked_mul(12)?.checked_mul(self.batch_size as u64)).ok_or_else(overflow)?;
+            let weights = neck.params().and_then(|p| p.checked_mul(16)).ok_or_else(overflow)?;
+            estimate.activations = estimate.activations.checked_add(activations).ok_or_else(overflow)?;
+            estimate.training_state = estimate.training_state.checked_add(weights).ok_or_else(overflow)?;
+        }
+        Ok(estimate)
+    }
 }
 
 /// What `resnet train` was asked to do.
@@ -159,20 +189,24 @@ pub struct Request {
     pub stop_after: Option<usize>,
     /// Start over in a run directory that holds another run (`run_dir`).
     pub force: bool,
+    /// The estimated memory of the run must fit in this.
+    pub memory_limit: MemoryLimit,
 }
 
 /// Train, then print the validation accuracy (or mAP) of the final model.
 pub fn run(request: &Request) -> Result<(), CliError> {
+    let config = &request.config;
+    let what = format!("training at batch {} on {}x{} images", config.batch_size, config.image_size, config.image_size);
+    config.memory()?.check(&what, &request.memory_limit)?;
     run_dir::prepare(&request.out, &request.config.source, request.resume, request.force)?;
     if request.config.task == Task::Detect {
         return detect::run(request);
     }
-    let config = &request.config;
     let device = request.backend.device()?.autodiff();
     let (last_epoch, checkpoint) = epochs(request)?;
 
     let train = ShapesDataset { len: config.train_images, size: config.image_size, seed: config.seed };
-    let valid = ShapesDataset { len: config.valid_images, size: config.image_size, seed: config.seed + 1 };
+    let valid = ShapesDataset { len: config.valid_images, size: config.image_size, seed: config.seed.wrapping_add(1) };
     let batcher = ShapeBatcher { size: config.image_size };
     // No shuffling: the images are random draws already, and a fixed order makes a resumed
     // run see exactly what an uninterrupted one does.
@@ -181,7 +215,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
-    let backbone = config.backbone.init(&device)?;
+    // Memory checked above, against the run's limit.
+    let backbone = config.backbone.validate()?.init(&device);
     let guard = guard(request, checkpoint);
     let model = ShapeClassifier { guard: Some(guard.clone()), ..ShapeClassifier::new(backbone, CLASSES.len(), &device) };
     if let Some(epoch) = checkpoint {

@@ -21,6 +21,7 @@ mod kernels;
 mod non_finite;
 mod parity;
 mod plugins;
+mod properties;
 mod sizes;
 mod summary;
 mod training_controls;

@@ -137,3 +137,4 @@ fn fpn_sizes_that_cannot_fit_are_errors() {
     let bytes = huge.params().unwrap() * 4;
     assert!(bytes > 24 << 30, "{bytes}");
 }
+

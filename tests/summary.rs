@@ -45,7 +45,7 @@ fn resnet50_costs_4_1_giga_multiply_adds_at_224() {
 
 /// Every parameter of a module, trainable or frozen, without BatchNorm running statistics (what
 /// PyTorch's `sum(p.numel() for p in model.parameters())` counts).
-fn parameters(backbone: &impl Module) -> usize {
+pub(crate) fn parameters(backbone: &impl Module) -> usize {
     let tensors = float_tensors(backbone, None);
     tensors.iter().filter(|t| !t.path.ends_with("running_mean") && !t.path.ends_with("running_var")).map(|t| t.values.len()).sum()
 }

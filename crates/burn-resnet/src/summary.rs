@@ -50,7 +50,8 @@ pub struct StageSummary {
     pub output_size: [usize; 2],
     /// Trainable parameters: conv weights (DCN offset convs included), norm weight and bias
     /// (running statistics are buffers, not parameters, as in PyTorch) and every plugin's
-    /// parameters: what the built module's `num_params` counts.
+    /// parameters: what PyTorch's `parameters()` counts (Burn's `num_params` also counts the
+    /// BatchNorms' running statistics).
     pub params: usize,
     /// Multiply-accumulates of the convolutions (a deformable conv counted as a regular one
     /// plus its offset conv; the bilinear sampling is not counted) and of the plugins' convs,

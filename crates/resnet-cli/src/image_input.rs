@@ -102,3 +102,61 @@ pub fn load(
     }
     Ok(Tensor::from_data(TensorData::new(values, [1, 3, height, width]), device))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The bundled sample as PNG and re-encoded as JPEG.
+    fn pictures() -> [(image::ImageFormat, Vec<u8>); 2] {
+        let mut jpeg = Vec::new();
+        let picture = image::load_from_memory(SAMPLE_PNG).unwrap().to_rgb8();
+        picture.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
+        [(image::ImageFormat::Png, SAMPLE_PNG.to_vec()), (image::ImageFormat::Jpeg, jpeg)]
+    }
+
+    fn load_bytes(bytes: &[u8], name: &str) -> Result<Tensor<4>, CliError> {
+        let path = std::env::temp_dir().join(format!("resnet-image-{}-{:?}-{name}", std::process::id(), std::thread::current().id()));
+        std::fs::write(&path, bytes).unwrap();
+        let loaded = load(Some(&path), [16, 16], Preprocessing::Pytorch, &Device::flex());
+        std::fs::remove_file(&path).unwrap();
+        loaded
+    }
+
+    #[test]
+    fn whole_pictures_decode_and_jpeg_completeness_is_seen() {
+        for (format, bytes) in pictures() {
+            assert!(load_bytes(&bytes, "whole").is_ok(), "{format:?}");
+        }
+        let jpeg = &pictures()[1].1;
+        assert!(jpeg_is_complete(jpeg));
+        assert!(!jpeg_is_complete(&jpeg[..jpeg.len() - 1]));
+    }
+
+    proptest! {
+        /// A picture cut anywhere fails to load (JPEG too, which the decoder alone would fill
+        /// with grey), or, cut after all its pixels (in a PNG's end chunk), loads them exactly;
+        /// never a panic.
+        #[test]
+        fn truncated_pictures_are_refused_or_exact(cut in any::<prop::sample::Index>(), which in 0usize..2) {
+            let (format, bytes) = &pictures()[which];
+            let cut = cut.index(bytes.len());
+            if let Ok(loaded) = load_bytes(&bytes[..cut], "cut") {
+                let whole = load_bytes(bytes, "whole").unwrap();
+                prop_assert!(loaded.into_data() == whole.into_data(), "{:?} cut at {} of {} loads other pixels", format, cut, bytes.len());
+            }
+        }
+
+        /// Pictures with bytes changed decode or fail; never a panic.
+        #[test]
+        fn damaged_pictures_never_panic(flips in prop::collection::vec((any::<prop::sample::Index>(), 1u8..=255), 1..6), which in 0usize..2) {
+            let mut bytes = pictures()[which].1.clone();
+            for (at, mask) in &flips {
+                let i = at.index(bytes.len());
+                bytes[i] ^= mask;
+            }
+            let _ = load_bytes(&bytes, "flipped");
+        }
+    }
+}

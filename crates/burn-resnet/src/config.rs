@@ -10,7 +10,6 @@ use crate::dcn::{DcnConfig, validate_dcn};
 use crate::error::{ResNetError, Result};
 use crate::norm::{NormConfig, StageMode};
 use crate::plugin::{PluginEntry, validate_plugins};
-use crate::summary::ModelSummary;
 
 /// Configuration of a ResNet backbone, field for field mmdet's `ResNet`/`ResNeXt` arguments.
 ///
@@ -175,12 +174,12 @@ impl ResNetConfig {
     /// Check every field and resolve the defaults that depend on others.
     pub fn validate(&self) -> Result<ResNetSpec> {
         let spec = self.resolve()?;
-        check_figures(&spec)?;
+        crate::overflow::check_figures(&spec)?;
         Ok(spec)
     }
 
     /// Every check of [`ResNetConfig::validate`] but the 64-bit fit of the figures.
-    fn resolve(&self) -> Result<ResNetSpec> {
+    pub(crate) fn resolve(&self) -> Result<ResNetSpec> {
         let (_, block, all_blocks) = ARCH_SETTINGS
             .iter()
             .find(|(depth, _, _)| *depth == self.depth)
@@ -283,35 +282,6 @@ impl ResNetConfig {
             })
             .collect()
     }
-}
-
-/// Check that every figure of the spec fits in 64 bits (so that the summary, the modules' sizes
-/// and the strides never wrap): the total stride, then the parameter counts at a 1x1 input.
-fn check_figures(spec: &ResNetSpec) -> Result<()> {
-    let stem_stride = crate::stem::stem_convs(spec).iter().map(|conv| conv.stride).product::<usize>() * crate::stem::STEM_POOL.1;
-    let mut strides = [stem_stride].into_iter().chain(spec.stages.iter().map(|s| s.stride));
-    if strides.try_fold(1usize, |product, stride| product.checked_mul(stride)).is_none() {
-        return Err(ResNetError::Overflow { field: "strides".into(), what: "the total stride (4 × the strides' product)".into() });
-    }
-    let Err(stage) = ModelSummary::count(spec, 1, 1) else { return Ok(()) };
-    // The field at fault: the first whose default makes the figures fit.
-    let defaults = ResNetConfig::new(spec.config.depth);
-    let candidates: [(&str, fn(&mut ResNetConfig, &ResNetConfig)); 7] = [
-        ("plugins", |c, _| c.plugins.clear()),
-        ("in_channels", |c, d| c.in_channels = d.in_channels),
-        ("stem_channels", |c, d| c.stem_channels = d.stem_channels),
-        ("base_channels", |c, d| c.base_channels = d.base_channels),
-        ("groups", |c, d| c.groups = d.groups),
-        ("base_width", |c, d| c.base_width = d.base_width),
-        ("dilations", |c, d| c.dilations = d.dilations.clone()),
-    ];
-    let fits = |reset: fn(&mut ResNetConfig, &ResNetConfig)| {
-        let mut config = spec.config.clone();
-        reset(&mut config, &defaults);
-        config.resolve().is_ok_and(|spec| ModelSummary::count(&spec, 1, 1).is_ok())
-    };
-    let field = candidates.iter().find(|(_, reset)| fits(*reset)).map_or("in_channels, stem_channels, base_channels, groups, base_width, dilations or plugins", |(field, _)| field);
-    Err(ResNetError::Overflow { field: field.into(), what: format!("{stage}'s parameter count") })
 }
 
 /// The largest dilation a stage may have (`u32::MAX`).

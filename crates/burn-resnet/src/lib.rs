@@ -48,6 +48,7 @@ pub mod fpn;
 mod checkpoint;
 mod fold;
 mod fused;
+mod overflow;
 pub mod layer;
 pub mod memory;
 pub mod norm;

@@ -30,6 +30,15 @@ fn sizes_that_cannot_fit_fail_cleanly_with_the_estimate() {
     assert!(err.contains("memory limit of 1.00 MiB (--memory-limit = 1MiB)"), "{err}");
     let err = stderr_of_failure(&resnet(&["info", "--config", "configs/resnet18.toml", "--memory-limit", "lots"]));
     assert!(err.contains("--memory-limit: 'lots' is not a memory size"), "{err}");
+    // The environment variable sets it too (the library's default), below the flag.
+    let with_env = |value: &str, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_resnet")).args(args).env("RESNET_MEMORY_LIMIT", value).current_dir(super::repo()).output().unwrap()
+    };
+    let err = stderr_of_failure(&with_env("1MiB", &["extract", "--config", "configs/resnet18.toml"]));
+    assert!(err.contains("(RESNET_MEMORY_LIMIT = 1MiB)"), "{err}");
+    let err = stderr_of_failure(&with_env("-3", &["info", "--config", "configs/resnet18.toml"]));
+    assert!(err.contains("RESNET_MEMORY_LIMIT: '-3' is not a memory size"), "{err}");
+    stdout(&with_env("1MiB", &["info", "--config", "configs/resnet18.toml", "--memory-limit", "none"]));
     let out = stdout(&resnet(&["info", "--config", "configs/resnet50.toml", "--memory-limit", "100MiB"]));
     assert!(out.contains("estimated memory, training at batch 1") && out.contains("over the limit of 100 MiB"), "{out}");
 }
@@ -67,6 +76,8 @@ fn configs_whose_figures_overflow_or_do_not_fit_name_the_field() {
         }
         assert!(!out.exists());
     }
+    let err = stderr_of_failure(&resnet(&["convert", "--config", "configs/resnet18.toml", "--to", "onnx", "tests/fixtures/checkpoints/torchvision_resnet18.pth", dir.join("o").to_str().unwrap()]));
+    assert!(err.contains("--to: unknown format 'onnx'; expected burnpack"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

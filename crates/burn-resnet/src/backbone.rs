@@ -77,7 +77,7 @@ impl ResNetSpec {
         let params = ModelSummary::new(self, 1, 1)?.total_params();
         let estimate = MemoryEstimate::weights_only(params)
             .ok_or_else(|| ResNetError::Overflow { field: "config".into(), what: "the weights' bytes".into() })?;
-        estimate.check(&format!("the backbone's {params} parameters"), limit)
+        estimate.check(&format!("building the backbone ({params} parameters)"), limit)
     }
 }
 

@@ -224,7 +224,7 @@ impl FpnConfig {
         let spec = self.validate(features)?;
         let params = spec.params().unwrap_or(u64::MAX) as usize;
         let estimate = MemoryEstimate::weights_only(params).ok_or_else(|| ResNetError::Overflow { field: "neck.out_channels".into(), what: "the FPN's weight bytes".into() })?;
-        estimate.check(&format!("the FPN's {params} parameters"), &MemoryLimit::from_env()?)?;
+        estimate.check(&format!("building the FPN ({params} parameters)"), &MemoryLimit::from_env()?)?;
         Ok(spec.init(device))
     }
 }

@@ -245,7 +245,12 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
         min_ms: times[0],
         max_ms: times[times.len() - 1],
         images_per_s: case.batch() as f64 * 1e3 / median_ms,
-        peak_mib: memory_mib("VmHWM:") - baseline_mib,
+        // The high-water mark can sit a fraction below the baseline read before; NaN (unknown)
+        // stays NaN.
+        peak_mib: match memory_mib("VmHWM:") - baseline_mib {
+            peak if peak < 0.0 => 0.0,
+            peak => peak,
+        },
     })
 }
 

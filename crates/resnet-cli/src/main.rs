@@ -197,13 +197,20 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Convert { config, input, output, from, to, force } => {
             output::check(&output, &[&config, &input], force)?;
+            // `--to` is checked before anything is read: `None` is burnpack.
+            let names = match to.as_str() {
+                "burnpack" => None,
+                names => Some(names.parse::<WeightSource>().map_err(|_| {
+                    CliError::Usage(format!("--to: unknown format '{names}'; expected burnpack, mmdet, torchvision or timm"))
+                })?),
+            };
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             spec.check_weights_memory(&memory_limit)?;
             let device = Backend::default_enabled().ok_or(CliError::NoBackend)?.device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
-            match to.as_str() {
-                "burnpack" => backbone.save_burnpack(&output)?,
-                names => backbone.save_weights(&output, names.parse::<WeightSource>()?)?,
+            match names {
+                None => backbone.save_burnpack(&output)?,
+                Some(names) => backbone.save_weights(&output, names)?,
             }
             println!(
                 "{} ({} names) -> {} ({to}); {} non-backbone tensors left out",

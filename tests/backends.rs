@@ -3,16 +3,26 @@
 //! with each other on a whole training step. The CPU backends pass every other test through
 //! `common::devices()`; wgpu gets these few small cases (kernels compile per shape on wgpu).
 
-#[cfg(any(all(feature = "flex", feature = "ndarray"), all(feature = "wgpu", any(feature = "flex", feature = "ndarray"))))]
+#[cfg(any(
+    all(feature = "flex", feature = "ndarray"),
+    all(feature = "wgpu", any(feature = "flex", feature = "ndarray"))
+))]
 #[test]
 fn every_backend_computes_the_same_training_step() {
-    use crate::training_parity::{GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, training_step};
+    use crate::training_parity::{
+        GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, training_step,
+    };
     let backends = burn_resnet::Backend::enabled();
     let first = backends[0];
     let baseline = training_step("resnet18_train", &first.device().unwrap());
     for other in &backends[1..] {
         let step = training_step("resnet18_train", &other.device().unwrap());
-        compare_steps(&format!("resnet18_train: {other} against {first}"), &step, &baseline, (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE));
+        compare_steps(
+            &format!("resnet18_train: {other} against {first}"),
+            &step,
+            &baseline,
+            (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
+        );
     }
 }
 
@@ -21,7 +31,9 @@ mod wgpu {
     use burn_resnet::Backend;
 
     use crate::parity::check_parity_on;
-    use crate::training_parity::{GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, reference_step, training_step};
+    use crate::training_parity::{
+        GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, reference_step, training_step,
+    };
 
     #[test]
     fn wgpu_matches_mmdet_in_eval_mode() {
@@ -35,6 +47,11 @@ mod wgpu {
     fn wgpu_training_step_matches_mmdet() {
         let device = Backend::Wgpu.device().unwrap();
         let expected = reference_step("resnet18_train", &device);
-        compare_steps("resnet18_train on wgpu", &training_step("resnet18_train", &device), &expected, (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE));
+        compare_steps(
+            "resnet18_train on wgpu",
+            &training_step("resnet18_train", &device),
+            &expected,
+            (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
+        );
     }
 }

@@ -9,15 +9,23 @@ fn error_of(toml: &str) -> ResNetError {
     let parsed = ResNetConfig::from_toml_str(toml, "test.toml");
     match parsed {
         Err(error) => error,
-        Ok(config) => config.validate().expect_err("the config should be rejected"),
+        Ok(config) => config
+            .validate()
+            .expect_err("the config should be rejected"),
     }
 }
 
 #[test]
 fn a_depth_outside_the_table_is_rejected() {
     let error = error_of("depth = 42");
-    assert!(matches!(error, ResNetError::UnsupportedDepth { depth: 42 }), "{error:?}");
-    assert!(error.to_string().contains("18, 34, 50, 101, 152"), "{error}");
+    assert!(
+        matches!(error, ResNetError::UnsupportedDepth { depth: 42 }),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("18, 34, 50, 101, 152"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -48,27 +56,55 @@ fn strides_and_dilations_need_one_entry_per_stage() {
 #[test]
 fn a_zero_stride_or_dilation_names_its_stage() {
     let error = error_of("depth = 18\nstrides = [1, 2, 0, 2]");
-    assert!(matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "strides[2]"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "strides[2]"),
+        "{error:?}"
+    );
     assert_eq!(error.to_string(), "strides[2]: must be at least 1, got 0");
     let error = error_of("depth = 18\ndilations = [1, 0, 1, 1]");
-    assert!(matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "dilations[1]"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::TooSmall { field, value: 0, min: 1 } if field == "dilations[1]"),
+        "{error:?}"
+    );
 }
 
 #[test]
 fn out_indices_must_name_built_stages_once() {
     let error = error_of("depth = 50\nnum_stages = 3\nout_indices = [0, 3]");
-    assert!(matches!(error, ResNetError::OutIndexOutOfRange { index: 3, num_stages: 3 }), "{error:?}");
+    assert!(
+        matches!(
+            error,
+            ResNetError::OutIndexOutOfRange {
+                index: 3,
+                num_stages: 3
+            }
+        ),
+        "{error:?}"
+    );
     let error = error_of("depth = 50\nout_indices = [1, 2, 1]");
-    assert!(matches!(error, ResNetError::DuplicateOutIndex { index: 1 }), "{error:?}");
+    assert!(
+        matches!(error, ResNetError::DuplicateOutIndex { index: 1 }),
+        "{error:?}"
+    );
     let error = error_of("depth = 50\nout_indices = []");
     assert!(matches!(error, ResNetError::NoOutputs), "{error:?}");
     // The stem alone is a valid output.
-    assert!(config("depth = 50\nout_indices = []\nstem_output = true").validate().is_ok());
+    assert!(
+        config("depth = 50\nout_indices = []\nstem_output = true")
+            .validate()
+            .is_ok()
+    );
 }
 
 #[test]
 fn zero_channels_are_rejected() {
-    for field in ["in_channels", "base_channels", "stem_channels", "groups", "base_width"] {
+    for field in [
+        "in_channels",
+        "base_channels",
+        "stem_channels",
+        "groups",
+        "base_width",
+    ] {
         let error = error_of(&format!("depth = 50\n{field} = 0"));
         assert!(
             matches!(&error, ResNetError::TooSmall { field: f, value: 0, min: 1 } if f == field),
@@ -89,21 +125,30 @@ fn a_deep_stem_needs_at_least_two_channels() {
 #[test]
 fn resnext_groups_need_bottleneck_blocks() {
     let error = error_of("depth = 18\ngroups = 32");
-    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "groups"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == "groups"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("depth 18"), "{error}");
 }
 
 #[test]
 fn unknown_keys_and_wrong_types_are_parse_errors_with_the_key() {
     let error = error_of("depth = 50\nfrozen_stage = 1");
-    assert!(matches!(&error, ResNetError::Parse { source_name, .. } if source_name == "test.toml"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::Parse { source_name, .. } if source_name == "test.toml"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("frozen_stage"), "{error}");
     let error = error_of("depth = 50\nstyle = \"tensorflow\"");
     assert!(error.to_string().contains("tensorflow"), "{error}");
     let error = error_of("depth = \"fifty\"");
     assert!(error.to_string().contains("depth"), "{error}");
     let error = error_of("base_channels = 8");
-    assert!(error.to_string().contains("depth"), "missing depth: {error}");
+    assert!(
+        error.to_string().contains("depth"),
+        "missing depth: {error}"
+    );
 }
 
 #[test]
@@ -117,13 +162,25 @@ fn a_missing_config_file_is_an_io_error_naming_the_path() {
 fn an_input_of_the_wrong_shape_is_an_error_not_a_panic() {
     use burn::tensor::Tensor;
     for (_, device) in crate::common::devices() {
-        let backbone = config("depth = 18\nbase_channels = 4").init(&device).unwrap();
-        let error = backbone.try_forward(Tensor::<4>::zeros([1, 1, 32, 32], &device)).unwrap_err();
+        let backbone = config("depth = 18\nbase_channels = 4")
+            .init(&device)
+            .unwrap();
+        let error = backbone
+            .try_forward(Tensor::<4>::zeros([1, 1, 32, 32], &device))
+            .unwrap_err();
         assert!(
-            matches!(error, ResNetError::InputShape { expected_channels: 3, got: [1, 1, 32, 32] }),
+            matches!(
+                error,
+                ResNetError::InputShape {
+                    expected_channels: 3,
+                    got: [1, 1, 32, 32]
+                }
+            ),
             "{error:?}"
         );
-        let error = backbone.try_forward(Tensor::<4>::zeros([1, 3, 0, 32], &device)).unwrap_err();
+        let error = backbone
+            .try_forward(Tensor::<4>::zeros([1, 3, 0, 32], &device))
+            .unwrap_err();
         assert!(matches!(error, ResNetError::InputShape { .. }), "{error:?}");
     }
 }
@@ -139,13 +196,35 @@ fn inputs_below_the_smallest_size_a_config_takes_are_refused_with_the_minimum() 
     let spec = config(toml).validate().unwrap();
     // Stage 4 is at stride 32: a side of 33 gives ceil(33 / 32) = 2.
     assert_eq!(spec.min_input_size().map(|(min, _)| min), Some(33));
-    assert_eq!(config("depth = 50").validate().unwrap().min_input_size(), None);
+    assert_eq!(
+        config("depth = 50").validate().unwrap().min_input_size(),
+        None
+    );
     for (_, device) in crate::common::devices() {
         let backbone = config(toml).init(&device).unwrap();
-        let error = backbone.try_forward(Tensor::<4>::zeros([1, 3, 33, 17], &device)).unwrap_err();
-        assert!(matches!(error, ResNetError::InputTooSmall { min: 33, got_height: 33, got_width: 17, .. }), "{error:?}");
-        assert!(error.to_string().contains("smallest input is 33x33") && error.to_string().contains("layer4"), "{error}");
-        let features = backbone.try_forward(Tensor::<4>::zeros([1, 3, 33, 33], &device)).unwrap();
+        let error = backbone
+            .try_forward(Tensor::<4>::zeros([1, 3, 33, 17], &device))
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ResNetError::InputTooSmall {
+                    min: 33,
+                    got_height: 33,
+                    got_width: 17,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            error.to_string().contains("smallest input is 33x33")
+                && error.to_string().contains("layer4"),
+            "{error}"
+        );
+        let features = backbone
+            .try_forward(Tensor::<4>::zeros([1, 3, 33, 33], &device))
+            .unwrap();
         assert_eq!(features[3].dims(), [1, 256, 2, 2]);
     }
 }

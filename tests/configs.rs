@@ -47,21 +47,28 @@ fn every_shipped_config_outputs_the_published_channels_and_strides() {
     // Odd sides: a stride-s stage maps n to ceil(n / s).
     let (height, width): (usize, usize) = (33, 47);
     for (name, expected) in SHIPPED {
-        let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
+        let config =
+            ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
         for (backend, device) in devices() {
             let backbone = config.init(&device).unwrap();
             let info = backbone.feature_info();
             let reported: Vec<_> = info.iter().map(|f| (f.channels, f.reduction)).collect();
             assert_eq!(reported, expected, "{name}: feature_info");
 
-            let features = backbone.try_forward(Tensor::<4>::ones([1, 3, height, width], &device)).unwrap();
+            let features = backbone
+                .try_forward(Tensor::<4>::ones([1, 3, height, width], &device))
+                .unwrap();
             assert_eq!(features.len(), 4, "{name} on {backend}");
             for (feature, (channels, stride)) in features.iter().zip(expected) {
                 let dims = [1, channels, height.div_ceil(stride), width.div_ceil(stride)];
                 assert_eq!(feature.dims(), dims, "{name} on {backend}");
             }
             for (feature, meta) in features.iter().zip(&info) {
-                assert_eq!(feature.dims()[2..], meta.spatial_size(height, width), "{name}: spatial_size");
+                assert_eq!(
+                    feature.dims()[2..],
+                    meta.spatial_size(height, width),
+                    "{name}: spatial_size"
+                );
             }
         }
     }
@@ -69,18 +76,31 @@ fn every_shipped_config_outputs_the_published_channels_and_strides() {
 
 #[test]
 fn the_stem_output_c1_comes_first_at_stride_2() {
-    let config = crate::common::config("depth = 50\nbase_channels = 8\nstem_output = true\nout_indices = [0, 3]");
+    let config = crate::common::config(
+        "depth = 50\nbase_channels = 8\nstem_output = true\nout_indices = [0, 3]",
+    );
     for (backend, device) in devices() {
         let backbone = config.init(&device).unwrap();
         let info = backbone.feature_info();
-        let names: Vec<_> = info.iter().map(|f| (f.module, f.level_name(), f.stage)).collect();
+        let names: Vec<_> = info
+            .iter()
+            .map(|f| (f.module, f.level_name(), f.stage))
+            .collect();
         assert_eq!(
             names,
-            [("stem", "C1".to_string(), None), ("layer1", "C2".into(), Some(0)), ("layer4", "C5".into(), Some(3))]
+            [
+                ("stem", "C1".to_string(), None),
+                ("layer1", "C2".into(), Some(0)),
+                ("layer4", "C5".into(), Some(3))
+            ]
         );
         let features = backbone.forward(Tensor::<4>::ones([2, 3, 32, 32], &device));
         let dims: Vec<_> = features.iter().map(|f| f.dims()).collect();
-        assert_eq!(dims, [[2, 8, 16, 16], [2, 32, 8, 8], [2, 256, 1, 1]], "{backend}");
+        assert_eq!(
+            dims,
+            [[2, 8, 16, 16], [2, 32, 8, 8], [2, 256, 1, 1]],
+            "{backend}"
+        );
     }
 }
 
@@ -97,7 +117,9 @@ fn out_indices_are_returned_in_stage_order() {
 
 #[test]
 fn the_stem_alone_can_be_the_only_output() {
-    let config = crate::common::config("depth = 18\nbase_channels = 4\nout_indices = []\nstem_output = true");
+    let config = crate::common::config(
+        "depth = 18\nbase_channels = 4\nout_indices = []\nstem_output = true",
+    );
     for (_, device) in devices() {
         let backbone = config.init(&device).unwrap();
         let features = backbone.forward(Tensor::<4>::ones([1, 3, 30, 30], &device));

@@ -15,7 +15,9 @@ const DCN_STAGES_2_TO_4: &str = "stage_with_dcn = [false, true, true, true]";
 fn error_of(toml: &str) -> ResNetError {
     match ResNetConfig::from_toml_str(toml, "test.toml") {
         Err(error) => error,
-        Ok(config) => config.validate().expect_err("the config should be rejected"),
+        Ok(config) => config
+            .validate()
+            .expect_err("the config should be rejected"),
     }
 }
 
@@ -25,21 +27,52 @@ fn error_of(toml: &str) -> ResNetError {
 #[test]
 fn plain_weights_load_into_a_dcn_backbone_with_zero_offsets() {
     let dir = "tests/fixtures/parity";
-    let plain = std::fs::read_to_string(repo_path(&format!("{dir}/resnet50_pytorch.toml"))).unwrap();
-    let dcn = config(&format!("{plain}\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\" }}\n"));
-    let (io, _) = read_safetensors(&repo_path(&format!("{dir}/resnet50_pytorch.io.safetensors")));
+    let plain =
+        std::fs::read_to_string(repo_path(&format!("{dir}/resnet50_pytorch.toml"))).unwrap();
+    let dcn = config(&format!(
+        "{plain}\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\" }}\n"
+    ));
+    let (io, _) = read_safetensors(&repo_path(&format!(
+        "{dir}/resnet50_pytorch.io.safetensors"
+    )));
     let weights = repo_path(&format!("{dir}/resnet50_pytorch.weights.safetensors"));
     for (backend, device) in devices() {
-        let (backbone, report) = dcn.init(&device).unwrap().load_weights(&weights, None).unwrap();
+        let (backbone, report) = dcn
+            .init(&device)
+            .unwrap()
+            .load_weights(&weights, None)
+            .unwrap();
         // Stages 2-4 of ResNet-50 have 4 + 6 + 3 blocks, each with an offset conv weight and bias.
-        assert_eq!(report.zero_offsets.len(), 2 * 13, "{:?}", report.zero_offsets);
-        assert!(report.zero_offsets.contains(&"layer3.5.conv2.conv_offset.weight".to_string()), "{:?}", report.zero_offsets);
-        let input = io.iter().find(|(name, _)| name == "input").unwrap().1.to_tensor(&device);
+        assert_eq!(
+            report.zero_offsets.len(),
+            2 * 13,
+            "{:?}",
+            report.zero_offsets
+        );
+        assert!(
+            report
+                .zero_offsets
+                .contains(&"layer3.5.conv2.conv_offset.weight".to_string()),
+            "{:?}",
+            report.zero_offsets
+        );
+        let input = io
+            .iter()
+            .find(|(name, _)| name == "input")
+            .unwrap()
+            .1
+            .to_tensor(&device);
         let features = backbone.forward(input);
         assert_eq!(features.len(), io.len() - 1, "{backend}: outputs");
-        for (feature, (name, expected)) in features.iter().zip(io.iter().filter(|(name, _)| name != "input")) {
+        for (feature, (name, expected)) in features
+            .iter()
+            .zip(io.iter().filter(|(name, _)| name != "input"))
+        {
             let error = relative_error(feature, expected);
-            assert!(error <= 1e-5, "{name} on {backend}: relative error {error:.2e}");
+            assert!(
+                error <= 1e-5,
+                "{name} on {backend}: relative error {error:.2e}"
+            );
         }
     }
 }
@@ -48,19 +81,40 @@ fn plain_weights_load_into_a_dcn_backbone_with_zero_offsets() {
 #[test]
 fn a_checkpoint_with_some_offset_convs_must_have_all() {
     let dir = "tests/fixtures/parity";
-    let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/resnet50_dcnv2.toml"))).unwrap();
-    let bytes = std::fs::read(repo_path(&format!("{dir}/resnet50_dcnv2.weights.safetensors"))).unwrap();
+    let config =
+        ResNetConfig::from_toml_file(repo_path(&format!("{dir}/resnet50_dcnv2.toml"))).unwrap();
+    let bytes = std::fs::read(repo_path(&format!(
+        "{dir}/resnet50_dcnv2.weights.safetensors"
+    )))
+    .unwrap();
     let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let dropped = "layer4.2.conv2.conv_offset.bias";
-    let kept: HashMap<String, safetensors::tensor::TensorView> =
-        file.tensors().into_iter().filter(|(name, _)| name != dropped).collect();
-    let path = std::env::temp_dir().join(format!("burn-resnet-dcn-partial-{}.safetensors", std::process::id()));
+    let kept: HashMap<String, safetensors::tensor::TensorView> = file
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| name != dropped)
+        .collect();
+    let path = std::env::temp_dir().join(format!(
+        "burn-resnet-dcn-partial-{}.safetensors",
+        std::process::id()
+    ));
     safetensors::serialize_to_file(kept, None, &path).unwrap();
     let (_, device) = devices().remove(0);
-    let error = config.init(&device).unwrap().load_weights(&path, None).unwrap_err();
+    let error = config
+        .init(&device)
+        .unwrap()
+        .load_weights(&path, None)
+        .unwrap_err();
     std::fs::remove_file(&path).unwrap();
-    let ResNetError::Weights { problems, .. } = &error else { panic!("{error:?}") };
-    assert!(problems.iter().any(|p| p.starts_with(&format!("missing: {dropped}"))), "{error}");
+    let ResNetError::Weights { problems, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with(&format!("missing: {dropped}"))),
+        "{error}"
+    );
 }
 
 /// `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided: the first block of
@@ -75,10 +129,17 @@ fn fallback_on_stride_keeps_regular_convs_where_conv2_is_strided() {
         let backbone = config(&toml).init(&device).unwrap();
         for (stage, layer) in backbone.layers.iter().enumerate() {
             for (index, block) in layer.blocks.iter().enumerate() {
-                let Block::Bottleneck(block) = block else { panic!("bottleneck") };
+                let Block::Bottleneck(block) = block else {
+                    panic!("bottleneck")
+                };
                 let regular = matches!(block.conv2, SpatialConv::Regular(_));
                 let expected = stage == 0 || (index == 0 && first_block_regular);
-                assert_eq!(regular, expected, "{style}: layer{} block {index}", stage + 1);
+                assert_eq!(
+                    regular,
+                    expected,
+                    "{style}: layer{} block {index}",
+                    stage + 1
+                );
             }
         }
     }
@@ -86,30 +147,61 @@ fn fallback_on_stride_keeps_regular_convs_where_conv2_is_strided() {
 
 #[test]
 fn invalid_dcn_configs_are_typed_errors() {
-    let error = error_of("depth = 50\nstage_with_dcn = [false, true, true]\ndcn = { type = \"DCNv2\" }");
-    assert!(matches!(&error, ResNetError::WrongLength { field, expected: 4, got: 3 } if field == "stage_with_dcn"), "{error:?}");
+    let error =
+        error_of("depth = 50\nstage_with_dcn = [false, true, true]\ndcn = { type = \"DCNv2\" }");
+    assert!(
+        matches!(&error, ResNetError::WrongLength { field, expected: 4, got: 3 } if field == "stage_with_dcn"),
+        "{error:?}"
+    );
 
     let error = error_of(&format!("depth = 50\n{DCN_STAGES_2_TO_4}"));
-    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "stage_with_dcn"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == "stage_with_dcn"),
+        "{error:?}"
+    );
 
     let error = error_of("depth = 50\ndcn = { type = \"DCNv2\" }");
-    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn"), "{error:?}");
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("stage_with_dcn"), "{error}");
 
-    let error = error_of(&format!("depth = 18\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\" }}"));
-    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn"), "{error:?}");
+    let error = error_of(&format!(
+        "depth = 18\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\" }}"
+    ));
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("BasicBlock"), "{error}");
 
     // Stage 2's conv2 has 128 channels: 3 deform groups do not divide them.
-    let error = error_of(&format!("depth = 50\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\", deform_groups = 3 }}"));
-    assert!(matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn.deform_groups"), "{error:?}");
+    let error = error_of(&format!(
+        "depth = 50\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\", deform_groups = 3 }}"
+    ));
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == "dcn.deform_groups"),
+        "{error:?}"
+    );
     assert!(error.to_string().contains("128"), "{error}");
 
-    let error = error_of(&format!("depth = 50\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\", deform_groups = 0 }}"));
-    assert!(matches!(&error, ResNetError::TooSmall { field, .. } if field == "dcn.deform_groups"), "{error:?}");
+    let error = error_of(&format!(
+        "depth = 50\n{DCN_STAGES_2_TO_4}\ndcn = {{ type = \"DCN\", deform_groups = 0 }}"
+    ));
+    assert!(
+        matches!(&error, ResNetError::TooSmall { field, .. } if field == "dcn.deform_groups"),
+        "{error:?}"
+    );
 
-    for bad in ["dcn = { type = \"DCNv3\" }", "dcn = { type = \"DCN\", groups = 2 }"] {
+    for bad in [
+        "dcn = { type = \"DCNv3\" }",
+        "dcn = { type = \"DCN\", groups = 2 }",
+    ] {
         let error = error_of(&format!("depth = 50\n{DCN_STAGES_2_TO_4}\n{bad}"));
-        assert!(matches!(&error, ResNetError::Parse { .. }), "{bad}: {error:?}");
+        assert!(
+            matches!(&error, ResNetError::Parse { .. }),
+            "{bad}: {error:?}"
+        );
     }
 }

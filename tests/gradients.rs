@@ -9,7 +9,11 @@ fn check_gradients(toml: &str, expected_params: usize) {
     for (backend, device) in devices() {
         let training = device.clone().autodiff();
         let backbone = config(toml).init(&device).unwrap().fork(&training).train();
-        let images = Tensor::<4>::random([2, 3, 40, 40], burn::tensor::Distribution::Normal(0.0, 1.0), &training);
+        let images = Tensor::<4>::random(
+            [2, 3, 40, 40],
+            burn::tensor::Distribution::Normal(0.0, 1.0),
+            &training,
+        );
         let loss = backbone
             .forward(images)
             .into_iter()
@@ -18,14 +22,25 @@ fn check_gradients(toml: &str, expected_params: usize) {
             .unwrap();
         let grads = loss.backward();
         // BatchNorm running statistics are state, not parameters: not trainable.
-        let trainable: Vec<_> = float_tensors(&backbone, Some(&grads)).into_iter().filter(|t| t.trainable).collect();
-        assert_eq!(trainable.len(), expected_params, "{backend}: trainable tensors visited");
+        let trainable: Vec<_> = float_tensors(&backbone, Some(&grads))
+            .into_iter()
+            .filter(|t| t.trainable)
+            .collect();
+        assert_eq!(
+            trainable.len(),
+            expected_params,
+            "{backend}: trainable tensors visited"
+        );
         let problems: Vec<_> = trainable
             .iter()
             .filter_map(|t| match &t.grad {
                 None => Some(format!("{}: no gradient", t.path)),
-                Some(g) if g.iter().any(|v| !v.is_finite()) => Some(format!("{}: non-finite gradient", t.path)),
-                Some(g) if g.iter().all(|v| *v == 0.0) => Some(format!("{}: all-zero gradient", t.path)),
+                Some(g) if g.iter().any(|v| !v.is_finite()) => {
+                    Some(format!("{}: non-finite gradient", t.path))
+                }
+                Some(g) if g.iter().all(|v| *v == 0.0) => {
+                    Some(format!("{}: all-zero gradient", t.path))
+                }
                 Some(_) => None,
             })
             .collect();
@@ -39,7 +54,10 @@ fn check_gradients(toml: &str, expected_params: usize) {
 #[test]
 fn every_parameter_of_a_basic_block_resnet_gets_a_gradient() {
     // Stem conv + 2 norm tensors; 8 blocks x (2 convs + 2 norms x 2); 3 downsamples x 3.
-    check_gradients("depth = 18\nbase_channels = 4\nzero_init_residual = false", 3 + 8 * 6 + 3 * 3);
+    check_gradients(
+        "depth = 18\nbase_channels = 4\nzero_init_residual = false",
+        3 + 8 * 6 + 3 * 3,
+    );
 }
 
 #[test]

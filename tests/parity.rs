@@ -23,15 +23,29 @@ pub fn check_parity_in(dir: &str, case: &str, backend: Backend, device: &Device)
     let (inputs, outputs): (Vec<_>, Vec<_>) = io.iter().partition(|(name, _)| name == "input");
     assert_eq!(outputs.len(), config.validate().unwrap().out_indices.len());
 
-    let backbone = config.init(device).unwrap().load_mmdet_safetensors(&weights).unwrap();
+    let backbone = config
+        .init(device)
+        .unwrap()
+        .load_mmdet_safetensors(&weights)
+        .unwrap();
     // The backbone as loaded, and with its BatchNorms folded into the convs for inference.
-    for (variant, model) in [("", backbone.clone()), (" folded", backbone.fold_batch_norms())] {
+    for (variant, model) in [
+        ("", backbone.clone()),
+        (" folded", backbone.fold_batch_norms()),
+    ] {
         let features = model.try_forward(inputs[0].1.to_tensor(device)).unwrap();
-        assert_eq!(features.len(), outputs.len(), "{case}{variant} on {backend}: number of outputs");
+        assert_eq!(
+            features.len(),
+            outputs.len(),
+            "{case}{variant} on {backend}: number of outputs"
+        );
         for (feature, (name, expected)) in features.iter().zip(&outputs) {
             let error = relative_error(feature, expected);
             println!("{case}{variant} {name} on {backend}: relative error {error:.2e}");
-            assert!(error <= TOLERANCE, "{case}{variant} {name} on {backend}: relative error {error:.2e} > {TOLERANCE:.0e}");
+            assert!(
+                error <= TOLERANCE,
+                "{case}{variant} {name} on {backend}: relative error {error:.2e} > {TOLERANCE:.0e}"
+            );
         }
     }
 }
@@ -138,7 +152,17 @@ fn every_fixture_has_a_test() {
     let tested = 16 + 5; // and the five training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
-        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().ends_with(".io.safetensors"))
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".io.safetensors")
+        })
         .count();
-    assert_eq!(fixtures, tested, "a parity fixture was added or removed; add or remove its test");
+    assert_eq!(
+        fixtures, tested,
+        "a parity fixture was added or removed; add or remove its test"
+    );
 }

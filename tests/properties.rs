@@ -15,8 +15,28 @@ use crate::common::repo_path;
 /// Integers at and around every boundary the code has: 0, 1, small, powers of two near 2^32
 /// and 2^64 (TOML integers stop at i64::MAX), and negatives.
 fn integer() -> impl Strategy<Value = String> {
-    select(vec![0i64, 1, 2, 3, 4, 8, 9, 16, 64, 255, 1 << 31, 1 << 32, (1 << 32) + 1, 1 << 40, 1 << 62, i64::MAX, -1, -2, i64::MIN])
-        .prop_map(|v| v.to_string())
+    select(vec![
+        0i64,
+        1,
+        2,
+        3,
+        4,
+        8,
+        9,
+        16,
+        64,
+        255,
+        1 << 31,
+        1 << 32,
+        (1 << 32) + 1,
+        1 << 40,
+        1 << 62,
+        i64::MAX,
+        -1,
+        -2,
+        i64::MIN,
+    ])
+    .prop_map(|v| v.to_string())
 }
 
 /// Small integers most of the time, so that many configs validate; extremes the rest.
@@ -25,7 +45,11 @@ fn count() -> impl Strategy<Value = String> {
 }
 
 fn ratio() -> impl Strategy<Value = String> {
-    select(vec!["0.0625", "0.25", "1.0", "1e-9", "1e6", "1e12", "1e15", "1e300", "0.0", "-1.0", "nan", "inf", "-inf"]).prop_map(String::from)
+    select(vec![
+        "0.0625", "0.25", "1.0", "1e-9", "1e6", "1e12", "1e15", "1e300", "0.0", "-1.0", "nan",
+        "inf", "-inf",
+    ])
+    .prop_map(String::from)
 }
 
 fn list(item: impl Strategy<Value = String>) -> impl Strategy<Value = String> {
@@ -41,8 +65,17 @@ fn plugin() -> impl Strategy<Value = String> {
         (count(), count(), count(), select(vec!["-1", "4", "8", "4000000000", "9223372036854775807"]))
             .prop_map(|(h, kv, q, d)| format!("{{ type = \"GeneralizedAttention\", num_heads = {h}, kv_stride = {kv}, q_stride = {q}, position_embedding_dim = {d} }}")),
     ];
-    (position, cfg, prop::option::of(list(select(vec!["true", "false"]).prop_map(String::from))))
-        .prop_map(|(p, c, stages)| format!("[[plugins]]\nposition = \"{p}\"\ncfg = {c}\n{}", stages.map_or(String::new(), |s| format!("stages = {s}\n"))))
+    (
+        position,
+        cfg,
+        prop::option::of(list(select(vec!["true", "false"]).prop_map(String::from))),
+    )
+        .prop_map(|(p, c, stages)| {
+            format!(
+                "[[plugins]]\nposition = \"{p}\"\ncfg = {c}\n{}",
+                stages.map_or(String::new(), |s| format!("stages = {s}\n"))
+            )
+        })
 }
 
 /// A config: `depth` and any of the other keys, each with an ordinary or an extreme value.
@@ -59,16 +92,38 @@ fn config_text() -> impl Strategy<Value = String> {
         prop::option::of(count().prop_map(|v| format!("groups = {v}"))),
         prop::option::of(count().prop_map(|v| format!("base_width = {v}"))),
         prop::option::of(integer().prop_map(|v| format!("frozen_stages = {v}"))),
-        (any::<bool>(), any::<bool>(), any::<bool>()).prop_map(|(d, a, s)| format!("deep_stem = {d}\navg_down = {a}\nstem_output = {s}")),
-        prop::option::of(count().prop_map(|v| format!("norm_cfg = {{ type = \"GN\", num_groups = {v} }}"))),
+        (any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(d, a, s)| format!("deep_stem = {d}\navg_down = {a}\nstem_output = {s}")),
+        prop::option::of(
+            count().prop_map(|v| format!("norm_cfg = {{ type = \"GN\", num_groups = {v} }}")),
+        ),
     );
-    let dcn = prop::option::of((select(vec!["DCN", "DCNv2"]), count(), list(select(vec!["true", "false"]).prop_map(String::from))))
-        .prop_map(|dcn| dcn.map_or(String::new(), |(kind, groups, mask)| format!("dcn = {{ type = \"{kind}\", deform_groups = {groups} }}\nstage_with_dcn = {mask}")));
-    (depth, keys, dcn, prop::collection::vec(plugin(), 0..3)).prop_map(|(depth, keys, dcn, plugins)| {
-        let (a, b, c, d, e, f, g, h, i, j, k, l) = keys;
-        let lines: Vec<String> = [a, b, c, d, e, f, g, h, i, j, Some(k), l, Some(dcn)].into_iter().flatten().collect();
-        format!("depth = {depth}\n{}\n{}", lines.join("\n"), plugins.join(""))
-    })
+    let dcn = prop::option::of((
+        select(vec!["DCN", "DCNv2"]),
+        count(),
+        list(select(vec!["true", "false"]).prop_map(String::from)),
+    ))
+    .prop_map(|dcn| {
+        dcn.map_or(String::new(), |(kind, groups, mask)| {
+            format!(
+                "dcn = {{ type = \"{kind}\", deform_groups = {groups} }}\nstage_with_dcn = {mask}"
+            )
+        })
+    });
+    (depth, keys, dcn, prop::collection::vec(plugin(), 0..3)).prop_map(
+        |(depth, keys, dcn, plugins)| {
+            let (a, b, c, d, e, f, g, h, i, j, k, l) = keys;
+            let lines: Vec<String> = [a, b, c, d, e, f, g, h, i, j, Some(k), l, Some(dcn)]
+                .into_iter()
+                .flatten()
+                .collect();
+            format!(
+                "depth = {depth}\n{}\n{}",
+                lines.join("\n"),
+                plugins.join("")
+            )
+        },
+    )
 }
 
 proptest! {
@@ -148,7 +203,11 @@ proptest! {
 }
 
 /// `bytes` cut at `cut` (when given) with `flips` XORed in.
-fn damage(bytes: &[u8], cut: Option<prop::sample::Index>, flips: &[(prop::sample::Index, u8)]) -> Vec<u8> {
+fn damage(
+    bytes: &[u8],
+    cut: Option<prop::sample::Index>,
+    flips: &[(prop::sample::Index, u8)],
+) -> Vec<u8> {
     let mut damaged = bytes.to_vec();
     for (at, mask) in flips {
         let i = at.index(damaged.len());
@@ -162,7 +221,11 @@ fn damage(bytes: &[u8], cut: Option<prop::sample::Index>, flips: &[(prop::sample
 
 /// A file in this test thread's scratch directory.
 fn scratch(name: &str) -> std::path::PathBuf {
-    let directory = std::env::temp_dir().join(format!("burn-resnet-properties-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let directory = std::env::temp_dir().join(format!(
+        "burn-resnet-properties-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     std::fs::create_dir_all(&directory).unwrap();
     directory.join(name)
 }

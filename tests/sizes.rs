@@ -19,11 +19,23 @@ fn outcome(toml: &str, side: usize) -> Result<ModelSummary, ResNetError> {
 #[test]
 fn channel_counts_that_overflow_are_overflow_errors_naming_the_field() {
     for (toml, field) in [
-        ("depth = 50\nbase_channels = 4611686018427387904", "base_channels"),
+        (
+            "depth = 50\nbase_channels = 4611686018427387904",
+            "base_channels",
+        ),
         ("depth = 50\nbase_channels = 1000000000", "base_channels"),
-        ("depth = 18\nin_channels = 4611686018427387904", "in_channels"),
-        ("depth = 50\ngroups = 4611686018427387904\nbase_width = 4", "groups"),
-        ("depth = 18\nstrides = [4294967296, 4294967296, 1, 1]", "strides"),
+        (
+            "depth = 18\nin_channels = 4611686018427387904",
+            "in_channels",
+        ),
+        (
+            "depth = 50\ngroups = 4611686018427387904\nbase_width = 4",
+            "groups",
+        ),
+        (
+            "depth = 18\nstrides = [4294967296, 4294967296, 1, 1]",
+            "strides",
+        ),
     ] {
         match outcome(toml, 64) {
             Err(ResNetError::Overflow { field: got, .. }) => assert_eq!(got, field, "{toml}"),
@@ -51,7 +63,9 @@ fn weights_larger_than_the_limit_are_refused_with_the_estimate() {
         "depth = 50\n[[plugins]]\nposition = \"after_conv3\"\ncfg = { type = \"SE\", rd_ratio = 1e6 }",
     ] {
         match outcome(toml, 32) {
-            Err(ResNetError::OutOfMemory { needed, limit, .. }) => assert!(needed > limit, "{toml}"),
+            Err(ResNetError::OutOfMemory { needed, limit, .. }) => {
+                assert!(needed > limit, "{toml}")
+            }
             other => panic!("{toml}: expected an out-of-memory error, got {other:?}"),
         }
     }
@@ -75,11 +89,16 @@ fn input_sizes_whose_figures_overflow_are_errors_not_wrapped_numbers() {
     let spec = config("depth = 50").validate().unwrap();
     for side in [1usize << 32, usize::MAX, usize::MAX - 1] {
         match ModelSummary::new(&spec, side, side) {
-            Err(ResNetError::Overflow { field, .. }) => assert!(field.starts_with("input "), "{field}"),
+            Err(ResNetError::Overflow { field, .. }) => {
+                assert!(field.starts_with("input "), "{field}")
+            }
             other => panic!("{side}: expected an overflow, got {other:?}"),
         }
     }
-    assert!(matches!(ModelSummary::new(&spec, 0, 8), Err(ResNetError::TooSmall { .. })));
+    assert!(matches!(
+        ModelSummary::new(&spec, 0, 8),
+        Err(ResNetError::TooSmall { .. })
+    ));
     // The largest sizes that fit give figures that grow with the input (nothing wrapped).
     let small = ModelSummary::new(&spec, 224, 224).unwrap();
     let large = ModelSummary::new(&spec, 1 << 20, 1 << 20).unwrap();
@@ -97,16 +116,33 @@ fn the_memory_estimate_counts_weights_activations_and_training_state() {
     // The largest map of a ResNet-50 at 224: layer1's 256 x 56 x 56 (the stem's 64 x 112 x 112
     // is smaller).
     assert_eq!(summary.largest_activation(), 256 * 56 * 56);
-    assert_eq!(inference.activations, 4 * (3 * 224 * 224 + 4 * 256 * 56 * 56));
+    assert_eq!(
+        inference.activations,
+        4 * (3 * 224 * 224 + 4 * 256 * 56 * 56)
+    );
     let training = summary.memory(8, Workload::Training).unwrap();
     assert_eq!(training.training_state, 3 * training.weights);
-    assert_eq!(training.activations, 8 * 4 * (3 * 224 * 224 + 3 * summary.total_activations()));
+    assert_eq!(
+        training.activations,
+        8 * 4 * (3 * 224 * 224 + 3 * summary.total_activations())
+    );
     assert!(training.total() > summary.memory(8, Workload::Inference).unwrap().total());
-    let huge = ModelSummary::new(&spec, 100_000, 100_000).unwrap().memory(64, Workload::Training).unwrap();
-    let error = huge.check("training", &limit("24GiB")).unwrap_err().to_string();
-    assert!(error.contains("needs an estimated") && error.contains("24.0 GiB"), "{error}");
+    let huge = ModelSummary::new(&spec, 100_000, 100_000)
+        .unwrap()
+        .memory(64, Workload::Training)
+        .unwrap();
+    let error = huge
+        .check("training", &limit("24GiB"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("needs an estimated") && error.contains("24.0 GiB"),
+        "{error}"
+    );
     assert!(matches!(
-        ModelSummary::new(&spec, 1 << 20, 1 << 20).unwrap().memory(usize::MAX, Workload::Training),
+        ModelSummary::new(&spec, 1 << 20, 1 << 20)
+            .unwrap()
+            .memory(usize::MAX, Workload::Training),
         Err(ResNetError::Overflow { .. })
     ));
 }
@@ -120,7 +156,13 @@ fn memory_limits_parse_units_and_refuse_nonsense() {
     assert_eq!(limit("4096").bytes, Some(4096));
     assert_eq!(limit("none").bytes, None);
     for bad in ["", "GiB", "-1GiB", "12 parsecs", "1e400", "0", "NaN"] {
-        assert!(matches!(MemoryLimit::parse(bad, "--memory-limit"), Err(ResNetError::Parse { .. })), "{bad}");
+        assert!(
+            matches!(
+                MemoryLimit::parse(bad, "--memory-limit"),
+                Err(ResNetError::Parse { .. })
+            ),
+            "{bad}"
+        );
     }
 }
 
@@ -130,11 +172,16 @@ fn fpn_sizes_that_cannot_fit_are_errors() {
     let spec = config("depth = 18").validate().unwrap();
     let features = burn_resnet::features::feature_info(&spec);
     let overflow = FpnConfig::new(usize::MAX / 2, 5).validate(&features);
-    assert!(matches!(overflow, Err(ResNetError::Overflow { .. })), "{overflow:?}");
+    assert!(
+        matches!(overflow, Err(ResNetError::Overflow { .. })),
+        "{overflow:?}"
+    );
     let levels = FpnConfig::new(8, usize::MAX).validate(&features);
-    assert!(matches!(levels, Err(ResNetError::Incompatible { .. })), "{levels:?}");
+    assert!(
+        matches!(levels, Err(ResNetError::Incompatible { .. })),
+        "{levels:?}"
+    );
     let huge = FpnConfig::new(100_000_000, 5).validate(&features).unwrap();
     let bytes = huge.params().unwrap() * 4;
     assert!(bytes > 24 << 30, "{bytes}");
 }
-

@@ -20,7 +20,11 @@ fn parameter_counts_match_torchvision_without_the_classifier() {
         ("resnet101", 44_549_160, 2048),
         ("resnet152", 60_192_808, 2048),
     ] {
-        assert_eq!(summary(name, 224).total_params(), total_with_fc - (fc_in * 1000 + 1000), "{name}");
+        assert_eq!(
+            summary(name, 224).total_params(),
+            total_with_fc - (fc_in * 1000 + 1000),
+            "{name}"
+        );
     }
 }
 
@@ -30,7 +34,11 @@ fn resnet50_costs_4_1_giga_multiply_adds_at_224() {
     let gmacs = summary.total_macs() as f64 / 1e9;
     // torchvision's 4.09 GMACs include the 2 M of the classifier.
     assert!((4.07..4.10).contains(&gmacs), "{gmacs}");
-    let outputs: Vec<_> = summary.stages.iter().map(|s| (s.name, s.output_size, s.out_channels)).collect();
+    let outputs: Vec<_> = summary
+        .stages
+        .iter()
+        .map(|s| (s.name, s.output_size, s.out_channels))
+        .collect();
     assert_eq!(
         outputs,
         [
@@ -47,14 +55,26 @@ fn resnet50_costs_4_1_giga_multiply_adds_at_224() {
 /// PyTorch's `sum(p.numel() for p in model.parameters())` counts).
 pub(crate) fn parameters(backbone: &impl Module) -> usize {
     let tensors = float_tensors(backbone, None);
-    tensors.iter().filter(|t| !t.path.ends_with("running_mean") && !t.path.ends_with("running_var")).map(|t| t.values.len()).sum()
+    tensors
+        .iter()
+        .filter(|t| !t.path.ends_with("running_mean") && !t.path.ends_with("running_var"))
+        .map(|t| t.values.len())
+        .sum()
 }
 
 /// Every shipped config.
 fn shipped_configs() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(repo_path("configs"))
         .unwrap()
-        .filter_map(|entry| entry.unwrap().file_name().into_string().ok()?.strip_suffix(".toml").map(str::to_string))
+        .filter_map(|entry| {
+            entry
+                .unwrap()
+                .file_name()
+                .into_string()
+                .ok()?
+                .strip_suffix(".toml")
+                .map(str::to_string)
+        })
         .collect();
     names.sort();
     assert!(names.len() >= 15, "configs/: {names:?}");
@@ -65,17 +85,26 @@ fn shipped_configs() -> Vec<String> {
 fn the_summary_counts_every_parameter_of_every_shipped_config() {
     let (_, device) = devices().remove(0);
     for name in shipped_configs() {
-        let config = ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
+        let config =
+            ResNetConfig::from_toml_file(repo_path(&format!("configs/{name}.toml"))).unwrap();
         let backbone = config.init(&device).unwrap();
         let summary = summary(&name, 224);
         assert_eq!(summary.total_params(), parameters(&backbone), "{name}");
-        assert_eq!(summary.total_params(), backbone.num_params() - running_statistics(&backbone), "{name}");
+        assert_eq!(
+            summary.total_params(),
+            backbone.num_params() - running_statistics(&backbone),
+            "{name}"
+        );
     }
 }
 
 /// Elements of the BatchNorm running statistics.
 fn running_statistics(backbone: &impl Module) -> usize {
-    float_tensors(backbone, None).iter().filter(|t| t.path.ends_with("running_mean") || t.path.ends_with("running_var")).map(|t| t.values.len()).sum()
+    float_tensors(backbone, None)
+        .iter()
+        .filter(|t| t.path.ends_with("running_mean") || t.path.ends_with("running_var"))
+        .map(|t| t.values.len())
+        .sum()
 }
 
 /// Every plugin type and setting, at every position it can take, on Bottleneck and BasicBlock
@@ -98,7 +127,10 @@ fn the_summary_counts_every_plugin_and_dcn() {
     ];
     let mut cases = Vec::new();
     for plugin in plugins {
-        for (depth, positions) in [(50, &["after_conv1", "after_conv2", "after_conv3"][..]), (18, &["after_conv1", "after_conv2"][..])] {
+        for (depth, positions) in [
+            (50, &["after_conv1", "after_conv2", "after_conv3"][..]),
+            (18, &["after_conv1", "after_conv2"][..]),
+        ] {
             for position in positions {
                 cases.push(format!(
                     "depth = {depth}\nbase_channels = 16\n[[plugins]]\nposition = \"{position}\"\nstages = [false, true, false, true]\ncfg = {plugin}"
@@ -114,7 +146,10 @@ fn the_summary_counts_every_plugin_and_dcn() {
         // An odd size, so that strided and pooled positions round.
         let summary = ModelSummary::new(&config.validate().unwrap(), 75, 61).unwrap();
         assert_eq!(summary.total_params(), parameters(&backbone), "{toml}");
-        assert!(toml.contains("dcn") || summary.plugin_params() > 0, "{toml}");
+        assert!(
+            toml.contains("dcn") || summary.plugin_params() > 0,
+            "{toml}"
+        );
     }
 }
 
@@ -143,7 +178,8 @@ struct MmdetCount {
 /// position, GroupNorm, FrozenBN, DCN and DCNv2.
 #[test]
 fn the_summary_and_the_module_count_what_mmdet_counts() {
-    let text = std::fs::read_to_string(repo_path("tests/fixtures/mmdet_param_counts.json")).unwrap();
+    let text =
+        std::fs::read_to_string(repo_path("tests/fixtures/mmdet_param_counts.json")).unwrap();
     let counts: Vec<MmdetCount> = serde_json::from_str(&text).unwrap();
     assert!(counts.len() >= 40, "{} entries", counts.len());
     let (_, device) = devices().remove(0);
@@ -152,13 +188,27 @@ fn the_summary_and_the_module_count_what_mmdet_counts() {
         shipped += entry.path.is_some() as usize;
         let config = fixture_config(&entry.name, &entry.path, &entry.toml);
         let summary = ModelSummary::new(&config.validate().unwrap(), 64, 64).unwrap();
-        assert_eq!(summary.total_params(), entry.params, "{}: the summary against mmdet", entry.name);
+        assert_eq!(
+            summary.total_params(),
+            entry.params,
+            "{}: the summary against mmdet",
+            entry.name
+        );
         // Building full-width networks is slow in a debug test build; the small ones are built.
         if entry.params < 5_000_000 {
-            assert_eq!(parameters(&config.init(&device).unwrap()), entry.params, "{}: the module against mmdet", entry.name);
+            assert_eq!(
+                parameters(&config.init(&device).unwrap()),
+                entry.params,
+                "{}: the module against mmdet",
+                entry.name
+            );
         }
     }
-    assert_eq!(shipped, shipped_configs().len(), "every shipped config has an mmdet count");
+    assert_eq!(
+        shipped,
+        shipped_configs().len(),
+        "every shipped config has an mmdet count"
+    );
 }
 
 /// One entry of `tools/mmdet_macs.py`'s record: the multiply-accumulates fvcore counts on
@@ -188,13 +238,27 @@ fn the_summarys_multiply_adds_are_what_fvcore_counts_on_mmdets_network() {
     let mut larger = Vec::new();
     for entry in entries {
         let config = fixture_config(&entry.name, &entry.path, &entry.toml);
-        let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width).unwrap().total_macs();
-        let broadcast_in_mmcv = entry.toml.as_deref().is_some_and(|t| t.contains("\"0010\"") || t.contains("\"0001\""));
+        let macs = ModelSummary::new(&config.validate().unwrap(), entry.height, entry.width)
+            .unwrap()
+            .total_macs();
+        let broadcast_in_mmcv = entry
+            .toml
+            .as_deref()
+            .is_some_and(|t| t.contains("\"0010\"") || t.contains("\"0001\""));
         if broadcast_in_mmcv {
-            assert!(macs > entry.macs, "{}: {macs} MACs, mmdet's {}", entry.name, entry.macs);
+            assert!(
+                macs > entry.macs,
+                "{}: {macs} MACs, mmdet's {}",
+                entry.name,
+                entry.macs
+            );
             larger.push(entry.name);
         } else {
-            assert_eq!(macs, entry.macs, "{}: the summary against fvcore on mmdet's network", entry.name);
+            assert_eq!(
+                macs, entry.macs,
+                "{}: the summary against fvcore on mmdet's network",
+                entry.name
+            );
         }
     }
     assert_eq!(larger.len(), 2, "{larger:?}");

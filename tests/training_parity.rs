@@ -44,12 +44,20 @@ fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
 }
 
 fn l2_norm(values: &[f32]) -> f64 {
-    values.iter().map(|v| (*v as f64).powi(2)).sum::<f64>().sqrt()
+    values
+        .iter()
+        .map(|v| (*v as f64).powi(2))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// `‖actual − expected‖ / max(‖expected‖, floor)`.
 fn l2_relative_with_floor(actual: &[f32], expected: &[f32], floor: f64) -> f32 {
-    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
+    let diff: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| ((a - e) as f64).powi(2))
+        .sum();
     (diff.sqrt() / l2_norm(expected).max(floor)) as f32
 }
 
@@ -81,14 +89,28 @@ pub fn reference_step(case: &str, device: &Device) -> TrainingStep {
     let dir = "tests/fixtures/parity";
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
     let (io, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
-    let mut outputs: Vec<_> = io.iter().filter(|(n, _)| n.starts_with("output.")).collect();
+    let mut outputs: Vec<_> = io
+        .iter()
+        .filter(|(n, _)| n.starts_with("output."))
+        .collect();
     outputs.sort_by_key(|(n, _)| n["output.".len()..].parse::<usize>().unwrap());
     let loss = io.iter().find(|(n, _)| n == "loss").unwrap().1.values[0];
     // The reference file loads like a checkpoint: gradients where the parameters are,
     // running statistics after the forward where the statistics are.
     let after_step = repo_path(&format!("{dir}/{case}.grads.safetensors"));
-    let tensors = collect(&config.init(device).unwrap().load_mmdet_safetensors(&after_step).unwrap(), None);
-    TrainingStep { outputs: outputs.into_iter().map(|(_, t)| t.values.clone()).collect(), loss, tensors }
+    let tensors = collect(
+        &config
+            .init(device)
+            .unwrap()
+            .load_mmdet_safetensors(&after_step)
+            .unwrap(),
+        None,
+    );
+    TrainingStep {
+        outputs: outputs.into_iter().map(|(_, t)| t.values.clone()).collect(),
+        loss,
+        tensors,
+    }
 }
 
 /// One training step of a fixture's model on `device` (made autodiff here).
@@ -99,15 +121,29 @@ pub fn training_step(case: &str, device: &Device) -> TrainingStep {
     let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
     let weights = repo_path(&format!("{dir}/{case}.weights.safetensors"));
     let training = device.clone().autodiff();
-    let backbone = config.init(device).unwrap().load_mmdet_safetensors(&weights).unwrap().fork(&training).train();
+    let backbone = config
+        .init(device)
+        .unwrap()
+        .load_mmdet_safetensors(&weights)
+        .unwrap()
+        .fork(&training)
+        .train();
     let features = backbone.forward(input.to_tensor(&training));
     let outputs = features.iter().map(|f| values(f.clone())).collect();
-    let loss = features.into_iter().map(|f| f.mean()).reduce(|a, b| a + b).unwrap();
+    let loss = features
+        .into_iter()
+        .map(|f| f.mean())
+        .reduce(|a, b| a + b)
+        .unwrap();
     let loss_value = values(loss.clone())[0];
     let grads = loss.backward();
     // Burn applies running-statistic updates lazily (per thread); `valid()` syncs them.
     let _synced = backbone.valid();
-    TrainingStep { outputs, loss: loss_value, tensors: collect(&backbone, Some(&grads)) }
+    TrainingStep {
+        outputs,
+        loss: loss_value,
+        tensors: collect(&backbone, Some(&grads)),
+    }
 }
 
 /// Compare a training step with a reference within the bounds above; returns the worst
@@ -118,7 +154,9 @@ pub fn compare_steps(
     expected: &TrainingStep,
     (gradient_tolerance, statistics_tolerance): (f32, f32),
 ) -> (f32, String) {
-    compare_steps_with_bounds(what, actual, expected, statistics_tolerance, &|_| gradient_tolerance)
+    compare_steps_with_bounds(what, actual, expected, statistics_tolerance, &|_| {
+        gradient_tolerance
+    })
 }
 
 /// [`compare_steps`] with a gradient bound per tensor path.
@@ -129,18 +167,39 @@ fn compare_steps_with_bounds(
     statistics_tolerance: f32,
     gradient_bound: &dyn Fn(&str) -> f32,
 ) -> (f32, String) {
-    assert_eq!(actual.outputs.len(), expected.outputs.len(), "{what}: outputs");
+    assert_eq!(
+        actual.outputs.len(),
+        expected.outputs.len(),
+        "{what}: outputs"
+    );
     for (index, (a, e)) in actual.outputs.iter().zip(&expected.outputs).enumerate() {
         let error = l2_relative(a, e);
         println!("{what}: output.{index} relative error {error:.2e}");
-        assert!(error <= OUTPUT_TOLERANCE, "{what}: output.{index}: {error:.2e} > {OUTPUT_TOLERANCE:.0e}");
+        assert!(
+            error <= OUTPUT_TOLERANCE,
+            "{what}: output.{index}: {error:.2e} > {OUTPUT_TOLERANCE:.0e}"
+        );
     }
-    assert!((actual.loss - expected.loss).abs() <= 1e-5 * expected.loss.abs(), "{what}: loss {} vs {}", actual.loss, expected.loss);
-    assert_eq!(actual.tensors.len(), expected.tensors.len(), "{what}: tensors");
+    assert!(
+        (actual.loss - expected.loss).abs() <= 1e-5 * expected.loss.abs(),
+        "{what}: loss {} vs {}",
+        actual.loss,
+        expected.loss
+    );
+    assert_eq!(
+        actual.tensors.len(),
+        expected.tensors.len(),
+        "{what}: tensors"
+    );
     // Some gradients are zero in exact arithmetic (a softmax is shift-invariant, so the bias of
     // an attention-logit conv gets none): they are measured against 1e-4 of the median
     // gradient norm instead of their own (float32 leaves ~1e-7 there).
-    let mut norms: Vec<f64> = expected.tensors.iter().filter(|(p, _)| !p.contains("running_")).map(|(_, e)| l2_norm(e)).collect();
+    let mut norms: Vec<f64> = expected
+        .tensors
+        .iter()
+        .filter(|(p, _)| !p.contains("running_"))
+        .map(|(_, e)| l2_norm(e))
+        .collect();
     norms.sort_by(f64::total_cmp);
     let floor = 1e-4 * norms.get(norms.len() / 2).copied().unwrap_or(0.0);
     let mut worst = (0f32, String::new());
@@ -148,20 +207,37 @@ fn compare_steps_with_bounds(
         assert_eq!(path, expected_path);
         let error = l2_relative_with_floor(a, e, floor);
         let statistic = path.ends_with("running_mean") || path.ends_with("running_var");
-        let tolerance = if statistic { statistics_tolerance } else { gradient_bound(path) };
-        assert!(error <= tolerance, "{what}: {path}: relative error {error:.2e} > {tolerance:.1e}");
+        let tolerance = if statistic {
+            statistics_tolerance
+        } else {
+            gradient_bound(path)
+        };
+        assert!(
+            error <= tolerance,
+            "{what}: {path}: relative error {error:.2e} > {tolerance:.1e}"
+        );
         if error > worst.0 {
             worst = (error, path.clone());
         }
     }
-    println!("{what}: {} tensors, worst relative error {:.2e} ({})", expected.tensors.len(), worst.0, worst.1);
+    println!(
+        "{what}: {} tensors, worst relative error {:.2e} ({})",
+        expected.tensors.len(),
+        worst.0,
+        worst.1
+    );
     worst
 }
 
 fn check_training(case: &str, tolerances: (f32, f32)) {
     for (backend, device) in devices() {
         let expected = reference_step(case, &device);
-        compare_steps(&format!("{case} on {backend}"), &training_step(case, &device), &expected, tolerances);
+        compare_steps(
+            &format!("{case} on {backend}"),
+            &training_step(case, &device),
+            &expected,
+            tolerances,
+        );
     }
 }
 
@@ -172,7 +248,10 @@ fn resnet18_training_step_matches_mmdet() {
 
 #[test]
 fn resnet50_v1d_training_step_matches_mmdet() {
-    check_training("resnet50_v1d_train", (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE));
+    check_training(
+        "resnet50_v1d_train",
+        (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
+    );
 }
 
 /// ContextBlocks after conv3 (stages 2-4) and a NonLocal2d after conv2 (stage 3), trained.
@@ -197,10 +276,23 @@ fn resnet50_with_generalized_attention_training_step_matches_mmdet() {
     for (backend, device) in devices() {
         let bounds = sensitivity_bounds(case, &device);
         let loose = bounds.values().filter(|b| **b > GRADIENT_TOLERANCE).count();
-        println!("{case}: {loose} of {} gradients ill-conditioned (bound above {GRADIENT_TOLERANCE:.0e})", bounds.len());
-        let bound = |path: &str| *bounds.get(path).unwrap_or_else(|| panic!("{path}: no bound"));
+        println!(
+            "{case}: {loose} of {} gradients ill-conditioned (bound above {GRADIENT_TOLERANCE:.0e})",
+            bounds.len()
+        );
+        let bound = |path: &str| {
+            *bounds
+                .get(path)
+                .unwrap_or_else(|| panic!("{path}: no bound"))
+        };
         let expected = reference_step(case, &device);
-        compare_steps_with_bounds(&format!("{case} on {backend}"), &training_step(case, &device), &expected, ATTENTION_STATISTICS_TOLERANCE, &bound);
+        compare_steps_with_bounds(
+            &format!("{case} on {backend}"),
+            &training_step(case, &device),
+            &expected,
+            ATTENTION_STATISTICS_TOLERANCE,
+            &bound,
+        );
     }
 }
 
@@ -209,16 +301,30 @@ fn resnet50_with_generalized_attention_training_step_matches_mmdet() {
 /// one scalar per mmdet key, from `tools/gradient_sensitivity.py`).
 fn sensitivity_bounds(case: &str, device: &Device) -> HashMap<String, f32> {
     let dir = "tests/fixtures/parity";
-    let (sensitivities, _) = read_safetensors(&repo_path(&format!("{dir}/{case}.sensitivity.safetensors")));
-    let backbone = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap().init(device).unwrap();
+    let (sensitivities, _) =
+        read_safetensors(&repo_path(&format!("{dir}/{case}.sensitivity.safetensors")));
+    let backbone = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml")))
+        .unwrap()
+        .init(device)
+        .unwrap();
     let file_key = file_key_namer(WeightSource::Mmdet, &backbone);
-    let trainable: Vec<_> = float_tensors(&backbone, None).into_iter().filter(|t| !t.path.contains("running_")).collect();
-    assert_eq!(trainable.len(), sensitivities.len(), "{case}: one sensitivity per parameter");
+    let trainable: Vec<_> = float_tensors(&backbone, None)
+        .into_iter()
+        .filter(|t| !t.path.contains("running_"))
+        .collect();
+    assert_eq!(
+        trainable.len(),
+        sensitivities.len(),
+        "{case}: one sensitivity per parameter"
+    );
     trainable
         .into_iter()
         .map(|t| {
             let key = file_key(&t.path);
-            let (_, sensitivity) = sensitivities.iter().find(|(k, _)| *k == key).unwrap_or_else(|| panic!("{key} ({}): no sensitivity", t.path));
+            let (_, sensitivity) = sensitivities
+                .iter()
+                .find(|(k, _)| *k == key)
+                .unwrap_or_else(|| panic!("{key} ({}): no sensitivity", t.path));
             (t.path, GRADIENT_TOLERANCE.max(2.0 * sensitivity.values[0]))
         })
         .collect()

@@ -13,15 +13,25 @@ pub fn devices() -> Vec<(Backend, Device)> {
     let devices: Vec<_> = Backend::enabled()
         .into_iter()
         .filter(|backend| backend.is_cpu())
-        .map(|backend| (backend, backend.device().expect("an enabled backend has a device")))
+        .map(|backend| {
+            (
+                backend,
+                backend.device().expect("an enabled backend has a device"),
+            )
+        })
         .collect();
-    assert!(!devices.is_empty(), "build the tests with at least one CPU backend feature");
+    assert!(
+        !devices.is_empty(),
+        "build the tests with at least one CPU backend feature"
+    );
     devices
 }
 
 /// A path relative to the workspace root.
 pub fn repo_path(relative: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(relative)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(relative)
 }
 
 /// A tiny config from TOML text.
@@ -37,27 +47,46 @@ pub struct NamedTensor {
 
 impl NamedTensor {
     pub fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
-        Tensor::from_data(TensorData::new(self.values.clone(), self.shape.clone()), device)
+        Tensor::from_data(
+            TensorData::new(self.values.clone(), self.shape.clone()),
+            device,
+        )
     }
 }
 
 /// Read the float32 tensors and the metadata of a safetensors file.
-pub fn read_safetensors(path: &PathBuf) -> (Vec<(String, NamedTensor)>, std::collections::HashMap<String, String>) {
+pub fn read_safetensors(
+    path: &PathBuf,
+) -> (
+    Vec<(String, NamedTensor)>,
+    std::collections::HashMap<String, String>,
+) {
     let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let (_, metadata) = safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
+    let (_, metadata) =
+        safetensors::SafeTensors::read_metadata(&bytes).expect("safetensors header");
     let metadata = metadata.metadata().clone().unwrap_or_default();
     let file = safetensors::SafeTensors::deserialize(&bytes).expect("safetensors file");
     let mut tensors: Vec<_> = file
         .tensors()
         .into_iter()
         .map(|(name, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}: fixtures store float32");
+            assert_eq!(
+                view.dtype(),
+                safetensors::Dtype::F32,
+                "{name}: fixtures store float32"
+            );
             let values = view
                 .data()
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                 .collect();
-            (name, NamedTensor { shape: view.shape().to_vec(), values })
+            (
+                name,
+                NamedTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            )
         })
         .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
@@ -67,8 +96,16 @@ pub fn read_safetensors(path: &PathBuf) -> (Vec<(String, NamedTensor)>, std::col
 /// Largest absolute difference relative to the largest absolute expected value.
 pub fn relative_error(actual: &Tensor<4>, expected: &NamedTensor) -> f32 {
     assert_eq!(actual.dims().to_vec(), expected.shape, "shape");
-    let actual = actual.to_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data");
-    let scale = expected.values.iter().fold(0f32, |m, v| m.max(v.abs())).max(f32::MIN_POSITIVE);
+    let actual = actual
+        .to_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data");
+    let scale = expected
+        .values
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
     let diff = actual
         .iter()
         .zip(&expected.values)
@@ -78,7 +115,11 @@ pub fn relative_error(actual: &Tensor<4>, expected: &NamedTensor) -> f32 {
 
 /// Values of a tensor as f32.
 pub fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
-    tensor.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 data")
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// One float tensor of a module, found by [`float_tensors`].
@@ -113,10 +154,19 @@ pub fn float_tensors(module: &impl Module, grads: Option<&Gradients>) -> Vec<Flo
                 Some(grads) if trainable => tensor.grad(grads).map(values),
                 _ => None,
             };
-            self.tensors.push(FloatTensor { path: self.path.join("."), trainable, values: values(tensor), grad });
+            self.tensors.push(FloatTensor {
+                path: self.path.join("."),
+                trainable,
+                values: values(tensor),
+                grad,
+            });
         }
     }
-    let mut collect = Collect { grads, path: Vec::new(), tensors: Vec::new() };
+    let mut collect = Collect {
+        grads,
+        path: Vec::new(),
+        tensors: Vec::new(),
+    };
     module.visit(&mut collect);
     collect.tensors
 }
@@ -124,7 +174,11 @@ pub fn float_tensors(module: &impl Module, grads: Option<&Gradients>) -> Vec<Flo
 /// `‖actual − expected‖ / ‖expected‖` (L2 over all elements).
 pub fn l2_relative(actual: &[f32], expected: &[f32]) -> f64 {
     assert_eq!(actual.len(), expected.len(), "lengths");
-    let diff: f64 = actual.iter().zip(expected).map(|(a, e)| ((a - e) as f64).powi(2)).sum();
+    let diff: f64 = actual
+        .iter()
+        .zip(expected)
+        .map(|(a, e)| ((a - e) as f64).powi(2))
+        .sum();
     let norm: f64 = expected.iter().map(|e| (*e as f64).powi(2)).sum();
     diff.sqrt() / norm.sqrt().max(1e-30)
 }
@@ -139,12 +193,30 @@ pub fn read_as_f32(path: &PathBuf) -> Vec<(String, NamedTensor)> {
         .into_iter()
         .filter_map(|(name, view)| {
             let values: Vec<f32> = match view.dtype() {
-                safetensors::Dtype::F32 => view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-                safetensors::Dtype::F16 => view.data().chunks_exact(2).map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]]))).collect(),
-                safetensors::Dtype::BF16 => view.data().chunks_exact(2).map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16)).collect(),
+                safetensors::Dtype::F32 => view
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
+                safetensors::Dtype::F16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| f16_to_f32(u16::from_le_bytes([b[0], b[1]])))
+                    .collect(),
+                safetensors::Dtype::BF16 => view
+                    .data()
+                    .chunks_exact(2)
+                    .map(|b| f32::from_bits((u16::from_le_bytes([b[0], b[1]]) as u32) << 16))
+                    .collect(),
                 _ => return None,
             };
-            Some((name, NamedTensor { shape: view.shape().to_vec(), values }))
+            Some((
+                name,
+                NamedTensor {
+                    shape: view.shape().to_vec(),
+                    values,
+                },
+            ))
         })
         .collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));

@@ -5,14 +5,14 @@ use burn::tensor::{Device, Tensor};
 
 use crate::block::Block;
 use crate::config::{ResNetConfig, ResNetSpec};
-use crate::norm::Norm;
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
 use crate::layer::{ResLayer, stage_block_specs};
 use crate::memory::{MemoryEstimate, MemoryLimit};
-use crate::summary::ModelSummary;
+use crate::norm::Norm;
 use crate::plugin::{Plugin, PluginPosition};
 use crate::stem::Stem;
+use crate::summary::ModelSummary;
 
 /// A ResNet / ResNeXt backbone returning multi-scale features (mmdet's `ResNet`).
 ///
@@ -42,8 +42,17 @@ impl ResNet {
 
     /// Every norm of the backbone (stem, blocks, shortcuts), in module order.
     fn norms_mut(&mut self) -> Vec<&mut Norm> {
-        let mut norms: Vec<&mut Norm> = self.stem.layers.iter_mut().map(|layer| &mut layer.norm).collect();
-        for block in self.layers.iter_mut().flat_map(|layer| layer.blocks.iter_mut()) {
+        let mut norms: Vec<&mut Norm> = self
+            .stem
+            .layers
+            .iter_mut()
+            .map(|layer| &mut layer.norm)
+            .collect();
+        for block in self
+            .layers
+            .iter_mut()
+            .flat_map(|layer| layer.blocks.iter_mut())
+        {
             let downsample = match block {
                 Block::Basic(b) => {
                     norms.extend([&mut b.norm1, &mut b.norm2]);
@@ -75,9 +84,15 @@ impl ResNetSpec {
     /// checks; [`ModelSummary::memory`] estimates a whole workload).
     pub fn check_weights_memory(&self, limit: &MemoryLimit) -> Result<()> {
         let params = ModelSummary::new(self, 1, 1)?.total_params();
-        let estimate = MemoryEstimate::weights_only(params)
-            .ok_or_else(|| ResNetError::Overflow { field: "config".into(), what: "the weights' bytes".into() })?;
-        estimate.check(&format!("building the backbone ({params} parameters)"), limit)
+        let estimate =
+            MemoryEstimate::weights_only(params).ok_or_else(|| ResNetError::Overflow {
+                field: "config".into(),
+                what: "the weights' bytes".into(),
+            })?;
+        estimate.check(
+            &format!("building the backbone ({params} parameters)"),
+            limit,
+        )
     }
 }
 
@@ -142,7 +157,11 @@ impl ResNet {
         let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
         let stem_mode = self.spec.stage_mode(None);
         let c1 = match frozen(None) {
-            true => self.stem.clone().no_grad().forward(images.detach(), stem_mode),
+            true => self
+                .stem
+                .clone()
+                .no_grad()
+                .forward(images.detach(), stem_mode),
             false => self.stem.forward(images, stem_mode),
         };
         if self.spec.config.stem_output {
@@ -227,10 +246,22 @@ impl ResNet {
         let [_, channels, height, width] = dims;
         let expected_channels = self.spec.config.in_channels;
         if channels != expected_channels || height == 0 || width == 0 {
-            return Err(ResNetError::InputShape { expected_channels, got: dims });
+            return Err(ResNetError::InputShape {
+                expected_channels,
+                got: dims,
+            });
         }
-        if let Some((min, reason)) = self.spec.min_input_size().filter(|(min, _)| height < *min || width < *min) {
-            return Err(ResNetError::InputTooSmall { min, got_height: height, got_width: width, reason });
+        if let Some((min, reason)) = self
+            .spec
+            .min_input_size()
+            .filter(|(min, _)| height < *min || width < *min)
+        {
+            return Err(ResNetError::InputTooSmall {
+                min,
+                got_height: height,
+                got_width: width,
+                reason,
+            });
         }
         Ok(())
     }

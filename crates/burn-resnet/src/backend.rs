@@ -71,7 +71,11 @@ impl Backend {
             #[allow(unreachable_patterns)]
             other => Err(ResNetError::BackendNotEnabled {
                 backend: other.name(),
-                enabled: Self::enabled().iter().map(|b| b.name()).collect::<Vec<_>>().join(", "),
+                enabled: Self::enabled()
+                    .iter()
+                    .map(|b| b.name())
+                    .collect::<Vec<_>>()
+                    .join(", "),
             }),
         }
     }

@@ -33,10 +33,20 @@ pub(crate) fn checkpointed_block(
         Some(d) => Some((&d.conv, d.norm.training_batch_norm(mode, autodiff)?)),
         None => None,
     };
-    let norms: Vec<&BatchNorm> = main.iter().map(|(_, norm)| norm.training_batch_norm(mode, autodiff)).collect::<Option<_>>()?;
-    let affine: Vec<(Tensor<1>, Tensor<1>)> =
-        norms.iter().chain(shortcut.iter().map(|(_, bn)| bn)).map(|bn| affine_values(bn, mode.train_affine)).collect();
-    let weights: Vec<Tensor<4>> = main.iter().map(|(conv, _)| conv.weight.val()).chain(shortcut.iter().map(|(conv, _)| conv.weight.val())).collect();
+    let norms: Vec<&BatchNorm> = main
+        .iter()
+        .map(|(_, norm)| norm.training_batch_norm(mode, autodiff))
+        .collect::<Option<_>>()?;
+    let affine: Vec<(Tensor<1>, Tensor<1>)> = norms
+        .iter()
+        .chain(shortcut.iter().map(|(_, bn)| bn))
+        .map(|bn| affine_values(bn, mode.train_affine))
+        .collect();
+    let weights: Vec<Tensor<4>> = main
+        .iter()
+        .map(|(conv, _)| conv.weight.val())
+        .chain(shortcut.iter().map(|(conv, _)| conv.weight.val()))
+        .collect();
 
     let mut units = Vec::with_capacity(main.len());
     let mut input = x.dims();
@@ -47,7 +57,14 @@ pub(crate) fn checkpointed_block(
         }
         input = geometry.output()?;
         let (gamma, beta) = &affine[index];
-        units.push(UnitSpec { weight: &weights[index], gamma, beta, epsilon: bn.epsilon, geometry, relu: index + 1 < main.len() });
+        units.push(UnitSpec {
+            weight: &weights[index],
+            gamma,
+            beta,
+            epsilon: bn.epsilon,
+            geometry,
+            relu: index + 1 < main.len(),
+        });
     }
     let shortcut_unit = match shortcut {
         Some((conv, bn)) => {
@@ -56,7 +73,14 @@ pub(crate) fn checkpointed_block(
                 return None;
             }
             let (gamma, beta) = &affine[main.len()];
-            Some(UnitSpec { weight: &weights[main.len()], gamma, beta, epsilon: bn.epsilon, geometry, relu: false })
+            Some(UnitSpec {
+                weight: &weights[main.len()],
+                gamma,
+                beta,
+                epsilon: bn.epsilon,
+                geometry,
+                relu: false,
+            })
         }
         None if input != x.dims() => return None,
         None => None,

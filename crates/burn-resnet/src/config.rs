@@ -199,7 +199,11 @@ impl ResNetConfig {
         at_least("base_channels", self.base_channels, 1)?;
         let stem_channels = self.stem_channels.unwrap_or(self.base_channels);
         // The deep stem's first two convs have stem_channels / 2 outputs.
-        at_least("stem_channels", stem_channels, if self.deep_stem { 2 } else { 1 })?;
+        at_least(
+            "stem_channels",
+            stem_channels,
+            if self.deep_stem { 2 } else { 1 },
+        )?;
         at_least("groups", self.groups, 1)?;
         at_least("base_width", self.base_width, 1)?;
         if self.groups > 1 && block == BlockKind::Basic {
@@ -217,8 +221,17 @@ impl ResNetConfig {
         let dilations = per_stage("dilations", &self.dilations, &[1, 1, 1, 1], num_stages)?;
         // A 3x3 conv pads by its dilation: past 2^32 the padded side of any image overflows
         // the summary's arithmetic long before it means anything.
-        if let Some((i, &dilation)) = dilations.iter().enumerate().find(|(_, d)| **d > MAX_DILATION) {
-            return Err(ResNetError::OutOfRange { field: format!("dilations[{i}]"), value: dilation.min(i64::MAX as usize) as i64, min: 1, max: MAX_DILATION as i64 });
+        if let Some((i, &dilation)) = dilations
+            .iter()
+            .enumerate()
+            .find(|(_, d)| **d > MAX_DILATION)
+        {
+            return Err(ResNetError::OutOfRange {
+                field: format!("dilations[{i}]"),
+                value: dilation.min(i64::MAX as usize) as i64,
+                min: 1,
+                max: MAX_DILATION as i64,
+            });
         }
 
         let out_indices = match &self.out_indices {
@@ -251,18 +264,48 @@ impl ResNetConfig {
         let stages = self.stage_specs(block, &all_blocks, &strides, &dilations)?;
         // Every norm's channel count: the stem's convs (the deep stem's first two have half),
         // and each stage's block widths and outputs.
-        let stem_norms = [stem_channels, if self.deep_stem { stem_channels / 2 } else { stem_channels }];
-        let stage_norms = stages.iter().flat_map(|s: &StageSpec| [s.width, s.out_channels]);
-        self.norm_cfg.validate(stem_norms.into_iter().chain(stage_norms))?;
+        let stem_norms = [
+            stem_channels,
+            if self.deep_stem {
+                stem_channels / 2
+            } else {
+                stem_channels
+            },
+        ];
+        let stage_norms = stages
+            .iter()
+            .flat_map(|s: &StageSpec| [s.width, s.out_channels]);
+        self.norm_cfg
+            .validate(stem_norms.into_iter().chain(stage_norms))?;
         validate_plugins(&self.plugins, block, &stages)?;
-        validate_dcn(self.dcn.as_ref(), self.stage_with_dcn.as_deref(), block, &stages)?;
+        validate_dcn(
+            self.dcn.as_ref(),
+            self.stage_with_dcn.as_deref(),
+            block,
+            &stages,
+        )?;
 
-        Ok(ResNetSpec { config: self.clone(), block, stem_channels, stages, out_indices })
+        Ok(ResNetSpec {
+            config: self.clone(),
+            block,
+            stem_channels,
+            stages,
+            out_indices,
+        })
     }
 
     /// The stages' specs, with checked channel arithmetic.
-    fn stage_specs(&self, block: BlockKind, all_blocks: &[usize; 4], strides: &[usize], dilations: &[usize]) -> Result<Vec<StageSpec>> {
-        let overflow = |field: &str, what: String| ResNetError::Overflow { field: field.into(), what };
+    fn stage_specs(
+        &self,
+        block: BlockKind,
+        all_blocks: &[usize; 4],
+        strides: &[usize],
+        dilations: &[usize],
+    ) -> Result<Vec<StageSpec>> {
+        let overflow = |field: &str, what: String| ResNetError::Overflow {
+            field: field.into(),
+            what,
+        };
         (0..self.num_stages)
             .map(|i| {
                 let stage = i + 1;
@@ -289,7 +332,11 @@ pub const MAX_DILATION: usize = u32::MAX as usize;
 
 fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
     if value < min {
-        return Err(ResNetError::TooSmall { field: field.into(), value, min });
+        return Err(ResNetError::TooSmall {
+            field: field.into(),
+            value,
+            min,
+        });
     }
     Ok(())
 }
@@ -360,7 +407,11 @@ impl ResNetSpec {
 
     /// The deformable conv of stage `i`'s Bottlenecks, if `dcn`/`stage_with_dcn` give it one.
     pub fn stage_dcn(&self, stage: usize) -> Option<&DcnConfig> {
-        let selected = self.config.stage_with_dcn.as_ref().is_some_and(|mask| mask.get(stage) == Some(&true));
+        let selected = self
+            .config
+            .stage_with_dcn
+            .as_ref()
+            .is_some_and(|mask| mask.get(stage) == Some(&true));
         self.config.dcn.as_ref().filter(|_| selected)
     }
 

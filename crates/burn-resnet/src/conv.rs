@@ -26,7 +26,15 @@ pub struct ConvSpec {
 impl ConvSpec {
     /// A `kernel`x`kernel` conv with stride 1, no padding, dilation 1 and one group.
     pub fn new(in_channels: usize, out_channels: usize, kernel: usize) -> Self {
-        Self { in_channels, out_channels, kernel, stride: 1, padding: 0, dilation: 1, groups: 1 }
+        Self {
+            in_channels,
+            out_channels,
+            kernel,
+            stride: 1,
+            padding: 0,
+            dilation: 1,
+            groups: 1,
+        }
     }
 
     /// Set the stride.
@@ -57,7 +65,13 @@ impl ConvSpec {
     /// Number of weights, if it fits in 64 bits.
     pub fn checked_params(&self) -> Option<u64> {
         let per_output = (self.in_channels / self.groups) as u64;
-        [self.out_channels as u64, self.kernel as u64, self.kernel as u64].iter().try_fold(per_output, |n, &v| n.checked_mul(v))
+        [
+            self.out_channels as u64,
+            self.kernel as u64,
+            self.kernel as u64,
+        ]
+        .iter()
+        .try_fold(per_output, |n, &v| n.checked_mul(v))
     }
 
     /// Output side length for an input side length (PyTorch's floor formula).
@@ -78,14 +92,17 @@ impl ConvSpec {
         let fan_out = self.out_channels * self.kernel * self.kernel;
         let std = (2.0 / fan_out as f64).sqrt();
         let p = self.padding;
-        Conv2dConfig::new([self.in_channels, self.out_channels], [self.kernel, self.kernel])
-            .with_stride([self.stride, self.stride])
-            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-            .with_dilation([self.dilation, self.dilation])
-            .with_groups(self.groups)
-            .with_bias(false)
-            .with_initializer(Initializer::Normal { mean: 0.0, std })
-            .init(device)
+        Conv2dConfig::new(
+            [self.in_channels, self.out_channels],
+            [self.kernel, self.kernel],
+        )
+        .with_stride([self.stride, self.stride])
+        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+        .with_dilation([self.dilation, self.dilation])
+        .with_groups(self.groups)
+        .with_bias(false)
+        .with_initializer(Initializer::Normal { mean: 0.0, std })
+        .init(device)
     }
 }
 
@@ -95,13 +112,28 @@ impl ConvSpec {
 /// When the arithmetic overflows or the window does not fit the padded input (never for the
 /// layers of a validated config at a size [`crate::ModelSummary::new`] accepts); see
 /// [`checked_output_size`].
-pub fn output_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> usize {
-    checked_output_size(input, kernel, stride, padding, dilation).expect("the window fits the padded input")
+pub fn output_size(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> usize {
+    checked_output_size(input, kernel, stride, padding, dilation)
+        .expect("the window fits the padded input")
 }
 
 /// [`output_size`], or `None` when it overflows or the window does not fit the padded input.
-pub fn checked_output_size(input: usize, kernel: usize, stride: usize, padding: usize, dilation: usize) -> Option<usize> {
+pub fn checked_output_size(
+    input: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    dilation: usize,
+) -> Option<usize> {
     let padded = input.checked_add(padding.checked_mul(2)?)?;
-    let window = dilation.checked_mul(kernel.checked_sub(1)?)?.checked_add(1)?;
+    let window = dilation
+        .checked_mul(kernel.checked_sub(1)?)?
+        .checked_add(1)?;
     Some(padded.checked_sub(window)? / stride + 1)
 }

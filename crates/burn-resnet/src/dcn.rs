@@ -60,9 +60,18 @@ fn one() -> usize {
 }
 
 /// Check `dcn` and `stage_with_dcn` against the stages: lengths, block kind, deform groups.
-pub(crate) fn validate_dcn(dcn: Option<&DcnConfig>, stage_with_dcn: Option<&[bool]>, block: BlockKind, stages: &[StageSpec]) -> Result<()> {
+pub(crate) fn validate_dcn(
+    dcn: Option<&DcnConfig>,
+    stage_with_dcn: Option<&[bool]>,
+    block: BlockKind,
+    stages: &[StageSpec],
+) -> Result<()> {
     if let Some(mask) = stage_with_dcn.filter(|mask| mask.len() != stages.len()) {
-        return Err(ResNetError::WrongLength { field: "stage_with_dcn".into(), expected: stages.len(), got: mask.len() });
+        return Err(ResNetError::WrongLength {
+            field: "stage_with_dcn".into(),
+            expected: stages.len(),
+            got: mask.len(),
+        });
     }
     let selected = stage_with_dcn.unwrap_or_default();
     let Some(dcn) = dcn else {
@@ -93,9 +102,17 @@ pub(crate) fn validate_dcn(dcn: Option<&DcnConfig>, stage_with_dcn: Option<&[boo
         });
     }
     if dcn.deform_groups == 0 {
-        return Err(ResNetError::TooSmall { field: "dcn.deform_groups".into(), value: 0, min: 1 });
+        return Err(ResNetError::TooSmall {
+            field: "dcn.deform_groups".into(),
+            value: 0,
+            min: 1,
+        });
     }
-    for (index, stage) in stages.iter().enumerate().filter(|(index, _)| selected[*index]) {
+    for (index, stage) in stages
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| selected[*index])
+    {
         if !stage.width.is_multiple_of(dcn.deform_groups) {
             return Err(ResNetError::Incompatible {
                 field: "dcn.deform_groups".into(),
@@ -146,13 +163,25 @@ impl DeformConv {
             DcnKind::Modulated => 1.0 / ((spec.in_channels * k2) as f64).sqrt(),
             DcnKind::Deformable => (6.0 / ((spec.in_channels / spec.groups * k2) as f64)).sqrt(),
         };
-        let shape = [spec.out_channels, spec.in_channels / spec.groups, spec.kernel, spec.kernel];
+        let shape = [
+            spec.out_channels,
+            spec.in_channels / spec.groups,
+            spec.kernel,
+            spec.kernel,
+        ];
         let offset_spec = Self::offset_spec(spec, dcn);
         let mut conv_offset = offset_spec.init(device);
         conv_offset.weight = Param::from_tensor(Tensor::zeros(conv_offset.weight.dims(), device));
-        conv_offset.bias = Some(Param::from_tensor(Tensor::zeros([offset_spec.out_channels], device)));
+        conv_offset.bias = Some(Param::from_tensor(Tensor::zeros(
+            [offset_spec.out_channels],
+            device,
+        )));
         Self {
-            weight: Param::from_tensor(Tensor::random(shape, Distribution::Uniform(-bound, bound), device)),
+            weight: Param::from_tensor(Tensor::random(
+                shape,
+                Distribution::Uniform(-bound, bound),
+                device,
+            )),
             bias: None,
             conv_offset,
             spec,
@@ -163,7 +192,13 @@ impl DeformConv {
 
     /// Shape of the offset conv of a deformable conv shaped `spec` (ungrouped, as mmcv's).
     pub fn offset_spec(spec: ConvSpec, dcn: &DcnConfig) -> ConvSpec {
-        ConvSpec { out_channels: dcn.deform_groups.saturating_mul(dcn.kind.parts() * spec.kernel * spec.kernel), groups: 1, ..spec }
+        ConvSpec {
+            out_channels: dcn
+                .deform_groups
+                .saturating_mul(dcn.kind.parts() * spec.kernel * spec.kernel),
+            groups: 1,
+            ..spec
+        }
     }
 
     /// The offsets (and DCNv2's masks) for `x`, then the deformable conv.
@@ -174,7 +209,10 @@ impl DeformConv {
         // offsets: that is the first two thirds as they are.
         let (offset, mask) = match self.kind {
             DcnKind::Deformable => (out, None),
-            DcnKind::Modulated => (out.clone().narrow(1, 0, 2 * samples), Some(sigmoid(out.narrow(1, 2 * samples, samples)))),
+            DcnKind::Modulated => (
+                out.clone().narrow(1, 0, 2 * samples),
+                Some(sigmoid(out.narrow(1, 2 * samples, samples))),
+            ),
         };
         #[cfg(feature = "flex")]
         {
@@ -192,7 +230,14 @@ impl DeformConv {
                 deform_groups: self.deform_groups,
             };
             let bias = self.bias.as_ref().map(Param::val);
-            if let Some(out) = crate::cpu::try_deform_conv2d(&x, &offset, mask.as_ref(), &self.weight.val(), bias.as_ref(), &geometry) {
+            if let Some(out) = crate::cpu::try_deform_conv2d(
+                &x,
+                &offset,
+                mask.as_ref(),
+                &self.weight.val(),
+                bias.as_ref(),
+                &geometry,
+            ) {
                 return out;
             }
         }
@@ -204,7 +249,14 @@ impl DeformConv {
             s.groups,
             self.deform_groups,
         );
-        deform_conv2d(x, offset, self.weight.val(), mask, self.bias.as_ref().map(Param::val), options)
+        deform_conv2d(
+            x,
+            offset,
+            self.weight.val(),
+            mask,
+            self.bias.as_ref().map(Param::val),
+            options,
+        )
     }
 }
 

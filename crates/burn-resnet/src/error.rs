@@ -39,7 +39,9 @@ pub enum ResNetError {
     },
 
     /// A per-stage list does not have one entry per stage.
-    #[error("{field}: expected {expected} entries (one per stage, num_stages = {expected}), got {got}")]
+    #[error(
+        "{field}: expected {expected} entries (one per stage, num_stages = {expected}), got {got}"
+    )]
     WrongLength {
         /// The config field, e.g. `strides`.
         field: String,
@@ -120,7 +122,9 @@ pub enum ResNetError {
     },
 
     /// A backend whose cargo feature this build lacks.
-    #[error("backend: '{backend}' is not compiled into this build (enabled: {enabled}); rebuild with `--features {backend}`")]
+    #[error(
+        "backend: '{backend}' is not compiled into this build (enabled: {enabled}); rebuild with `--features {backend}`"
+    )]
     BackendNotEnabled {
         /// The backend asked for.
         backend: &'static str,
@@ -136,7 +140,9 @@ pub enum ResNetError {
     },
 
     /// The input tensor does not fit the backbone.
-    #[error("input: expected shape [batch, {expected_channels}, height >= 1, width >= 1], got {got:?}")]
+    #[error(
+        "input: expected shape [batch, {expected_channels}, height >= 1, width >= 1], got {got:?}"
+    )]
     InputShape {
         /// `in_channels` of the config.
         expected_channels: usize,
@@ -154,7 +160,9 @@ pub enum ResNetError {
     },
 
     /// The input is smaller than the backbone can take.
-    #[error("input: {got_height}x{got_width} is too small for this config; the smallest input is {min}x{min} ({reason})")]
+    #[error(
+        "input: {got_height}x{got_width} is too small for this config; the smallest input is {min}x{min} ({reason})"
+    )]
     InputTooSmall {
         /// The smallest height and width the config accepts.
         min: usize,

@@ -25,18 +25,32 @@ pub fn export_key_map(names: WeightSource, backbone: &ResNet) -> Result<Vec<(Str
         .into_iter()
         .map(|(from, to)| {
             let pattern = match to.as_str() {
-                t if t.starts_with("stem.") || t.starts_with("layers.") => format!("^{}", regex_escape(t)),
+                t if t.starts_with("stem.") || t.starts_with("layers.") => {
+                    format!("^{}", regex_escape(t))
+                }
                 t => regex_escape(t),
             }
             .replace(r"\$1", r"(\d+)");
-            let key = from.trim_start_matches('^').replace(r"(\d+)", "$1").replace(r"(\d)", "$1").replace('\\', "");
+            let key = from
+                .trim_start_matches('^')
+                .replace(r"(\d+)", "$1")
+                .replace(r"(\d)", "$1")
+                .replace('\\', "");
             (pattern, key)
         })
         .collect())
 }
 
 fn regex_escape(text: &str) -> String {
-    text.chars().flat_map(|c| if ".$".contains(c) { vec!['\\', c] } else { vec![c] }).collect()
+    text.chars()
+        .flat_map(|c| {
+            if ".$".contains(c) {
+                vec!['\\', c]
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 impl ResNet {
@@ -47,19 +61,30 @@ impl ResNet {
     /// `resnet` command refuses that without `--force`).
     pub fn save_weights(&self, path: impl AsRef<Path>, names: WeightSource) -> Result<()> {
         let path = path.as_ref();
-        let mut store = SafetensorsStore::from_file(path).overwrite(true).skip_enum_variants(true).with_to_adapter(BurnToPyTorchAdapter);
+        let mut store = SafetensorsStore::from_file(path)
+            .overwrite(true)
+            .skip_enum_variants(true)
+            .with_to_adapter(BurnToPyTorchAdapter);
         for (from, to) in export_key_map(names, self)? {
             store = store.with_key_remapping(from, to);
         }
-        self.save_into(&mut store).map_err(|e| ResNetError::Save { path: path.to_path_buf(), message: e.to_string() })
+        self.save_into(&mut store).map_err(|e| ResNetError::Save {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Save in Burn's burnpack format, under burn-resnet's own module paths, at exactly `path`
     /// (no `.bpk` is appended); an existing file there is replaced.
     pub fn save_burnpack(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut store = BurnpackStore::from_file(path).auto_extension(false).overwrite(true);
-        self.save_into(&mut store).map_err(|e| ResNetError::Save { path: path.to_path_buf(), message: e.to_string() })
+        let mut store = BurnpackStore::from_file(path)
+            .auto_extension(false)
+            .overwrite(true);
+        self.save_into(&mut store).map_err(|e| ResNetError::Save {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
     }
 
     /// Load a burnpack file written by [`ResNet::save_burnpack`]; strict, like `load_weights`.
@@ -69,10 +94,24 @@ impl ResNet {
         let mut loaded = self.independent_clone();
         let result = loaded
             .load_from(&mut store)
-            .map_err(|e| ResNetError::Weights { path: path.to_path_buf(), problems: vec![e.to_string()] })?;
-        let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing: {key}")).collect();
+            .map_err(|e| ResNetError::Weights {
+                path: path.to_path_buf(),
+                problems: vec![e.to_string()],
+            })?;
+        let mut problems: Vec<String> = result
+            .missing
+            .iter()
+            .map(|(key, _)| format!("missing: {key}"))
+            .collect();
         problems.extend(result.unused.iter().map(|key| format!("unexpected: {key}")));
         problems.extend(result.errors.iter().map(|e| e.to_string()));
-        if problems.is_empty() { Ok(loaded) } else { Err(ResNetError::Weights { path: path.to_path_buf(), problems }) }
+        if problems.is_empty() {
+            Ok(loaded)
+        } else {
+            Err(ResNetError::Weights {
+                path: path.to_path_buf(),
+                problems,
+            })
+        }
     }
 }

@@ -32,7 +32,10 @@ impl FeatureInfo {
     /// Every stride-`s` layer of a ResNet maps a side `n` to `ceil(n / s)`, so the output is
     /// `ceil(side / reduction)`.
     pub fn spatial_size(&self, height: usize, width: usize) -> [usize; 2] {
-        [height.div_ceil(self.reduction), width.div_ceil(self.reduction)]
+        [
+            height.div_ceil(self.reduction),
+            width.div_ceil(self.reduction),
+        ]
     }
 }
 

@@ -155,7 +155,15 @@ pub struct FpnSpec {
 impl FpnConfig {
     /// `out_channels` and `num_outs`, everything else mmdet's default.
     pub fn new(out_channels: usize, num_outs: usize) -> Self {
-        Self { in_channels: None, out_channels, num_outs, start_level: 0, end_level: -1, add_extra_convs: ExtraConvs::default(), relu_before_extra_convs: false }
+        Self {
+            in_channels: None,
+            out_channels,
+            num_outs,
+            start_level: 0,
+            end_level: -1,
+            add_extra_convs: ExtraConvs::default(),
+            relu_before_extra_convs: false,
+        }
     }
 
     /// Check the config against the backbone's outputs.
@@ -166,42 +174,97 @@ impl FpnConfig {
     /// Check the config against input levels of these channels.
     pub fn validate_channels(&self, in_channels: &[usize]) -> Result<FpnSpec> {
         let in_channels = in_channels.to_vec();
-        let incompatible = |field: &str, reason: String| Err(ResNetError::Incompatible { field: format!("neck.{field}"), reason });
-        if let Some(given) = self.in_channels.as_ref().filter(|given| **given != in_channels) {
-            return incompatible("in_channels", format!("{given:?} differ from the backbone's outputs {in_channels:?}"));
+        let incompatible = |field: &str, reason: String| {
+            Err(ResNetError::Incompatible {
+                field: format!("neck.{field}"),
+                reason,
+            })
+        };
+        if let Some(given) = self
+            .in_channels
+            .as_ref()
+            .filter(|given| **given != in_channels)
+        {
+            return incompatible(
+                "in_channels",
+                format!("{given:?} differ from the backbone's outputs {in_channels:?}"),
+            );
         }
         let inputs = in_channels.len();
         if inputs == 0 {
             return incompatible("in_channels", "the backbone has no outputs".into());
         }
-        for (field, value) in [("out_channels", self.out_channels), ("num_outs", self.num_outs)] {
+        for (field, value) in [
+            ("out_channels", self.out_channels),
+            ("num_outs", self.num_outs),
+        ] {
             if value == 0 {
-                return Err(ResNetError::TooSmall { field: format!("neck.{field}"), value, min: 1 });
+                return Err(ResNetError::TooSmall {
+                    field: format!("neck.{field}"),
+                    value,
+                    min: 1,
+                });
             }
         }
         if self.start_level >= inputs {
-            return incompatible("start_level", format!("{} is not one of the {inputs} input levels", self.start_level));
+            return incompatible(
+                "start_level",
+                format!(
+                    "{} is not one of the {inputs} input levels",
+                    self.start_level
+                ),
+            );
         }
         let end = if self.end_level == -1 || self.end_level == inputs as i64 - 1 {
             if self.num_outs < inputs - self.start_level {
-                return incompatible("num_outs", format!("{} is fewer than the {} levels used", self.num_outs, inputs - self.start_level));
+                return incompatible(
+                    "num_outs",
+                    format!(
+                        "{} is fewer than the {} levels used",
+                        self.num_outs,
+                        inputs - self.start_level
+                    ),
+                );
             }
             inputs
         } else {
             if !(self.start_level as i64..inputs as i64 - 1).contains(&self.end_level) {
-                return incompatible("end_level", format!("{} must be -1 or in {}..{}", self.end_level, self.start_level, inputs - 1));
+                return incompatible(
+                    "end_level",
+                    format!(
+                        "{} must be -1 or in {}..{}",
+                        self.end_level,
+                        self.start_level,
+                        inputs - 1
+                    ),
+                );
             }
             let used = self.end_level as usize - self.start_level + 1;
             if self.num_outs != used {
-                return incompatible("num_outs", format!("{} must equal the {used} levels start_level..=end_level", self.num_outs));
+                return incompatible(
+                    "num_outs",
+                    format!(
+                        "{} must equal the {used} levels start_level..=end_level",
+                        self.num_outs
+                    ),
+                );
             }
             self.end_level as usize + 1
         };
         // Each extra level halves the last map: past 32 of them every level is 1x1 (a stride
         // of 2^37 and more), so more is a typo, not a pyramid.
-        let extra_levels = self.num_outs.saturating_add(self.start_level).saturating_sub(end);
+        let extra_levels = self
+            .num_outs
+            .saturating_add(self.start_level)
+            .saturating_sub(end);
         if extra_levels > MAX_EXTRA_LEVELS {
-            return incompatible("num_outs", format!("{} asks for {extra_levels} extra levels; at most {MAX_EXTRA_LEVELS}", self.num_outs));
+            return incompatible(
+                "num_outs",
+                format!(
+                    "{} asks for {extra_levels} extra levels; at most {MAX_EXTRA_LEVELS}",
+                    self.num_outs
+                ),
+            );
         }
         let spec = FpnSpec {
             in_channels,
@@ -213,7 +276,10 @@ impl FpnConfig {
             relu_before_extra_convs: self.relu_before_extra_convs,
         };
         if spec.params().is_none() {
-            return Err(ResNetError::Overflow { field: "neck.out_channels".into(), what: "the FPN's parameter count".into() });
+            return Err(ResNetError::Overflow {
+                field: "neck.out_channels".into(),
+                what: "the FPN's parameter count".into(),
+            });
         }
         Ok(spec)
     }
@@ -223,8 +289,15 @@ impl FpnConfig {
     pub fn init(&self, features: &[FeatureInfo], device: &Device) -> Result<Fpn> {
         let spec = self.validate(features)?;
         let params = spec.params().unwrap_or(u64::MAX) as usize;
-        let estimate = MemoryEstimate::weights_only(params).ok_or_else(|| ResNetError::Overflow { field: "neck.out_channels".into(), what: "the FPN's weight bytes".into() })?;
-        estimate.check(&format!("building the FPN ({params} parameters)"), &MemoryLimit::from_env()?)?;
+        let estimate =
+            MemoryEstimate::weights_only(params).ok_or_else(|| ResNetError::Overflow {
+                field: "neck.out_channels".into(),
+                what: "the FPN's weight bytes".into(),
+            })?;
+        estimate.check(
+            &format!("building the FPN ({params} parameters)"),
+            &MemoryLimit::from_env()?,
+        )?;
         Ok(spec.init(device))
     }
 }
@@ -235,20 +308,33 @@ pub const MAX_EXTRA_LEVELS: usize = 32;
 impl FpnSpec {
     /// Extra levels past the last input level used.
     fn extra_levels(&self) -> usize {
-        self.num_outs.saturating_add(self.start_level).saturating_sub(self.end)
+        self.num_outs
+            .saturating_add(self.start_level)
+            .saturating_sub(self.end)
     }
 
     /// Trainable parameters (conv weights and biases), `None` when they do not fit in 64 bits.
     pub fn params(&self) -> Option<u64> {
         let out = self.out_channels as u64;
-        let conv = |inputs: usize, kernel: u64| (inputs as u64).checked_mul(out)?.checked_mul(kernel * kernel)?.checked_add(out);
+        let conv = |inputs: usize, kernel: u64| {
+            (inputs as u64)
+                .checked_mul(out)?
+                .checked_mul(kernel * kernel)?
+                .checked_add(out)
+        };
         let mut total = 0u64;
         for i in self.start_level..self.end {
-            total = total.checked_add(conv(self.in_channels[i], 1)?)?.checked_add(conv(self.out_channels, 3)?)?;
+            total = total
+                .checked_add(conv(self.in_channels[i], 1)?)?
+                .checked_add(conv(self.out_channels, 3)?)?;
         }
         if let Some(source) = self.extra {
             for i in 0..self.extra_levels() {
-                let inputs = if i == 0 && source == ExtraSource::OnInput { self.in_channels[self.end - 1] } else { self.out_channels };
+                let inputs = if i == 0 && source == ExtraSource::OnInput {
+                    self.in_channels[self.end - 1]
+                } else {
+                    self.out_channels
+                };
                 total = total.checked_add(conv(inputs, 3)?)?;
             }
         }
@@ -283,14 +369,25 @@ pub struct ConvModule {
 }
 
 impl ConvModule {
-    fn init(in_channels: usize, out_channels: usize, kernel: usize, stride: usize, device: &Device) -> Self {
+    fn init(
+        in_channels: usize,
+        out_channels: usize,
+        kernel: usize,
+        stride: usize,
+        device: &Device,
+    ) -> Self {
         let fans = ((in_channels + out_channels) * kernel * kernel) as f64;
         let bound = (6.0 / fans).sqrt();
         let padding = kernel / 2;
         let mut conv = Conv2dConfig::new([in_channels, out_channels], [kernel, kernel])
             .with_stride([stride, stride])
-            .with_padding(PaddingConfig2d::Explicit(padding, padding, padding, padding))
-            .with_initializer(Initializer::Uniform { min: -bound, max: bound })
+            .with_padding(PaddingConfig2d::Explicit(
+                padding, padding, padding, padding,
+            ))
+            .with_initializer(Initializer::Uniform {
+                min: -bound,
+                max: bound,
+            })
             .init(device);
         conv.bias = Some(Param::from_tensor(Tensor::zeros([out_channels], device)));
         Self { conv }
@@ -317,8 +414,13 @@ impl FpnSpec {
     /// Build with mmdet's init: Xavier-uniform convs (gain 1), zero biases.
     pub fn init(&self, device: &Device) -> Fpn {
         let used = self.start_level..self.end;
-        let lateral_convs = used.clone().map(|i| ConvModule::init(self.in_channels[i], self.out_channels, 1, 1, device)).collect();
-        let mut fpn_convs: Vec<ConvModule> = used.map(|_| ConvModule::init(self.out_channels, self.out_channels, 3, 1, device)).collect();
+        let lateral_convs = used
+            .clone()
+            .map(|i| ConvModule::init(self.in_channels[i], self.out_channels, 1, 1, device))
+            .collect();
+        let mut fpn_convs: Vec<ConvModule> = used
+            .map(|_| ConvModule::init(self.out_channels, self.out_channels, 3, 1, device))
+            .collect();
         if let Some(source) = self.extra {
             for i in 0..self.extra_levels() {
                 let inputs = match (i, source) {
@@ -328,7 +430,11 @@ impl FpnSpec {
                 fpn_convs.push(ConvModule::init(inputs, self.out_channels, 3, 2, device));
             }
         }
-        Fpn { lateral_convs, fpn_convs, spec: self.clone() }
+        Fpn {
+            lateral_convs,
+            fpn_convs,
+            spec: self.clone(),
+        }
     }
 }
 
@@ -340,14 +446,24 @@ impl Fpn {
     /// When `inputs` do not have the configured count and channels; [`Fpn::try_forward`] checks.
     pub fn forward(&self, inputs: &[Tensor<4>]) -> Vec<Tensor<4>> {
         let spec = &self.spec;
-        let mut laterals: Vec<Tensor<4>> =
-            self.lateral_convs.iter().zip(&inputs[spec.start_level..spec.end]).map(|(conv, x)| conv.forward(x.clone())).collect();
+        let mut laterals: Vec<Tensor<4>> = self
+            .lateral_convs
+            .iter()
+            .zip(&inputs[spec.start_level..spec.end])
+            .map(|(conv, x)| conv.forward(x.clone()))
+            .collect();
         for i in (1..laterals.len()).rev() {
             let [_, _, h, w] = laterals[i - 1].dims();
-            laterals[i - 1] = laterals[i - 1].clone() + upsample_nearest(laterals[i].clone(), [h, w]);
+            laterals[i - 1] =
+                laterals[i - 1].clone() + upsample_nearest(laterals[i].clone(), [h, w]);
         }
         let used = laterals.len();
-        let mut outs: Vec<Tensor<4>> = self.fpn_convs.iter().zip(&laterals).map(|(conv, x)| conv.forward(x.clone())).collect();
+        let mut outs: Vec<Tensor<4>> = self
+            .fpn_convs
+            .iter()
+            .zip(&laterals)
+            .map(|(conv, x)| conv.forward(x.clone()))
+            .collect();
         match spec.extra {
             None => {
                 while outs.len() < spec.num_outs {
@@ -364,7 +480,11 @@ impl Fpn {
                 outs.push(self.fpn_convs[used].forward(first));
                 for conv in &self.fpn_convs[used + 1..] {
                     let last = outs.last().expect("just pushed").clone();
-                    outs.push(conv.forward(if spec.relu_before_extra_convs { relu(last) } else { last }));
+                    outs.push(conv.forward(if spec.relu_before_extra_convs {
+                        relu(last)
+                    } else {
+                        last
+                    }));
                 }
             }
             Some(_) => {}
@@ -392,7 +512,9 @@ fn upsample_nearest(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
     let device = x.device();
     let indices = |input: usize, output: usize| {
         let scale = input as f32 / output as f32;
-        let values: Vec<i64> = (0..output).map(|o| ((o as f32 * scale).floor() as usize).min(input - 1) as i64).collect();
+        let values: Vec<i64> = (0..output)
+            .map(|o| ((o as f32 * scale).floor() as usize).min(input - 1) as i64)
+            .collect();
         Tensor::<1, Int>::from_data(TensorData::new(values, [output]), &device)
     };
     x.select(2, indices(h, height)).select(3, indices(w, width))

@@ -46,7 +46,9 @@ pub(crate) fn conv_norm_act(
 /// conv on plain flex, Burn's conv otherwise.
 pub(crate) fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if let Some(out) = crate::cpu::try_conv2d_autodiff(conv, &x).or_else(|| crate::cpu::try_conv2d(conv, &x, None, false)) {
+    if let Some(out) = crate::cpu::try_conv2d_autodiff(conv, &x)
+        .or_else(|| crate::cpu::try_conv2d(conv, &x, None, false))
+    {
         return out;
     }
     conv.forward(x)

@@ -33,14 +33,22 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                         groups: config.groups,
                         style: config.style,
                         downsample: needs_projection.then(|| {
-                            DownsampleSpec::new(in_channels, stage.out_channels, stride, config.avg_down)
+                            DownsampleSpec::new(
+                                in_channels,
+                                stage.out_channels,
+                                stride,
+                                config.avg_down,
+                            )
                         }),
                         dcn: None,
                     };
                     // `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided.
                     let conv2_stride = block.bottleneck_convs()[1].stride;
                     let block = BlockSpec {
-                        dcn: spec.stage_dcn(stage_index).filter(|dcn| !(dcn.fallback_on_stride && conv2_stride > 1)).copied(),
+                        dcn: spec
+                            .stage_dcn(stage_index)
+                            .filter(|dcn| !(dcn.fallback_on_stride && conv2_stride > 1))
+                            .copied(),
                         ..block
                     };
                     in_channels = stage.out_channels;
@@ -60,7 +68,12 @@ pub struct ResLayer {
 
 impl ResLayer {
     /// Build a stage from its block specs.
-    pub fn init(blocks: &[BlockSpec], zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
+    pub fn init(
+        blocks: &[BlockSpec],
+        zero_init_residual: bool,
+        norm: &NormConfig,
+        device: &Device,
+    ) -> Self {
         Self {
             blocks: blocks
                 .iter()
@@ -71,6 +84,8 @@ impl ResLayer {
 
     /// Run every block in turn, norms in `mode`.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
-        self.blocks.iter().fold(x, |x, block| block.forward(x, mode))
+        self.blocks
+            .iter()
+            .fold(x, |x, block| block.forward(x, mode))
     }
 }

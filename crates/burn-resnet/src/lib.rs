@@ -35,23 +35,23 @@
 pub mod arch;
 pub mod backend;
 pub mod block;
+#[cfg(feature = "flex")]
+mod checkpoint;
 pub mod config;
 pub mod conv;
-pub mod dcn;
 #[cfg(feature = "flex")]
 pub mod cpu;
+pub mod dcn;
 pub mod error;
 pub mod export;
 pub mod features;
-pub mod fpn;
-#[cfg(feature = "flex")]
-mod checkpoint;
 mod fold;
+pub mod fpn;
 mod fused;
-mod overflow;
 pub mod layer;
 pub mod memory;
 pub mod norm;
+mod overflow;
 pub mod plugin;
 pub mod stem;
 pub mod summary;

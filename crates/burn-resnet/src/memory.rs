@@ -40,12 +40,18 @@ pub struct MemoryEstimate {
 impl MemoryEstimate {
     /// The weights of `params` parameters alone.
     pub fn weights_only(params: usize) -> Option<Self> {
-        Some(Self { weights: mul(&[params as u64, 4])?, activations: 0, training_state: 0 })
+        Some(Self {
+            weights: mul(&[params as u64, 4])?,
+            activations: 0,
+            training_state: 0,
+        })
     }
 
     /// The sum of the parts (saturating: every part fits, the sum is compared with a limit).
     pub fn total(&self) -> u64 {
-        self.weights.saturating_add(self.activations).saturating_add(self.training_state)
+        self.weights
+            .saturating_add(self.activations)
+            .saturating_add(self.training_state)
     }
 
     /// The parts, for a message.
@@ -55,7 +61,10 @@ impl MemoryEstimate {
             parts.push(format!("activations {}", format_bytes(self.activations)));
         }
         if self.training_state > 0 {
-            parts.push(format!("gradients and optimizer state {}", format_bytes(self.training_state)));
+            parts.push(format!(
+                "gradients and optimizer state {}",
+                format_bytes(self.training_state)
+            ));
         }
         parts.join(" + ")
     }
@@ -81,18 +90,30 @@ impl ModelSummary {
     ///
     /// Errors: [`ResNetError::Overflow`] when the estimate does not fit in 64 bits.
     pub fn memory(&self, batch: usize, workload: Workload) -> Result<MemoryEstimate> {
-        let overflow = || ResNetError::Overflow { field: format!("batch {batch}"), what: "the memory estimate".into() };
-        let weights = mul(&[self.total_params() as u64, 4]).ok_or_else(overflow)?;
-        let per_image = match workload {
-            Workload::Inference => mul(&[self.largest_activation(), 4]).and_then(|v| v.checked_add(self.input_values)),
-            Workload::Training => mul(&[self.total_activations(), 3]).and_then(|v| v.checked_add(self.input_values)),
+        let overflow = || ResNetError::Overflow {
+            field: format!("batch {batch}"),
+            what: "the memory estimate".into(),
         };
-        let activations = per_image.and_then(|values| mul(&[values, batch as u64, 4])).ok_or_else(overflow)?;
+        let weights = mul(&[self.total_params() as u64, 4]).ok_or_else(overflow)?;
+        let per_image =
+            match workload {
+                Workload::Inference => mul(&[self.largest_activation(), 4])
+                    .and_then(|v| v.checked_add(self.input_values)),
+                Workload::Training => mul(&[self.total_activations(), 3])
+                    .and_then(|v| v.checked_add(self.input_values)),
+            };
+        let activations = per_image
+            .and_then(|values| mul(&[values, batch as u64, 4]))
+            .ok_or_else(overflow)?;
         let training_state = match workload {
             Workload::Inference => 0,
             Workload::Training => mul(&[weights, 3]).ok_or_else(overflow)?,
         };
-        Ok(MemoryEstimate { weights, activations, training_state })
+        Ok(MemoryEstimate {
+            weights,
+            activations,
+            training_state,
+        })
     }
 }
 
@@ -111,7 +132,10 @@ impl MemoryLimit {
 
     /// No limit.
     pub fn unlimited() -> Self {
-        Self { bytes: None, source: "no limit".into() }
+        Self {
+            bytes: None,
+            source: "no limit".into(),
+        }
     }
 
     /// `RESNET_MEMORY_LIMIT` when set, else this machine's physical memory, else no limit.
@@ -120,10 +144,12 @@ impl MemoryLimit {
     pub fn from_env() -> Result<Self> {
         match std::env::var(Self::ENV) {
             Ok(text) => Self::parse(&text, Self::ENV),
-            Err(_) => Ok(physical_memory().map_or_else(Self::unlimited, |bytes| Self {
-                bytes: Some(bytes),
-                source: "this machine's memory".into(),
-            })),
+            Err(_) => Ok(
+                physical_memory().map_or_else(Self::unlimited, |bytes| Self {
+                    bytes: Some(bytes),
+                    source: "this machine's memory".into(),
+                }),
+            ),
         }
     }
 
@@ -136,9 +162,13 @@ impl MemoryLimit {
         }
         let error = || ResNetError::Parse {
             source_name: source.to_string(),
-            message: format!("'{text}' is not a memory size; expected e.g. 24GiB, 512MiB, 2GB, a number of bytes, or none"),
+            message: format!(
+                "'{text}' is not a memory size; expected e.g. 24GiB, 512MiB, 2GB, a number of bytes, or none"
+            ),
         };
-        let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+        let split = text
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(text.len());
         let (number, unit) = text.split_at(split);
         let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
             "" | "b" => 1,
@@ -157,7 +187,10 @@ impl MemoryLimit {
         if !(bytes.is_finite() && bytes >= 1.0 && bytes < u64::MAX as f64) {
             return Err(error());
         }
-        Ok(Self { bytes: Some(bytes as u64), source: format!("{source} = {text}") })
+        Ok(Self {
+            bytes: Some(bytes as u64),
+            source: format!("{source} = {text}"),
+        })
     }
 }
 
@@ -165,7 +198,13 @@ impl MemoryLimit {
 fn physical_memory() -> Option<u64> {
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|line| line.starts_with("MemTotal:"))?;
-    let kib: u64 = line.trim_start_matches("MemTotal:").trim().trim_end_matches("kB").trim().parse().ok()?;
+    let kib: u64 = line
+        .trim_start_matches("MemTotal:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
     kib.checked_mul(1024)
 }
 
@@ -181,7 +220,13 @@ pub fn format_bytes(bytes: u64) -> String {
     match unit {
         0 => format!("{bytes} B"),
         _ => {
-            let decimals = if value < 10.0 { 2 } else if value < 100.0 { 1 } else { 0 };
+            let decimals = if value < 10.0 {
+                2
+            } else if value < 100.0 {
+                1
+            } else {
+                0
+            };
             format!("{value:.decimals$} {}", UNITS[unit])
         }
     }

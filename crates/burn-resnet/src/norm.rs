@@ -64,7 +64,11 @@ fn default_momentum() -> f64 {
 
 impl Default for NormConfig {
     fn default() -> Self {
-        NormConfig::Batch { requires_grad: true, eps: default_eps(), momentum: default_momentum() }
+        NormConfig::Batch {
+            requires_grad: true,
+            eps: default_eps(),
+            momentum: default_momentum(),
+        }
     }
 }
 
@@ -72,22 +76,33 @@ impl NormConfig {
     /// Check the numbers, and that GroupNorm's groups divide every norm's `channels`.
     pub fn validate(&self, channels: impl IntoIterator<Item = usize>) -> Result<()> {
         let eps = match self {
-            NormConfig::Batch { eps, .. } | NormConfig::Group { eps, .. } | NormConfig::FrozenBatch { eps } => *eps,
+            NormConfig::Batch { eps, .. }
+            | NormConfig::Group { eps, .. }
+            | NormConfig::FrozenBatch { eps } => *eps,
         };
         if !(eps.is_finite() && eps > 0.0) {
-            return Err(ResNetError::Incompatible { field: "norm_cfg.eps".into(), reason: format!("{eps} must be a positive number") });
+            return Err(ResNetError::Incompatible {
+                field: "norm_cfg.eps".into(),
+                reason: format!("{eps} must be a positive number"),
+            });
         }
         if let NormConfig::Batch { momentum, .. } = self
             && !(0.0..=1.0).contains(momentum)
         {
             return Err(ResNetError::Incompatible {
                 field: "norm_cfg.momentum".into(),
-                reason: format!("{momentum} must lie in 0..=1 (PyTorch's convention: the weight of the batch)"),
+                reason: format!(
+                    "{momentum} must lie in 0..=1 (PyTorch's convention: the weight of the batch)"
+                ),
             });
         }
         if let NormConfig::Group { num_groups, .. } = self {
             if *num_groups == 0 {
-                return Err(ResNetError::TooSmall { field: "norm_cfg.num_groups".into(), value: 0, min: 1 });
+                return Err(ResNetError::TooSmall {
+                    field: "norm_cfg.num_groups".into(),
+                    value: 0,
+                    min: 1,
+                });
             }
             if let Some(bad) = channels.into_iter().find(|c| c % num_groups != 0) {
                 return Err(ResNetError::Incompatible {
@@ -101,20 +116,35 @@ impl NormConfig {
 
     /// A norm over `channels`, its weight set to `gamma` (1, or 0 for zero-init residual).
     pub fn init(&self, channels: usize, gamma: f32, device: &Device) -> Norm {
-        let scale = |param: Param<Tensor<1>>| if gamma != 1.0 { param.map(|g| g.mul_scalar(gamma)) } else { param };
+        let scale = |param: Param<Tensor<1>>| {
+            if gamma != 1.0 {
+                param.map(|g| g.mul_scalar(gamma))
+            } else {
+                param
+            }
+        };
         match *self {
             NormConfig::Batch { eps, momentum, .. } => {
-                let mut norm = BatchNormConfig::new(channels).with_epsilon(eps).with_momentum(momentum).init(device);
+                let mut norm = BatchNormConfig::new(channels)
+                    .with_epsilon(eps)
+                    .with_momentum(momentum)
+                    .init(device);
                 norm.gamma = scale(norm.gamma);
                 Norm::Batch(norm)
             }
             NormConfig::FrozenBatch { eps } => {
-                let mut norm = BatchNormConfig::new(channels).with_epsilon(eps).init(device);
+                let mut norm = BatchNormConfig::new(channels)
+                    .with_epsilon(eps)
+                    .init(device);
                 norm.gamma = scale(norm.gamma);
                 Norm::Frozen(norm)
             }
-            NormConfig::Group { num_groups, eps, .. } => {
-                let mut norm = GroupNormConfig::new(num_groups, channels).with_epsilon(eps).init(device);
+            NormConfig::Group {
+                num_groups, eps, ..
+            } => {
+                let mut norm = GroupNormConfig::new(num_groups, channels)
+                    .with_epsilon(eps)
+                    .init(device);
                 norm.gamma = norm.gamma.map(scale);
                 Norm::Group(norm)
             }
@@ -124,7 +154,9 @@ impl NormConfig {
     /// mmdet `requires_grad`: whether the affine parameters train (never for FrozenBN).
     pub fn requires_grad(&self) -> bool {
         match self {
-            NormConfig::Batch { requires_grad, .. } | NormConfig::Group { requires_grad, .. } => *requires_grad,
+            NormConfig::Batch { requires_grad, .. } | NormConfig::Group { requires_grad, .. } => {
+                *requires_grad
+            }
             NormConfig::FrozenBatch { .. } => false,
         }
     }
@@ -148,9 +180,17 @@ pub struct StageMode {
 
 impl StageMode {
     /// Plain training: batch statistics where training, trainable affine.
-    pub const TRAIN: StageMode = StageMode { batch_statistics: true, train_affine: true, checkpoint: false };
+    pub const TRAIN: StageMode = StageMode {
+        batch_statistics: true,
+        train_affine: true,
+        checkpoint: false,
+    };
     /// Frozen: running statistics, no gradients.
-    pub const FROZEN: StageMode = StageMode { batch_statistics: false, train_affine: false, checkpoint: false };
+    pub const FROZEN: StageMode = StageMode {
+        batch_statistics: false,
+        train_affine: false,
+        checkpoint: false,
+    };
 }
 
 /// A normalisation layer (mmdet `norm_cfg`), initialised as mmdet does: weight 1, bias 0 or,
@@ -189,13 +229,22 @@ impl Norm {
         if let Some(norm) = self.training_batch_norm(mode, x.device().is_autodiff()) {
             return batch_norm_train(norm, x, apply_relu, mode.train_affine);
         }
-        let affine = |param: &Param<Tensor<1>>, train: bool| if train { param.val() } else { param.val().detach() };
+        let affine = |param: &Param<Tensor<1>>, train: bool| {
+            if train {
+                param.val()
+            } else {
+                param.val().detach()
+            }
+        };
         let out = match self {
             Norm::Batch(norm) => return batch_norm_eval(norm, x, mode.train_affine, apply_relu),
             Norm::Frozen(norm) => return batch_norm_eval(norm, x, false, apply_relu),
             Norm::Group(norm) => {
                 let (gamma, beta) = match (&norm.gamma, &norm.beta) {
-                    (Some(gamma), Some(beta)) => (affine(gamma, mode.train_affine), affine(beta, mode.train_affine)),
+                    (Some(gamma), Some(beta)) => (
+                        affine(gamma, mode.train_affine),
+                        affine(beta, mode.train_affine),
+                    ),
                     _ => unreachable!("NormConfig::init makes affine GroupNorms"),
                 };
                 group_norm(x, gamma, beta, norm.num_groups, norm.epsilon)
@@ -208,9 +257,17 @@ impl Norm {
     /// The BatchNorm that normalises with batch statistics (and updates its running ones) in
     /// `mode`, on an autodiff device or not: one whose training flag is on, on an autodiff
     /// device, where the mode allows batch statistics.
-    pub(crate) fn training_batch_norm(&self, mode: StageMode, autodiff: bool) -> Option<&BatchNorm> {
+    pub(crate) fn training_batch_norm(
+        &self,
+        mode: StageMode,
+        autodiff: bool,
+    ) -> Option<&BatchNorm> {
         match self {
-            Norm::Batch(norm) if mode.batch_statistics && autodiff && norm.training.is_enabled() => Some(norm),
+            Norm::Batch(norm)
+                if mode.batch_statistics && autodiff && norm.training.is_enabled() =>
+            {
+                Some(norm)
+            }
             _ => None,
         }
     }
@@ -232,19 +289,30 @@ impl Norm {
     /// The folded `weight` (`[out, …]`) and bias of [`Norm::fold_into`], for any conv's
     /// parameters; `None` for a norm that does not fold. The norm's place is then taken by
     /// [`Norm::Folded`].
-    pub fn fold_weights(&self, weight: &Param<Tensor<4>>, bias: Option<&Param<Tensor<1>>>) -> Option<(Param<Tensor<4>>, Param<Tensor<1>>)> {
+    pub fn fold_weights(
+        &self,
+        weight: &Param<Tensor<4>>,
+        bias: Option<&Param<Tensor<1>>>,
+    ) -> Option<(Param<Tensor<4>>, Param<Tensor<1>>)> {
         let norm = match self {
             Norm::Batch(norm) | Norm::Frozen(norm) => norm,
             Norm::Group(_) | Norm::Folded(_) => return None,
         };
         let channels = norm.gamma.dims()[0];
-        let scale = norm.gamma.val() / norm.running_var.value_sync().add_scalar(norm.epsilon).sqrt();
+        let scale = norm.gamma.val()
+            / norm
+                .running_var
+                .value_sync()
+                .add_scalar(norm.epsilon)
+                .sqrt();
         let shift = norm.beta.val() - norm.running_mean.value_sync() * scale.clone();
         let bias = match bias {
             Some(bias) => bias.val() * scale.clone() + shift,
             None => shift,
         };
-        let weight = weight.clone().map(|w| w * scale.reshape([channels, 1, 1, 1]));
+        let weight = weight
+            .clone()
+            .map(|w| w * scale.reshape([channels, 1, 1, 1]));
         Some((weight, Param::from_tensor(bias)))
     }
 }
@@ -255,35 +323,65 @@ impl Norm {
 /// PyTorch (and so every mmdet/torchvision checkpoint's statistics) uses the unbiased one,
 /// `var · n / (n − 1)` with `n = batch · height · width`. Normalisation itself uses the biased
 /// variance in both.
-fn batch_norm_train(norm: &BatchNorm, x: Tensor<4>, apply_relu: bool, train_affine: bool) -> Tensor<4> {
+fn batch_norm_train(
+    norm: &BatchNorm,
+    x: Tensor<4>,
+    apply_relu: bool,
+    train_affine: bool,
+) -> Tensor<4> {
     let dims = x.dims();
     let (gamma, beta) = affine_values(norm, train_affine);
     #[cfg(feature = "flex")]
-    if let Some(result) = crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu) {
+    if let Some(result) =
+        crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu)
+    {
         let device = x.device();
         let channels = [result.mean.len()];
-        let mean = Tensor::from_data(burn::tensor::TensorData::new(result.mean, channels), &device);
-        let variance = Tensor::from_data(burn::tensor::TensorData::new(result.variance, channels), &device);
+        let mean = Tensor::from_data(
+            burn::tensor::TensorData::new(result.mean, channels),
+            &device,
+        );
+        let variance = Tensor::from_data(
+            burn::tensor::TensorData::new(result.variance, channels),
+            &device,
+        );
         update_running_statistics(norm, mean, variance, dims);
         return result.output;
     }
     let result = module::batch_norm_train(x, gamma, beta, norm.epsilon);
     update_running_statistics(norm, result.mean, result.variance, dims);
-    if apply_relu { relu(result.output) } else { result.output }
+    if apply_relu {
+        relu(result.output)
+    } else {
+        result.output
+    }
 }
 
 /// Move a BatchNorm's running statistics towards a batch's `mean` and biased `variance`
 /// (measured on an input of shape `dims`), as PyTorch does.
-pub(crate) fn update_running_statistics(norm: &BatchNorm, mean: Tensor<1>, variance: Tensor<1>, dims: [usize; 4]) {
+pub(crate) fn update_running_statistics(
+    norm: &BatchNorm,
+    mean: Tensor<1>,
+    variance: Tensor<1>,
+    dims: [usize; 4],
+) {
     let [batch, _, height, width] = dims;
     let samples = (batch * height * width) as f64;
     // One sample per channel has no unbiased variance (PyTorch refuses to train on it); keep
     // the biased one (0) rather than dividing by zero.
-    let bessel = if samples > 1.0 { samples / (samples - 1.0) } else { 1.0 };
+    let bessel = if samples > 1.0 {
+        samples / (samples - 1.0)
+    } else {
+        1.0
+    };
     let momentum = norm.momentum;
     let update = |running: &RunningState<Tensor<1>>, batch_stat: Tensor<1>| {
         let old = running.value_sync().to_device(&batch_stat.device());
-        running.update(old.mul_scalar(1.0 - momentum).add(batch_stat.detach().mul_scalar(momentum)).detach());
+        running.update(
+            old.mul_scalar(1.0 - momentum)
+                .add(batch_stat.detach().mul_scalar(momentum))
+                .detach(),
+        );
     };
     update(&norm.running_mean, mean);
     update(&norm.running_var, variance.mul_scalar(bessel));
@@ -292,20 +390,38 @@ pub(crate) fn update_running_statistics(norm: &BatchNorm, mean: Tensor<1>, varia
 /// A BatchNorm's weight and bias, detached unless they train.
 pub(crate) fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor<1>) {
     let (gamma, beta) = (norm.gamma.val(), norm.beta.val());
-    if train { (gamma, beta) } else { (gamma.detach(), beta.detach()) }
+    if train {
+        (gamma, beta)
+    } else {
+        (gamma.detach(), beta.detach())
+    }
 }
 
 /// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen), then a ReLU if
 /// `apply_relu`: the statistics are read, never updated, whatever the layer's training flag
 /// says. On flex's autodiff device it runs as one op ([`crate::cpu::try_batch_norm_eval`]).
-fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool, apply_relu: bool) -> Tensor<4> {
+fn batch_norm_eval(
+    norm: &BatchNorm,
+    x: Tensor<4>,
+    train_affine: bool,
+    apply_relu: bool,
+) -> Tensor<4> {
     let (gamma, beta) = affine_values(norm, train_affine);
     #[cfg(feature = "flex")]
     if x.device().is_autodiff() {
         let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().ok();
-        if let (Some(mean), Some(variance)) = (read(norm.running_mean.value_sync()), read(norm.running_var.value_sync()))
-            && let Some(out) = crate::cpu::try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, norm.epsilon, apply_relu)
-        {
+        if let (Some(mean), Some(variance)) = (
+            read(norm.running_mean.value_sync()),
+            read(norm.running_var.value_sync()),
+        ) && let Some(out) = crate::cpu::try_batch_norm_eval(
+            &x,
+            &gamma,
+            &beta,
+            &mean,
+            &variance,
+            norm.epsilon,
+            apply_relu,
+        ) {
             return out;
         }
     }
@@ -318,12 +434,19 @@ fn batch_norm_eval(norm: &BatchNorm, x: Tensor<4>, train_affine: bool, apply_rel
 
 /// GroupNorm: each sample's channels in `groups` groups, normalised by their own mean and
 /// (biased) variance, then the per-channel affine map.
-fn group_norm(x: Tensor<4>, gamma: Tensor<1>, beta: Tensor<1>, groups: usize, epsilon: f64) -> Tensor<4> {
+fn group_norm(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    groups: usize,
+    epsilon: f64,
+) -> Tensor<4> {
     let [batch, channels, height, width] = x.dims();
     let grouped = x.reshape([batch, groups, channels / groups * height * width]);
     let mean = grouped.clone().mean_dim(2);
     let centered = grouped - mean;
     let variance = centered.clone().square().mean_dim(2);
-    let normalized = (centered / variance.add_scalar(epsilon).sqrt()).reshape([batch, channels, height, width]);
+    let normalized =
+        (centered / variance.add_scalar(epsilon).sqrt()).reshape([batch, channels, height, width]);
     normalized * gamma.reshape([1, channels, 1, 1]) + beta.reshape([1, channels, 1, 1])
 }

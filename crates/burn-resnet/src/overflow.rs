@@ -12,12 +12,26 @@ type Reset = fn(&mut ResNetConfig, &ResNetConfig);
 /// Check that every figure of the spec fits in 64 bits (so that the summary, the modules' sizes
 /// and the strides never wrap): the total stride, then the parameter counts at a 1x1 input.
 pub(crate) fn check_figures(spec: &ResNetSpec) -> Result<()> {
-    let stem_stride = crate::stem::stem_convs(spec).iter().map(|conv| conv.stride).product::<usize>() * crate::stem::STEM_POOL.1;
-    let mut strides = [stem_stride].into_iter().chain(spec.stages.iter().map(|s| s.stride));
-    if strides.try_fold(1usize, |product, stride| product.checked_mul(stride)).is_none() {
-        return Err(ResNetError::Overflow { field: "strides".into(), what: "the total stride (4 × the strides' product)".into() });
+    let stem_stride = crate::stem::stem_convs(spec)
+        .iter()
+        .map(|conv| conv.stride)
+        .product::<usize>()
+        * crate::stem::STEM_POOL.1;
+    let mut strides = [stem_stride]
+        .into_iter()
+        .chain(spec.stages.iter().map(|s| s.stride));
+    if strides
+        .try_fold(1usize, |product, stride| product.checked_mul(stride))
+        .is_none()
+    {
+        return Err(ResNetError::Overflow {
+            field: "strides".into(),
+            what: "the total stride (4 × the strides' product)".into(),
+        });
     }
-    let Err(stage) = ModelSummary::count(spec, 1, 1) else { return Ok(()) };
+    let Err(stage) = ModelSummary::count(spec, 1, 1) else {
+        return Ok(());
+    };
     // The field at fault: the first whose default makes the figures fit.
     let defaults = ResNetConfig::new(spec.config.depth);
     let candidates: [(&str, Reset); 7] = [
@@ -32,8 +46,16 @@ pub(crate) fn check_figures(spec: &ResNetSpec) -> Result<()> {
     let fits = |reset: Reset| {
         let mut config = spec.config.clone();
         reset(&mut config, &defaults);
-        config.resolve().is_ok_and(|spec| ModelSummary::count(&spec, 1, 1).is_ok())
+        config
+            .resolve()
+            .is_ok_and(|spec| ModelSummary::count(&spec, 1, 1).is_ok())
     };
-    let field = candidates.iter().find(|(_, reset)| fits(*reset)).map_or("in_channels, stem_channels, base_channels, groups, base_width, dilations or plugins", |(field, _)| field);
-    Err(ResNetError::Overflow { field: field.into(), what: format!("{stage}'s parameter count") })
+    let field = candidates.iter().find(|(_, reset)| fits(*reset)).map_or(
+        "in_channels, stem_channels, base_channels, groups, base_width, dilations or plugins",
+        |(field, _)| field,
+    );
+    Err(ResNetError::Overflow {
+        field: field.into(),
+        what: format!("{stage}'s parameter count"),
+    })
 }

@@ -18,18 +18,40 @@ impl ResNetSpec {
     /// least 2x2 (the stage's output is its smallest map). Both sides shrink alike.
     pub fn min_input_size(&self) -> Option<(usize, String)> {
         let sub_sampled = |s: usize| {
-            self.config.plugins.iter().any(|entry| matches!(entry.cfg, PluginConfig::NonLocal2d { sub_sample: true, .. }) && entry.applies_to(s))
+            self.config.plugins.iter().any(|entry| {
+                matches!(
+                    entry.cfg,
+                    PluginConfig::NonLocal2d {
+                        sub_sample: true,
+                        ..
+                    }
+                ) && entry.applies_to(s)
+            })
         };
         let stages: Vec<usize> = (0..self.stages.len()).filter(|&s| sub_sampled(s)).collect();
         let last = *stages.last()?;
         let fits = |side: usize| {
-            let Ok(summary) = ModelSummary::new(self, side, side) else { return false };
-            stages.iter().all(|&s| summary.stages[s + 1].output_size.iter().all(|&n| n >= 2))
+            let Ok(summary) = ModelSummary::new(self, side, side) else {
+                return false;
+            };
+            stages
+                .iter()
+                .all(|&s| summary.stages[s + 1].output_size.iter().all(|&n| n >= 2))
         };
         // Output sizes grow with the input, and a 2x2 map at stride r needs at most 2r + 1.
-        let bound = Reductions::of(self).stages[last].checked_mul(2)?.checked_add(1)?;
+        let bound = Reductions::of(self).stages[last]
+            .checked_mul(2)?
+            .checked_add(1)?;
         let min = (1..=bound).find(|&side| fits(side))?;
-        (min > 1).then(|| (min, format!("a sub-sampling NonLocal2d in layer{} needs 2x2 maps there", last + 1)))
+        (min > 1).then(|| {
+            (
+                min,
+                format!(
+                    "a sub-sampling NonLocal2d in layer{} needs 2x2 maps there",
+                    last + 1
+                ),
+            )
+        })
     }
 }
 
@@ -84,7 +106,11 @@ impl ModelSummary {
     pub fn new(spec: &ResNetSpec, height: usize, width: usize) -> Result<Self> {
         for (field, value) in [("input height", height), ("input width", width)] {
             if value == 0 {
-                return Err(ResNetError::TooSmall { field: field.into(), value, min: 1 });
+                return Err(ResNetError::TooSmall {
+                    field: field.into(),
+                    value,
+                    min: 1,
+                });
             }
         }
         let input = format!("input {height}x{width}");
@@ -98,16 +124,28 @@ impl ModelSummary {
     }
 
     /// The counting; on overflow, the name of the part that overflowed.
-    pub(crate) fn count(spec: &ResNetSpec, height: usize, width: usize) -> std::result::Result<Self, &'static str> {
+    pub(crate) fn count(
+        spec: &ResNetSpec,
+        height: usize,
+        width: usize,
+    ) -> std::result::Result<Self, &'static str> {
         let reductions = Reductions::of(spec);
-        let input_values = mul(&[spec.config.in_channels as u64, height as u64, width as u64]).ok_or("input")?;
+        let input_values =
+            mul(&[spec.config.in_channels as u64, height as u64, width as u64]).ok_or("input")?;
         let mut size = [height, width];
         let mut counter = Counter::default();
         for conv in stem_convs(spec) {
             size = counter.conv(&conv, size).ok_or("stem")?;
         }
-        let mut stages = vec![counter.finish("stem", None, 0, spec.stem_channels, size, reductions.stem).ok_or("stem")?];
-        size = [stem_pool_output_size(size[0]).ok_or("stem")?, stem_pool_output_size(size[1]).ok_or("stem")?];
+        let mut stages = vec![
+            counter
+                .finish("stem", None, 0, spec.stem_channels, size, reductions.stem)
+                .ok_or("stem")?,
+        ];
+        size = [
+            stem_pool_output_size(size[0]).ok_or("stem")?,
+            stem_pool_output_size(size[1]).ok_or("stem")?,
+        ];
 
         for (index, blocks) in stage_block_specs(spec).iter().enumerate() {
             let name = STAGE_NAMES[index];
@@ -117,30 +155,72 @@ impl ModelSummary {
                 for (position, conv) in block.convs().iter().enumerate() {
                     // A deformable conv2 also runs its offset conv on conv2's input.
                     if let (1, Some(dcn)) = (position, &block.dcn) {
-                        counter.offset_conv(&DeformConv::offset_spec(*conv, dcn), branch).ok_or(name)?;
+                        counter
+                            .offset_conv(&DeformConv::offset_spec(*conv, dcn), branch)
+                            .ok_or(name)?;
                     }
                     branch = counter.conv(conv, branch).ok_or(name)?;
                     // The plugins after this conv (and its norm), on its output.
-                    let after = [PluginPosition::AfterConv1, PluginPosition::AfterConv2, PluginPosition::AfterConv3][position];
-                    for entry in spec.config.plugins.iter().filter(|e| e.position == after && e.applies_to(index)) {
-                        counter.plugin(entry.cfg.figures(conv.out_channels, branch).ok_or(name)?).ok_or(name)?;
+                    let after = [
+                        PluginPosition::AfterConv1,
+                        PluginPosition::AfterConv2,
+                        PluginPosition::AfterConv3,
+                    ][position];
+                    for entry in spec
+                        .config
+                        .plugins
+                        .iter()
+                        .filter(|e| e.position == after && e.applies_to(index))
+                    {
+                        counter
+                            .plugin(entry.cfg.figures(conv.out_channels, branch).ok_or(name)?)
+                            .ok_or(name)?;
                     }
                 }
                 if let Some(downsample) = &block.downsample {
-                    let input = [downsample.conv_input_size(size[0]), downsample.conv_input_size(size[1])];
+                    let input = [
+                        downsample.conv_input_size(size[0]),
+                        downsample.conv_input_size(size[1]),
+                    ];
                     counter.conv(&downsample.conv, input).ok_or(name)?;
                 }
                 size = branch;
             }
             let stage = &spec.stages[index];
             let reduction = reductions.stages[index];
-            stages.push(counter.finish(name, Some(index), blocks.len(), stage.out_channels, size, reduction).ok_or(name)?);
+            stages.push(
+                counter
+                    .finish(
+                        name,
+                        Some(index),
+                        blocks.len(),
+                        stage.out_channels,
+                        size,
+                        reduction,
+                    )
+                    .ok_or(name)?,
+            );
         }
         // The totals must fit too.
-        let summary = Self { stages, input_values };
-        summary.stages.iter().try_fold(0usize, |sum, s| sum.checked_add(s.params)).ok_or("the backbone")?;
-        summary.stages.iter().try_fold(0u64, |sum, s| sum.checked_add(s.macs)).ok_or("the backbone")?;
-        summary.stages.iter().try_fold(0u64, |sum, s| sum.checked_add(s.activations)).ok_or("the backbone")?;
+        let summary = Self {
+            stages,
+            input_values,
+        };
+        summary
+            .stages
+            .iter()
+            .try_fold(0usize, |sum, s| sum.checked_add(s.params))
+            .ok_or("the backbone")?;
+        summary
+            .stages
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.macs))
+            .ok_or("the backbone")?;
+        summary
+            .stages
+            .iter()
+            .try_fold(0u64, |sum, s| sum.checked_add(s.activations))
+            .ok_or("the backbone")?;
         Ok(summary)
     }
 
@@ -166,13 +246,19 @@ impl ModelSummary {
 
     /// Values per image of the largest single tensor of the backbone.
     pub fn largest_activation(&self) -> u64 {
-        self.stages.iter().map(|s| s.largest_activation).max().unwrap_or(0)
+        self.stages
+            .iter()
+            .map(|s| s.largest_activation)
+            .max()
+            .unwrap_or(0)
     }
 }
 
 /// The product of `values`, if it fits.
 pub(crate) fn mul(values: &[u64]) -> Option<u64> {
-    values.iter().try_fold(1u64, |product, &v| product.checked_mul(v))
+    values
+        .iter()
+        .try_fold(1u64, |product, &v| product.checked_mul(v))
 }
 
 /// Accumulates the figures of a run of conv → norm pairs.
@@ -188,23 +274,40 @@ struct Counter {
 impl Counter {
     /// Count a conv and its norm; return the output size.
     fn conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> Option<[usize; 2]> {
-        let out = [conv.checked_output_size(height)?, conv.checked_output_size(width)?];
+        let out = [
+            conv.checked_output_size(height)?,
+            conv.checked_output_size(width)?,
+        ];
         let weights = conv.checked_params()?;
-        self.params = self.params.checked_add(weights)?.checked_add(mul(&[2, conv.out_channels as u64])?)?;
+        self.params = self
+            .params
+            .checked_add(weights)?
+            .checked_add(mul(&[2, conv.out_channels as u64])?)?;
         self.add_output(weights, conv.out_channels, out)?;
         Some(out)
     }
 
     /// Count a DCN's offset conv (with a bias, no norm).
     fn offset_conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> Option<()> {
-        let out = [conv.checked_output_size(height)?, conv.checked_output_size(width)?];
+        let out = [
+            conv.checked_output_size(height)?,
+            conv.checked_output_size(width)?,
+        ];
         let weights = conv.checked_params()?;
-        self.params = self.params.checked_add(weights)?.checked_add(conv.out_channels as u64)?;
+        self.params = self
+            .params
+            .checked_add(weights)?
+            .checked_add(conv.out_channels as u64)?;
         self.add_output(weights, conv.out_channels, out)
     }
 
     /// The multiply-adds and activations of a conv output of `channels` x `out`.
-    fn add_output(&mut self, weights: u64, channels: usize, [height, width]: [usize; 2]) -> Option<()> {
+    fn add_output(
+        &mut self,
+        weights: u64,
+        channels: usize,
+        [height, width]: [usize; 2],
+    ) -> Option<()> {
         let positions = mul(&[height as u64, width as u64])?;
         self.macs = self.macs.checked_add(mul(&[weights, positions])?)?;
         let values = mul(&[channels as u64, positions])?;

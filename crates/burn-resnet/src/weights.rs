@@ -11,8 +11,8 @@ use std::path::Path;
 use std::str::FromStr;
 
 use burn::store::{
-    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter, PytorchStore,
-    SafetensorsStore,
+    FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
+    PytorchStore, SafetensorsStore,
 };
 use burn::tensor::DType;
 
@@ -32,7 +32,11 @@ pub enum WeightSource {
 
 impl WeightSource {
     /// Every source.
-    pub const ALL: [WeightSource; 3] = [WeightSource::Mmdet, WeightSource::Torchvision, WeightSource::Timm];
+    pub const ALL: [WeightSource; 3] = [
+        WeightSource::Mmdet,
+        WeightSource::Torchvision,
+        WeightSource::Timm,
+    ];
 
     /// The name used on the command line.
     pub fn name(self) -> &'static str {
@@ -74,9 +78,12 @@ impl FromStr for WeightSource {
     type Err = ResNetError;
 
     fn from_str(name: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|s| s.name().eq_ignore_ascii_case(name)).ok_or_else(|| {
-            ResNetError::UnknownWeightSource { name: name.to_string() }
-        })
+        Self::ALL
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name))
+            .ok_or_else(|| ResNetError::UnknownWeightSource {
+                name: name.to_string(),
+            })
     }
 }
 
@@ -105,7 +112,11 @@ pub struct LoadReport {
 /// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict`, the
 /// `model` of training scripts that save `{'model': state_dict}`, and a detector's (or
 /// mmpretrain classifier's) `backbone`.
-const PREFIXES: [(&str, &str); 3] = [(r"^state_dict\.", ""), (r"^model\.", ""), (r"^backbone\.", "")];
+const PREFIXES: [(&str, &str); 3] = [
+    (r"^state_dict\.", ""),
+    (r"^model\.", ""),
+    (r"^backbone\.", ""),
+];
 
 /// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
 /// [`PREFIXES`].
@@ -138,16 +149,28 @@ pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(String, String)>
             (r"^stem\.6\.".into(), "stem.layers.2.conv.".into()),
             (r"^stem\.7\.".into(), "stem.layers.2.norm.".into()),
         ],
-        (false, _) => vec![(r"^conv1\.".into(), "stem.layers.0.conv.".into()), (format!(r"^{norm}1\."), "stem.layers.0.norm.".into())],
+        (false, _) => vec![
+            (r"^conv1\.".into(), "stem.layers.0.conv.".into()),
+            (format!(r"^{norm}1\."), "stem.layers.0.norm.".into()),
+        ],
     };
     for stage in 1..=4 {
-        base.push((format!(r"^layer{stage}\.(\d+)\."), format!("layers.{}.blocks.$1.", stage - 1)));
+        base.push((
+            format!(r"^layer{stage}\.(\d+)\."),
+            format!("layers.{}.blocks.$1.", stage - 1),
+        ));
     }
     base.push((format!(r"\.{norm}(\d)\."), ".norm$1.".into()));
     // The `downsample` Sequential: [AvgPool2d,] conv, norm.
     let (conv, norm) = if config.avg_down { (1, 2) } else { (0, 1) };
-    base.push((format!(r"\.downsample\.{conv}\."), ".downsample.conv.".into()));
-    base.push((format!(r"\.downsample\.{norm}\."), ".downsample.norm.".into()));
+    base.push((
+        format!(r"\.downsample\.{conv}\."),
+        ".downsample.conv.".into(),
+    ));
+    base.push((
+        format!(r"\.downsample\.{norm}\."),
+        ".downsample.norm.".into(),
+    ));
     map.extend(base);
     map
 }
@@ -159,16 +182,32 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
     let mut map = Vec::new();
     for stage in 0..config.num_stages {
         let mut next_index = std::collections::HashMap::new();
-        for entry in config.plugins.iter().filter(|entry| entry.applies_to(stage)) {
+        for entry in config
+            .plugins
+            .iter()
+            .filter(|entry| entry.applies_to(stage))
+        {
             let index = next_index.entry(entry.position).or_insert(0usize);
-            let module = format!("layers.{stage}.blocks.$1.{}.plugins.{index}.", entry.position.name());
+            let module = format!(
+                "layers.{stage}.blocks.$1.{}.plugins.{index}.",
+                entry.position.name()
+            );
             // A non-local block's ConvModules (`g.conv`), behind a max-pool with `sub_sample`
             // (`g.0.conv`); these more specific rules go first.
             if let crate::plugin::PluginConfig::NonLocal2d { sub_sample, .. } = entry.cfg {
-                for (part, pooled) in [("g", sub_sample), ("theta", false), ("phi", sub_sample), ("conv_out", false)] {
+                for (part, pooled) in [
+                    ("g", sub_sample),
+                    ("theta", false),
+                    ("phi", sub_sample),
+                    ("conv_out", false),
+                ] {
                     let sequential = if pooled { r"0\." } else { "" };
                     map.push((
-                        format!(r"^layer{}\.(\d+)\.{}\.{part}\.{sequential}conv\.", stage + 1, entry.name()),
+                        format!(
+                            r"^layer{}\.(\d+)\.{}\.{part}\.{sequential}conv\.",
+                            stage + 1,
+                            entry.name()
+                        ),
                         format!("{module}{part}."),
                     ));
                 }
@@ -180,10 +219,17 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
             *index += 1;
         }
     }
-    if config.plugins.iter().any(|entry| matches!(entry.cfg, crate::plugin::PluginConfig::ContextBlock { .. })) {
+    if config
+        .plugins
+        .iter()
+        .any(|entry| matches!(entry.cfg, crate::plugin::PluginConfig::ContextBlock { .. }))
+    {
         for fusion in ["add", "mul"] {
             for (index, field) in [(0, "reduce"), (1, "norm"), (3, "expand")] {
-                map.push((format!(r"\.channel_{fusion}_conv\.{index}\."), format!(".channel_{fusion}.{field}.")));
+                map.push((
+                    format!(r"\.channel_{fusion}_conv\.{index}\."),
+                    format!(".channel_{fusion}.{field}."),
+                ));
             }
         }
     }
@@ -234,8 +280,12 @@ impl Store {
     /// Open `path` with the reader its first bytes call for.
     fn open(path: &Path) -> Result<(Self, CheckpointFormat)> {
         let mut head = Vec::with_capacity(9);
-        let read = std::fs::File::open(path).and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 9), &mut head));
-        read.map_err(|source| ResNetError::Io { path: path.to_path_buf(), source })?;
+        let read = std::fs::File::open(path)
+            .and_then(|f| std::io::Read::read_to_end(&mut std::io::Read::take(f, 9), &mut head));
+        read.map_err(|source| ResNetError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let format = CheckpointFormat::detect(&head).ok_or_else(|| ResNetError::Weights {
             path: path.to_path_buf(),
             problems: vec![match head.is_empty() {
@@ -247,7 +297,9 @@ impl Store {
             }],
         })?;
         let store = match format {
-            CheckpointFormat::TorchZip | CheckpointFormat::TorchLegacy => Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false)),
+            CheckpointFormat::TorchZip | CheckpointFormat::TorchLegacy => {
+                Store::Pytorch(PytorchStore::from_file(path).map_indices_contiguous(false))
+            }
             CheckpointFormat::Safetensors => Store::Safetensors(SafetensorsStore::from_file(path)),
         };
         Ok((store, format))
@@ -264,14 +316,21 @@ impl Store {
     fn for_loading(self, map: &[(String, String)]) -> Self {
         match self {
             Store::Pytorch(mut s) => {
-                s = s.skip_enum_variants(true).allow_partial(true).validate(false);
+                s = s
+                    .skip_enum_variants(true)
+                    .allow_partial(true)
+                    .validate(false);
                 for (from, to) in rules(map) {
                     s = s.with_key_remapping(from, to);
                 }
                 Store::Pytorch(s)
             }
             Store::Safetensors(mut s) => {
-                s = s.skip_enum_variants(true).allow_partial(true).validate(false).with_from_adapter(to_float32());
+                s = s
+                    .skip_enum_variants(true)
+                    .allow_partial(true)
+                    .validate(false)
+                    .with_from_adapter(to_float32());
                 for (from, to) in rules(map) {
                     s = s.with_key_remapping(from, to);
                 }
@@ -280,13 +339,21 @@ impl Store {
         }
     }
 
-    fn apply(&mut self, module: &mut ResNet) -> std::result::Result<burn::store::ApplyResult, String> {
+    fn apply(
+        &mut self,
+        module: &mut ResNet,
+    ) -> std::result::Result<burn::store::ApplyResult, String> {
         match self {
             // PytorchStore's own `apply_to` applies PyTorchToBurnAdapter and no other, so a
             // half-precision `.pth` would load as float16 (which ndarray cannot even hold):
             // apply its tensors here with the float32 cast chained on, as for safetensors.
             Store::Pytorch(s) => {
-                let tensors = s.get_all_tensors().map_err(|e| e.to_string())?.values().cloned().collect();
+                let tensors = s
+                    .get_all_tensors()
+                    .map_err(|e| e.to_string())?
+                    .values()
+                    .cloned()
+                    .collect();
                 Ok(module.apply(tensors, None, Some(Box::new(to_float32())), true))
             }
             Store::Safetensors(s) => module.load_from(s).map_err(|e| e.to_string()),
@@ -302,7 +369,10 @@ fn to_float32() -> impl ModuleAdapter {
 
 /// The nesting prefixes' rules, then `map`'s.
 fn rules(map: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
-    PREFIXES.iter().copied().chain(map.iter().map(|(from, to)| (from.as_str(), to.as_str())))
+    PREFIXES
+        .iter()
+        .copied()
+        .chain(map.iter().map(|(from, to)| (from.as_str(), to.as_str())))
 }
 
 /// A function naming a module path (enum variants included or not) as `source`'s key; paths it
@@ -355,7 +425,11 @@ fn is_derived_key(key: &str) -> bool {
 
 /// Whether a key (prefixes stripped) names a backbone tensor rather than a head's or neck's.
 fn is_backbone_key(key: &str) -> bool {
-    ["conv1.", "bn1.", "stem.", "layer1.", "layer2.", "layer3.", "layer4."].iter().any(|p| key.starts_with(p))
+    [
+        "conv1.", "bn1.", "stem.", "layer1.", "layer2.", "layer3.", "layer4.",
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
 }
 
 impl ResNet {
@@ -369,7 +443,11 @@ impl ResNet {
     /// cast to float32, and so are half-precision `.pth` files. Returns the loaded backbone
     /// and leaves `self` untouched; the error lists every missing tensor, unexpected key and
     /// shape mismatch, not just the first, by the file's key.
-    pub fn load_weights(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {
+    pub fn load_weights(
+        &self,
+        path: impl AsRef<Path>,
+        source: Option<WeightSource>,
+    ) -> Result<(Self, LoadReport)> {
         self.load(path.as_ref(), source, false)
     }
 
@@ -377,14 +455,31 @@ impl ResNet {
     /// rest, listing in [`LoadReport::not_loaded`] everything the strict load would have refused
     /// (for fine-tuning from a checkpoint of a slightly different backbone). Unreadable files
     /// are still errors.
-    pub fn load_weights_partial(&self, path: impl AsRef<Path>, source: Option<WeightSource>) -> Result<(Self, LoadReport)> {
+    pub fn load_weights_partial(
+        &self,
+        path: impl AsRef<Path>,
+        source: Option<WeightSource>,
+    ) -> Result<(Self, LoadReport)> {
         self.load(path.as_ref(), source, true)
     }
 
-    fn load(&self, path: &Path, source: Option<WeightSource>, partial: bool) -> Result<(Self, LoadReport)> {
-        let weights_error = |problems: Vec<String>| ResNetError::Weights { path: path.to_path_buf(), problems };
+    fn load(
+        &self,
+        path: &Path,
+        source: Option<WeightSource>,
+        partial: bool,
+    ) -> Result<(Self, LoadReport)> {
+        let weights_error = |problems: Vec<String>| ResNetError::Weights {
+            path: path.to_path_buf(),
+            problems,
+        };
         let (mut store, format) = Store::open(path)?;
-        let keys = store.keys().map_err(|e| weights_error(vec![format!("not a readable {} checkpoint: {e}", format.name())]))?;
+        let keys = store.keys().map_err(|e| {
+            weights_error(vec![format!(
+                "not a readable {} checkpoint: {e}",
+                format.name()
+            )])
+        })?;
         let stripped: Vec<&str> = keys.iter().map(|k| strip_prefixes(k)).collect();
         let (source, detected) = match source {
             Some(source) => (source, false),
@@ -393,46 +488,89 @@ impl ResNet {
         let skipped: Vec<String> = keys
             .iter()
             .zip(&stripped)
-            .filter(|(_, key)| (!is_backbone_key(key) || is_derived_key(key)) && !key.ends_with("num_batches_tracked"))
+            .filter(|(_, key)| {
+                (!is_backbone_key(key) || is_derived_key(key))
+                    && !key.ends_with("num_batches_tracked")
+            })
             .map(|(key, _)| key.clone())
             .collect();
 
         let mut store = store.for_loading(&key_map(source, self));
         // Not `clone()`: the clone's running statistics would be the caller's.
         let mut loaded = self.independent_clone();
-        let result = store.apply(&mut loaded).map_err(|e| weights_error(vec![format!("{} checkpoint: {e}", format.name())]))?;
+        let result = store
+            .apply(&mut loaded)
+            .map_err(|e| weights_error(vec![format!("{} checkpoint: {e}", format.name())]))?;
         // Problems name the tensor as the file would: the module path mapped back to `source`'s
         // key names (export's map is the inverse of the loading map).
         let file_key = file_key_namer(source, self);
         let file_has_offsets = stripped.iter().any(|key| key.contains(".conv_offset."));
-        let (zero_offsets, missing): (Vec<_>, Vec<_>) =
-            result.missing.iter().partition(|(path, _)| !file_has_offsets && path.contains(".conv_offset."));
-        let zero_offsets = zero_offsets.into_iter().map(|(path, _)| file_key(path)).collect();
-        let mut problems: Vec<String> =
-            missing.iter().map(|(path, _)| format!("missing: {} (module path {path})", file_key(path))).collect();
+        let (zero_offsets, missing): (Vec<_>, Vec<_>) = result
+            .missing
+            .iter()
+            .partition(|(path, _)| !file_has_offsets && path.contains(".conv_offset."));
+        let zero_offsets = zero_offsets
+            .into_iter()
+            .map(|(path, _)| file_key(path))
+            .collect();
+        let mut problems: Vec<String> = missing
+            .iter()
+            .map(|(path, _)| format!("missing: {} (module path {path})", file_key(path)))
+            .collect();
         problems.extend(
             result
                 .unused
                 .iter()
                 // Mapped keys (module paths) nothing took, and backbone keys no rule mapped (a
                 // plain stem's `conv1.weight` offered to a deep stem).
-                .filter(|key| key.starts_with("stem.") || key.starts_with("layers.") || is_backbone_key(strip_prefixes(key)))
+                .filter(|key| {
+                    key.starts_with("stem.")
+                        || key.starts_with("layers.")
+                        || is_backbone_key(strip_prefixes(key))
+                })
                 .filter(|key| !key.ends_with("num_batches_tracked") && !is_derived_key(key))
                 .map(|key| format!("unexpected: {}", file_key(key))),
         );
-        problems.extend(result.errors.iter().map(|e| format!("{e} (file key {})", file_key(error_path(e)))));
+        problems.extend(
+            result
+                .errors
+                .iter()
+                .map(|e| format!("{e} (file key {})", file_key(error_path(e)))),
+        );
         if partial {
-            return Ok((loaded, LoadReport { source, detected, skipped, not_loaded: problems, zero_offsets }));
+            return Ok((
+                loaded,
+                LoadReport {
+                    source,
+                    detected,
+                    skipped,
+                    not_loaded: problems,
+                    zero_offsets,
+                },
+            ));
         }
         if !problems.is_empty() {
-            problems.push(format!("(keys read as {source} names{})", if detected { ", detected" } else { "" }));
+            problems.push(format!(
+                "(keys read as {source} names{})",
+                if detected { ", detected" } else { "" }
+            ));
             return Err(weights_error(problems));
         }
-        Ok((loaded, LoadReport { source, detected, skipped, not_loaded: Vec::new(), zero_offsets }))
+        Ok((
+            loaded,
+            LoadReport {
+                source,
+                detected,
+                skipped,
+                not_loaded: Vec::new(),
+                zero_offsets,
+            },
+        ))
     }
 
     /// [`ResNet::load_weights`] for a file with mmdet's key names.
     pub fn load_mmdet_safetensors(&self, path: impl AsRef<Path>) -> Result<Self> {
-        self.load_weights(path, Some(WeightSource::Mmdet)).map(|(backbone, _)| backbone)
+        self.load_weights(path, Some(WeightSource::Mmdet))
+            .map(|(backbone, _)| backbone)
     }
 }

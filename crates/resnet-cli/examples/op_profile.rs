@@ -17,11 +17,18 @@ fn time(label: &str, runs: usize, device: &Device, mut f: impl FnMut() -> Tensor
         let _ = out.slice([0..1, 0..1, 0..1, 0..1]).into_data();
     }
     device.sync().unwrap();
-    println!("{label:<48} {:8.3} ms", started.elapsed().as_secs_f64() * 1e3 / runs as f64);
+    println!(
+        "{label:<48} {:8.3} ms",
+        started.elapsed().as_secs_f64() * 1e3 / runs as f64
+    );
 }
 
 fn main() {
-    let backend: Backend = std::env::args().nth(1).unwrap_or("flex".into()).parse().unwrap();
+    let backend: Backend = std::env::args()
+        .nth(1)
+        .unwrap_or("flex".into())
+        .parse()
+        .unwrap();
     let device = backend.device().unwrap();
     matmul_profile(&device);
     let n = Distribution::Normal(0.0, 1.0);
@@ -52,16 +59,33 @@ fn main() {
         let o1 = ConvOptions::new([1, 1], [0, 0], [1, 1], 1);
         let runs = 20;
         println!("batch {batch}, {width} channels, {side}x{side}");
-        time("  conv3x3", runs, &device, || conv2d(x.clone(), w3.clone(), None, o3.clone()));
-        time("  conv3x3 + bias", runs, &device, || conv2d(x.clone(), w3.clone(), Some(bias.clone()), o3.clone()));
-        time("  conv1x1 expand x4", runs, &device, || conv2d(x.clone(), w1.clone(), None, o1.clone()));
-        time("  conv1x1 expand x4 + bias", runs, &device, || conv2d(x.clone(), w1.clone(), Some(bias4.clone()), o1.clone()));
+        time("  conv3x3", runs, &device, || {
+            conv2d(x.clone(), w3.clone(), None, o3.clone())
+        });
+        time("  conv3x3 + bias", runs, &device, || {
+            conv2d(x.clone(), w3.clone(), Some(bias.clone()), o3.clone())
+        });
+        time("  conv1x1 expand x4", runs, &device, || {
+            conv2d(x.clone(), w1.clone(), None, o1.clone())
+        });
+        time("  conv1x1 expand x4 + bias", runs, &device, || {
+            conv2d(x.clone(), w1.clone(), Some(bias4.clone()), o1.clone())
+        });
         time("  batch_norm (inference)", runs, &device, || {
-            batch_norm(x.clone(), ones.clone(), bias.clone(), bias.clone(), ones.clone(), 1e-5)
+            batch_norm(
+                x.clone(),
+                ones.clone(),
+                bias.clone(),
+                bias.clone(),
+                ones.clone(),
+                1e-5,
+            )
         });
         time("  relu", runs, &device, || relu(x.clone()));
         time("  add", runs, &device, || x.clone() + x.clone());
-        time("  add + relu on expanded", runs, &device, || relu(wide.clone() + wide.clone()));
+        time("  add + relu on expanded", runs, &device, || {
+            relu(wide.clone() + wide.clone())
+        });
     }
 }
 
@@ -78,7 +102,10 @@ fn matmul_profile(device: &Device) {
             let _ = a.clone().matmul(b.clone()).slice([0..1, 0..1]).into_data();
         }
         let secs = started.elapsed().as_secs_f64() / runs as f64;
-        println!("matmul {m}x{k} · {k}x{cols}: {:.3} ms, {:.0} GFLOP/s", secs * 1e3, 2.0 * (m * k * cols) as f64 / secs / 1e9);
+        println!(
+            "matmul {m}x{k} · {k}x{cols}: {:.3} ms, {:.0} GFLOP/s",
+            secs * 1e3,
+            2.0 * (m * k * cols) as f64 / secs / 1e9
+        );
     }
 }
-

@@ -26,9 +26,15 @@ pub enum Case {
 impl Case {
     /// Parse `infer b1` / `train b8`.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("'{text}' is not a case: expected 'infer bN' or 'train bN', e.g. 'infer b1'");
+        let bad = || {
+            format!("'{text}' is not a case: expected 'infer bN' or 'train bN', e.g. 'infer b1'")
+        };
         let (kind, batch) = text.trim().split_once(' ').ok_or_else(bad)?;
-        let batch: usize = batch.trim().trim_start_matches('b').parse().map_err(|_| bad())?;
+        let batch: usize = batch
+            .trim()
+            .trim_start_matches('b')
+            .parse()
+            .map_err(|_| bad())?;
         match (kind, batch) {
             (_, 0) => Err(bad()),
             ("infer", b) => Ok(Case::Infer(b)),
@@ -98,19 +104,34 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             Case::Infer(_) => burn_resnet::Workload::Inference,
             Case::Train(_) => burn_resnet::Workload::Training,
         };
-        let what = format!("bench case `{}` at {}x{}", case.name(), request.size, request.size);
-        summary.memory(case.batch(), workload)?.check(&what, &request.memory_limit)?;
+        let what = format!(
+            "bench case `{}` at {}x{}",
+            case.name(),
+            request.size,
+            request.size
+        );
+        summary
+            .memory(case.batch(), workload)?
+            .check(&what, &request.memory_limit)?;
     }
     let torch = match &request.torch {
         Some((python, threads)) => Some(torch_baseline(python, *threads, request)?),
         None => None,
     };
     // A ratio only against the same network.
-    let mismatch = torch.as_ref().and_then(|t| t.mismatch(&request.spec, request.size));
+    let mismatch = torch
+        .as_ref()
+        .and_then(|t| t.mismatch(&request.spec, request.size));
     if let Some(baseline) = &torch {
         match &mismatch {
-            None => println!("PyTorch baseline: {}, {} parameters, the same as this config's", baseline.builder, baseline.params),
-            Some(why) => println!("PyTorch baseline: {} is not this network ({why}): not timed, no ratio", baseline.builder),
+            None => println!(
+                "PyTorch baseline: {}, {} parameters, the same as this config's",
+                baseline.builder, baseline.params
+            ),
+            Some(why) => println!(
+                "PyTorch baseline: {} is not this network ({why}): not timed, no ratio",
+                baseline.builder
+            ),
         }
     }
     println!(
@@ -120,13 +141,29 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         request.size,
         request.warmup,
         request.runs,
-        if request.fold_batch_norms { "with BatchNorms folded into the convs" } else { "unfolded" },
-        torch.as_ref().map_or(String::new(), |_| ", against PyTorch eager".into())
+        if request.fold_batch_norms {
+            "with BatchNorms folded into the convs"
+        } else {
+            "unfolded"
+        },
+        torch
+            .as_ref()
+            .map_or(String::new(), |_| ", against PyTorch eager".into())
     );
     println!(
         "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}{}",
-        "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB",
-        if torch.is_some() { "   torch ms +torch MiB  time ratio" } else { "" }
+        "backend",
+        "case",
+        "median ms",
+        "min ms",
+        "max ms",
+        "img/s",
+        "+peak MiB",
+        if torch.is_some() {
+            "   torch ms +torch MiB  time ratio"
+        } else {
+            ""
+        }
     );
     for &backend in &request.backends {
         let device = backend.device()?;
@@ -154,7 +191,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
                 let stages = stage_profile(&request.spec, &device, batch, request)?;
                 let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
                 for (name, ms) in stages {
-                    println!("{:<8}   {:<7} {:>10.1} ms  {:>5.1}%", "", name, ms, 100.0 * ms / total);
+                    println!(
+                        "{:<8}   {:<7} {:>10.1} ms  {:>5.1}%",
+                        "",
+                        name,
+                        ms,
+                        100.0 * ms / total
+                    );
                 }
             }
         }
@@ -164,18 +207,37 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 
 /// Median time of each stage of an inference forward (stem with its max-pool, then each
 /// layer), syncing the device between stages; printed by `resnet bench --stages`.
-pub fn stage_profile(spec: &ResNetSpec, device: &Device, batch: usize, request: &Request) -> Result<Vec<(&'static str, f64)>, CliError> {
+pub fn stage_profile(
+    spec: &ResNetSpec,
+    device: &Device,
+    batch: usize,
+    request: &Request,
+) -> Result<Vec<(&'static str, f64)>, CliError> {
     let model = spec.init(device);
-    let model = if request.fold_batch_norms { model.fold_batch_norms() } else { model };
-    let images = Tensor::<4>::random([batch, spec.config.in_channels, request.size, request.size], Distribution::Normal(0.0, 1.0), device);
-    let names = std::iter::once("stem").chain(burn_resnet::features::STAGE_NAMES.into_iter().take(model.layers.len()));
+    let model = if request.fold_batch_norms {
+        model.fold_batch_norms()
+    } else {
+        model
+    };
+    let images = Tensor::<4>::random(
+        [batch, spec.config.in_channels, request.size, request.size],
+        Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let names = std::iter::once("stem").chain(
+        burn_resnet::features::STAGE_NAMES
+            .into_iter()
+            .take(model.layers.len()),
+    );
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); model.layers.len() + 1];
     for run in 0..request.warmup + request.runs {
         let mut x = images.clone();
         for (index, slot) in times.iter_mut().enumerate() {
             let started = Instant::now();
             x = match index {
-                0 => burn_resnet::stem::Stem::pool(model.stem.forward(x, model.spec().stage_mode(None))),
+                0 => burn_resnet::stem::Stem::pool(
+                    model.stem.forward(x, model.spec().stage_mode(None)),
+                ),
                 i => model.layers[i - 1].forward(x, model.spec().stage_mode(Some(i - 1))),
             };
             sync(device)?;
@@ -194,8 +256,18 @@ pub fn stage_profile(spec: &ResNetSpec, device: &Device, batch: usize, request: 
 }
 
 /// Time one case on one device.
-pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request) -> Result<Measurement, CliError> {
-    let shape = [case.batch(), spec.config.in_channels, request.size, request.size];
+pub fn measure(
+    spec: &ResNetSpec,
+    device: &Device,
+    case: Case,
+    request: &Request,
+) -> Result<Measurement, CliError> {
+    let shape = [
+        case.batch(),
+        spec.config.in_channels,
+        request.size,
+        request.size,
+    ];
     // The peak is measured from just before the first run, with the model's parameters (Burn
     // initialises them lazily) and the input in memory, as in the PyTorch script: it counts
     // activations, gradients, optimizer state and workspace, not the weights.
@@ -204,7 +276,11 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
     match case {
         Case::Infer(_) => {
             let model = spec.init(device);
-            let model = if request.fold_batch_norms { model.fold_batch_norms() } else { model };
+            let model = if request.fold_batch_norms {
+                model.fold_batch_norms()
+            } else {
+                model
+            };
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
             model.visit(&mut Materialize);
             baseline_mib = reset_peak_memory();
@@ -221,7 +297,11 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
         Case::Train(_) => {
             let training = device.clone().autodiff();
             let mut model = spec.init(device).fork(&training).train();
-            let momentum = MomentumConfig { momentum: 0.9, dampening: 0.0, nesterov: false };
+            let momentum = MomentumConfig {
+                momentum: 0.9,
+                dampening: 0.0,
+                nesterov: false,
+            };
             let mut optimizer = SgdConfig::new().with_momentum(Some(momentum)).init();
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &training);
             model.visit(&mut Materialize);
@@ -256,11 +336,18 @@ pub fn measure(spec: &ResNetSpec, device: &Device, case: Case, request: &Request
 
 /// The benchmark's loss: the sum of the outputs' means (a scalar that depends on every output).
 fn feature_loss(model: &ResNet, images: Tensor<4>) -> Tensor<1> {
-    model.forward(images).into_iter().map(|f| f.mean()).reduce(|a, b| a + b).expect("at least one output")
+    model
+        .forward(images)
+        .into_iter()
+        .map(|f| f.mean())
+        .reduce(|a, b| a + b)
+        .expect("at least one output")
 }
 
 fn sync(device: &Device) -> Result<(), CliError> {
-    device.sync().map_err(|e| CliError::Bench(format!("device sync failed: {e:?}")))
+    device
+        .sync()
+        .map_err(|e| CliError::Bench(format!("device sync failed: {e:?}")))
 }
 
 /// Touches every parameter, so that lazily initialised ones are allocated now.
@@ -313,7 +400,10 @@ impl Baseline {
         if !self.unmirrored.is_empty() {
             Some(format!("it cannot mirror {}", self.unmirrored.join(", ")))
         } else if self.params != ours {
-            Some(format!("it has {} parameters, this config {ours}", self.params))
+            Some(format!(
+                "it has {} parameters, this config {ours}",
+                self.params
+            ))
         } else {
             None
         }
@@ -335,36 +425,77 @@ struct ModelInfo {
 
 /// Run `bench/torch_baseline.py --json` on the same config (written out with any command-line
 /// changes) and read what it built and measured.
-fn torch_baseline(python: &PathBuf, threads: usize, request: &Request) -> Result<Baseline, CliError> {
+fn torch_baseline(
+    python: &PathBuf,
+    threads: usize,
+    request: &Request,
+) -> Result<Baseline, CliError> {
     let bench_error = |message: String| CliError::Bench(message);
-    let config_text = toml::to_string(&request.spec.config).map_err(|e| bench_error(format!("cannot write the config for the baseline: {e}")))?;
-    let config_file = std::env::temp_dir().join(format!("resnet-bench-{}.toml", std::process::id()));
-    std::fs::write(&config_file, config_text).map_err(|e| bench_error(format!("{}: {e}", config_file.display())))?;
+    let config_text = toml::to_string(&request.spec.config)
+        .map_err(|e| bench_error(format!("cannot write the config for the baseline: {e}")))?;
+    let config_file =
+        std::env::temp_dir().join(format!("resnet-bench-{}.toml", std::process::id()));
+    std::fs::write(&config_file, config_text)
+        .map_err(|e| bench_error(format!("{}: {e}", config_file.display())))?;
     let cases: Vec<String> = request.cases.iter().map(|c| c.name()).collect();
     let output = Command::new(python)
-        .args(["bench/torch_baseline.py", "--json", "--threads", &threads.to_string()])
+        .args([
+            "bench/torch_baseline.py",
+            "--json",
+            "--threads",
+            &threads.to_string(),
+        ])
         .arg("--config")
         .arg(&config_file)
         .args(["--size", &request.size.to_string()])
         // The baseline checks the network against the project's own count before timing it.
-        .args(["--expect-params", &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?.total_params().to_string()])
-        .args(["--warmup", &request.warmup.to_string(), "--runs", &request.runs.to_string()])
+        .args([
+            "--expect-params",
+            &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?
+                .total_params()
+                .to_string(),
+        ])
+        .args([
+            "--warmup",
+            &request.warmup.to_string(),
+            "--runs",
+            &request.runs.to_string(),
+        ])
         .args(["--cases", &cases.join(",")])
         .output();
     let _ = std::fs::remove_file(&config_file);
-    let output = output.map_err(|e| bench_error(format!("cannot run {} bench/torch_baseline.py: {e}", python.display())))?;
+    let output = output.map_err(|e| {
+        bench_error(format!(
+            "cannot run {} bench/torch_baseline.py: {e}",
+            python.display()
+        ))
+    })?;
     if !output.status.success() {
-        return Err(bench_error(format!("bench/torch_baseline.py failed: {}", String::from_utf8_lossy(&output.stderr).trim())));
+        return Err(bench_error(format!(
+            "bench/torch_baseline.py failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let mut lines = stdout.lines().filter(|l| l.starts_with('{'));
-    let model = lines.next().ok_or_else(|| bench_error("bench/torch_baseline.py printed nothing".into()))?;
-    let ModelLine { model } = serde_json::from_str(model)
-        .map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{model}' where the model line belongs: {e}")))?;
+    let model = lines
+        .next()
+        .ok_or_else(|| bench_error("bench/torch_baseline.py printed nothing".into()))?;
+    let ModelLine { model } = serde_json::from_str(model).map_err(|e| {
+        bench_error(format!(
+            "bench/torch_baseline.py printed '{model}' where the model line belongs: {e}"
+        ))
+    })?;
     let mut cases = HashMap::new();
     for line in lines {
-        let row: TorchRow = serde_json::from_str(line).map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
+        let row: TorchRow = serde_json::from_str(line)
+            .map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
         cases.insert(row.case, row.measurement);
     }
-    Ok(Baseline { builder: model.builder, params: model.params, unmirrored: model.unmirrored, cases })
+    Ok(Baseline {
+        builder: model.builder,
+        params: model.params,
+        unmirrored: model.unmirrored,
+        cases,
+    })
 }

@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use burn::tensor::TensorData;
 use burn_resnet::weights::WeightSource;
-use burn_resnet::{Backend, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload};
+use burn_resnet::{
+    Backend, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload,
+};
 
 use crate::error::CliError;
 use crate::image_input::{self, Preprocessing};
@@ -34,7 +36,15 @@ pub struct Request {
 /// kernel compilation on wgpu) and print the outputs.
 pub fn run(request: &Request) -> Result<(), CliError> {
     if let Some(out) = &request.out {
-        let inputs: Vec<&Path> = [Some(&request.config), request.image.as_ref(), request.weights.as_ref()].into_iter().flatten().map(PathBuf::as_path).collect();
+        let inputs: Vec<&Path> = [
+            Some(&request.config),
+            request.image.as_ref(),
+            request.weights.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(PathBuf::as_path)
+        .collect();
         output::check(out, &inputs, request.force)?;
     }
     let config = ResNetConfig::from_toml_file(&request.config)?;
@@ -54,7 +64,11 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             report.source,
             if report.detected { ", detected" } else { "" },
             report.skipped.len(),
-            if report.skipped.is_empty() { String::new() } else { format!(": {}", report.skipped.join(", ")) }
+            if report.skipped.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", report.skipped.join(", "))
+            }
         );
         if !report.zero_offsets.is_empty() {
             println!(
@@ -63,22 +77,38 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             );
         }
         if !report.not_loaded.is_empty() {
-            println!("--partial: {} tensors keep their initial values:\n  {}", report.not_loaded.len(), report.not_loaded.join("\n  "));
+            println!(
+                "--partial: {} tensors keep their initial values:\n  {}",
+                report.not_loaded.len(),
+                report.not_loaded.join("\n  ")
+            );
         }
     }
     let preprocessing = Preprocessing::for_style(spec.config.style);
-    let images = image_input::load(request.image.as_deref(), request.size, preprocessing, &device)?;
+    let images = image_input::load(
+        request.image.as_deref(),
+        request.size,
+        preprocessing,
+        &device,
+    )?;
     backbone.check_input(images.dims())?;
 
     let timed = || {
         let started = Instant::now();
-        let features: Vec<TensorData> = backbone.forward(images.clone()).into_iter().map(|f| f.into_data()).collect();
+        let features: Vec<TensorData> = backbone
+            .forward(images.clone())
+            .into_iter()
+            .map(|f| f.into_data())
+            .collect();
         (features, started.elapsed())
     };
     let (_, first) = timed();
     let (features, steady) = timed();
 
-    let image = request.image.as_ref().map_or("bundled sample".to_string(), |p| p.display().to_string());
+    let image = request
+        .image
+        .as_ref()
+        .map_or("bundled sample".to_string(), |p| p.display().to_string());
     println!(
         "{} on {} ({}x{}, {}), backend {}",
         request.config.display(),
@@ -88,7 +118,10 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         preprocessing.describe(),
         request.backend
     );
-    println!("{:<6} {:<7} {:>22} {:>7} {:>11}", "level", "module", "shape", "stride", "non-finite");
+    println!(
+        "{:<6} {:<7} {:>22} {:>7} {:>11}",
+        "level", "module", "shape", "stride", "non-finite"
+    );
     let info = backbone.feature_info();
     let mut damaged = Vec::new();
     for (data, meta) in features.iter().zip(&info) {
@@ -102,10 +135,20 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             counts.nan + counts.inf
         );
         if counts.nan + counts.inf > 0 {
-            damaged.push(format!("{} has {} NaN and {} ±Inf of {} values", meta.level_name(), counts.nan, counts.inf, counts.total));
+            damaged.push(format!(
+                "{} has {} NaN and {} ±Inf of {} values",
+                meta.level_name(),
+                counts.nan,
+                counts.inf,
+                counts.total
+            ));
         }
     }
-    println!("forward: {} first run, {} second run", millis(first), millis(steady));
+    println!(
+        "forward: {} first run, {} second run",
+        millis(first),
+        millis(steady)
+    );
     if !damaged.is_empty() {
         // The same numbers PyTorch would give (NaN and Inf propagate), but not features anyone
         // wants: say so where it cannot be missed.
@@ -144,14 +187,27 @@ fn check_request(spec: &ResNetSpec, request: &Request) -> Result<(), CliError> {
             ),
         }));
     }
-    if let Some(side) = [height, width].into_iter().find(|&side| side > u32::MAX as usize) {
-        return Err(CliError::Size(format!("{side} is more than the image library's largest side, {}", u32::MAX)));
+    if let Some(side) = [height, width]
+        .into_iter()
+        .find(|&side| side > u32::MAX as usize)
+    {
+        return Err(CliError::Size(format!(
+            "{side} is more than the image library's largest side, {}",
+            u32::MAX
+        )));
     }
     let mut estimate = ModelSummary::new(spec, height, width)?.memory(1, Workload::Inference)?;
     // The resized 8-bit RGB image and the decoder's float copy of it.
-    let image = (height as u64).checked_mul(width as u64).and_then(|pixels| pixels.checked_mul(3 + 3 * 4));
-    estimate.activations = image.and_then(|bytes| bytes.checked_add(estimate.activations)).ok_or_else(|| CliError::Size(format!("{height}x{width} overflows the memory estimate")))?;
-    estimate.check(&format!("extract at {height}x{width}"), &request.memory_limit)?;
+    let image = (height as u64)
+        .checked_mul(width as u64)
+        .and_then(|pixels| pixels.checked_mul(3 + 3 * 4));
+    estimate.activations = image
+        .and_then(|bytes| bytes.checked_add(estimate.activations))
+        .ok_or_else(|| CliError::Size(format!("{height}x{width} overflows the memory estimate")))?;
+    estimate.check(
+        &format!("extract at {height}x{width}"),
+        &request.memory_limit,
+    )?;
     Ok(())
 }
 
@@ -180,12 +236,24 @@ fn millis(duration: Duration) -> String {
 }
 
 /// Write the features as float32 safetensors, keyed by level (`C2` …), and the input.
-fn write_features(out: &Path, features: &[TensorData], names: &[String], request: &Request) -> Result<(), CliError> {
-    let output_error = |message: String| CliError::Output { path: out.to_path_buf(), message };
+fn write_features(
+    out: &Path,
+    features: &[TensorData],
+    names: &[String],
+    request: &Request,
+) -> Result<(), CliError> {
+    let output_error = |message: String| CliError::Output {
+        path: out.to_path_buf(),
+        message,
+    };
     let bytes: Vec<Vec<u8>> = features
         .iter()
         .map(|data| {
-            let values = data.clone().convert::<f32>().try_into_vec::<f32>().map_err(|e| output_error(format!("{e:?}")))?;
+            let values = data
+                .clone()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .map_err(|e| output_error(format!("{e:?}")))?;
             Ok(values.iter().flat_map(|v| v.to_le_bytes()).collect())
         })
         .collect::<Result<_, CliError>>()?;
@@ -193,15 +261,20 @@ fn write_features(out: &Path, features: &[TensorData], names: &[String], request
         .iter()
         .zip(features.iter().zip(&bytes))
         .map(|(name, (data, bytes))| {
-            safetensors::tensor::TensorView::new(safetensors::Dtype::F32, data.shape().to_vec(), bytes)
-                .map(|view| (name.clone(), view))
-                .map_err(|e| output_error(e.to_string()))
+            safetensors::tensor::TensorView::new(
+                safetensors::Dtype::F32,
+                data.shape().to_vec(),
+                bytes,
+            )
+            .map(|view| (name.clone(), view))
+            .map_err(|e| output_error(e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([
         ("config".to_string(), request.config.display().to_string()),
         ("backend".to_string(), request.backend.to_string()),
     ]);
-    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| output_error(e.to_string()))?;
+    let bytes =
+        safetensors::serialize(views, Some(metadata)).map_err(|e| output_error(e.to_string()))?;
     output::write_atomically(out, &bytes)
 }

@@ -69,8 +69,13 @@ pub fn load(
 ) -> Result<Tensor<4>, CliError> {
     let decoded = match path {
         Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| CliError::Image { path: path.into(), message: e.to_string() })?;
-            if image::guess_format(&bytes).ok() == Some(image::ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
+            let bytes = std::fs::read(path).map_err(|e| CliError::Image {
+                path: path.into(),
+                message: e.to_string(),
+            })?;
+            if image::guess_format(&bytes).ok() == Some(image::ImageFormat::Jpeg)
+                && !jpeg_is_complete(&bytes)
+            {
                 // The decoder fills what is missing with grey and reports nothing.
                 return Err(CliError::Image {
                     path: path.into(),
@@ -87,7 +92,9 @@ pub fn load(
             message: e.to_string(),
         })?,
     };
-    let rgb = decoded.resize_exact(width as u32, height as u32, FilterType::Triangle).to_rgb8();
+    let rgb = decoded
+        .resize_exact(width as u32, height as u32, FilterType::Triangle)
+        .to_rgb8();
     let (mean, std) = preprocessing.mean_std();
     let mut values = vec![0f32; 3 * height * width];
     for (x, y, pixel) in rgb.enumerate_pixels() {
@@ -100,7 +107,10 @@ pub fn load(
             values[index] = (pixel[source] as f32 - mean[channel]) / std[channel];
         }
     }
-    Ok(Tensor::from_data(TensorData::new(values, [1, 3, height, width]), device))
+    Ok(Tensor::from_data(
+        TensorData::new(values, [1, 3, height, width]),
+        device,
+    ))
 }
 
 #[cfg(test)]
@@ -112,14 +122,31 @@ mod tests {
     fn pictures() -> [(image::ImageFormat, Vec<u8>); 2] {
         let mut jpeg = Vec::new();
         let picture = image::load_from_memory(SAMPLE_PNG).unwrap().to_rgb8();
-        picture.write_to(&mut std::io::Cursor::new(&mut jpeg), image::ImageFormat::Jpeg).unwrap();
-        [(image::ImageFormat::Png, SAMPLE_PNG.to_vec()), (image::ImageFormat::Jpeg, jpeg)]
+        picture
+            .write_to(
+                &mut std::io::Cursor::new(&mut jpeg),
+                image::ImageFormat::Jpeg,
+            )
+            .unwrap();
+        [
+            (image::ImageFormat::Png, SAMPLE_PNG.to_vec()),
+            (image::ImageFormat::Jpeg, jpeg),
+        ]
     }
 
     fn load_bytes(bytes: &[u8], name: &str) -> Result<Tensor<4>, CliError> {
-        let path = std::env::temp_dir().join(format!("resnet-image-{}-{:?}-{name}", std::process::id(), std::thread::current().id()));
+        let path = std::env::temp_dir().join(format!(
+            "resnet-image-{}-{:?}-{name}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::write(&path, bytes).unwrap();
-        let loaded = load(Some(&path), [16, 16], Preprocessing::Pytorch, &Device::flex());
+        let loaded = load(
+            Some(&path),
+            [16, 16],
+            Preprocessing::Pytorch,
+            &Device::flex(),
+        );
         std::fs::remove_file(&path).unwrap();
         loaded
     }

@@ -16,7 +16,11 @@ const PUBLISHED: [(&str, usize, f64); 5] = [
 ];
 
 /// The table printed by `resnet info`, with the memory estimates at batch 1 against `limit`.
-pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2], limit: &MemoryLimit) -> Result<String, ResNetError> {
+pub fn render(
+    spec: &ResNetSpec,
+    [height, width]: [usize; 2],
+    limit: &MemoryLimit,
+) -> Result<String, ResNetError> {
     let summary = ModelSummary::new(spec, height, width)?;
     let config = &spec.config;
     let mut out = String::new();
@@ -28,7 +32,11 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2], limit: &MemoryLimi
         config.style,
         if config.deep_stem { ", deep stem" } else { "" },
         if config.avg_down { ", avg_down" } else { "" },
-        if config.groups > 1 { format!(", ResNeXt {}x{}d", config.groups, config.base_width) } else { String::new() },
+        if config.groups > 1 {
+            format!(", ResNeXt {}x{}d", config.groups, config.base_width)
+        } else {
+            String::new()
+        },
     );
     for line in additions(spec) {
         let _ = writeln!(out, "  with {line}");
@@ -66,19 +74,37 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2], limit: &MemoryLimi
         2.0 * macs as f64 / 1e9,
     );
     if summary.plugin_params() > 0 {
-        let _ = writeln!(out, "of which plugins: {} params", group_thousands(summary.plugin_params()));
+        let _ = writeln!(
+            out,
+            "of which plugins: {} params",
+            group_thousands(summary.plugin_params())
+        );
     }
-    for (name, workload) in [("inference", Workload::Inference), ("training", Workload::Training)] {
+    for (name, workload) in [
+        ("inference", Workload::Inference),
+        ("training", Workload::Training),
+    ] {
         let estimate = summary.memory(1, workload)?;
         let fits = match limit.bytes {
-            Some(bytes) if estimate.total() > bytes => format!("; over the limit of {} ({})", format_bytes(bytes), limit.source),
+            Some(bytes) if estimate.total() > bytes => format!(
+                "; over the limit of {} ({})",
+                format_bytes(bytes),
+                limit.source
+            ),
             _ => String::new(),
         };
-        let _ = writeln!(out, "estimated memory, {name} at batch 1: {} ({}){fits}", format_bytes(estimate.total()), estimate.describe());
+        let _ = writeln!(
+            out,
+            "estimated memory, {name} at batch 1: {} ({}){fits}",
+            format_bytes(estimate.total()),
+            estimate.describe()
+        );
     }
     // A torchvision figure only for torchvision's architecture: another network can have the
     // same count (GroupNorm instead of BatchNorm, another stride or dilation).
-    let published = PUBLISHED.iter().find(|(name, _, _)| is_torchvision_architecture(spec) && *name == format!("resnet{}", config.depth));
+    let published = PUBLISHED.iter().find(|(name, _, _)| {
+        is_torchvision_architecture(spec) && *name == format!("resnet{}", config.depth)
+    });
     if let Some((name, published_params, gmacs)) = published {
         let _ = match *published_params == params {
             true => writeln!(
@@ -87,7 +113,10 @@ pub fn render(spec: &ResNetSpec, [height, width]: [usize; 2], limit: &MemoryLimi
                  published {gmacs:.2} GMACs at 224x224 including the classifier",
                 params as f64 / 1e6
             ),
-            false => writeln!(out, "torchvision's {name} without its classifier has {published_params} params, not {params}: please report this"),
+            false => writeln!(
+                out,
+                "torchvision's {name} without its classifier has {published_params} params, not {params}: please report this"
+            ),
         };
     }
     Ok(out)
@@ -101,17 +130,32 @@ fn additions(spec: &ResNetSpec) -> Vec<String> {
         .plugins
         .iter()
         .map(|entry| {
-            let count: usize = (0..spec.stages.len()).filter(|&s| entry.applies_to(s)).map(blocks).sum();
-            format!("{} {} {} ({count} blocks)", entry.cfg.type_name(), entry.name(), entry.position.name())
+            let count: usize = (0..spec.stages.len())
+                .filter(|&s| entry.applies_to(s))
+                .map(blocks)
+                .sum();
+            format!(
+                "{} {} {} ({count} blocks)",
+                entry.cfg.type_name(),
+                entry.name(),
+                entry.position.name()
+            )
         })
         .collect();
     if let Some(dcn) = &spec.config.dcn {
-        let stages: Vec<String> = (0..spec.stages.len()).filter(|&s| spec.stage_dcn(s).is_some()).map(|s| format!("layer{}", s + 1)).collect();
+        let stages: Vec<String> = (0..spec.stages.len())
+            .filter(|&s| spec.stage_dcn(s).is_some())
+            .map(|s| format!("layer{}", s + 1))
+            .collect();
         let kind = match dcn.kind {
             burn_resnet::dcn::DcnKind::Deformable => "DCN",
             burn_resnet::dcn::DcnKind::Modulated => "DCNv2",
         };
-        lines.push(format!("{kind} (deform_groups {}) as the 3x3 conv of {}", dcn.deform_groups, stages.join(", ")));
+        lines.push(format!(
+            "{kind} (deform_groups {}) as the 3x3 conv of {}",
+            dcn.deform_groups,
+            stages.join(", ")
+        ));
     }
     lines
 }
@@ -122,7 +166,10 @@ fn additions(spec: &ResNetSpec) -> Vec<String> {
 pub fn is_torchvision_architecture(spec: &ResNetSpec) -> bool {
     let c = &spec.config;
     let strides_default = c.strides.as_ref().is_none_or(|s| s == &[1, 2, 2, 2]);
-    let dilations_default = c.dilations.as_ref().is_none_or(|d| d.iter().all(|&d| d == 1));
+    let dilations_default = c
+        .dilations
+        .as_ref()
+        .is_none_or(|d| d.iter().all(|&d| d == 1));
     c.in_channels == 3
         && c.base_channels == 64
         && spec.stem_channels == 64
@@ -135,7 +182,11 @@ pub fn is_torchvision_architecture(spec: &ResNetSpec) -> bool {
         && c.groups == 1
         && matches!(c.norm_cfg, burn_resnet::norm::NormConfig::Batch { .. })
         && c.plugins.is_empty()
-        && spec.stages.iter().enumerate().all(|(i, _)| spec.stage_dcn(i).is_none())
+        && spec
+            .stages
+            .iter()
+            .enumerate()
+            .all(|(i, _)| spec.stage_dcn(i).is_none())
 }
 
 fn group_thousands(n: usize) -> String {

@@ -18,7 +18,11 @@ use clap::{Parser, Subcommand};
 use crate::error::CliError;
 
 #[derive(Parser)]
-#[command(name = "resnet", version, about = "mmdetection's ResNet family on Burn")]
+#[command(
+    name = "resnet",
+    version,
+    about = "mmdetection's ResNet family on Burn"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -160,7 +164,9 @@ enum Command {
 fn parse_size(text: &str) -> Result<[usize; 2], String> {
     let parse = |s: &str| match s.trim().parse::<usize>() {
         Ok(n) if n > 0 => Ok(n),
-        _ => Err(format!("'{text}' is not a size: expected HEIGHTxWIDTH, e.g. 224x224, with sides >= 1")),
+        _ => Err(format!(
+            "'{text}' is not a size: expected HEIGHTxWIDTH, e.g. 224x224, with sides >= 1"
+        )),
     };
     match text.split_once(['x', 'X']) {
         Some((h, w)) => Ok([parse(h)?, parse(w)?]),
@@ -187,15 +193,43 @@ fn run(cli: Cli) -> Result<(), CliError> {
             print!("{}", info::render(&spec, input, &memory_limit)?);
             Ok(())
         }
-        Command::Extract { config, image, size, weights, weights_source, partial, backend, out, force } => {
+        Command::Extract {
+            config,
+            image,
+            size,
+            weights,
+            weights_source,
+            partial,
+            backend,
+            out,
+            force,
+        } => {
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            let request = extract::Request { config, image, size, weights, weights_source, partial, backend, out, force, memory_limit };
+            let request = extract::Request {
+                config,
+                image,
+                size,
+                weights,
+                weights_source,
+                partial,
+                backend,
+                out,
+                force,
+                memory_limit,
+            };
             extract::run(&request)
         }
-        Command::Convert { config, input, output, from, to, force } => {
+        Command::Convert {
+            config,
+            input,
+            output,
+            from,
+            to,
+            force,
+        } => {
             output::check(&output, &[&config, &input], force)?;
             // `--to` is checked before anything is read: `None` is burnpack.
             let names = match to.as_str() {
@@ -206,7 +240,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             spec.check_weights_memory(&memory_limit)?;
-            let device = Backend::default_enabled().ok_or(CliError::NoBackend)?.device()?;
+            let device = Backend::default_enabled()
+                .ok_or(CliError::NoBackend)?
+                .device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
             match names {
                 None => backbone.save_burnpack(&output)?,
@@ -221,15 +257,42 @@ fn run(cli: Cli) -> Result<(), CliError> {
             );
             Ok(())
         }
-        Command::Train { config, backend, out, resume, stop_after, force } => {
+        Command::Train {
+            config,
+            backend,
+            out,
+            resume,
+            stop_after,
+            force,
+        } => {
             let config = train::TrainConfig::from_file(&config)?;
             let backend = match backend {
                 Some(backend) => backend,
                 None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
             };
-            train::run(&train::Request { config, backend, out, resume, stop_after, force, memory_limit })
+            train::run(&train::Request {
+                config,
+                backend,
+                out,
+                resume,
+                stop_after,
+                force,
+                memory_limit,
+            })
         }
-        Command::Bench { config, backend, cases, size, warmup, runs, stages, no_fold, with_cp, torch, threads } => {
+        Command::Bench {
+            config,
+            backend,
+            cases,
+            size,
+            warmup,
+            runs,
+            stages,
+            no_fold,
+            with_cp,
+            torch,
+            threads,
+        } => {
             let mut config = ResNetConfig::from_toml_file(&config)?;
             config.with_cp |= with_cp;
             let spec = config.validate()?;
@@ -238,7 +301,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
                 "default" => vec![Backend::default_enabled().ok_or(CliError::NoBackend)?],
                 name => vec![name.parse::<Backend>()?],
             };
-            let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let runs = runs as usize;
             let request = bench::Request {
                 spec,

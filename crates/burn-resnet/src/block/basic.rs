@@ -32,7 +32,12 @@ pub struct BasicBlock {
 
 impl BasicBlock {
     /// Build from a block spec of kind `Basic`.
-    pub fn init(spec: &BlockSpec, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
+    pub fn init(
+        spec: &BlockSpec,
+        zero_init_residual: bool,
+        norm: &NormConfig,
+        device: &Device,
+    ) -> Self {
         let [conv1, conv2] = spec.basic_convs();
         let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
         Self {
@@ -40,7 +45,10 @@ impl BasicBlock {
             norm1: norm.init(conv1.out_channels, 1.0, device),
             conv2: conv2.init(device),
             norm2: norm.init(conv2.out_channels, last_gamma, device),
-            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, norm, device)),
+            downsample: spec
+                .downsample
+                .as_ref()
+                .map(|d| Downsample::init(d, norm, device)),
             after_conv1: PluginStack::default(),
             after_conv2: PluginStack::default(),
         }
@@ -51,7 +59,9 @@ impl BasicBlock {
         #[cfg(feature = "flex")]
         if self.after_conv1.is_empty() && self.after_conv2.is_empty() {
             let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)];
-            if let Some(out) = crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode) {
+            if let Some(out) =
+                crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode)
+            {
                 return out;
             }
         }
@@ -59,11 +69,20 @@ impl BasicBlock {
             Some(downsample) => downsample.forward(x.clone(), mode),
             None => x.clone(),
         };
-        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
+        let out =
+            self.after_conv1
+                .forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
         if self.after_conv2.is_empty() {
             return conv_norm_act(&self.conv2, &self.norm2, out, Some(identity), true, mode);
         }
-        let out = self.after_conv2.forward(conv_norm_act(&self.conv2, &self.norm2, out, None, false, mode));
+        let out = self.after_conv2.forward(conv_norm_act(
+            &self.conv2,
+            &self.norm2,
+            out,
+            None,
+            false,
+            mode,
+        ));
         relu(out + identity)
     }
 }

@@ -40,7 +40,12 @@ pub struct Bottleneck {
 
 impl Bottleneck {
     /// Build from a block spec of kind `Bottleneck`.
-    pub fn init(spec: &BlockSpec, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Self {
+    pub fn init(
+        spec: &BlockSpec,
+        zero_init_residual: bool,
+        norm: &NormConfig,
+        device: &Device,
+    ) -> Self {
         let [conv1, conv2, conv3] = spec.bottleneck_convs();
         let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
         Self {
@@ -50,7 +55,10 @@ impl Bottleneck {
             norm2: norm.init(conv2.out_channels, 1.0, device),
             conv3: conv3.init(device),
             norm3: norm.init(conv3.out_channels, last_gamma, device),
-            downsample: spec.downsample.as_ref().map(|d| Downsample::init(d, norm, device)),
+            downsample: spec
+                .downsample
+                .as_ref()
+                .map(|d| Downsample::init(d, norm, device)),
             after_conv1: PluginStack::default(),
             after_conv2: PluginStack::default(),
             after_conv3: PluginStack::default(),
@@ -61,8 +69,14 @@ impl Bottleneck {
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
         #[cfg(feature = "flex")]
         if let (true, SpatialConv::Regular(conv2)) = (self.plugins_empty(), &self.conv2) {
-            let main = [(&self.conv1, &self.norm1), (conv2, &self.norm2), (&self.conv3, &self.norm3)];
-            if let Some(out) = crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode) {
+            let main = [
+                (&self.conv1, &self.norm1),
+                (conv2, &self.norm2),
+                (&self.conv3, &self.norm3),
+            ];
+            if let Some(out) =
+                crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode)
+            {
                 return out;
             }
         }
@@ -70,17 +84,28 @@ impl Bottleneck {
             Some(downsample) => downsample.forward(x.clone(), mode),
             None => x.clone(),
         };
-        let out = self.after_conv1.forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
+        let out =
+            self.after_conv1
+                .forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
         let out = match &self.conv2 {
             SpatialConv::Regular(conv2) => conv_norm_act(conv2, &self.norm2, out, None, true, mode),
-            SpatialConv::Deformable(conv2) => self.norm2.forward_relu(conv2.forward(out), true, mode),
+            SpatialConv::Deformable(conv2) => {
+                self.norm2.forward_relu(conv2.forward(out), true, mode)
+            }
         };
         let out = self.after_conv2.forward(out);
         if self.after_conv3.is_empty() {
             // The residual add and the last ReLU ride along with conv3.
             return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true, mode);
         }
-        let out = self.after_conv3.forward(conv_norm_act(&self.conv3, &self.norm3, out, None, false, mode));
+        let out = self.after_conv3.forward(conv_norm_act(
+            &self.conv3,
+            &self.norm3,
+            out,
+            None,
+            false,
+            mode,
+        ));
         relu(out + identity)
     }
 

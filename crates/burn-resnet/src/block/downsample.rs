@@ -25,9 +25,15 @@ impl DownsampleSpec {
     pub fn new(in_channels: usize, out_channels: usize, stride: usize, avg_down: bool) -> Self {
         let conv = ConvSpec::new(in_channels, out_channels, 1);
         if avg_down {
-            Self { conv, avg_pool: Some(stride) }
+            Self {
+                conv,
+                avg_pool: Some(stride),
+            }
         } else {
-            Self { conv: conv.stride(stride), avg_pool: None }
+            Self {
+                conv: conv.stride(stride),
+                avg_pool: None,
+            }
         }
     }
 

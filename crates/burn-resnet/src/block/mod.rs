@@ -92,7 +92,9 @@ impl BlockSpec {
     /// Build the block. With `zero_init_residual` the last norm starts at weight 0.
     pub fn init(&self, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Block {
         match self.kind {
-            BlockKind::Basic => Block::Basic(BasicBlock::init(self, zero_init_residual, norm, device)),
+            BlockKind::Basic => {
+                Block::Basic(BasicBlock::init(self, zero_init_residual, norm, device))
+            }
             BlockKind::Bottleneck => {
                 Block::Bottleneck(Bottleneck::init(self, zero_init_residual, norm, device))
             }
@@ -113,15 +115,28 @@ pub enum Block {
 impl Block {
     /// The plugin stack at `position` and its input channels; `None` for `AfterConv3` on a
     /// BasicBlock, which has no `conv3`.
-    pub fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
+    pub fn plugin_stack_mut(
+        &mut self,
+        position: PluginPosition,
+    ) -> Option<(&mut PluginStack, usize)> {
         let channels = |conv: &Conv2d| conv.weight.dims()[0];
         match (self, position) {
-            (Block::Basic(b), PluginPosition::AfterConv1) => Some((&mut b.after_conv1, channels(&b.conv1))),
-            (Block::Basic(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, channels(&b.conv2))),
+            (Block::Basic(b), PluginPosition::AfterConv1) => {
+                Some((&mut b.after_conv1, channels(&b.conv1)))
+            }
+            (Block::Basic(b), PluginPosition::AfterConv2) => {
+                Some((&mut b.after_conv2, channels(&b.conv2)))
+            }
             (Block::Basic(_), PluginPosition::AfterConv3) => None,
-            (Block::Bottleneck(b), PluginPosition::AfterConv1) => Some((&mut b.after_conv1, channels(&b.conv1))),
-            (Block::Bottleneck(b), PluginPosition::AfterConv2) => Some((&mut b.after_conv2, b.conv2.out_channels())),
-            (Block::Bottleneck(b), PluginPosition::AfterConv3) => Some((&mut b.after_conv3, channels(&b.conv3))),
+            (Block::Bottleneck(b), PluginPosition::AfterConv1) => {
+                Some((&mut b.after_conv1, channels(&b.conv1)))
+            }
+            (Block::Bottleneck(b), PluginPosition::AfterConv2) => {
+                Some((&mut b.after_conv2, b.conv2.out_channels()))
+            }
+            (Block::Bottleneck(b), PluginPosition::AfterConv3) => {
+                Some((&mut b.after_conv3, channels(&b.conv3)))
+            }
         }
     }
 

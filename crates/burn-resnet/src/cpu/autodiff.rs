@@ -24,7 +24,9 @@ struct Saved {
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("geometry", &self.geometry).finish()
+        f.debug_struct("Saved")
+            .field("geometry", &self.geometry)
+            .finish()
     }
 }
 
@@ -37,18 +39,36 @@ impl Backward<Flex, 2> for ConvBackward {
     fn backward(self, ops: Ops<Saved, 2>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let [node_input, node_weight] = ops.parents;
         let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Saved { input, weight, geometry } = ops.state;
-        let (Some(dy), Some(x), Some(w)) = (float_slice(&grad_out), float_slice(&input), float_slice(&weight)) else {
+        let Saved {
+            input,
+            weight,
+            geometry,
+        } = ops.state;
+        let (Some(dy), Some(x), Some(w)) = (
+            float_slice(&grad_out),
+            float_slice(&input),
+            float_slice(&weight),
+        ) else {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
-        let [out_channels, in_channels, kernel_h, kernel_w] =
-            [geometry.out_channels, geometry.input[1] / geometry.groups, geometry.kernel[0], geometry.kernel[1]];
+        let [out_channels, in_channels, kernel_h, kernel_w] = [
+            geometry.out_channels,
+            geometry.input[1] / geometry.groups,
+            geometry.kernel[0],
+            geometry.kernel[1],
+        ];
         if let Some(node) = node_input {
-            grads.register::<Flex>(node.id, into_primitive(input_grad(w, dy, &geometry), geometry.input));
+            grads.register::<Flex>(
+                node.id,
+                into_primitive(input_grad(w, dy, &geometry), geometry.input),
+            );
         }
         if let Some(node) = node_weight {
             let shape = [out_channels, in_channels, kernel_h, kernel_w];
-            grads.register::<Flex>(node.id, into_primitive(weight_grad(x, dy, &geometry), shape));
+            grads.register::<Flex>(
+                node.id,
+                into_primitive(weight_grad(x, dy, &geometry), shape),
+            );
         }
     }
 }
@@ -63,12 +83,23 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) ->
     float_slice(weight.primitive())?;
     let forward = |x: &FlexTensor, weight: &FlexTensor| {
         let [x, weight] = [x, weight].map(|t| float_slice(t).expect("checked above"));
-        into_primitive(conv2d(x, weight, geometry, Epilogue::default()), output_shape)
+        into_primitive(
+            conv2d(x, weight, geometry, Epilogue::default()),
+            output_shape,
+        )
     };
-    let output = match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node()]).compute_bound().stateful() {
+    let output = match ConvBackward
+        .prepare::<NoCheckpointing>([x.node(), weight.node()])
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
             let output = forward(x.primitive(), weight.primitive());
-            let saved = Saved { input: x.into_primitive(), weight: weight.into_primitive(), geometry: *geometry };
+            let saved = Saved {
+                input: x.into_primitive(),
+                weight: weight.into_primitive(),
+                geometry: *geometry,
+            };
             prep.finish(saved, output)
         }
         OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive())),

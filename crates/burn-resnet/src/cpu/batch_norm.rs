@@ -48,7 +48,11 @@ fn planes(shape: [usize; 4], channel: usize) -> impl Iterator<Item = std::ops::R
 
 /// Call `f(channel, range, output[range])` for every plane of every channel, channels in
 /// parallel.
-fn for_each_plane(output: &mut [f32], shape: [usize; 4], f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync) {
+fn for_each_plane(
+    output: &mut [f32],
+    shape: [usize; 4],
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
     let ptr = SendPtr(output.as_mut_ptr());
     let len = output.len();
     assert_eq!(len, shape.iter().product::<usize>());
@@ -78,7 +82,12 @@ pub(super) fn batch_norm_forward(
         None => batch_statistics(x, shape, count),
     };
     let (scale, shift) = batch_norm_affine(gamma, beta, &mean, &variance, epsilon);
-    let stats = ChannelStats { mean, variance, scale, shift };
+    let stats = ChannelStats {
+        mean,
+        variance,
+        scale,
+        shift,
+    };
     let mut output = vec![0.0f32; x.len()];
     for_each_plane(&mut output, shape, |channel, range, out| {
         let (scale, shift) = (stats.scale[channel], stats.shift[channel]);
@@ -95,7 +104,9 @@ fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<
     (0..shape[1])
         .into_par_iter()
         .map(|channel| {
-            let sum: f64 = planes(shape, channel).map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>()).sum();
+            let sum: f64 = planes(shape, channel)
+                .map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
             let mean = sum / count;
             let squares: f64 = planes(shape, channel)
                 .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
@@ -122,14 +133,24 @@ struct ChannelMap {
 impl ChannelMap {
     fn of(stats: &ChannelStats, c: usize, epsilon: f64, relu: bool) -> Self {
         let inv_std = (1.0 / (stats.variance[c] as f64 + epsilon).sqrt()) as f32;
-        Self { scale: stats.scale[c], shift: stats.shift[c], mean: stats.mean[c], inv_std, relu }
+        Self {
+            scale: stats.scale[c],
+            shift: stats.shift[c],
+            mean: stats.mean[c],
+            inv_std,
+            relu,
+        }
     }
 
     /// The output gradient `g` where the ReLU passed it (its output `x · scale + shift` not
     /// `<= 0`, as PyTorch decides it), 0 elsewhere; branch-free, so that the loops vectorise.
     #[inline(always)]
     fn passed(self, v: f32, g: f32) -> f32 {
-        if self.relu { super::relu_backward(v * self.scale + self.shift, g) } else { g }
+        if self.relu {
+            super::relu_backward(v * self.scale + self.shift, g)
+        } else {
+            g
+        }
     }
 
     /// Over one plane: writes `out = passed(g) · out_scale` and returns `(Σ passed(g),
@@ -149,7 +170,11 @@ impl ChannelMap {
                 step(&mut o[i], v[i], g[i], &mut sums[i], &mut sums_normalized[i]);
             }
         }
-        let tail = out_lanes.into_remainder().iter_mut().zip(x_lanes.remainder()).zip(g_lanes.remainder());
+        let tail = out_lanes
+            .into_remainder()
+            .iter_mut()
+            .zip(x_lanes.remainder())
+            .zip(g_lanes.remainder());
         for (i, ((o, &v), &g)) in tail.enumerate() {
             step(o, v, g, &mut sums[i], &mut sums_normalized[i]);
         }
@@ -163,7 +188,15 @@ impl ChannelMap {
     /// # Safety
     /// As [`channel_planes`]: `ptr` points to `shape`'s product of floats, and no other task
     /// touches channel `c`.
-    unsafe fn channel(self, x: &[f32], grad_out: &[f32], ptr: SendPtr, shape: [usize; 4], c: usize, out_scale: f32) -> (f64, f64) {
+    unsafe fn channel(
+        self,
+        x: &[f32],
+        grad_out: &[f32],
+        ptr: SendPtr,
+        shape: [usize; 4],
+        c: usize,
+        out_scale: f32,
+    ) -> (f64, f64) {
         let (mut sum, mut sum_normalized) = (0f64, 0f64);
         // SAFETY: forwarded from the caller.
         for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
@@ -180,29 +213,60 @@ impl ChannelMap {
 /// # Safety
 /// `ptr` must point to `shape`'s product of floats, and no two live iterators may be for the
 /// same channel (the planes of different channels are disjoint).
-unsafe fn channel_planes<'a>(ptr: SendPtr, shape: [usize; 4], channel: usize) -> impl Iterator<Item = (std::ops::Range<usize>, &'a mut [f32])> {
+unsafe fn channel_planes<'a>(
+    ptr: SendPtr,
+    shape: [usize; 4],
+    channel: usize,
+) -> impl Iterator<Item = (std::ops::Range<usize>, &'a mut [f32])> {
     // SAFETY: each range lies inside the buffer (caller), and is handed out once.
-    planes(shape, channel).map(move |r| (r.clone(), unsafe { std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len()) }))
+    planes(shape, channel).map(move |r| {
+        (r.clone(), unsafe {
+            std::slice::from_raw_parts_mut(ptr.get().add(r.start), r.len())
+        })
+    })
 }
 
 /// Gradients `(dx, dγ, dβ)` given the output gradient, with batch statistics, per channel in
 /// two passes: the first stores the ReLU-passed gradient `g` in `dx` and sums, the second turns
 /// it into `dx = γ/σ · (g − mean(g) − x̂ · mean(g · x̂))`.
-pub(super) fn batch_norm_backward(x: &[f32], gamma: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+pub(super) fn batch_norm_backward(
+    x: &[f32],
+    gamma: &[f32],
+    stats: &ChannelStats,
+    grad_out: &[f32],
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     backward(x, Some(gamma), stats, grad_out, shape, epsilon, relu)
 }
 
 /// Gradients `(dx, dγ, dβ)` of the BatchNorm on fixed (running) statistics, in one pass per
 /// channel: the affine map is all there is, `dx = g · scale`, `dγ = Σ g · x̂`, `dβ = Σ g` (`g`
 /// passed by the ReLU).
-fn batch_norm_eval_backward(x: &[f32], stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn batch_norm_eval_backward(
+    x: &[f32],
+    stats: &ChannelStats,
+    grad_out: &[f32],
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     backward(x, None, stats, grad_out, shape, epsilon, relu)
 }
 
 /// Both backward passes, channels in parallel: with `batch_gamma` (batch statistics) the
 /// first pass keeps `g` and a second one corrects it for the statistics' dependence on `x`;
 /// without (fixed statistics) the first pass writes `g · scale` and is all there is.
-fn backward(x: &[f32], batch_gamma: Option<&[f32]>, stats: &ChannelStats, grad_out: &[f32], shape: [usize; 4], epsilon: f64, relu: bool) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+fn backward(
+    x: &[f32],
+    batch_gamma: Option<&[f32]>,
+    stats: &ChannelStats,
+    grad_out: &[f32],
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
     let mut grad_in = vec![0.0f32; x.len()];
     assert_eq!(grad_in.len(), shape.iter().product::<usize>());
@@ -211,16 +275,25 @@ fn backward(x: &[f32], batch_gamma: Option<&[f32]>, stats: &ChannelStats, grad_o
         .into_par_iter()
         .map(|c| {
             let map = ChannelMap::of(stats, c, epsilon, relu);
-            let out_scale = if batch_gamma.is_some() { 1.0 } else { map.scale };
+            let out_scale = if batch_gamma.is_some() {
+                1.0
+            } else {
+                map.scale
+            };
             // SAFETY: `grad_in` has the shape's size, and this task alone handles channel `c`.
-            let (sum, sum_normalized) = unsafe { map.channel(x, grad_out, ptr, shape, c, out_scale) };
+            let (sum, sum_normalized) =
+                unsafe { map.channel(x, grad_out, ptr, shape, c, out_scale) };
             if let Some(gamma) = batch_gamma {
                 let k = gamma[c] * map.inv_std;
-                let (mean_grad, mean_normalized_grad) = ((sum / count) as f32, (sum_normalized / count) as f32);
+                let (mean_grad, mean_normalized_grad) =
+                    ((sum / count) as f32, (sum_normalized / count) as f32);
                 // SAFETY: as above; the first pass's slices are gone.
                 for (range, out) in unsafe { channel_planes(ptr, shape, c) } {
                     for (o, &v) in out.iter_mut().zip(&x[range]) {
-                        *o = k * (*o - mean_grad - (v - map.mean) * map.inv_std * mean_normalized_grad);
+                        *o = k
+                            * (*o
+                                - mean_grad
+                                - (v - map.mean) * map.inv_std * mean_normalized_grad);
                     }
                 }
             }
@@ -245,7 +318,10 @@ struct Saved {
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("shape", &self.shape).field("relu", &self.relu).finish()
+        f.debug_struct("Saved")
+            .field("shape", &self.shape)
+            .field("relu", &self.relu)
+            .finish()
     }
 }
 
@@ -263,11 +339,30 @@ impl Backward<Flex, 3> for BatchNormBackward {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
         let (dx, dgamma, dbeta) = match saved.batch_statistics {
-            true => batch_norm_backward(x, &saved.gamma, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu),
-            false => batch_norm_eval_backward(x, &saved.stats, dy, saved.shape, saved.epsilon, saved.relu),
+            true => batch_norm_backward(
+                x,
+                &saved.gamma,
+                &saved.stats,
+                dy,
+                saved.shape,
+                saved.epsilon,
+                saved.relu,
+            ),
+            false => batch_norm_eval_backward(
+                x,
+                &saved.stats,
+                dy,
+                saved.shape,
+                saved.epsilon,
+                saved.relu,
+            ),
         };
         let channels = [saved.shape[1]];
-        for (node, grad) in [(node_input, into_primitive(dx, saved.shape)), (node_gamma, into_primitive(dgamma, channels)), (node_beta, into_primitive(dbeta, channels))] {
+        for (node, grad) in [
+            (node_input, into_primitive(dx, saved.shape)),
+            (node_gamma, into_primitive(dgamma, channels)),
+            (node_beta, into_primitive(dbeta, channels)),
+        ] {
             if let Some(node) = node {
                 grads.register::<Flex>(node.id, grad);
             }
@@ -277,14 +372,28 @@ impl Backward<Flex, 3> for BatchNormBackward {
 
 /// BatchNorm with batch statistics (training), then a ReLU if `relu`, when `x`, `gamma` and
 /// `beta` live on flex's autodiff device as contiguous f32; `None` otherwise.
-pub fn try_batch_norm_train(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64, relu: bool) -> Option<BatchNormTrainOutput> {
+pub fn try_batch_norm_train(
+    x: &Tensor<4>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+) -> Option<BatchNormTrainOutput> {
     batch_norm_op(x, gamma, beta, epsilon, relu, None)
 }
 
 /// BatchNorm on the given running statistics (`mean`, `variance`), then a ReLU if `relu`,
 /// differentiable in `x`, `gamma` and `beta`, on flex's autodiff device; `None` where it does
 /// not apply.
-pub fn try_batch_norm_eval(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, mean: &[f32], variance: &[f32], epsilon: f64, relu: bool) -> Option<Tensor<4>> {
+pub fn try_batch_norm_eval(
+    x: &Tensor<4>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+    relu: bool,
+) -> Option<Tensor<4>> {
     if mean.len() != x.dims()[1] || variance.len() != x.dims()[1] {
         return None;
     }
@@ -293,9 +402,19 @@ pub fn try_batch_norm_eval(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, m
 
 /// The op behind [`try_batch_norm_train`] (`known = None`: batch statistics) and
 /// [`try_batch_norm_eval`] (`known`: running statistics).
-fn batch_norm_op(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f64, relu: bool, known: Option<(&[f32], &[f32])>) -> Option<BatchNormTrainOutput> {
+fn batch_norm_op(
+    x: &Tensor<4>,
+    gamma: &Tensor<1>,
+    beta: &Tensor<1>,
+    epsilon: f64,
+    relu: bool,
+    known: Option<(&[f32], &[f32])>,
+) -> Option<BatchNormTrainOutput> {
     let shape = x.dims();
-    if gamma.dims() != [shape[1]] || beta.dims() != [shape[1]] || shape[0] * shape[2] * shape[3] == 0 {
+    if gamma.dims() != [shape[1]]
+        || beta.dims() != [shape[1]]
+        || shape[0] * shape[2] * shape[3] == 0
+    {
         return None;
     }
     let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
@@ -303,15 +422,39 @@ fn batch_norm_op(x: &Tensor<4>, gamma: &Tensor<1>, beta: &Tensor<1>, epsilon: f6
     let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let gamma_values = float_slice(gamma.primitive())?.to_vec();
     let batch_statistics = known.is_none();
-    let (output, stats) = batch_norm_forward(float_slice(x.primitive())?, &gamma_values, float_slice(beta.primitive())?, shape, epsilon, relu, known);
+    let (output, stats) = batch_norm_forward(
+        float_slice(x.primitive())?,
+        &gamma_values,
+        float_slice(beta.primitive())?,
+        shape,
+        epsilon,
+        relu,
+        known,
+    );
     let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
     let output = into_primitive(output, shape);
-    let output = match BatchNormBackward.prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()]).compute_bound().stateful() {
+    let output = match BatchNormBackward
+        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
-            let saved = Saved { input: x.into_primitive(), gamma: gamma_values, stats, shape, epsilon, relu, batch_statistics };
+            let saved = Saved {
+                input: x.into_primitive(),
+                gamma: gamma_values,
+                stats,
+                shape,
+                epsilon,
+                relu,
+                batch_statistics,
+            };
             prep.finish(saved, output)
         }
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
-    Some(BatchNormTrainOutput { output: Tensor::from_primitive::<FlexAutodiff>(output), mean, variance })
+    Some(BatchNormTrainOutput {
+        output: Tensor::from_primitive::<FlexAutodiff>(output),
+        mean,
+        variance,
+    })
 }

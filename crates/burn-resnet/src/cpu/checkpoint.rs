@@ -63,7 +63,10 @@ struct Saved {
 
 impl std::fmt::Debug for Saved {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Saved").field("units", &self.main.len()).field("shortcut", &self.shortcut.is_some()).finish()
+        f.debug_struct("Saved")
+            .field("units", &self.main.len())
+            .field("shortcut", &self.shortcut.is_some())
+            .finish()
     }
 }
 
@@ -82,8 +85,19 @@ fn run(input: &[f32], main: &mut [Unit], shortcut: Option<&mut Unit>) -> Activat
     let apply = |unit: &mut Unit, x: &[f32]| {
         let weight = float_slice(&unit.weight).expect("checked when the op was built");
         let conv = conv2d(x, weight, &unit.geometry, Epilogue::default());
-        let shape = unit.geometry.output().expect("checked when the op was built");
-        let (normalised, stats) = batch_norm_forward(&conv, &unit.gamma, &unit.beta, shape, unit.epsilon, unit.relu, unit.stats.as_ref().map(|s| (&s.mean[..], &s.variance[..])));
+        let shape = unit
+            .geometry
+            .output()
+            .expect("checked when the op was built");
+        let (normalised, stats) = batch_norm_forward(
+            &conv,
+            &unit.gamma,
+            &unit.beta,
+            shape,
+            unit.epsilon,
+            unit.relu,
+            unit.stats.as_ref().map(|s| (&s.mean[..], &s.variance[..])),
+        );
         unit.stats = Some(stats);
         (conv, normalised)
     };
@@ -101,7 +115,11 @@ fn run(input: &[f32], main: &mut [Unit], shortcut: Option<&mut Unit>) -> Activat
         None => (None, input.to_vec()),
     };
     let sum = x.iter().zip(&shortcut_out).map(|(a, b)| a + b).collect();
-    Activations { main: activations, shortcut_conv, sum }
+    Activations {
+        main: activations,
+        shortcut_conv,
+        sum,
+    }
 }
 
 #[derive(Debug)]
@@ -110,24 +128,51 @@ struct BlockBackward;
 impl Backward<Flex, PARENTS> for BlockBackward {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Saved, PARENTS>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
+    fn backward(
+        self,
+        ops: Ops<Saved, PARENTS>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
         let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let Saved { input, mut main, mut shortcut } = ops.state;
+        let Saved {
+            input,
+            mut main,
+            mut shortcut,
+        } = ops.state;
         let x = float_slice(&input).expect("checked when the op was built");
         let activations = run(x, &mut main, shortcut.as_mut());
         let dy = float_slice(&grad_out).expect("a contiguous f32 gradient");
         // Through the final ReLU.
-        let d_sum: Vec<f32> = dy.iter().zip(&activations.sum).map(|(&g, &s)| super::relu_backward(s, g)).collect();
+        let d_sum: Vec<f32> = dy
+            .iter()
+            .zip(&activations.sum)
+            .map(|(&g, &s)| super::relu_backward(s, g))
+            .collect();
 
         // (weight, gamma, beta) gradients per unit, main units first, then the shortcut's.
         let mut unit_grads: Vec<[Vec<f32>; 3]> = Vec::new();
         let backward_unit = |unit: &Unit, unit_input: &[f32], conv: &[f32], d_out: &[f32]| {
-            let shape = unit.geometry.output().expect("checked when the op was built");
+            let shape = unit
+                .geometry
+                .output()
+                .expect("checked when the op was built");
             let stats = unit.stats.as_ref().expect("filled by the forward pass");
-            let (d_conv, d_gamma, d_beta) = batch_norm_backward(conv, &unit.gamma, stats, d_out, shape, unit.epsilon, unit.relu);
+            let (d_conv, d_gamma, d_beta) = batch_norm_backward(
+                conv,
+                &unit.gamma,
+                stats,
+                d_out,
+                shape,
+                unit.epsilon,
+                unit.relu,
+            );
             let weight = float_slice(&unit.weight).expect("checked when the op was built");
             let d_weight = weight_grad(unit_input, &d_conv, &unit.geometry);
-            (input_grad(weight, &d_conv, &unit.geometry), [d_weight, d_gamma, d_beta])
+            (
+                input_grad(weight, &d_conv, &unit.geometry),
+                [d_weight, d_gamma, d_beta],
+            )
         };
         let mut d = d_sum.clone();
         for (unit, (unit_input, conv)) in main.iter().zip(&activations.main).rev() {
@@ -148,12 +193,19 @@ impl Backward<Flex, PARENTS> for BlockBackward {
         let units = main.iter().chain(shortcut.iter());
         let mut parents = ops.parents.into_iter();
         if let Some(Some(node)) = parents.next() {
-            grads.register::<Flex>(node.id, into_primitive(d_input, input.layout().shape().dims::<4>()));
+            grads.register::<Flex>(
+                node.id,
+                into_primitive(d_input, input.layout().shape().dims::<4>()),
+            );
         }
         for (unit, [d_weight, d_gamma, d_beta]) in units.zip(unit_grads) {
             let weight_shape = unit.weight.layout().shape().dims::<4>();
             let channels = [unit.gamma.len()];
-            for grad in [into_primitive(d_weight, weight_shape), into_primitive(d_gamma, channels), into_primitive(d_beta, channels)] {
+            for grad in [
+                into_primitive(d_weight, weight_shape),
+                into_primitive(d_gamma, channels),
+                into_primitive(d_beta, channels),
+            ] {
                 if let Some(Some(node)) = parents.next() {
                     grads.register::<Flex>(node.id, grad);
                 }
@@ -171,16 +223,32 @@ pub struct CheckpointedBlock {
 
 /// Run a block as one op that keeps only `x` for the backward pass, when `x` and every
 /// parameter live on flex's autodiff device as contiguous f32; `None` otherwise.
-pub fn try_checkpointed_block(x: &Tensor<4>, main: &[UnitSpec], shortcut: Option<&UnitSpec>) -> Option<CheckpointedBlock> {
+pub fn try_checkpointed_block(
+    x: &Tensor<4>,
+    main: &[UnitSpec],
+    shortcut: Option<&UnitSpec>,
+) -> Option<CheckpointedBlock> {
     if main.is_empty() || main.len() + usize::from(shortcut.is_some()) > MAX_UNITS {
         return None;
     }
     let input = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let mut guards = vec![input.node()];
     let mut unit = |spec: &UnitSpec| -> Option<Unit> {
-        let weight = spec.weight.clone().try_into_primitive::<FlexAutodiff>().ok()?;
-        let gamma = spec.gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
-        let beta = spec.beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+        let weight = spec
+            .weight
+            .clone()
+            .try_into_primitive::<FlexAutodiff>()
+            .ok()?;
+        let gamma = spec
+            .gamma
+            .clone()
+            .try_into_primitive::<FlexAutodiff>()
+            .ok()?;
+        let beta = spec
+            .beta
+            .clone()
+            .try_into_primitive::<FlexAutodiff>()
+            .ok()?;
         float_slice(weight.primitive())?;
         let gamma_values = float_slice(gamma.primitive())?.to_vec();
         let beta_values = float_slice(beta.primitive())?.to_vec();
@@ -202,26 +270,50 @@ pub fn try_checkpointed_block(x: &Tensor<4>, main: &[UnitSpec], shortcut: Option
     };
     float_slice(input.primitive())?;
     // Pad the parents with an untracked tensor's node: those slots get no gradient.
-    let padding = Tensor::<1>::zeros([1], &x.device()).try_into_primitive::<FlexAutodiff>().ok()?;
+    let padding = Tensor::<1>::zeros([1], &x.device())
+        .try_into_primitive::<FlexAutodiff>()
+        .ok()?;
     while guards.len() < PARENTS {
         guards.push(padding.node());
     }
     let guards: [_; PARENTS] = guards.try_into().ok()?;
 
-    let activations = run(float_slice(input.primitive())?, &mut main_units, shortcut_unit.as_mut());
+    let activations = run(
+        float_slice(input.primitive())?,
+        &mut main_units,
+        shortcut_unit.as_mut(),
+    );
     let output_shape = main.last()?.geometry.output()?;
-    let output = into_primitive(activations.sum.iter().map(|&v| super::relu(v)).collect(), output_shape);
+    let output = into_primitive(
+        activations.sum.iter().map(|&v| super::relu(v)).collect(),
+        output_shape,
+    );
     let statistics = main_units
         .iter()
         .chain(shortcut_unit.iter())
-        .map(|u| u.stats.as_ref().map(|s| (s.mean.clone(), s.variance.clone())))
+        .map(|u| {
+            u.stats
+                .as_ref()
+                .map(|s| (s.mean.clone(), s.variance.clone()))
+        })
         .collect::<Option<Vec<_>>>()?;
-    let output = match BlockBackward.prepare::<NoCheckpointing>(guards).compute_bound().stateful() {
+    let output = match BlockBackward
+        .prepare::<NoCheckpointing>(guards)
+        .compute_bound()
+        .stateful()
+    {
         OpsKind::Tracked(prep) => {
-            let saved = Saved { input: input.into_primitive(), main: main_units, shortcut: shortcut_unit };
+            let saved = Saved {
+                input: input.into_primitive(),
+                main: main_units,
+                shortcut: shortcut_unit,
+            };
             prep.finish(saved, output)
         }
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
-    Some(CheckpointedBlock { output: Tensor::from_primitive::<FlexAutodiff>(output), statistics })
+    Some(CheckpointedBlock {
+        output: Tensor::from_primitive::<FlexAutodiff>(output),
+        statistics,
+    })
 }

@@ -38,7 +38,9 @@ impl ConvGeometry {
         let side = |axis: usize| {
             let input = self.input[2 + axis] + 2 * self.padding[axis];
             let reach = self.dilation[axis] * (self.kernel[axis] - 1) + 1;
-            input.checked_sub(reach).map(|span| span / self.stride[axis] + 1)
+            input
+                .checked_sub(reach)
+                .map(|span| span / self.stride[axis] + 1)
         };
         Some([self.input[0], self.out_channels, side(0)?, side(1)?])
     }
@@ -70,7 +72,10 @@ impl ConvGeometry {
     pub(super) fn valid_columns(&self, offset: usize, out_w: usize) -> (usize, usize) {
         let (in_w, stride, pad) = (self.input[3], self.stride[1], self.padding[1]);
         let first = pad.saturating_sub(offset).div_ceil(stride);
-        let end = (in_w + pad).saturating_sub(offset).div_ceil(stride).min(out_w);
+        let end = (in_w + pad)
+            .saturating_sub(offset)
+            .div_ceil(stride)
+            .min(out_w);
         (first, end.max(first))
     }
 }
@@ -96,7 +101,12 @@ const COLUMN_BLOCK_FLOATS: usize = 1 << 18;
 /// Convolve `input` (NCHW, contiguous) with `weight` (`[out, in, kh, kw]`, contiguous).
 ///
 /// The caller checks the slice lengths against `geometry` (see [`super::try_conv2d`]).
-pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: Epilogue) -> Vec<f32> {
+pub fn conv2d(
+    input: &[f32],
+    weight: &[f32],
+    geometry: &ConvGeometry,
+    epilogue: Epilogue,
+) -> Vec<f32> {
     let [batch, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
     let plane = out_h * out_w;
     let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
@@ -104,7 +114,8 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
 
     // Rows of output per block: enough columns to amortise the GEMM's packing, few enough that
     // the column block stays in cache.
-    let rows_per_block = (COLUMN_BLOCK_FLOATS / (geometry.patch_len() * out_w).max(1)).clamp(1, out_h);
+    let rows_per_block =
+        (COLUMN_BLOCK_FLOATS / (geometry.patch_len() * out_w).max(1)).clamp(1, out_h);
     let blocks_per_image = out_h.div_ceil(rows_per_block);
     // Tasks split the output channels by group and, when there are too few blocks to keep
     // every thread busy (deep stages at batch 1), into chunks of at least `MIN_CHANNEL_CHUNK`.
@@ -118,7 +129,10 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
     let channel_chunks: Vec<(usize, Range<usize>)> = (0..geometry.groups)
         .flat_map(|g| {
             let group_channels = g * group.out_channels..(g + 1) * group.out_channels;
-            group_channels.clone().step_by(chunk).map(move |start| (g, start..(start + chunk).min(group_channels.end)))
+            group_channels
+                .clone()
+                .step_by(chunk)
+                .map(move |start| (g, start..(start + chunk).min(group_channels.end)))
         })
         .collect();
     let splits = channel_chunks.len();
@@ -129,7 +143,10 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
     // an image, so each gets the whole image through a raw pointer.
     let out_ptr = SendPtr(output.as_mut_ptr());
     (0..tasks).into_par_iter().for_each(|task| {
-        let (image, rest) = (task / (blocks_per_image * splits), task % (blocks_per_image * splits));
+        let (image, rest) = (
+            task / (blocks_per_image * splits),
+            task % (blocks_per_image * splits),
+        );
         let (block, split) = (rest / splits, rest % splits);
         let first_row = block * rows_per_block;
         let rows = rows_per_block.min(out_h - first_row);
@@ -138,12 +155,28 @@ pub fn conv2d(input: &[f32], weight: &[f32], geometry: &ConvGeometry, epilogue: 
         // SAFETY: tasks of one image write disjoint (row range, channel range) rectangles of its
         // planes (`conv_block` writes nothing else), tasks of different images write disjoint
         // images, and `output` outlives the parallel loop.
-        let out_image = unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(image * len), len) };
-        let input = &input[image * in_image + g * group_input..image * in_image + (g + 1) * group_input];
-        let residual = epilogue.residual.map(|r| &r[image * len..(image + 1) * len]);
-        let block_epilogue = Epilogue { residual, ..epilogue };
+        let out_image =
+            unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(image * len), len) };
+        let input =
+            &input[image * in_image + g * group_input..image * in_image + (g + 1) * group_input];
+        let residual = epilogue
+            .residual
+            .map(|r| &r[image * len..(image + 1) * len]);
+        let block_epilogue = Epilogue {
+            residual,
+            ..epilogue
+        };
         let rows = first_row..first_row + rows;
-        conv_block(input, weight, &group, [out_h, out_w], rows, channels, out_image, block_epilogue);
+        conv_block(
+            input,
+            weight,
+            &group,
+            [out_h, out_w],
+            rows,
+            channels,
+            out_image,
+            block_epilogue,
+        );
     });
     output
 }
@@ -204,7 +237,10 @@ fn conv_block(
             channels.len(),
             columns,
             patch,
-            Matrix::rows(out_image.as_mut_ptr().add(channels.start * plane + first), plane),
+            Matrix::rows(
+                out_image.as_mut_ptr().add(channels.start * plane + first),
+                plane,
+            ),
             read_dst,
             Matrix::rows(weight.as_ptr().add(channels.start * patch), patch),
             Matrix::rows(rhs.as_ptr(), rhs_row_stride),
@@ -218,7 +254,10 @@ fn conv_block(
             let residual = epilogue.residual.map(|r| &r[range.clone()]);
             let dst = &mut out_image[range];
             match residual {
-                Some(residual) => dst.iter_mut().zip(residual).for_each(|(v, r)| *v = *v * scale + bias + r),
+                Some(residual) => dst
+                    .iter_mut()
+                    .zip(residual)
+                    .for_each(|(v, r)| *v = *v * scale + bias + r),
                 None => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
             }
             if epilogue.relu {
@@ -235,7 +274,13 @@ fn conv_block(
 
 /// The `im2col` matrix of output rows `first_row..first_row + rows`: one row per
 /// `(channel, kernel row, kernel column)`, one column per output position, zeros in the padding.
-pub(super) fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, first_row: usize, rows: usize) -> Vec<f32> {
+pub(super) fn im2col_rows(
+    input: &[f32],
+    geometry: &ConvGeometry,
+    out_w: usize,
+    first_row: usize,
+    rows: usize,
+) -> Vec<f32> {
     let [_, channels, in_h, in_w] = geometry.input;
     let [kernel_h, kernel_w] = geometry.kernel;
     let [stride_h, stride_w] = geometry.stride;
@@ -254,7 +299,8 @@ pub(super) fn im2col_rows(input: &[f32], geometry: &ConvGeometry, out_w: usize, 
                 let offset_w = kw * dilation_w;
                 let (ow_first, ow_end) = geometry.valid_columns(offset_w, out_w);
                 for r in 0..rows {
-                    let ih = ((first_row + r) * stride_h + kh * dilation_h) as isize - pad_h as isize;
+                    let ih =
+                        ((first_row + r) * stride_h + kh * dilation_h) as isize - pad_h as isize;
                     if ih < 0 || ih >= in_h as isize || ow_first >= ow_end {
                         continue; // stays zero
                     }

@@ -87,7 +87,11 @@ pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
         .map(|(xs, dys)| {
             let mut dw = vec![0.0f32; out_channels * patch];
             for (x, dy) in xs.chunks(in_image).zip(dys.chunks(out_channels * plane)) {
-                for ((x, dy), dw) in x.chunks(group_in).zip(dy.chunks(group_out)).zip(dw.chunks_mut(group_weight)) {
+                for ((x, dy), dw) in x
+                    .chunks(group_in)
+                    .zip(dy.chunks(group_out))
+                    .zip(dw.chunks_mut(group_weight))
+                {
                     group_weight_grad(x, dy, &group, dw);
                 }
             }
@@ -95,7 +99,9 @@ pub fn weight_grad(input: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
         })
         .collect();
     let mut partial = partial.into_iter();
-    let first = partial.next().unwrap_or_else(|| vec![0.0f32; out_channels * patch]);
+    let first = partial
+        .next()
+        .unwrap_or_else(|| vec![0.0f32; out_channels * patch]);
     partial.fold(first, |mut sum, part| {
         sum.iter_mut().zip(&part).for_each(|(a, b)| *a += b);
         sum

@@ -35,7 +35,11 @@ impl DeformGeometry {
     /// `[out_h, out_w]`, kernel positions `k`, positions `p = out_h · out_w`.
     fn sizes(&self) -> ([usize; 2], usize, usize) {
         let [_, _, out_h, out_w] = self.conv.output().expect("checked by the caller");
-        ([out_h, out_w], self.conv.kernel[0] * self.conv.kernel[1], out_h * out_w)
+        (
+            [out_h, out_w],
+            self.conv.kernel[0] * self.conv.kernel[1],
+            out_h * out_w,
+        )
     }
 
     /// Offsets shape `[batch, deform_groups · 2k, out_h, out_w]`.
@@ -66,7 +70,10 @@ fn corners(y: f32, x: f32, h: usize, w: usize) -> Option<[Corner; 4]> {
     let (ly, lx) = (y - y0, x - x0);
     let (hy, hx) = (1.0 - ly, 1.0 - lx);
     let (y0, x0) = (y0 as isize, x0 as isize);
-    let at = |yy: isize, xx: isize| (yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w).then(|| yy as usize * w + xx as usize);
+    let at = |yy: isize, xx: isize| {
+        (yy >= 0 && xx >= 0 && (yy as usize) < h && (xx as usize) < w)
+            .then(|| yy as usize * w + xx as usize)
+    };
     Some([
         (at(y0, x0), hy * hx, -hx, -hy),
         (at(y0, x0 + 1), hy * lx, -lx, hy),
@@ -77,11 +84,21 @@ fn corners(y: f32, x: f32, h: usize, w: usize) -> Option<[Corner; 4]> {
 
 /// Where kernel position `i` of output position `p` samples, before its offset.
 #[inline]
-fn base_position(geometry: &ConvGeometry, out_w: usize, kernel_index: usize, p: usize) -> (f32, f32) {
-    let (ki, kj) = (kernel_index / geometry.kernel[1], kernel_index % geometry.kernel[1]);
+fn base_position(
+    geometry: &ConvGeometry,
+    out_w: usize,
+    kernel_index: usize,
+    p: usize,
+) -> (f32, f32) {
+    let (ki, kj) = (
+        kernel_index / geometry.kernel[1],
+        kernel_index % geometry.kernel[1],
+    );
     let (oh, ow) = (p / out_w, p % out_w);
-    let y = (oh * geometry.stride[0] + ki * geometry.dilation[0]) as f32 - geometry.padding[0] as f32;
-    let x = (ow * geometry.stride[1] + kj * geometry.dilation[1]) as f32 - geometry.padding[1] as f32;
+    let y =
+        (oh * geometry.stride[0] + ki * geometry.dilation[0]) as f32 - geometry.padding[0] as f32;
+    let x =
+        (ow * geometry.stride[1] + kj * geometry.dilation[1]) as f32 - geometry.padding[1] as f32;
     (y, x)
 }
 
@@ -125,16 +142,28 @@ impl Image<'_> {
     fn all_columns(&self, geometry: &DeformGeometry) -> Vec<f32> {
         let (_, k, p) = geometry.sizes();
         let mut columns = vec![0.0f32; geometry.conv.input[1] * k * p];
-        columns.par_chunks_mut(k * p).enumerate().for_each(|(c, out)| self.columns(geometry, c, out));
+        columns
+            .par_chunks_mut(k * p)
+            .enumerate()
+            .for_each(|(c, out)| self.columns(geometry, c, out));
         columns
     }
 }
 
 /// Slices of image `b` of the inputs.
-fn image<'a>(input: &'a [f32], offset: &'a [f32], mask: Option<&'a [f32]>, geometry: &DeformGeometry, b: usize) -> Image<'a> {
+fn image<'a>(
+    input: &'a [f32],
+    offset: &'a [f32],
+    mask: Option<&'a [f32]>,
+    geometry: &DeformGeometry,
+    b: usize,
+) -> Image<'a> {
     let [_, channels, h, w] = geometry.conv.input;
     let (_, k, p) = geometry.sizes();
-    let (offset_len, mask_len) = (geometry.deform_groups * 2 * k * p, geometry.deform_groups * k * p);
+    let (offset_len, mask_len) = (
+        geometry.deform_groups * 2 * k * p,
+        geometry.deform_groups * k * p,
+    );
     Image {
         input: &input[b * channels * h * w..(b + 1) * channels * h * w],
         offset: &offset[b * offset_len..(b + 1) * offset_len],
@@ -144,7 +173,14 @@ fn image<'a>(input: &'a [f32], offset: &'a [f32], mask: Option<&'a [f32]>, geome
 
 /// The deformable conv, `[batch, out, out_h, out_w]`, plus a per-output-channel `bias` (a folded
 /// norm's shift).
-pub fn deform_conv2d(input: &[f32], offset: &[f32], mask: Option<&[f32]>, weight: &[f32], geometry: &DeformGeometry, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn deform_conv2d(
+    input: &[f32],
+    offset: &[f32],
+    mask: Option<&[f32]>,
+    weight: &[f32],
+    geometry: &DeformGeometry,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let conv = &geometry.conv;
     let [batch, out_channels, _, _] = conv.output().expect("checked by the caller");
     let (_, k, p) = geometry.sizes();
@@ -154,35 +190,41 @@ pub fn deform_conv2d(input: &[f32], offset: &[f32], mask: Option<&[f32]>, weight
     let mut output = vec![0.0f32; batch * out_channels * p];
     for (b, out_image) in output.chunks_mut(out_channels * p).enumerate() {
         let columns = image(input, offset, mask, geometry, b).all_columns(geometry);
-        out_image.par_chunks_mut(rows * p).enumerate().for_each(|(task, out)| {
-            let first = task * rows;
-            let group = first / group_out;
-            // SAFETY: out is `rows × p`; the weight rows `first..first + rows` have `patch`
-            // entries each; the group's columns are `patch × p`.
-            unsafe {
-                matmul(
-                    rows,
-                    p,
-                    patch,
-                    Matrix::rows(out.as_mut_ptr(), p),
-                    false,
-                    Matrix::rows(weight[first * patch..].as_ptr(), patch),
-                    Matrix::rows(columns[group * patch * p..].as_ptr(), p),
-                );
-            }
-            if let Some(bias) = bias {
-                for (row, values) in out.chunks_mut(p).enumerate() {
-                    values.iter_mut().for_each(|v| *v += bias[first + row]);
+        out_image
+            .par_chunks_mut(rows * p)
+            .enumerate()
+            .for_each(|(task, out)| {
+                let first = task * rows;
+                let group = first / group_out;
+                // SAFETY: out is `rows × p`; the weight rows `first..first + rows` have `patch`
+                // entries each; the group's columns are `patch × p`.
+                unsafe {
+                    matmul(
+                        rows,
+                        p,
+                        patch,
+                        Matrix::rows(out.as_mut_ptr(), p),
+                        false,
+                        Matrix::rows(weight[first * patch..].as_ptr(), patch),
+                        Matrix::rows(columns[group * patch * p..].as_ptr(), p),
+                    );
                 }
-            }
-        });
+                if let Some(bias) = bias {
+                    for (row, values) in out.chunks_mut(p).enumerate() {
+                        values.iter_mut().for_each(|v| *v += bias[first + row]);
+                    }
+                }
+            });
     }
     output
 }
 
 /// Output-channel rows per task: a divisor of the group's output channels, at most 16.
 fn task_rows(group_out: usize) -> usize {
-    (1..=ROWS_PER_TASK.min(group_out)).rev().find(|d| group_out.is_multiple_of(*d)).unwrap_or(1)
+    (1..=ROWS_PER_TASK.min(group_out))
+        .rev()
+        .find(|d| group_out.is_multiple_of(*d))
+        .unwrap_or(1)
 }
 
 /// Gradients of [`deform_conv2d`] (without bias) with respect to the input, the offsets, the
@@ -199,7 +241,14 @@ pub struct DeformGradients {
 }
 
 /// The backward pass of [`deform_conv2d`] for the output gradient `grad_out`.
-pub fn deform_conv2d_backward(input: &[f32], offset: &[f32], mask: Option<&[f32]>, weight: &[f32], grad_out: &[f32], geometry: &DeformGeometry) -> DeformGradients {
+pub fn deform_conv2d_backward(
+    input: &[f32],
+    offset: &[f32],
+    mask: Option<&[f32]>,
+    weight: &[f32],
+    grad_out: &[f32],
+    geometry: &DeformGeometry,
+) -> DeformGradients {
     let conv = &geometry.conv;
     let [batch, channels, h, w] = conv.input;
     let [_, out_channels, _, _] = conv.output().expect("checked by the caller");
@@ -220,23 +269,27 @@ pub fn deform_conv2d_backward(input: &[f32], offset: &[f32], mask: Option<&[f32]
         let dy = &grad_out[b * out_channels * p..(b + 1) * out_channels * p];
         // dW[o, c·k + i] += Σ_p dY[o, p] · col[c·k + i, p], images in order.
         let columns = image.all_columns(geometry);
-        grads.weight.par_chunks_mut(rows * patch).enumerate().for_each(|(task, dw)| {
-            let first = task * rows;
-            let group = first / group_out;
-            // SAFETY: dw is `rows × patch`; dY rows `first..first + rows` have `p` entries; the
-            // group's columns are `patch × p`, read transposed.
-            unsafe {
-                matmul(
-                    rows,
-                    patch,
-                    p,
-                    Matrix::rows(dw.as_mut_ptr(), patch),
-                    b > 0,
-                    Matrix::rows(dy[first * p..].as_ptr(), p),
-                    Matrix::transposed(columns[group * patch * p..].as_ptr(), p),
-                );
-            }
-        });
+        grads
+            .weight
+            .par_chunks_mut(rows * patch)
+            .enumerate()
+            .for_each(|(task, dw)| {
+                let first = task * rows;
+                let group = first / group_out;
+                // SAFETY: dw is `rows × patch`; dY rows `first..first + rows` have `p` entries; the
+                // group's columns are `patch × p`, read transposed.
+                unsafe {
+                    matmul(
+                        rows,
+                        patch,
+                        p,
+                        Matrix::rows(dw.as_mut_ptr(), patch),
+                        b > 0,
+                        Matrix::rows(dy[first * p..].as_ptr(), p),
+                        Matrix::transposed(columns[group * patch * p..].as_ptr(), p),
+                    );
+                }
+            });
         drop(columns);
 
         // Per chunk of channels of one deform group: the input gradient of its channels and
@@ -271,11 +324,24 @@ pub fn deform_conv2d_backward(input: &[f32], offset: &[f32], mask: Option<&[f32]
                             group_out,
                             Matrix::rows(dcol.as_mut_ptr(), p),
                             false,
-                            Matrix::transposed(weight[weight_group * group_out * patch + within * k..].as_ptr(), patch),
+                            Matrix::transposed(
+                                weight[weight_group * group_out * patch + within * k..].as_ptr(),
+                                patch,
+                            ),
                             Matrix::rows(dy[weight_group * group_out * p..].as_ptr(), p),
                         );
                     }
-                    scatter(&image, geometry, c, group, out_w, &dcol, dx, &mut d_offset, &mut d_mask);
+                    scatter(
+                        &image,
+                        geometry,
+                        c,
+                        group,
+                        out_w,
+                        &dcol,
+                        dx,
+                        &mut d_offset,
+                        &mut d_mask,
+                    );
                 }
                 (group, d_offset, d_mask)
             })
@@ -283,7 +349,10 @@ pub fn deform_conv2d_backward(input: &[f32], offset: &[f32], mask: Option<&[f32]
         let (offset_len, mask_len) = (2 * k * p, k * p);
         for (group, d_offset, d_mask) in partials {
             let offset_at = (b * geometry.deform_groups + group) * offset_len;
-            for (total, part) in grads.offset[offset_at..offset_at + offset_len].iter_mut().zip(&d_offset) {
+            for (total, part) in grads.offset[offset_at..offset_at + offset_len]
+                .iter_mut()
+                .zip(&d_offset)
+            {
                 *total += part;
             }
             if let Some(total) = grads.mask.as_mut() {
@@ -300,7 +369,17 @@ pub fn deform_conv2d_backward(input: &[f32], offset: &[f32], mask: Option<&[f32]
 /// Send channel `c`'s column gradient `dcol` (`[k, p]`) back through the sampling: to the input
 /// plane `dx`, and to the offsets and masks of its deform group (`d_offset`, `d_mask`).
 #[allow(clippy::too_many_arguments)]
-fn scatter(image: &Image, geometry: &DeformGeometry, c: usize, group: usize, out_w: usize, dcol: &[f32], dx: &mut [f32], d_offset: &mut [f32], d_mask: &mut [f32]) {
+fn scatter(
+    image: &Image,
+    geometry: &DeformGeometry,
+    c: usize,
+    group: usize,
+    out_w: usize,
+    dcol: &[f32],
+    dx: &mut [f32],
+    d_offset: &mut [f32],
+    d_mask: &mut [f32],
+) {
     let conv = &geometry.conv;
     let [_, _, h, w] = conv.input;
     let (_, k, p) = geometry.sizes();
@@ -311,7 +390,9 @@ fn scatter(image: &Image, geometry: &DeformGeometry, c: usize, group: usize, out
             let grad = dcol[i * p + q];
             let (y, x) = base_position(conv, out_w, i, q);
             let (y, x) = (y + offset[2 * i * p + q], x + offset[(2 * i + 1) * p + q]);
-            let Some(corners) = corners(y, x, h, w) else { continue };
+            let Some(corners) = corners(y, x, h, w) else {
+                continue;
+            };
             let mask = image.mask.map_or(1.0, |m| m[(group * k + i) * p + q]);
             let (mut value, mut d_y, mut d_x) = (0.0f32, 0.0f32, 0.0f32);
             for (index, weight, weight_dy, weight_dx) in corners {

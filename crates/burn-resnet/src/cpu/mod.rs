@@ -18,8 +18,8 @@ pub mod deform;
 mod deform_autodiff;
 pub mod pool;
 
-use burn::nn::PaddingConfig2d;
 use burn::nn::BatchNorm;
+use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 use burn::tensor::{DType, Tensor, TensorData};
 use burn_flex::{Flex, FlexTensor};
@@ -29,7 +29,8 @@ use conv::{ConvGeometry, Epilogue};
 use pool::PoolGeometry;
 
 /// The autodiff backend of `Device::flex().autodiff()`.
-type FlexAutodiff = burn_autodiff::Autodiff<Flex, burn_autodiff::checkpoint::strategy::NoCheckpointing>;
+type FlexAutodiff =
+    burn_autodiff::Autodiff<Flex, burn_autodiff::checkpoint::strategy::NoCheckpointing>;
 
 /// PyTorch's ReLU: 0 for negative inputs, the input otherwise, so NaN stays NaN (`f32::max`
 /// would return 0 for a NaN and hide it). Branch-free after optimisation (a compare and a blend).
@@ -70,12 +71,20 @@ struct Matrix<P> {
 impl<P> Matrix<P> {
     /// A row-major matrix whose rows are `row_stride` apart.
     fn rows(ptr: P, row_stride: usize) -> Self {
-        Self { ptr, row_stride: row_stride as isize, col_stride: 1 }
+        Self {
+            ptr,
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
     }
 
     /// The transpose of a row-major matrix whose rows are `row_stride` apart.
     fn transposed(ptr: P, row_stride: usize) -> Self {
-        Self { ptr, row_stride: 1, col_stride: row_stride as isize }
+        Self {
+            ptr,
+            row_stride: 1,
+            col_stride: row_stride as isize,
+        }
     }
 }
 
@@ -84,7 +93,15 @@ impl<P> Matrix<P> {
 ///
 /// # Safety
 /// Every view must be valid for reads (and `dst` for writes) over its whole shape.
-unsafe fn matmul(m: usize, n: usize, k: usize, dst: Matrix<*mut f32>, accumulate: bool, lhs: Matrix<*const f32>, rhs: Matrix<*const f32>) {
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: Matrix<*mut f32>,
+    accumulate: bool,
+    lhs: Matrix<*const f32>,
+    rhs: Matrix<*const f32>,
+) {
     // SAFETY: forwarded from the caller.
     unsafe {
         gemm::gemm(
@@ -126,19 +143,31 @@ fn flex_f32_contiguous<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor>
     if tensor.device().is_autodiff() || tensor.is_require_grad() || tensor.is_tracked() {
         return None;
     }
-    let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?.to_contiguous();
+    let primitive = tensor
+        .clone()
+        .try_into_primitive::<Flex>()
+        .ok()?
+        .to_contiguous();
     float_slice(&primitive)?;
     Some(primitive)
 }
 
 /// The values of a contiguous `f32` flex tensor.
 fn float_slice(tensor: &FlexTensor) -> Option<&[f32]> {
-    (tensor.dtype() == DType::F32).then(|| tensor.as_slice::<f32>()).flatten()
+    (tensor.dtype() == DType::F32)
+        .then(|| tensor.as_slice::<f32>())
+        .flatten()
 }
 
 /// A BatchNorm's per-channel affine map from statistics: `scale = γ/√(var + ε)` and
 /// `shift = β − mean · scale`, so that the norm is `x · scale + shift`.
-fn batch_norm_affine(gamma: &[f32], beta: &[f32], mean: &[f32], variance: &[f32], epsilon: f64) -> (Vec<f32>, Vec<f32>) {
+fn batch_norm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
     (0..gamma.len())
         .map(|c| {
             let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
@@ -182,7 +211,12 @@ pub(crate) fn conv_geometry(conv: &Conv2d, input: [usize; 4]) -> Option<ConvGeom
 /// `relu?(conv(x) + residual?)` on plain flex through [`conv::conv2d`], or `None` when the
 /// fast path does not apply; the caller then runs Burn's ops. The conv's own bias (a folded
 /// norm's shift) is part of it.
-pub fn try_conv2d(conv: &Conv2d, x: &Tensor<4>, residual: Option<&Tensor<4>>, relu: bool) -> Option<Tensor<4>> {
+pub fn try_conv2d(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    residual: Option<&Tensor<4>>,
+    relu: bool,
+) -> Option<Tensor<4>> {
     conv2d_with_affine(conv, x, residual, relu, None)
 }
 
@@ -232,13 +266,20 @@ fn conv2d_with_affine(
     };
     let conv_bias = bias.as_ref().and_then(float_slice);
     if conv_bias.is_some_and(|b| b.len() != geometry.out_channels)
-        || affine.is_some_and(|(scale, shift)| scale.len() != geometry.out_channels || shift.len() != geometry.out_channels)
+        || affine.is_some_and(|(scale, shift)| {
+            scale.len() != geometry.out_channels || shift.len() != geometry.out_channels
+        })
     {
         return None;
     }
     // A conv bias under a norm: `(conv + b) · scale + shift = conv · scale + (b · scale + shift)`.
     let combined_shift: Option<Vec<f32>> = affine.map(|(scale, shift)| match conv_bias {
-        Some(b) => b.iter().zip(scale).zip(shift).map(|((b, s), t)| b * s + t).collect(),
+        Some(b) => b
+            .iter()
+            .zip(scale)
+            .zip(shift)
+            .map(|((b, s), t)| b * s + t)
+            .collect(),
         None => shift.to_vec(),
     });
     let epilogue = Epilogue {
@@ -247,8 +288,15 @@ fn conv2d_with_affine(
         residual: residual.as_ref().and_then(float_slice),
         relu,
     };
-    let values = conv::conv2d(float_slice(&input)?, float_slice(&weight)?, &geometry, epilogue);
-    Some(Tensor::from_primitive::<Flex>(into_primitive(values, output)))
+    let values = conv::conv2d(
+        float_slice(&input)?,
+        float_slice(&weight)?,
+        &geometry,
+        epilogue,
+    );
+    Some(Tensor::from_primitive::<Flex>(into_primitive(
+        values, output,
+    )))
 }
 
 /// `conv(x)` for a bias-free conv on flex's autodiff device (training), differentiable, or
@@ -273,17 +321,28 @@ pub fn try_deform_conv2d(
     geometry: &deform::DeformGeometry,
 ) -> Option<Tensor<4>> {
     let conv = &geometry.conv;
-    let weight_shape = [conv.out_channels, conv.input[1] / conv.groups, conv.kernel[0], conv.kernel[1]];
+    let weight_shape = [
+        conv.out_channels,
+        conv.input[1] / conv.groups,
+        conv.kernel[0],
+        conv.kernel[1],
+    ];
     let shapes_fit = x.dims() == conv.input
         && offset.dims() == geometry.offset_shape()
         && mask.is_none_or(|m| m.dims() == geometry.mask_shape())
         && weight.dims() == weight_shape
         && bias.is_none_or(|b| b.dims() == [conv.out_channels]);
-    if !shapes_fit || conv.output().is_none() || !conv.input[1].is_multiple_of(geometry.deform_groups) {
+    if !shapes_fit
+        || conv.output().is_none()
+        || !conv.input[1].is_multiple_of(geometry.deform_groups)
+    {
         return None;
     }
     if x.device().is_autodiff() {
-        return bias.is_none().then(|| deform_autodiff::try_deform_conv2d(x, offset, mask, weight, geometry)).flatten();
+        return bias
+            .is_none()
+            .then(|| deform_autodiff::try_deform_conv2d(x, offset, mask, weight, geometry))
+            .flatten();
     }
     // The offsets and masks are channel slices of the offset conv's output: read as
     // contiguous copies.
@@ -305,15 +364,30 @@ pub fn try_deform_conv2d(
         geometry,
         bias.as_ref().and_then(float_slice),
     );
-    Some(Tensor::from_primitive::<Flex>(into_primitive(values, conv.output()?)))
+    Some(Tensor::from_primitive::<Flex>(into_primitive(
+        values,
+        conv.output()?,
+    )))
 }
 
 /// Square max-pool through [`pool::max_pool2d`] on plain flex, or `None` when the fast path
 /// does not apply.
-pub fn try_max_pool2d(x: &Tensor<4>, kernel: usize, stride: usize, padding: usize) -> Option<Tensor<4>> {
-    let geometry = PoolGeometry { input: x.dims(), kernel, stride, padding };
+pub fn try_max_pool2d(
+    x: &Tensor<4>,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+) -> Option<Tensor<4>> {
+    let geometry = PoolGeometry {
+        input: x.dims(),
+        kernel,
+        stride,
+        padding,
+    };
     let output = geometry.output()?;
     let input = flex_f32(x)?;
     let values = pool::max_pool2d(float_slice(&input)?, &geometry);
-    Some(Tensor::from_primitive::<Flex>(into_primitive(values, output)))
+    Some(Tensor::from_primitive::<Flex>(into_primitive(
+        values, output,
+    )))
 }

@@ -24,8 +24,17 @@ impl PoolGeometry {
         if self.kernel == 0 || self.stride == 0 || 2 * self.padding > self.kernel {
             return None;
         }
-        let side = |input: usize| (input + 2 * self.padding).checked_sub(self.kernel).map(|s| s / self.stride + 1);
-        Some([self.input[0], self.input[1], side(self.input[2])?, side(self.input[3])?])
+        let side = |input: usize| {
+            (input + 2 * self.padding)
+                .checked_sub(self.kernel)
+                .map(|s| s / self.stride + 1)
+        };
+        Some([
+            self.input[0],
+            self.input[1],
+            side(self.input[2])?,
+            side(self.input[3])?,
+        ])
     }
 }
 
@@ -37,7 +46,9 @@ pub fn max_pool2d(input: &[f32], geometry: &PoolGeometry) -> Vec<f32> {
     output
         .par_chunks_mut(out_h * out_w)
         .zip(input.par_chunks(in_h * in_w))
-        .for_each(|(out_plane, in_plane)| pool_plane(in_plane, out_plane, geometry, [in_h, in_w], out_w));
+        .for_each(|(out_plane, in_plane)| {
+            pool_plane(in_plane, out_plane, geometry, [in_h, in_w], out_w)
+        });
     output
 }
 
@@ -58,10 +69,13 @@ fn pool_plane(
 ) {
     // Horizontal pass: every input row pooled along the width.
     let mut rows = vec![f32::NEG_INFINITY; in_h * out_w];
-    let column_windows: Vec<(usize, usize)> = (0..out_w).map(|o| window(o, geometry, in_w)).collect();
+    let column_windows: Vec<(usize, usize)> =
+        (0..out_w).map(|o| window(o, geometry, in_w)).collect();
     for (src, dst) in input.chunks_exact(in_w).zip(rows.chunks_exact_mut(out_w)) {
         for (d, &(first, end)) in dst.iter_mut().zip(&column_windows) {
-            *d = src[first..end].iter().fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v));
+            *d = src[first..end]
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &v| max_nan(m, v));
         }
     }
     // Vertical pass over the pooled rows.

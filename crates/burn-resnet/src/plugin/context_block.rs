@@ -86,7 +86,12 @@ const LAYER_NORM_EPS: f64 = 1e-5;
 impl ContextBlockConfig {
     /// mmcv's defaults for `channels` and `ratio`: attention pooling, `channel_add`.
     pub fn new(channels: usize, ratio: f64) -> Self {
-        Self { channels, ratio, pooling: Pooling::Attention, fusions: vec![Fusion::ChannelAdd] }
+        Self {
+            channels,
+            ratio,
+            pooling: Pooling::Attention,
+            fusions: vec![Fusion::ChannelAdd],
+        }
     }
 
     /// The transform's width, `floor(channels · ratio)` (mmcv's `int(in_channels * ratio)`).
@@ -98,19 +103,28 @@ impl ContextBlockConfig {
     /// transform's last conv zero, the rest PyTorch's defaults, LayerNorm weight 1 and bias 0.
     pub fn init(&self, device: &Device) -> ContextBlock {
         let planes = self.planes();
-        let conv = |from: usize, to: usize| Conv2dConfig::new([from, to], [1, 1]).with_padding(PaddingConfig2d::Valid);
+        let conv = |from: usize, to: usize| {
+            Conv2dConfig::new([from, to], [1, 1]).with_padding(PaddingConfig2d::Valid)
+        };
         let transform = || ContextTransform {
             reduce: conv(self.channels, planes).init(device),
             norm: ChannelLayerNorm {
                 weight: Initializer::Ones.init([planes, 1, 1], device),
                 bias: Initializer::Zeros.init([planes, 1, 1], device),
             },
-            expand: conv(planes, self.channels).with_initializer(Initializer::Zeros).init(device),
+            expand: conv(planes, self.channels)
+                .with_initializer(Initializer::Zeros)
+                .init(device),
         };
-        let kaiming = Initializer::KaimingNormal { gain: 2f64.sqrt(), fan_out_only: false };
+        let kaiming = Initializer::KaimingNormal {
+            gain: 2f64.sqrt(),
+            fan_out_only: false,
+        };
         // mmcv's `kaiming_init` sets the bias to 0 (Burn's initializer would draw it).
         let conv_mask = || {
-            let mut conv_mask = conv(self.channels, 1).with_initializer(kaiming).init(device);
+            let mut conv_mask = conv(self.channels, 1)
+                .with_initializer(kaiming)
+                .init(device);
             conv_mask.bias = conv_mask.bias.take().map(|b| b.map(|b| b.zeros_like()));
             conv_mask
         };
@@ -132,8 +146,10 @@ impl ContextTransform {
         let centered = flat - mean;
         let variance = centered.clone().square().mean_dim(1);
         let normalized = centered / variance.add_scalar(LAYER_NORM_EPS).sqrt();
-        let affine = normalized * self.norm.weight.val().reshape([1, planes]) + self.norm.bias.val().reshape([1, planes]);
-        self.expand.forward(relu(affine).reshape([batch, planes, 1, 1]))
+        let affine = normalized * self.norm.weight.val().reshape([1, planes])
+            + self.norm.bias.val().reshape([1, planes]);
+        self.expand
+            .forward(relu(affine).reshape([batch, planes, 1, 1]))
     }
 }
 
@@ -143,8 +159,15 @@ impl ContextBlock {
         let [batch, channels, height, width] = x.dims();
         match &self.conv_mask {
             Some(conv_mask) => {
-                let weights = softmax(conv_mask.forward(x.clone()).reshape([batch, height * width, 1]), 1);
-                x.reshape([batch, channels, height * width]).matmul(weights).reshape([batch, channels, 1, 1])
+                let weights = softmax(
+                    conv_mask
+                        .forward(x.clone())
+                        .reshape([batch, height * width, 1]),
+                    1,
+                );
+                x.reshape([batch, channels, height * width])
+                    .matmul(weights)
+                    .reshape([batch, channels, 1, 1])
             }
             None => x.mean_dim(3).mean_dim(2),
         }

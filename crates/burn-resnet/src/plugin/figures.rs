@@ -8,7 +8,10 @@
 //! Activations are the values per image of the tensors it makes (its projections, attention
 //! matrices and output), for the memory estimate.
 
-use super::{ContextBlockConfig, GeneralizedAttentionConfig, NonLocal2dConfig, NonLocalMode, PluginConfig, make_divisible};
+use super::{
+    ContextBlockConfig, GeneralizedAttentionConfig, NonLocal2dConfig, NonLocalMode, PluginConfig,
+    make_divisible,
+};
 use crate::summary::mul;
 
 /// A plugin's figures on one input.
@@ -49,25 +52,56 @@ impl PluginConfig {
         let output = mul(&[channels as u64, positions])?;
         match self {
             PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
-                let (c, reduced) = (channels as u64, make_divisible(channels as f64 * rd_ratio, 8) as u64);
+                let (c, reduced) = (
+                    channels as u64,
+                    make_divisible(channels as f64 * rd_ratio, 8) as u64,
+                );
                 // Two 1x1 convs with biases on the pooled 1x1 map.
                 let weights = mul(&[2, c, reduced])?;
                 PluginFigures::new(add(&[weights, reduced, c])?, weights, &[output])
             }
-            PluginConfig::ContextBlock { ratio, pooling_type, fusion_types, .. } => {
-                let config = ContextBlockConfig { channels, ratio: *ratio, pooling: *pooling_type, fusions: fusion_types.clone() };
+            PluginConfig::ContextBlock {
+                ratio,
+                pooling_type,
+                fusion_types,
+                ..
+            } => {
+                let config = ContextBlockConfig {
+                    channels,
+                    ratio: *ratio,
+                    pooling: *pooling_type,
+                    fusions: fusion_types.clone(),
+                };
                 context_block(&config, positions, output)
             }
-            PluginConfig::NonLocal2d { reduction, use_scale, mode, sub_sample, .. } => {
-                let config = NonLocal2dConfig { channels, reduction: *reduction, use_scale: *use_scale, mode: *mode, sub_sample: *sub_sample };
+            PluginConfig::NonLocal2d {
+                reduction,
+                use_scale,
+                mode,
+                sub_sample,
+                ..
+            } => {
+                let config = NonLocal2dConfig {
+                    channels,
+                    reduction: *reduction,
+                    use_scale: *use_scale,
+                    mode: *mode,
+                    sub_sample: *sub_sample,
+                };
                 non_local(&config, [height, width], output)
             }
-            PluginConfig::GeneralizedAttention(args) => generalized_attention(&args.config(channels), [height, width], output),
+            PluginConfig::GeneralizedAttention(args) => {
+                generalized_attention(&args.config(channels), [height, width], output)
+            }
         }
     }
 }
 
-fn context_block(config: &ContextBlockConfig, positions: u64, output: u64) -> Option<PluginFigures> {
+fn context_block(
+    config: &ContextBlockConfig,
+    positions: u64,
+    output: u64,
+) -> Option<PluginFigures> {
     let (c, planes) = (config.channels as u64, config.planes() as u64);
     let (mut params, mut macs) = (0, 0);
     if config.pooling == super::Pooling::Attention {
@@ -83,17 +117,29 @@ fn context_block(config: &ContextBlockConfig, positions: u64, output: u64) -> Op
     PluginFigures::new(params, macs, &[positions, output])
 }
 
-fn non_local(config: &NonLocal2dConfig, [height, width]: [usize; 2], output: u64) -> Option<PluginFigures> {
+fn non_local(
+    config: &NonLocal2dConfig,
+    [height, width]: [usize; 2],
+    output: u64,
+) -> Option<PluginFigures> {
     let (c, inter) = (config.channels as u64, config.inter_channels() as u64);
     let positions = mul(&[height as u64, width as u64])?;
     // The attended positions: 2x2 max-pooled (floor) with sub_sample.
-    let attended = if config.sub_sample { mul(&[(height / 2) as u64, (width / 2) as u64])? } else { positions };
+    let attended = if config.sub_sample {
+        mul(&[(height / 2) as u64, (width / 2) as u64])?
+    } else {
+        positions
+    };
     let embeddings = match config.mode {
         NonLocalMode::Gaussian => 1,
         _ => 3,
     };
     // g (and theta, phi) and conv_out are 1x1 convs with biases.
-    let params = add(&[mul(&[embeddings, add(&[mul(&[c, inter])?, inter])?])?, mul(&[inter, c])?, c])?;
+    let params = add(&[
+        mul(&[embeddings, add(&[mul(&[c, inter])?, inter])?])?,
+        mul(&[inter, c])?,
+        c,
+    ])?;
     let pairwise_features = match config.mode {
         NonLocalMode::Gaussian => c,
         _ => inter,
@@ -104,16 +150,35 @@ fn non_local(config: &NonLocal2dConfig, [height, width]: [usize; 2], output: u64
         mul(&[inter, c, positions])?,
     ])?;
     let pairwise = mul(&[positions, attended])?;
-    PluginFigures::new(params, macs, &[mul(&[embeddings, inter, positions])?, pairwise, pairwise, output])
+    PluginFigures::new(
+        params,
+        macs,
+        &[
+            mul(&[embeddings, inter, positions])?,
+            pairwise,
+            pairwise,
+            output,
+        ],
+    )
 }
 
-fn generalized_attention(config: &GeneralizedAttentionConfig, [height, width]: [usize; 2], output: u64) -> Option<PluginFigures> {
+fn generalized_attention(
+    config: &GeneralizedAttentionConfig,
+    [height, width]: [usize; 2],
+    output: u64,
+) -> Option<PluginFigures> {
     let [content_query, position_query, content_bias, position_bias] = config.terms;
     let c = config.channels as u64;
     let e = mul(&[config.head_dim() as u64, config.num_heads as u64])?;
     let subsampled = |size: usize, stride: usize| ((size - 1) / stride + 1) as u64;
-    let (h, w) = (subsampled(height, config.q_stride), subsampled(width, config.q_stride));
-    let (h_kv, w_kv) = (subsampled(height, config.kv_stride), subsampled(width, config.kv_stride));
+    let (h, w) = (
+        subsampled(height, config.q_stride),
+        subsampled(width, config.q_stride),
+    );
+    let (h_kv, w_kv) = (
+        subsampled(height, config.kv_stride),
+        subsampled(width, config.kv_stride),
+    );
     let (queries, keys) = (mul(&[h, w])?, mul(&[h_kv, w_kv])?);
     let half = (config.position_embedding_dim / 2) as u64;
     let positions = position_query || position_bias;
@@ -129,7 +194,10 @@ fn generalized_attention(config: &GeneralizedAttentionConfig, [height, width]: [
         params = add(&[params, mul(&[c, e])?])?;
         macs = add(&[macs, mul(&[c, e, keys])?])?;
     }
-    params = add(&[params, mul(&[e, content_bias as u64 + position_bias as u64])?])?;
+    params = add(&[
+        params,
+        mul(&[e, content_bias as u64 + position_bias as u64])?,
+    ])?;
     // Content energy: (query [+ appr_bias]) · key per query, or appr_bias · key once.
     if content_query {
         macs = add(&[macs, mul(&[queries, keys, e])?])?;
@@ -140,7 +208,11 @@ fn generalized_attention(config: &GeneralizedAttentionConfig, [height, width]: [
     if positions {
         params = add(&[params, mul(&[2, half, e])?])?;
         let offsets = add(&[mul(&[w, w_kv])?, mul(&[h, h_kv])?])?;
-        macs = add(&[macs, mul(&[offsets, half, e])?, mul(&[queries, add(&[w_kv, h_kv])?, e])?])?;
+        macs = add(&[
+            macs,
+            mul(&[offsets, half, e])?,
+            mul(&[queries, add(&[w_kv, h_kv])?, e])?,
+        ])?;
         // The sinusoid tables of both axes and their projections.
         embeddings = mul(&[offsets, add(&[mul(&[2, half])?, e])?])?;
     }
@@ -148,5 +220,15 @@ fn generalized_attention(config: &GeneralizedAttentionConfig, [height, width]: [
     macs = add(&[macs, mul(&[queries, keys, e])?])?;
     // Energy and its softmax: one value per head, query and key.
     let energy = mul(&[config.num_heads as u64, queries, keys])?;
-    PluginFigures::new(params, macs, &[mul(&[3, e, queries.max(keys)])?, energy, energy, embeddings, output])
+    PluginFigures::new(
+        params,
+        macs,
+        &[
+            mul(&[3, e, queries.max(keys)])?,
+            energy,
+            energy,
+            embeddings,
+            output,
+        ],
+    )
 }

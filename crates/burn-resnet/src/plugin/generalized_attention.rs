@@ -25,21 +25,29 @@ impl TryFrom<String> for AttentionType {
     type Error = String;
 
     fn try_from(text: String) -> std::result::Result<Self, String> {
-        let flags: Vec<bool> = text.chars().filter_map(|c| match c {
-            '0' => Some(false),
-            '1' => Some(true),
-            _ => None,
-        }).collect();
+        let flags: Vec<bool> = text
+            .chars()
+            .filter_map(|c| match c {
+                '0' => Some(false),
+                '1' => Some(true),
+                _ => None,
+            })
+            .collect();
         match <[bool; 4]>::try_from(flags) {
             Ok(flags) if text.len() == 4 && flags.contains(&true) => Ok(AttentionType(flags)),
-            _ => Err(format!("attention_type \"{text}\": expected four 0/1 flags with at least one 1, e.g. \"1111\" or \"0010\"")),
+            _ => Err(format!(
+                "attention_type \"{text}\": expected four 0/1 flags with at least one 1, e.g. \"1111\" or \"0010\""
+            )),
         }
     }
 }
 
 impl From<AttentionType> for String {
     fn from(kind: AttentionType) -> String {
-        kind.0.iter().map(|&on| if on { '1' } else { '0' }).collect()
+        kind.0
+            .iter()
+            .map(|&on| if on { '1' } else { '0' })
+            .collect()
     }
 }
 
@@ -111,7 +119,11 @@ impl GeneralizedAttentionArgs {
     /// The settings these arguments give on `channels` input channels;
     /// [`GeneralizedAttentionConfig::check`] says whether they can be built.
     pub fn config(&self, channels: usize) -> GeneralizedAttentionConfig {
-        let position_embedding_dim = if self.position_embedding_dim > 0 { self.position_embedding_dim as usize } else { channels };
+        let position_embedding_dim = if self.position_embedding_dim > 0 {
+            self.position_embedding_dim as usize
+        } else {
+            channels
+        };
         GeneralizedAttentionConfig {
             channels,
             spatial_range: self.spatial_range,
@@ -152,15 +164,30 @@ pub struct GeneralizedAttentionConfig {
 impl GeneralizedAttentionConfig {
     /// Why these settings cannot be built, if they cannot.
     pub fn check(&self) -> Option<String> {
-        let Self { channels, spatial_range, num_heads, position_embedding_dim, kv_stride, q_stride, terms, .. } = *self;
+        let Self {
+            channels,
+            spatial_range,
+            num_heads,
+            position_embedding_dim,
+            kv_stride,
+            q_stride,
+            terms,
+            ..
+        } = *self;
         if num_heads == 0 || num_heads > channels {
-            return Some(format!("num_heads {num_heads} must be 1..={channels} (the input channels)"));
+            return Some(format!(
+                "num_heads {num_heads} must be 1..={channels} (the input channels)"
+            ));
         }
         if kv_stride == 0 || q_stride == 0 {
-            return Some(format!("kv_stride {kv_stride} and q_stride {q_stride} must be at least 1"));
+            return Some(format!(
+                "kv_stride {kv_stride} and q_stride {q_stride} must be at least 1"
+            ));
         }
         if spatial_range < -1 {
-            return Some(format!("spatial_range {spatial_range} must be -1 (unlimited) or at least 0"));
+            return Some(format!(
+                "spatial_range {spatial_range} must be -1 (unlimited) or at least 0"
+            ));
         }
         if (terms[1] || terms[3]) && !position_embedding_dim.is_multiple_of(4) {
             return Some(format!(
@@ -210,21 +237,37 @@ impl GeneralizedAttentionConfig {
     pub fn init(&self, device: &Device) -> GeneralizedAttention {
         let [content_query, position_query, content_bias, position_bias] = self.terms;
         let width = self.head_dim() * self.num_heads;
-        let uniform = |fan_in: usize| Initializer::Uniform { min: -(3.0 / fan_in as f64).sqrt(), max: (3.0 / fan_in as f64).sqrt() };
+        let uniform = |fan_in: usize| Initializer::Uniform {
+            min: -(3.0 / fan_in as f64).sqrt(),
+            max: (3.0 / fan_in as f64).sqrt(),
+        };
         let conv = |inputs: usize, outputs: usize, bias: bool| {
-            let mut conv = Conv2dConfig::new([inputs, outputs], [1, 1]).with_bias(bias).with_initializer(uniform(inputs)).init(device);
+            let mut conv = Conv2dConfig::new([inputs, outputs], [1, 1])
+                .with_bias(bias)
+                .with_initializer(uniform(inputs))
+                .init(device);
             conv.bias = conv.bias.take().map(|b| b.map(|b| b.zeros_like()));
             conv
         };
         let linear = || {
             let inputs = self.position_embedding_dim / 2;
-            LinearConfig::new(inputs, width).with_bias(false).with_initializer(uniform(inputs)).init(device)
+            LinearConfig::new(inputs, width)
+                .with_bias(false)
+                .with_initializer(uniform(inputs))
+                .init(device)
         };
         let bound = 1.0 / ((self.head_dim() * 2) as f64).sqrt();
-        let bias = || Param::from_tensor(Tensor::random([width], Distribution::Uniform(-bound, bound), device));
+        let bias = || {
+            Param::from_tensor(Tensor::random(
+                [width],
+                Distribution::Uniform(-bound, bound),
+                device,
+            ))
+        };
         let positions = position_query || position_bias;
         GeneralizedAttention {
-            query_conv: (content_query || position_query).then(|| conv(self.channels, width, false)),
+            query_conv: (content_query || position_query)
+                .then(|| conv(self.channels, width, false)),
             key_conv: (content_query || content_bias).then(|| conv(self.channels, width, false)),
             value_conv: conv(self.channels, width, false),
             appr_geom_fc_x: positions.then(linear),
@@ -259,46 +302,78 @@ impl GeneralizedAttention {
         let heads_of = |t: Tensor<4>, positions: usize| t.reshape([n, heads, d, positions]);
 
         // [n, heads, queries, d]
-        let query = self.query_conv.as_ref().map(|conv| heads_of(conv.forward(x_q.clone()), queries).swap_dims(2, 3));
-        let learned = |bias: &Option<Param<Tensor<1>>>| bias.as_ref().map(|b| b.val().reshape([1, heads, 1, d]));
+        let query = self
+            .query_conv
+            .as_ref()
+            .map(|conv| heads_of(conv.forward(x_q.clone()), queries).swap_dims(2, 3));
+        let learned = |bias: &Option<Param<Tensor<1>>>| {
+            bias.as_ref().map(|b| b.val().reshape([1, heads, 1, d]))
+        };
         // Terms 1 and 3: (query + appr_bias) · key, as the terms present make it.
-        let content = match (content_query.then_some(query.clone()).flatten(), learned(&self.appr_bias)) {
+        let content = match (
+            content_query.then_some(query.clone()).flatten(),
+            learned(&self.appr_bias),
+        ) {
             (Some(q), Some(b)) => Some(q + b),
             (Some(q), None) => Some(q),
             (None, Some(b)) => Some(b.expand([n, heads, 1, d])),
             (None, None) => None,
         };
         let mut energy: Tensor<4> = match (content, &self.key_conv) {
-            (Some(a), Some(key_conv)) => a.matmul(heads_of(key_conv.forward(x_kv.clone()), keys)).expand([n, heads, queries, keys]),
+            (Some(a), Some(key_conv)) => a
+                .matmul(heads_of(key_conv.forward(x_kv.clone()), keys))
+                .expand([n, heads, queries, keys]),
             _ => Tensor::zeros([n, heads, queries, keys], &device),
         };
         // Terms 2 and 4: (query + geom_bias) · (position_x + position_y).
-        let position_query = match (position_query.then_some(query).flatten(), learned(&self.geom_bias)) {
+        let position_query = match (
+            position_query.then_some(query).flatten(),
+            learned(&self.geom_bias),
+        ) {
             (Some(q), Some(g)) => Some(q + g),
             (Some(q), None) => Some(q),
             (None, Some(g)) => Some(g.expand([n, heads, queries, d])),
             (None, None) => None,
         };
-        if let (Some(b), Some(fc_x), Some(fc_y)) = (position_query, &self.appr_geom_fc_x, &self.appr_geom_fc_y) {
+        if let (Some(b), Some(fc_x), Some(fc_y)) =
+            (position_query, &self.appr_geom_fc_x, &self.appr_geom_fc_y)
+        {
             let project = |fc: &Linear, embedding: Tensor<3>, size: usize, size_kv: usize| {
                 // [size, size_kv, heads · d] → [1, heads, size, d, size_kv], divided by √2.
-                fc.forward(embedding).reshape([1, size, size_kv, heads, d]).permute([0, 3, 1, 4, 2]).div_scalar(2f64.sqrt())
+                fc.forward(embedding)
+                    .reshape([1, size, size_kv, heads, d])
+                    .permute([0, 3, 1, 4, 2])
+                    .div_scalar(2f64.sqrt())
             };
             let position_x = project(fc_x, self.embedding(w, w_kv, &device), w, w_kv);
             let position_y = project(fc_y, self.embedding(h, h_kv, &device), h, h_kv);
             let b = b.reshape([n, heads, h, w, d]);
             // x: per column, [n, heads, w, h, d] · [1, heads, w, d, w_kv] → [n, heads, h, w, 1, w_kv].
-            let energy_x = b.clone().swap_dims(2, 3).matmul(position_x.expand([n, heads, w, d, w_kv])).swap_dims(2, 3).unsqueeze_dim::<6>(4);
+            let energy_x = b
+                .clone()
+                .swap_dims(2, 3)
+                .matmul(position_x.expand([n, heads, w, d, w_kv]))
+                .swap_dims(2, 3)
+                .unsqueeze_dim::<6>(4);
             // y: per row, [n, heads, h, w, d] · [1, heads, h, d, h_kv] → [n, heads, h, w, h_kv, 1].
-            let energy_y = b.matmul(position_y.expand([n, heads, h, d, h_kv])).unsqueeze_dim::<6>(5);
+            let energy_y = b
+                .matmul(position_y.expand([n, heads, h, d, h_kv]))
+                .unsqueeze_dim::<6>(5);
             energy = energy + (energy_x + energy_y).reshape([n, heads, queries, keys]);
         }
         if config.spatial_range >= 0 {
-            energy = energy.mask_fill(self.outside_range(h, w, h_kv, w_kv, &device).expand([n, heads, queries, keys]), f32::NEG_INFINITY);
+            energy = energy.mask_fill(
+                self.outside_range(h, w, h_kv, w_kv, &device)
+                    .expand([n, heads, queries, keys]),
+                f32::NEG_INFINITY,
+            );
         }
         let attention = softmax(energy, 3);
         let value = heads_of(self.value_conv.forward(x_kv), keys).swap_dims(2, 3);
-        let out = attention.matmul(value).swap_dims(2, 3).reshape([n, heads * d, h, w]);
+        let out = attention
+            .matmul(value)
+            .swap_dims(2, 3)
+            .reshape([n, heads * d, h, w]);
         let mut out = self.proj_conv.forward(out);
         if config.q_stride > 1 {
             out = upsample_bilinear(out, [height, width]);
@@ -316,19 +391,32 @@ impl GeneralizedAttention {
         let mut values = Vec::with_capacity(size * size_kv * 2 * quarter);
         for i in 0..size {
             for j in 0..size_kv {
-                let offset = ((i * config.q_stride) as f64 - (j * config.kv_stride) as f64) * config.position_magnitude as f64;
-                let angles: Vec<f64> = (0..quarter).map(|r| offset / 1000f64.powf(4.0 / dim as f64 * r as f64)).collect();
+                let offset = ((i * config.q_stride) as f64 - (j * config.kv_stride) as f64)
+                    * config.position_magnitude as f64;
+                let angles: Vec<f64> = (0..quarter)
+                    .map(|r| offset / 1000f64.powf(4.0 / dim as f64 * r as f64))
+                    .collect();
                 values.extend(angles.iter().map(|a| a.sin() as f32));
                 values.extend(angles.iter().map(|a| a.cos() as f32));
             }
         }
-        Tensor::from_data(TensorData::new(values, [size, size_kv, 2 * quarter]), device)
+        Tensor::from_data(
+            TensorData::new(values, [size, size_kv, 2 * quarter]),
+            device,
+        )
     }
 
     /// `[1, 1, queries, keys]`, true where a key lies outside the query's `spatial_range`
     /// window, in mmcv's terms: key row `ky` is inside for query row `qy` when
     /// `⌊(qy − r) / kv_stride⌋ ≤ ky ≤ ⌊(qy + r + 1) / kv_stride⌋` (likewise for columns).
-    fn outside_range(&self, h: usize, w: usize, h_kv: usize, w_kv: usize, device: &Device) -> Tensor<4, Bool> {
+    fn outside_range(
+        &self,
+        h: usize,
+        w: usize,
+        h_kv: usize,
+        w_kv: usize,
+        device: &Device,
+    ) -> Tensor<4, Bool> {
         let (range, stride) = (self.config.spatial_range, self.config.kv_stride as i64);
         let inside = |q: usize, k: usize| {
             let (q, k) = (q as i64, k as i64);
@@ -355,7 +443,9 @@ fn upsample_bilinear(x: Tensor<4>, [height, width]: [usize; 2]) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let device = x.device();
     let rows = interpolation_weights(h, height, &device).expand([n, c, height, h]);
-    let columns = interpolation_weights(w, width, &device).transpose().expand([n, c, w, width]);
+    let columns = interpolation_weights(w, width, &device)
+        .transpose()
+        .expand([n, c, w, width]);
     rows.matmul(x).matmul(columns)
 }
 

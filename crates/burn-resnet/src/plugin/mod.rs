@@ -19,9 +19,13 @@ use serde::{Deserialize, Serialize};
 use crate::config::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
+pub use context_block::{
+    ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling,
+};
 pub use figures::PluginFigures;
-pub use context_block::{ChannelLayerNorm, ContextBlock, ContextBlockConfig, ContextTransform, Fusion, Pooling};
-pub use generalized_attention::{AttentionType, GeneralizedAttention, GeneralizedAttentionArgs, GeneralizedAttentionConfig};
+pub use generalized_attention::{
+    AttentionType, GeneralizedAttention, GeneralizedAttentionArgs, GeneralizedAttentionConfig,
+};
 pub use non_local::{NonLocal2d, NonLocal2dConfig, NonLocalMode};
 pub use squeeze_excitation::{SqueezeExcitation, SqueezeExcitationConfig, make_divisible};
 
@@ -95,7 +99,6 @@ impl Plugin {
         }
     }
 }
-
 
 /// One entry of mmdet's `plugins` list: a plugin config, its position and the stages it is
 /// added to. TOML: `[[plugins]]` tables with `position`, optional `stages` and a `cfg` table.
@@ -214,50 +217,95 @@ impl PluginConfig {
     /// Why this plugin cannot sit on `channels` input channels, if it cannot.
     pub fn check(&self, channels: usize) -> Option<String> {
         match self {
-            PluginConfig::ContextBlock { ratio, fusion_types, .. } => {
+            PluginConfig::ContextBlock {
+                ratio,
+                fusion_types,
+                ..
+            } => {
                 let planes = (channels as f64 * ratio) as usize;
                 if fusion_types.is_empty() {
                     Some("fusion_types is empty; give channel_add and/or channel_mul".into())
                 } else if !(ratio.is_finite() && *ratio > 0.0) || planes == 0 {
-                    Some(format!("ratio {ratio} leaves floor({channels} × ratio) = {planes} channels; it must be at least 1"))
+                    Some(format!(
+                        "ratio {ratio} leaves floor({channels} × ratio) = {planes} channels; it must be at least 1"
+                    ))
                 } else {
                     None
                 }
             }
-            PluginConfig::NonLocal2d { reduction, .. } => (*reduction == 0).then(|| "reduction must be at least 1".into()),
-            PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
-                (!(rd_ratio.is_finite() && *rd_ratio > 0.0)).then(|| format!("rd_ratio {rd_ratio} must be positive"))
+            PluginConfig::NonLocal2d { reduction, .. } => {
+                (*reduction == 0).then(|| "reduction must be at least 1".into())
             }
+            PluginConfig::SqueezeExcitation { rd_ratio, .. } => (!(rd_ratio.is_finite()
+                && *rd_ratio > 0.0))
+                .then(|| format!("rd_ratio {rd_ratio} must be positive")),
             PluginConfig::GeneralizedAttention(args) => args.config(channels).check(),
         }
     }
 
-
     /// Build the plugin for `channels` input channels.
     pub fn init(&self, channels: usize, device: &Device) -> Plugin {
         match self {
-            PluginConfig::ContextBlock { ratio, pooling_type, fusion_types, .. } => {
-                let config = ContextBlockConfig { channels, ratio: *ratio, pooling: *pooling_type, fusions: fusion_types.clone() };
+            PluginConfig::ContextBlock {
+                ratio,
+                pooling_type,
+                fusion_types,
+                ..
+            } => {
+                let config = ContextBlockConfig {
+                    channels,
+                    ratio: *ratio,
+                    pooling: *pooling_type,
+                    fusions: fusion_types.clone(),
+                };
                 Plugin::ContextBlock(config.init(device))
             }
-            PluginConfig::NonLocal2d { reduction, use_scale, mode, sub_sample, .. } => {
-                let config = NonLocal2dConfig { channels, reduction: *reduction, use_scale: *use_scale, mode: *mode, sub_sample: *sub_sample };
+            PluginConfig::NonLocal2d {
+                reduction,
+                use_scale,
+                mode,
+                sub_sample,
+                ..
+            } => {
+                let config = NonLocal2dConfig {
+                    channels,
+                    reduction: *reduction,
+                    use_scale: *use_scale,
+                    mode: *mode,
+                    sub_sample: *sub_sample,
+                };
                 Plugin::NonLocal2d(config.init(device))
             }
             PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
                 let reduced = make_divisible(channels as f64 * rd_ratio, 8);
-                Plugin::SqueezeExcitation(SqueezeExcitationConfig { channels, reduced }.init(device))
+                Plugin::SqueezeExcitation(
+                    SqueezeExcitationConfig { channels, reduced }.init(device),
+                )
             }
-            PluginConfig::GeneralizedAttention(args) => Plugin::GeneralizedAttention(args.config(channels).init(device)),
+            PluginConfig::GeneralizedAttention(args) => {
+                Plugin::GeneralizedAttention(args.config(channels).init(device))
+            }
         }
     }
 }
 
 /// Check mmdet's `plugins` list against the blocks it will be added to.
-pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages: &[StageSpec]) -> Result<()> {
+pub(crate) fn validate_plugins(
+    entries: &[PluginEntry],
+    block: BlockKind,
+    stages: &[StageSpec],
+) -> Result<()> {
     for (i, entry) in entries.iter().enumerate() {
-        if let Some(mask) = entry.stages.as_ref().filter(|mask| mask.len() != stages.len()) {
-            return Err(ResNetError::WrongLength { field: format!("plugins[{i}].stages"), expected: stages.len(), got: mask.len() });
+        if let Some(mask) = entry
+            .stages
+            .as_ref()
+            .filter(|mask| mask.len() != stages.len())
+        {
+            return Err(ResNetError::WrongLength {
+                field: format!("plugins[{i}].stages"),
+                expected: stages.len(),
+                got: mask.len(),
+            });
         }
         if entry.position == PluginPosition::AfterConv3 && block == BlockKind::Basic {
             return Err(ResNetError::Incompatible {
@@ -269,7 +317,10 @@ pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages
             if !entry.applies_to(s) {
                 continue;
             }
-            if let Some(j) = entries[..i].iter().position(|other| other.applies_to(s) && other.name() == entry.name()) {
+            if let Some(j) = entries[..i]
+                .iter()
+                .position(|other| other.applies_to(s) && other.name() == entry.name())
+            {
                 return Err(ResNetError::Incompatible {
                     field: format!("plugins[{i}].cfg.postfix"),
                     reason: format!(
@@ -284,7 +335,10 @@ pub(crate) fn validate_plugins(entries: &[PluginEntry], block: BlockKind, stages
                 _ => stage.width,
             };
             if let Some(reason) = entry.cfg.check(channels) {
-                return Err(ResNetError::Incompatible { field: format!("plugins[{i}].cfg ({})", entry.cfg.type_name()), reason });
+                return Err(ResNetError::Incompatible {
+                    field: format!("plugins[{i}].cfg ({})", entry.cfg.type_name()),
+                    reason,
+                });
             }
         }
     }

@@ -5,8 +5,8 @@
 //! `dot_product` (divided by the number of positions) and `gaussian` (on the input itself).
 
 use burn::module::Module;
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::Initializer;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::softmax;
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -60,7 +60,13 @@ pub struct NonLocal2d {
 impl NonLocal2dConfig {
     /// mmcv's defaults for `channels`.
     pub fn new(channels: usize) -> Self {
-        Self { channels, reduction: 2, use_scale: true, mode: NonLocalMode::EmbeddedGaussian, sub_sample: false }
+        Self {
+            channels,
+            reduction: 2,
+            use_scale: true,
+            mode: NonLocalMode::EmbeddedGaussian,
+            sub_sample: false,
+        }
     }
 
     /// Channels of the embeddings, `max(channels / reduction, 1)`.
@@ -73,7 +79,10 @@ impl NonLocal2dConfig {
         let inter = self.inter_channels();
         let embedding = || {
             Conv2dConfig::new([self.channels, inter], [1, 1])
-                .with_initializer(Initializer::Normal { mean: 0.0, std: 0.01 })
+                .with_initializer(Initializer::Normal {
+                    mean: 0.0,
+                    std: 0.01,
+                })
                 .init(device)
         };
         let (theta, phi) = match self.mode {
@@ -84,12 +93,19 @@ impl NonLocal2dConfig {
             g: embedding(),
             theta,
             phi,
-            conv_out: Conv2dConfig::new([inter, self.channels], [1, 1]).with_initializer(Initializer::Zeros).init(device),
+            conv_out: Conv2dConfig::new([inter, self.channels], [1, 1])
+                .with_initializer(Initializer::Zeros)
+                .init(device),
             config: *self,
         };
-        let zero_bias = |conv: &mut Conv2d| conv.bias = conv.bias.take().map(|b| b.map(|b| b.zeros_like()));
+        let zero_bias =
+            |conv: &mut Conv2d| conv.bias = conv.bias.take().map(|b| b.map(|b| b.zeros_like()));
         zero_bias(&mut block.g);
-        block.theta.iter_mut().chain(block.phi.iter_mut()).for_each(zero_bias);
+        block
+            .theta
+            .iter_mut()
+            .chain(block.phi.iter_mut())
+            .for_each(zero_bias);
         block
     }
 }
@@ -100,7 +116,13 @@ impl NonLocal2d {
         let [batch, _, height, width] = x.dims();
         let config = &self.config;
         let inter = config.inter_channels();
-        let pool = |t: Tensor<4>| if config.sub_sample { max_pool2d(t, MaxPoolOptions::new([2, 2])) } else { t };
+        let pool = |t: Tensor<4>| {
+            if config.sub_sample {
+                max_pool2d(t, MaxPoolOptions::new([2, 2]))
+            } else {
+                t
+            }
+        };
         // [batch, positions, features] and [batch, features, attended positions].
         let flat = |t: Tensor<4>| {
             let [b, c, h, w] = t.dims();
@@ -108,20 +130,28 @@ impl NonLocal2d {
         };
         let g = flat(pool(self.g.forward(x.clone()))).swap_dims(1, 2);
         let (theta, phi) = match (&self.theta, &self.phi) {
-            (Some(theta), Some(phi)) => (flat(theta.forward(x.clone())).swap_dims(1, 2), flat(pool(phi.forward(x.clone())))),
+            (Some(theta), Some(phi)) => (
+                flat(theta.forward(x.clone())).swap_dims(1, 2),
+                flat(pool(phi.forward(x.clone()))),
+            ),
             _ => (flat(x.clone()).swap_dims(1, 2), flat(pool(x.clone()))),
         };
         let features = theta.dims()[2];
         let pairwise = theta.matmul(phi);
         let weights = match config.mode {
-            NonLocalMode::EmbeddedGaussian if config.use_scale => softmax(pairwise.div_scalar((features as f64).sqrt()), 2),
+            NonLocalMode::EmbeddedGaussian if config.use_scale => {
+                softmax(pairwise.div_scalar((features as f64).sqrt()), 2)
+            }
             NonLocalMode::EmbeddedGaussian | NonLocalMode::Gaussian => softmax(pairwise, 2),
             NonLocalMode::DotProduct => {
                 let attended = pairwise.dims()[2];
                 pairwise.div_scalar(attended as f64)
             }
         };
-        let y = weights.matmul(g).swap_dims(1, 2).reshape([batch, inter, height, width]);
+        let y = weights
+            .matmul(g)
+            .swap_dims(1, 2)
+            .reshape([batch, inter, height, width]);
         x + self.conv_out.forward(y)
     }
 }

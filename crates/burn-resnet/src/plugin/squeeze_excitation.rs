@@ -28,7 +28,10 @@ pub struct SqueezeExcitationConfig {
 impl SqueezeExcitationConfig {
     /// timm's default: `reduced = make_divisible(channels / 16, 8)`.
     pub fn new(channels: usize) -> Self {
-        Self { channels, reduced: make_divisible(channels as f64 / 16.0, 8) }
+        Self {
+            channels,
+            reduced: make_divisible(channels as f64 / 16.0, 8),
+        }
     }
 
     /// Build the module (PyTorch's default conv init).
@@ -55,6 +58,10 @@ impl SqueezeExcitation {
 pub fn make_divisible(value: f64, divisor: usize) -> usize {
     let d = divisor as f64;
     let rounded = (((value + d / 2.0) / d).floor() * d).max(d);
-    let rounded = if rounded < 0.9 * value { rounded + d } else { rounded };
+    let rounded = if rounded < 0.9 * value {
+        rounded + d
+    } else {
+        rounded
+    };
     rounded as usize
 }

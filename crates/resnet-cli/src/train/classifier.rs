@@ -26,14 +26,25 @@ pub struct ShapeClassifier {
 impl ShapeClassifier {
     /// A classifier over `classes` on top of `backbone`.
     pub fn new(backbone: ResNet, classes: usize, device: &Device) -> Self {
-        let channels = backbone.feature_info().last().map_or(0, |info| info.channels);
+        let channels = backbone
+            .feature_info()
+            .last()
+            .map_or(0, |info| info.channels);
         let head = LinearConfig::new(channels, classes).init(device);
-        Self { backbone, head, guard: None }
+        Self {
+            backbone,
+            head,
+            guard: None,
+        }
     }
 
     /// Class logits `[batch, classes]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let last = self.backbone.forward(images).pop().expect("the backbone has at least one output");
+        let last = self
+            .backbone
+            .forward(images)
+            .pop()
+            .expect("the backbone has at least one output");
         let [batch, channels, _, _] = last.dims();
         let pooled = last.mean_dim(3).mean_dim(2).reshape([batch, channels]);
         self.head.forward(pooled)
@@ -42,7 +53,9 @@ impl ShapeClassifier {
     /// Logits, cross-entropy loss and targets, as burn-train's metrics expect them.
     pub fn classify(&self, images: Tensor<4>, labels: Tensor<1, Int>) -> ClassificationOutput {
         let logits = self.forward(images);
-        let loss = CrossEntropyLossConfig::new().init(&logits.device()).forward(logits.clone(), labels.clone());
+        let loss = CrossEntropyLossConfig::new()
+            .init(&logits.device())
+            .forward(logits.clone(), labels.clone());
         ClassificationOutput::new(loss, logits, labels)
     }
 }
@@ -53,8 +66,16 @@ impl TrainStep for ShapeClassifier {
 
     fn step(&self, batch: ShapeBatch) -> TrainOutput<ClassificationOutput> {
         let output = self.classify(batch.images, batch.labels);
-        let grads = checked_gradients(self.guard.as_ref(), self, &output.loss, output.loss.backward());
-        TrainOutput { grads, item: output }
+        let grads = checked_gradients(
+            self.guard.as_ref(),
+            self,
+            &output.loss,
+            output.loss.backward(),
+        );
+        TrainOutput {
+            grads,
+            item: output,
+        }
     }
 }
 

@@ -24,7 +24,10 @@ const PICTURES: usize = 6;
 
 pub fn run(request: &Request) -> Result<(), CliError> {
     let config = &request.config;
-    let neck_config = config.neck.as_ref().ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
+    let neck_config = config
+        .neck
+        .as_ref()
+        .ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
     let device = request.backend.device()?.autodiff();
     let (last_epoch, checkpoint) = epochs(request)?;
 
@@ -35,40 +38,72 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
     let guard = guard(request, checkpoint);
-    let model = ShapeDetector { guard: Some(guard.clone()), ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device) };
+    let model = ShapeDetector {
+        guard: Some(guard.clone()),
+        ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device)
+    };
     if let Some(epoch) = checkpoint {
         super::run_dir::check_checkpoint(&request.out, epoch, &model)?;
     }
 
-    let train = DetectionDataset { len: config.train_images, size: config.image_size, seed: config.seed };
-    let valid = DetectionDataset { len: config.valid_images, size: config.image_size, seed: config.seed.wrapping_add(1) };
-    let batcher = DetectionBatcher { size: config.image_size, stride };
-    let loader_train = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(train);
-    let loader_valid = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(valid.clone());
+    let train = DetectionDataset {
+        len: config.train_images,
+        size: config.image_size,
+        seed: config.seed,
+    };
+    let valid = DetectionDataset {
+        len: config.valid_images,
+        size: config.image_size,
+        seed: config.seed.wrapping_add(1),
+    };
+    let batcher = DetectionBatcher {
+        size: config.image_size,
+        stride,
+    };
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(train);
+    let loader_valid = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(valid.clone());
 
     let plain = request.backend.device()?;
     if checkpoint.is_none() {
-        report("before training", &evaluate(&model, &valid, &batcher, config.batch_size, &plain));
+        report(
+            "before training",
+            &evaluate(&model, &valid, &batcher, config.batch_size, &plain),
+        );
     }
-    let (scheduler, optimizer) = (scheduler(config, model.backbone.param_group())?, optimizer(config));
+    let (scheduler, optimizer) = (
+        scheduler(config, model.backbone.param_group())?,
+        optimizer(config),
+    );
     let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
         .metrics((LossMetric::new(),))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint, &guard).launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint, &guard)
+        .launch(Learner::new(model, optimizer, scheduler));
     stopped(&guard, request)?;
 
     let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
     report("after training", &evaluation);
     let pictures = request.out.join("detections");
-    std::fs::create_dir_all(&pictures).map_err(|e| CliError::Train(format!("{}: {e}", pictures.display())))?;
+    std::fs::create_dir_all(&pictures)
+        .map_err(|e| CliError::Train(format!("{}: {e}", pictures.display())))?;
     for index in 0..PICTURES.min(valid.len) {
         let path = pictures.join(format!("valid_{index}.png"));
         draw(&valid, index, &evaluation.detections[index], &path)?;
     }
-    println!("boxes drawn on {} validation images in {} (white: truth; coloured: detections by class)", PICTURES.min(valid.len), pictures.display());
+    println!(
+        "boxes drawn on {} validation images in {} (white: truth; coloured: detections by class)",
+        PICTURES.min(valid.len),
+        pictures.display()
+    );
     Ok(())
 }
 
@@ -82,24 +117,49 @@ pub struct Evaluation {
 }
 
 /// Run `model` over `dataset` on a plain device and score it.
-pub fn evaluate(model: &ShapeDetector, dataset: &DetectionDataset, batcher: &DetectionBatcher, batch_size: usize, device: &Device) -> Evaluation {
+pub fn evaluate(
+    model: &ShapeDetector,
+    dataset: &DetectionDataset,
+    batcher: &DetectionBatcher,
+    batch_size: usize,
+    device: &Device,
+) -> Evaluation {
     let model = model.valid().fork(device);
-    let (mut detections, mut objects): (Vec<Vec<Detection>>, Vec<Vec<Object>>) = (Vec::new(), Vec::new());
+    let (mut detections, mut objects): (Vec<Vec<Detection>>, Vec<Vec<Object>>) =
+        (Vec::new(), Vec::new());
     for start in (0..dataset.len).step_by(batch_size) {
-        let items = (start..(start + batch_size).min(dataset.len)).map(|i| dataset.item(i)).collect::<Vec<_>>();
+        let items = (start..(start + batch_size).min(dataset.len))
+            .map(|i| dataset.item(i))
+            .collect::<Vec<_>>();
         let batch = batcher.batch(items, device);
-        detections.extend(decode(&model.predict(batch.images), batcher.stride, SCORE_THRESHOLD, TOP));
+        detections.extend(decode(
+            &model.predict(batch.images),
+            batcher.stride,
+            SCORE_THRESHOLD,
+            TOP,
+        ));
         objects.extend(batch.objects);
     }
     let (map, per_class) = mean_average_precision(&detections, &objects, CLASSES.len(), 0.5);
-    Evaluation { detections, map, per_class, images: dataset.len, objects: objects.iter().map(Vec::len).sum() }
+    Evaluation {
+        detections,
+        map,
+        per_class,
+        images: dataset.len,
+        objects: objects.iter().map(Vec::len).sum(),
+    }
 }
 
 fn report(when: &str, evaluation: &Evaluation) {
     let classes: Vec<String> = CLASSES
         .iter()
         .zip(&evaluation.per_class)
-        .map(|(name, ap)| format!("{name} {}", ap.map_or("-".into(), |ap| format!("{:.1}", ap * 100.0))))
+        .map(|(name, ap)| {
+            format!(
+                "{name} {}",
+                ap.map_or("-".into(), |ap| format!("{:.1}", ap * 100.0))
+            )
+        })
         .collect();
     println!(
         "validation {when}: mAP@0.5 {:.1}% ({}) over {} images, {} objects",
@@ -115,7 +175,12 @@ const COLOURS: [[u8; 3]; 4] = [[255, 80, 80], [80, 200, 255], [255, 220, 0], [20
 
 /// Image `index` of `dataset`, 4x enlarged, with its true boxes (white) and `detections`
 /// (by class colour, scores ≥ 0.3), as a PNG.
-fn draw(dataset: &DetectionDataset, index: usize, detections: &[Detection], path: &std::path::Path) -> Result<(), CliError> {
+fn draw(
+    dataset: &DetectionDataset,
+    index: usize,
+    detections: &[Detection],
+    path: &std::path::Path,
+) -> Result<(), CliError> {
     const SCALE: usize = 4;
     let item = dataset.item(index);
     let (size, plane) = (dataset.size, dataset.size * dataset.size);
@@ -123,11 +188,14 @@ fn draw(dataset: &DetectionDataset, index: usize, detections: &[Detection], path
     let mut image = image::RgbImage::new(side as u32, side as u32);
     for (x, y, pixel) in image.enumerate_pixels_mut() {
         let at = (y as usize / SCALE) * size + x as usize / SCALE;
-        let value = |channel: usize| ((item.pixels[channel * plane + at] * 0.25 + 0.5).clamp(0.0, 1.0) * 255.0) as u8;
+        let value = |channel: usize| {
+            ((item.pixels[channel * plane + at] * 0.25 + 0.5).clamp(0.0, 1.0) * 255.0) as u8
+        };
         *pixel = image::Rgb([value(0), value(1), value(2)]);
     }
     let mut rectangle = |bbox: &[f32; 4], colour: [u8; 3]| {
-        let [x0, y0, x1, y1] = bbox.map(|v| ((v * SCALE as f32).round().max(0.0) as usize).min(side - 1));
+        let [x0, y0, x1, y1] =
+            bbox.map(|v| ((v * SCALE as f32).round().max(0.0) as usize).min(side - 1));
         for x in x0..=x1 {
             for y in [y0, y1] {
                 image.put_pixel(x as u32, y as u32, image::Rgb(colour));
@@ -145,5 +213,7 @@ fn draw(dataset: &DetectionDataset, index: usize, detections: &[Detection], path
     for detection in detections.iter().filter(|d| d.score >= 0.3) {
         rectangle(&detection.bbox, COLOURS[detection.label % COLOURS.len()]);
     }
-    image.save(path).map_err(|e| CliError::Train(format!("{}: {e}", path.display())))
+    image
+        .save(path)
+        .map_err(|e| CliError::Train(format!("{}: {e}", path.display())))
 }

@@ -45,21 +45,36 @@ impl DetectionDataset {
                 break;
             }
             let radius = rng.uniform(0.08, 0.2) * size;
-            let (cx, cy) = (rng.uniform(radius, size - radius), rng.uniform(radius, size - radius));
+            let (cx, cy) = (
+                rng.uniform(radius, size - radius),
+                rng.uniform(radius, size - radius),
+            );
             let label = (rng.next() % CLASSES.len() as u64) as usize;
-            let colour = [rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)];
-            let apart = shapes.iter().all(|&(_, x, y, r, _)| (x - cx).hypot(y - cy) > r + radius + 2.0);
+            let colour = [
+                rng.uniform(0.5, 1.0),
+                rng.uniform(0.5, 1.0),
+                rng.uniform(0.5, 1.0),
+            ];
+            let apart = shapes
+                .iter()
+                .all(|&(_, x, y, r, _)| (x - cx).hypot(y - cy) > r + radius + 2.0);
             if apart {
                 shapes.push((label, cx, cy, radius, colour));
             }
         }
-        let background = [rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3)];
+        let background = [
+            rng.uniform(0.0, 0.3),
+            rng.uniform(0.0, 0.3),
+            rng.uniform(0.0, 0.3),
+        ];
         let plane = self.size * self.size;
         let mut pixels = vec![0.0f32; 3 * plane];
         for y in 0..self.size {
             for x in 0..self.size {
                 let (px, py) = (x as f32 + 0.5, y as f32 + 0.5);
-                let inside = shapes.iter().find(|&&(label, cx, cy, r, _)| shape_contains(label, px - cx, py - cy, r));
+                let inside = shapes
+                    .iter()
+                    .find(|&&(label, cx, cy, r, _)| shape_contains(label, px - cx, py - cy, r));
                 let base = inside.map_or(background, |shape| shape.4);
                 for (channel, value) in base.iter().enumerate() {
                     let noisy = value + rng.uniform(-0.1, 0.1);
@@ -67,7 +82,13 @@ impl DetectionDataset {
                 }
             }
         }
-        let objects = shapes.iter().map(|&(label, cx, cy, r, _)| Object { label, bbox: shape_box(label, cx, cy, r) }).collect();
+        let objects = shapes
+            .iter()
+            .map(|&(label, cx, cy, r, _)| Object {
+                label,
+                bbox: shape_box(label, cx, cy, r),
+            })
+            .collect();
         DetectionItem { pixels, objects }
     }
 }
@@ -137,10 +158,21 @@ impl Batcher<DetectionItem, DetectionBatch> for DetectionBatcher {
                 mask[b * plane + at] = 1.0;
             }
         }
-        let pixels: Vec<f32> = items.iter().flat_map(|item| item.pixels.iter().copied()).collect();
-        let tensor = |values: Vec<f32>, channels: usize| Tensor::from_data(TensorData::new(values, [batch, channels, cells, cells]), device);
+        let pixels: Vec<f32> = items
+            .iter()
+            .flat_map(|item| item.pixels.iter().copied())
+            .collect();
+        let tensor = |values: Vec<f32>, channels: usize| {
+            Tensor::from_data(
+                TensorData::new(values, [batch, channels, cells, cells]),
+                device,
+            )
+        };
         DetectionBatch {
-            images: Tensor::from_data(TensorData::new(pixels, [batch, 3, self.size, self.size]), device),
+            images: Tensor::from_data(
+                TensorData::new(pixels, [batch, 3, self.size, self.size]),
+                device,
+            ),
             heatmap: tensor(heatmap, classes),
             sizes: tensor(sizes, 2),
             offsets: tensor(offsets, 2),

@@ -3,8 +3,8 @@
 //! offsets), with the penalty-reduced focal loss and L1 box losses; and decoding into boxes.
 
 use burn::module::{Module, Param};
-use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
@@ -28,7 +28,9 @@ pub struct HeadBranch {
 
 impl HeadBranch {
     fn new(channels: usize, outputs: usize, bias: f32, device: &Device) -> Self {
-        let hidden = Conv2dConfig::new([channels, channels], [3, 3]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(device);
+        let hidden = Conv2dConfig::new([channels, channels], [3, 3])
+            .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+            .init(device);
         let mut out = Conv2dConfig::new([channels, outputs], [1, 1]).init(device);
         out.bias = Some(Param::from_tensor(Tensor::full([outputs], bias, device)));
         Self { hidden, out }
@@ -64,13 +66,22 @@ pub struct Prediction {
 impl ShapeDetector {
     pub fn new(backbone: ResNet, neck: Fpn, classes: usize, device: &Device) -> Self {
         let channels = neck.spec.out_channels;
-        Self { backbone, neck, heatmap: HeadBranch::new(channels, classes, -2.19, device), boxes: HeadBranch::new(channels, 4, 0.0, device), guard: None }
+        Self {
+            backbone,
+            neck,
+            heatmap: HeadBranch::new(channels, classes, -2.19, device),
+            boxes: HeadBranch::new(channels, 4, 0.0, device),
+            guard: None,
+        }
     }
 
     pub fn predict(&self, images: Tensor<4>) -> Prediction {
         let features = self.backbone.forward(images);
         let finest = self.neck.forward(&features).swap_remove(0);
-        Prediction { heatmap: self.heatmap.forward(finest.clone()), boxes: self.boxes.forward(finest) }
+        Prediction {
+            heatmap: self.heatmap.forward(finest.clone()),
+            boxes: self.boxes.forward(finest),
+        }
     }
 
     /// Focal loss on the heatmap plus the box losses at the object centres, each divided by the
@@ -85,11 +96,20 @@ impl ShapeDetector {
         let p = sigmoid(prediction.heatmap).clamp(1e-4, 1.0 - 1e-4);
         let peaks = batch.heatmap.clone().greater_equal_elem(1.0).float();
         let positive = (p.clone().neg() + 1.0).powf_scalar(2.0) * p.clone().log() * peaks.clone();
-        let negative = (batch.heatmap.clone().neg() + 1.0).powf_scalar(4.0) * p.clone().powf_scalar(2.0) * (p.neg() + 1.0).log() * (peaks.neg() + 1.0);
+        let negative = (batch.heatmap.clone().neg() + 1.0).powf_scalar(4.0)
+            * p.clone().powf_scalar(2.0)
+            * (p.neg() + 1.0).log()
+            * (peaks.neg() + 1.0);
         let heatmap_loss = (positive + negative).sum().neg() / objects.clone();
-        let [width_height, offsets] = [prediction.boxes.clone().narrow(1, 0, 2), prediction.boxes.narrow(1, 2, 2)];
-        let l1 = |predicted: Tensor<4>, target: Tensor<4>| ((predicted - target).abs() * batch.mask.clone()).sum() / objects.clone();
-        let box_loss = l1(width_height, batch.sizes.clone()) * SIZE_WEIGHT + l1(offsets, batch.offsets.clone());
+        let [width_height, offsets] = [
+            prediction.boxes.clone().narrow(1, 0, 2),
+            prediction.boxes.narrow(1, 2, 2),
+        ];
+        let l1 = |predicted: Tensor<4>, target: Tensor<4>| {
+            ((predicted - target).abs() * batch.mask.clone()).sum() / objects.clone()
+        };
+        let box_loss = l1(width_height, batch.sizes.clone()) * SIZE_WEIGHT
+            + l1(offsets, batch.offsets.clone());
         let parts = Tensor::cat(vec![heatmap_loss.clone(), box_loss.clone()], 0).reshape([1, 2]);
         (heatmap_loss + box_loss, parts)
     }
@@ -108,8 +128,16 @@ impl TrainStep for ShapeDetector {
 
     fn step(&self, batch: DetectionBatch) -> TrainOutput<RegressionOutput> {
         let output = self.output(&batch);
-        let grads = checked_gradients(self.guard.as_ref(), self, &output.loss, output.loss.backward());
-        TrainOutput { grads, item: output }
+        let grads = checked_gradients(
+            self.guard.as_ref(),
+            self,
+            &output.loss,
+            output.loss.backward(),
+        );
+        TrainOutput {
+            grads,
+            item: output,
+        }
     }
 }
 
@@ -132,13 +160,28 @@ pub struct Detection {
 
 /// Boxes from a prediction: heatmap peaks (3x3 local maxima) above `threshold`, the `top` best
 /// per image, sizes and offsets read at the peak; `stride` maps cells to pixels.
-pub fn decode(prediction: &Prediction, stride: usize, threshold: f32, top: usize) -> Vec<Vec<Detection>> {
+pub fn decode(
+    prediction: &Prediction,
+    stride: usize,
+    threshold: f32,
+    top: usize,
+) -> Vec<Vec<Detection>> {
     let scores = sigmoid(prediction.heatmap.clone());
-    let maxima = max_pool2d(scores.clone(), MaxPoolOptions::new([3, 3]).with_stride([1, 1]).with_padding([1, 1]));
+    let maxima = max_pool2d(
+        scores.clone(),
+        MaxPoolOptions::new([3, 3])
+            .with_stride([1, 1])
+            .with_padding([1, 1]),
+    );
     let [batch, classes, h, w] = scores.dims();
     let scores: Vec<f32> = scores.into_data().try_to_vec::<f32>().expect("f32 scores");
     let maxima: Vec<f32> = maxima.into_data().try_to_vec::<f32>().expect("f32 maxima");
-    let boxes: Vec<f32> = prediction.boxes.clone().into_data().try_to_vec::<f32>().expect("f32 boxes");
+    let boxes: Vec<f32> = prediction
+        .boxes
+        .clone()
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("f32 boxes");
     let plane = h * w;
     (0..batch)
         .map(|b| {
@@ -153,8 +196,13 @@ pub fn decode(prediction: &Prediction, stride: usize, threshold: f32, top: usize
                     let value = |channel: usize| boxes[(b * 4 + channel) * plane + at];
                     let (cx, cy) = ((at % w) as f32 + value(2), (at / w) as f32 + value(3));
                     let (half_w, half_h) = (value(0).max(0.0) / 2.0, value(1).max(0.0) / 2.0);
-                    let bbox = [cx - half_w, cy - half_h, cx + half_w, cy + half_h].map(|v| v * stride as f32);
-                    found.push(Detection { label: class, score, bbox });
+                    let bbox = [cx - half_w, cy - half_h, cx + half_w, cy + half_h]
+                        .map(|v| v * stride as f32);
+                    found.push(Detection {
+                        label: class,
+                        score,
+                        bbox,
+                    });
                 }
             }
             found.sort_by(|a, b| b.score.total_cmp(&a.score));
@@ -166,7 +214,8 @@ pub fn decode(prediction: &Prediction, stride: usize, threshold: f32, top: usize
 
 /// Intersection over union of two boxes.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
-    let overlap = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let overlap =
+        (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
     overlap / (area(a) + area(b) - overlap).max(1e-9)
 }
@@ -174,18 +223,36 @@ pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
 /// Mean average precision at IoU `threshold` over the classes that have objects (VOC's
 /// all-point interpolated AP): per class, detections by descending score are true positives
 /// when they match a not-yet-matched object of that class with IoU ≥ `threshold`.
-pub fn mean_average_precision(detections: &[Vec<Detection>], objects: &[Vec<Object>], classes: usize, threshold: f32) -> (f64, Vec<Option<f64>>) {
+pub fn mean_average_precision(
+    detections: &[Vec<Detection>],
+    objects: &[Vec<Object>],
+    classes: usize,
+    threshold: f32,
+) -> (f64, Vec<Option<f64>>) {
     let per_class: Vec<Option<f64>> = (0..classes)
         .map(|class| {
-            let total = objects.iter().flatten().filter(|o| o.label == class).count();
+            let total = objects
+                .iter()
+                .flatten()
+                .filter(|o| o.label == class)
+                .count();
             if total == 0 {
                 return None;
             }
-            let mut ranked: Vec<(usize, &Detection)> =
-                detections.iter().enumerate().flat_map(|(image, ds)| ds.iter().filter(|d| d.label == class).map(move |d| (image, d))).collect();
+            let mut ranked: Vec<(usize, &Detection)> = detections
+                .iter()
+                .enumerate()
+                .flat_map(|(image, ds)| {
+                    ds.iter()
+                        .filter(|d| d.label == class)
+                        .map(move |d| (image, d))
+                })
+                .collect();
             ranked.sort_by(|a, b| b.1.score.total_cmp(&a.1.score));
-            let mut matched: Vec<Vec<bool>> = objects.iter().map(|os| vec![false; os.len()]).collect();
-            let (mut true_positives, mut precision_recall) = (0usize, Vec::with_capacity(ranked.len()));
+            let mut matched: Vec<Vec<bool>> =
+                objects.iter().map(|os| vec![false; os.len()]).collect();
+            let (mut true_positives, mut precision_recall) =
+                (0usize, Vec::with_capacity(ranked.len()));
             for (rank, (image, detection)) in ranked.iter().enumerate() {
                 let best = objects[*image]
                     .iter()
@@ -197,11 +264,21 @@ pub fn mean_average_precision(detections: &[Vec<Detection>], objects: &[Vec<Obje
                     matched[*image][i] = true;
                     true_positives += 1;
                 }
-                precision_recall.push((true_positives as f64 / (rank + 1) as f64, true_positives as f64 / total as f64));
+                precision_recall.push((
+                    true_positives as f64 / (rank + 1) as f64,
+                    true_positives as f64 / total as f64,
+                ));
             }
             // Area under the precision envelope (precision made non-increasing from the right).
             let (mut ap, mut previous_recall, mut envelope) = (0.0, 0.0, 0.0f64);
-            let envelopes: Vec<f64> = precision_recall.iter().rev().map(|(p, _)| { envelope = envelope.max(*p); envelope }).collect();
+            let envelopes: Vec<f64> = precision_recall
+                .iter()
+                .rev()
+                .map(|(p, _)| {
+                    envelope = envelope.max(*p);
+                    envelope
+                })
+                .collect();
             for ((_, recall), precision) in precision_recall.iter().zip(envelopes.iter().rev()) {
                 ap += (recall - previous_recall) * precision;
                 previous_recall = *recall;
@@ -210,7 +287,10 @@ pub fn mean_average_precision(detections: &[Vec<Detection>], objects: &[Vec<Obje
         })
         .collect();
     let present: Vec<f64> = per_class.iter().flatten().copied().collect();
-    (present.iter().sum::<f64>() / present.len().max(1) as f64, per_class)
+    (
+        present.iter().sum::<f64>() / present.len().max(1) as f64,
+        per_class,
+    )
 }
 
 #[cfg(test)]
@@ -238,7 +318,10 @@ mod tests {
         let b = [20.0, 20.0, 30.0, 30.0];
         let objects = vec![vec![object(0, a)], vec![object(0, b), object(1, a)]];
         // Perfect: every object found, nothing else.
-        let perfect = vec![vec![detection(0, 0.9, a)], vec![detection(0, 0.8, b), detection(1, 0.7, a)]];
+        let perfect = vec![
+            vec![detection(0, 0.9, a)],
+            vec![detection(0, 0.8, b), detection(1, 0.7, a)],
+        ];
         let (map, per_class) = mean_average_precision(&perfect, &objects, 3, 0.5);
         assert_eq!((map, per_class), (1.0, vec![Some(1.0), Some(1.0), None]));
         // Class 0: a false positive ranked first, then both objects: precision 1/2 then 2/3 at
@@ -246,10 +329,17 @@ mod tests {
         // detection of its one object is a false positive after the true one: AP 1.
         let ranked = vec![
             vec![detection(0, 0.95, b), detection(0, 0.9, a)],
-            vec![detection(0, 0.8, b), detection(1, 0.7, a), detection(1, 0.6, a)],
+            vec![
+                detection(0, 0.8, b),
+                detection(1, 0.7, a),
+                detection(1, 0.6, a),
+            ],
         ];
         let (map, per_class) = mean_average_precision(&ranked, &objects, 3, 0.5);
-        assert!((per_class[0].unwrap() - 2.0 / 3.0).abs() < 1e-12, "{per_class:?}");
+        assert!(
+            (per_class[0].unwrap() - 2.0 / 3.0).abs() < 1e-12,
+            "{per_class:?}"
+        );
         assert_eq!(per_class[1], Some(1.0));
         assert!((map - (2.0 / 3.0 + 1.0) / 2.0).abs() < 1e-12);
         // A box that overlaps too little does not count: recall 0.
@@ -263,11 +353,23 @@ mod tests {
         use super::super::detection_data::{DetectionBatcher, DetectionDataset};
         use burn::data::dataloader::batcher::Batcher;
         let device = Device::flex();
-        let dataset = DetectionDataset { len: 4, size: 64, seed: 7 };
+        let dataset = DetectionDataset {
+            len: 4,
+            size: 64,
+            seed: 7,
+        };
         let items: Vec<_> = (0..4).map(|i| dataset.item(i)).collect();
-        let batch = DetectionBatcher { size: 64, stride: 4 }.batch(items.clone(), &device);
+        let batch = DetectionBatcher {
+            size: 64,
+            stride: 4,
+        }
+        .batch(items.clone(), &device);
         let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-        let (heatmap, sizes, mask) = (values(batch.heatmap), values(batch.sizes), values(batch.mask));
+        let (heatmap, sizes, mask) = (
+            values(batch.heatmap),
+            values(batch.sizes),
+            values(batch.mask),
+        );
         let objects: usize = items.iter().map(|item| item.objects.len()).sum();
         assert_eq!(mask.iter().filter(|m| **m == 1.0).count(), objects);
         let plane = 16 * 16;

@@ -33,7 +33,10 @@ struct State {
 
 impl std::fmt::Debug for NonFiniteGuard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("NonFiniteGuard").field("first_epoch", &self.first_epoch).field("steps_per_epoch", &self.steps_per_epoch).finish()
+        f.debug_struct("NonFiniteGuard")
+            .field("first_epoch", &self.first_epoch)
+            .field("steps_per_epoch", &self.steps_per_epoch)
+            .finish()
     }
 }
 
@@ -41,14 +44,27 @@ impl NonFiniteGuard {
     /// A guard that stops `interrupter`'s run; steps are counted from `first_epoch`, with
     /// `steps_per_epoch` steps each.
     pub fn new(interrupter: Interrupter, first_epoch: usize, steps_per_epoch: usize) -> Self {
-        Self { interrupter, first_epoch, steps_per_epoch: steps_per_epoch.max(1), state: Arc::default() }
+        Self {
+            interrupter,
+            first_epoch,
+            steps_per_epoch: steps_per_epoch.max(1),
+            state: Arc::default(),
+        }
     }
 
     /// Check one step's loss and gradients; the gradients to apply (none after a failure).
-    pub fn check<M: Module>(&self, module: &M, loss: &Tensor<1>, grads: Gradients) -> GradientsParams {
+    pub fn check<M: Module>(
+        &self,
+        module: &M,
+        loss: &Tensor<1>,
+        grads: Gradients,
+    ) -> GradientsParams {
         let loss_value = loss.clone().sum().into_scalar::<f32>();
         let gradient_sum = gradient_sum(module, &grads);
-        let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         state.steps += 1;
         if state.failure.is_some() {
             return GradientsParams::new();
@@ -56,7 +72,9 @@ impl NonFiniteGuard {
         let fault = if !loss_value.is_finite() {
             format!("the loss is {loss_value}")
         } else if !gradient_sum.is_finite() {
-            format!("the gradients hold NaN or Inf values (their sum is {gradient_sum}; the loss is {loss_value})")
+            format!(
+                "the gradients hold NaN or Inf values (their sum is {gradient_sum}; the loss is {loss_value})"
+            )
         } else {
             return GradientsParams::from_grads(grads, module);
         };
@@ -79,12 +97,21 @@ impl NonFiniteGuard {
 
     /// Why the run was stopped, if it was.
     pub fn failure(&self) -> Option<String> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).failure.clone()
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .failure
+            .clone()
     }
 }
 
 /// The gradients a training step hands burn-train: checked by `guard` when there is one.
-pub fn checked_gradients<M: Module>(guard: Option<&NonFiniteGuard>, module: &M, loss: &Tensor<1>, grads: Gradients) -> GradientsParams {
+pub fn checked_gradients<M: Module>(
+    guard: Option<&NonFiniteGuard>,
+    module: &M,
+    loss: &Tensor<1>,
+    grads: Gradients,
+) -> GradientsParams {
     match guard {
         Some(guard) => guard.check(module, loss, grads),
         None => GradientsParams::from_grads(grads, module),
@@ -123,7 +150,11 @@ mod tests {
     use super::NonFiniteGuard;
 
     fn device() -> Device {
-        burn_resnet::Backend::default_enabled().expect("a backend").device().unwrap().autodiff()
+        burn_resnet::Backend::default_enabled()
+            .expect("a backend")
+            .device()
+            .unwrap()
+            .autodiff()
     }
 
     /// A linear layer's loss on random input, with `poison` added to the input.
@@ -142,13 +173,24 @@ mod tests {
         // Resumed after epoch 2, three steps per epoch: the fifth step is epoch 4, step 2.
         let guard = NonFiniteGuard::new(interrupter.clone(), 3, 3);
         for _ in 0..4 {
-            assert_eq!(step(&guard, &linear, 0.0), linear.num_params().min(2), "weight and bias gradients");
+            assert_eq!(
+                step(&guard, &linear, 0.0),
+                linear.num_params().min(2),
+                "weight and bias gradients"
+            );
             assert!(!interrupter.should_stop());
         }
-        assert_eq!(step(&guard, &linear, f32::NAN), 0, "no gradients after a NaN loss");
+        assert_eq!(
+            step(&guard, &linear, f32::NAN),
+            0,
+            "no gradients after a NaN loss"
+        );
         assert!(interrupter.should_stop());
         let failure = guard.failure().expect("a failure");
-        assert!(failure.contains("epoch 4, step 2 of 3") && failure.contains("NaN"), "{failure}");
+        assert!(
+            failure.contains("epoch 4, step 2 of 3") && failure.contains("NaN"),
+            "{failure}"
+        );
         // Later steps apply nothing, and the first failure is the one reported.
         assert_eq!(step(&guard, &linear, 0.0), 0);
         assert_eq!(guard.failure().unwrap(), failure);
@@ -163,6 +205,9 @@ mod tests {
         let loss = (weight.clone() - weight.detach()).sqrt().sum();
         assert_eq!(guard.check(&linear, &loss, loss.backward()).len(), 0);
         let failure = guard.failure().expect("a failure");
-        assert!(failure.contains("epoch 1, step 1 of 10") && failure.contains("gradients"), "{failure}");
+        assert!(
+            failure.contains("epoch 1, step 1 of 10") && failure.contains("gradients"),
+            "{failure}"
+        );
     }
 }

@@ -106,18 +106,29 @@ impl TrainConfig {
     pub fn from_file(path: &Path) -> Result<Self, CliError> {
         let invalid = |message: String| CliError::Train(format!("{}: {message}", path.display()));
         let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
-        let mut config: TrainConfig = toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
+        let mut config: TrainConfig =
+            toml::from_str(&text).map_err(|e| invalid(e.to_string().trim_end().to_string()))?;
         config.source = text;
         let backbone = config.backbone.validate()?;
         match (config.task, &config.neck) {
-            (Task::Detect, None) => return Err(invalid("task = \"detect\" needs a [neck] table (an FPN: out_channels, num_outs)".into())),
-            (Task::Classify, Some(_)) => return Err(invalid("[neck] is only used by task = \"detect\"".into())),
+            (Task::Detect, None) => {
+                return Err(invalid(
+                    "task = \"detect\" needs a [neck] table (an FPN: out_channels, num_outs)"
+                        .into(),
+                ));
+            }
+            (Task::Classify, Some(_)) => {
+                return Err(invalid("[neck] is only used by task = \"detect\"".into()));
+            }
             (Task::Detect, Some(neck)) => {
                 let features = burn_resnet::features::feature_info(&backbone);
                 let neck = neck.validate(&features)?;
                 let stride = features[neck.start_level].reduction;
                 if !config.image_size.is_multiple_of(stride) {
-                    return Err(invalid(format!("image_size: {} must be a multiple of the head's stride {stride}", config.image_size)));
+                    return Err(invalid(format!(
+                        "image_size: {} must be a multiple of the head's stride {stride}",
+                        config.image_size
+                    )));
                 }
             }
             (Task::Classify, None) => {}
@@ -133,22 +144,41 @@ impl TrainConfig {
                 return Err(invalid(format!("{field} must be at least 1")));
             }
         }
-        if config.epochs.checked_mul(config.train_images.div_ceil(config.batch_size.max(1))).is_none() {
-            return Err(invalid(format!("epochs × steps per epoch ({} × ⌈{} / {}⌉) overflows", config.epochs, config.train_images, config.batch_size)));
+        if config
+            .epochs
+            .checked_mul(config.train_images.div_ceil(config.batch_size.max(1)))
+            .is_none()
+        {
+            return Err(invalid(format!(
+                "epochs × steps per epoch ({} × ⌈{} / {}⌉) overflows",
+                config.epochs, config.train_images, config.batch_size
+            )));
         }
         if !(config.learning_rate > 0.0 && config.learning_rate <= 1.0) {
-            return Err(invalid(format!("learning_rate: {} must lie in (0, 1]", config.learning_rate)));
+            return Err(invalid(format!(
+                "learning_rate: {} must lie in (0, 1]",
+                config.learning_rate
+            )));
         }
         if !(config.backbone_lr_factor > 0.0 && config.backbone_lr_factor <= 1.0) {
-            return Err(invalid(format!("backbone_lr_factor: {} must lie in (0, 1]", config.backbone_lr_factor)));
+            return Err(invalid(format!(
+                "backbone_lr_factor: {} must lie in (0, 1]",
+                config.backbone_lr_factor
+            )));
         }
         // SGD's momentum must stay below 1 (at 1 or above the velocity never decays), and the
         // weight decay is an L2 factor: NaN, Inf or negative values would train to NaN.
         if !(config.momentum >= 0.0 && config.momentum < 1.0) {
-            return Err(invalid(format!("momentum: {} must lie in [0, 1)", config.momentum)));
+            return Err(invalid(format!(
+                "momentum: {} must lie in [0, 1)",
+                config.momentum
+            )));
         }
         if !(config.weight_decay >= 0.0 && config.weight_decay < 1.0) {
-            return Err(invalid(format!("weight_decay: {} must lie in [0, 1)", config.weight_decay)));
+            return Err(invalid(format!(
+                "weight_decay: {} must lie in [0, 1)",
+                config.weight_decay
+            )));
         }
         Ok(config)
     }
@@ -163,14 +193,34 @@ impl TrainConfig {
         if let Some(neck) = &self.neck {
             let features = burn_resnet::features::feature_info(&spec);
             let neck = neck.validate(&features)?;
-            let sizes: Vec<[usize; 2]> = features.iter().map(|f| f.spatial_size(size, size)).collect();
-            let overflow = || CliError::Train(format!("image_size {size} and batch_size {} overflow the neck's memory estimate", self.batch_size));
+            let sizes: Vec<[usize; 2]> = features
+                .iter()
+                .map(|f| f.spatial_size(size, size))
+                .collect();
+            let overflow = || {
+                CliError::Train(format!(
+                    "image_size {size} and batch_size {} overflow the neck's memory estimate",
+                    self.batch_size
+                ))
+            };
             // Values kept for backward (×3, as the backbone's), float32, per batch; weights ×4
             // with gradients and optimizer state.
-            let activations = neck.activations(&sizes).and_then(|v| v.checked_mul(12)?.checked_mul(self.batch_size as u64)).ok_or_else(overflow)?;
-            let weights = neck.params().and_then(|p| p.checked_mul(16)).ok_or_else(overflow)?;
-            estimate.activations = estimate.activations.checked_add(activations).ok_or_else(overflow)?;
-            estimate.training_state = estimate.training_state.checked_add(weights).ok_or_else(overflow)?;
+            let activations = neck
+                .activations(&sizes)
+                .and_then(|v| v.checked_mul(12)?.checked_mul(self.batch_size as u64))
+                .ok_or_else(overflow)?;
+            let weights = neck
+                .params()
+                .and_then(|p| p.checked_mul(16))
+                .ok_or_else(overflow)?;
+            estimate.activations = estimate
+                .activations
+                .checked_add(activations)
+                .ok_or_else(overflow)?;
+            estimate.training_state = estimate
+                .training_state
+                .checked_add(weights)
+                .ok_or_else(overflow)?;
         }
         Ok(estimate)
     }
@@ -196,37 +246,71 @@ pub struct Request {
 /// Train, then print the validation accuracy (or mAP) of the final model.
 pub fn run(request: &Request) -> Result<(), CliError> {
     let config = &request.config;
-    let what = format!("training at batch {} on {}x{} images", config.batch_size, config.image_size, config.image_size);
+    let what = format!(
+        "training at batch {} on {}x{} images",
+        config.batch_size, config.image_size, config.image_size
+    );
     config.memory()?.check(&what, &request.memory_limit)?;
-    run_dir::prepare(&request.out, &request.config.source, request.resume, request.force)?;
+    run_dir::prepare(
+        &request.out,
+        &request.config.source,
+        request.resume,
+        request.force,
+    )?;
     if request.config.task == Task::Detect {
         return detect::run(request);
     }
     let device = request.backend.device()?.autodiff();
     let (last_epoch, checkpoint) = epochs(request)?;
 
-    let train = ShapesDataset { len: config.train_images, size: config.image_size, seed: config.seed };
-    let valid = ShapesDataset { len: config.valid_images, size: config.image_size, seed: config.seed.wrapping_add(1) };
-    let batcher = ShapeBatcher { size: config.image_size };
+    let train = ShapesDataset {
+        len: config.train_images,
+        size: config.image_size,
+        seed: config.seed,
+    };
+    let valid = ShapesDataset {
+        len: config.valid_images,
+        size: config.image_size,
+        seed: config.seed.wrapping_add(1),
+    };
+    let batcher = ShapeBatcher {
+        size: config.image_size,
+    };
     // No shuffling: the images are random draws already, and a fixed order makes a resumed
     // run see exactly what an uninterrupted one does.
-    let loader_train = DataLoaderBuilder::new(batcher.clone()).batch_size(config.batch_size).set_device(device.clone()).build(train);
-    let loader_valid = DataLoaderBuilder::new(batcher).batch_size(config.batch_size).set_device(device.clone()).build(valid.clone());
+    let loader_train = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(train);
+    let loader_valid = DataLoaderBuilder::new(batcher)
+        .batch_size(config.batch_size)
+        .set_device(device.clone())
+        .build(valid.clone());
 
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
     // Memory checked above, against the run's limit.
     let backbone = config.backbone.validate()?.init(&device);
     let guard = guard(request, checkpoint);
-    let model = ShapeClassifier { guard: Some(guard.clone()), ..ShapeClassifier::new(backbone, CLASSES.len(), &device) };
+    let model = ShapeClassifier {
+        guard: Some(guard.clone()),
+        ..ShapeClassifier::new(backbone, CLASSES.len(), &device)
+    };
     if let Some(epoch) = checkpoint {
         run_dir::check_checkpoint(&request.out, epoch, &model)?;
     }
     let plain = request.backend.device()?;
     if checkpoint.is_none() {
-        report("before training", evaluate(&model, &valid, config.batch_size, &plain), &valid);
+        report(
+            "before training",
+            evaluate(&model, &valid, config.batch_size, &plain),
+            &valid,
+        );
     }
-    let (scheduler, optimizer) = (scheduler(config, model.backbone.param_group())?, optimizer(config));
+    let (scheduler, optimizer) = (
+        scheduler(config, model.backbone.param_group())?,
+        optimizer(config),
+    );
 
     let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
@@ -234,10 +318,15 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint, &guard).launch(Learner::new(model, optimizer, scheduler));
+    let result = presented(training, request, checkpoint, &guard)
+        .launch(Learner::new(model, optimizer, scheduler));
     stopped(&guard, request)?;
 
-    report("after training", evaluate(&result.model, &valid, config.batch_size, &plain), &valid);
+    report(
+        "after training",
+        evaluate(&result.model, &valid, config.batch_size, &plain),
+        &valid,
+    );
     Ok(())
 }
 
@@ -246,7 +335,10 @@ fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
     let config = &request.config;
     let last_epoch = request.stop_after.unwrap_or(config.epochs);
     if last_epoch == 0 || last_epoch > config.epochs {
-        return Err(CliError::Train(format!("--stop-after: {last_epoch} is not an epoch of 1..={}", config.epochs)));
+        return Err(CliError::Train(format!(
+            "--stop-after: {last_epoch} is not an epoch of 1..={}",
+            config.epochs
+        )));
     }
     let checkpoint = match request.resume {
         false => None,
@@ -263,8 +355,15 @@ fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
 
 /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any).
 fn guard(request: &Request, checkpoint: Option<usize>) -> NonFiniteGuard {
-    let steps_per_epoch = request.config.train_images.div_ceil(request.config.batch_size);
-    NonFiniteGuard::new(Interrupter::new(), checkpoint.map_or(1, |epoch| epoch + 1), steps_per_epoch)
+    let steps_per_epoch = request
+        .config
+        .train_images
+        .div_ceil(request.config.batch_size);
+    NonFiniteGuard::new(
+        Interrupter::new(),
+        checkpoint.map_or(1, |epoch| epoch + 1),
+        steps_per_epoch,
+    )
 }
 
 /// The error of a run the guard stopped: which epoch and step, and what is left on disk.
@@ -272,7 +371,10 @@ fn stopped(guard: &NonFiniteGuard, request: &Request) -> Result<(), CliError> {
     match guard.failure() {
         None => Ok(()),
         Some(failure) => Err(CliError::Train(match last_checkpoint(&request.out) {
-            Ok(epoch) => format!("{failure}; the last checkpoint is epoch {epoch} in {}", request.out.join("checkpoint").display()),
+            Ok(epoch) => format!(
+                "{failure}; the last checkpoint is epoch {epoch} in {}",
+                request.out.join("checkpoint").display()
+            ),
             Err(_) => format!("{failure}; {} holds no checkpoint", request.out.display()),
         })),
     }
@@ -280,13 +382,21 @@ fn stopped(guard: &NonFiniteGuard, request: &Request) -> Result<(), CliError> {
 
 /// burn-train's full-screen display in a terminal, progress lines otherwise; resumed from
 /// `checkpoint` when there is one; stopped by `guard`.
-fn presented<M: burn::train::LearnerModel>(mut training: SupervisedTraining<M>, request: &Request, checkpoint: Option<usize>, guard: &NonFiniteGuard) -> SupervisedTraining<M> {
+fn presented<M: burn::train::LearnerModel>(
+    mut training: SupervisedTraining<M>,
+    request: &Request,
+    checkpoint: Option<usize>,
+    guard: &NonFiniteGuard,
+) -> SupervisedTraining<M> {
     training = training.with_interrupter(guard.interrupter());
     if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
         training = training.renderer(Box::new(renderer::LineRenderer::default()));
     }
     if let Some(epoch) = checkpoint {
-        println!("resuming from the checkpoint of epoch {epoch} in {}", request.out.display());
+        println!(
+            "resuming from the checkpoint of epoch {epoch} in {}",
+            request.out.display()
+        );
         training = training.checkpoint(epoch);
     }
     training
@@ -294,19 +404,32 @@ fn presented<M: burn::train::LearnerModel>(mut training: SupervisedTraining<M>, 
 
 /// Cosine schedules over the whole run: `learning_rate` for the head, times
 /// `backbone_lr_factor` for the backbone's parameter group.
-fn scheduler(config: &TrainConfig, backbone: burn::module::ParamGroup) -> Result<burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler, CliError> {
+fn scheduler(
+    config: &TrainConfig,
+    backbone: burn::module::ParamGroup,
+) -> Result<burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler, CliError> {
     let steps = config.epochs * config.train_images.div_ceil(config.batch_size);
     let schedule = |lr: f64| CosineAnnealingLrSchedulerConfig::new(lr, steps);
     ModuleLrSchedulerConfig::new(schedule(config.learning_rate).into())
-        .with_group(backbone, schedule(config.learning_rate * config.backbone_lr_factor))
+        .with_group(
+            backbone,
+            schedule(config.learning_rate * config.backbone_lr_factor),
+        )
         .init()
         .map_err(CliError::Train)
 }
 
 /// SGD with momentum (no dampening) and weight decay.
 fn optimizer(config: &TrainConfig) -> burn::optim::ModuleOptimizer {
-    let momentum = MomentumConfig { momentum: config.momentum, dampening: 0.0, nesterov: false };
-    SgdConfig::new().with_momentum(Some(momentum)).with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay))).init()
+    let momentum = MomentumConfig {
+        momentum: config.momentum,
+        dampening: 0.0,
+        nesterov: false,
+    };
+    SgdConfig::new()
+        .with_momentum(Some(momentum))
+        .with_weight_decay(Some(WeightDecayConfig::new(config.weight_decay)))
+        .init()
 }
 
 fn report(when: &str, (accuracy, loss): (f64, f64), valid: &ShapesDataset) {
@@ -320,31 +443,60 @@ fn report(when: &str, (accuracy, loss): (f64, f64), valid: &ShapesDataset) {
 }
 
 /// Accuracy and mean loss of `model` on `dataset`, on a plain (inference) device.
-fn evaluate(model: &ShapeClassifier, dataset: &ShapesDataset, batch_size: usize, device: &Device) -> (f64, f64) {
+fn evaluate(
+    model: &ShapeClassifier,
+    dataset: &ShapesDataset,
+    batch_size: usize,
+    device: &Device,
+) -> (f64, f64) {
     use burn::data::dataloader::batcher::Batcher;
     let model = model.valid().fork(device);
     let batcher = ShapeBatcher { size: dataset.size };
     let (mut correct, mut loss_sum) = (0usize, 0f64);
     for start in (0..dataset.len).step_by(batch_size) {
-        let items = (start..(start + batch_size).min(dataset.len)).map(|i| dataset.item(i)).collect::<Vec<_>>();
+        let items = (start..(start + batch_size).min(dataset.len))
+            .map(|i| dataset.item(i))
+            .collect::<Vec<_>>();
         let count = items.len();
         let batch = batcher.batch(items, device);
         let output = model.classify(batch.images, batch.labels.clone());
         let predicted = output.output.argmax(1).reshape([count]);
-        correct += predicted.equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
+        correct += predicted
+            .equal(batch.labels)
+            .int()
+            .sum()
+            .into_scalar::<i64>() as usize;
         loss_sum += output.loss.into_scalar::<f32>() as f64 * count as f64;
     }
-    (correct as f64 / dataset.len as f64, loss_sum / dataset.len as f64)
+    (
+        correct as f64 / dataset.len as f64,
+        loss_sum / dataset.len as f64,
+    )
 }
 
 /// The newest epoch with a saved model in `out/checkpoint/`.
 fn last_checkpoint(out: &Path) -> Result<usize, CliError> {
     let directory = out.join("checkpoint");
-    let entries = std::fs::read_dir(&directory)
-        .map_err(|e| CliError::Train(format!("--resume: no checkpoints in {}: {e}", directory.display())))?;
+    let entries = std::fs::read_dir(&directory).map_err(|e| {
+        CliError::Train(format!(
+            "--resume: no checkpoints in {}: {e}",
+            directory.display()
+        ))
+    })?;
     entries
         .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
-        .filter_map(|name| name.strip_prefix("model-")?.split('.').next()?.parse::<usize>().ok())
+        .filter_map(|name| {
+            name.strip_prefix("model-")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
         .max()
-        .ok_or_else(|| CliError::Train(format!("--resume: no model checkpoint in {}", directory.display())))
+        .ok_or_else(|| {
+            CliError::Train(format!(
+                "--resume: no model checkpoint in {}",
+                directory.display()
+            ))
+        })
 }

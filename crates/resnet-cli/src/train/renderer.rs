@@ -4,7 +4,10 @@
 
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
 use burn::train::metric::MetricDefinition;
-use burn::train::renderer::{EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation, MetricsRendererTraining};
+use burn::train::renderer::{
+    EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
+    MetricsRendererTraining,
+};
 
 /// Prints `epoch 1/3 train: 50% of 2048 images` lines.
 #[derive(Default)]
@@ -18,7 +21,13 @@ pub struct LineRenderer {
 }
 
 impl TrainingProgressLogger for LineRenderer {
-    fn start(&mut self, total_epochs: usize, starting_epoch: usize, _total_items: Option<usize>, _label: Option<&str>) {
+    fn start(
+        &mut self,
+        total_epochs: usize,
+        starting_epoch: usize,
+        _total_items: Option<usize>,
+        _label: Option<&str>,
+    ) {
         self.epochs = total_epochs;
         self.epoch = starting_epoch.max(1);
     }
@@ -35,7 +44,14 @@ impl TrainingProgressLogger for LineRenderer {
         let quarters = (items_processed * 4).checked_div(self.total).unwrap_or(4);
         if quarters > self.reported {
             self.reported = quarters;
-            println!("epoch {}/{} {}: {}% of {} images", self.epoch, self.epochs, self.split, quarters * 25, self.total);
+            println!(
+                "epoch {}/{} {}: {}% of {} images",
+                self.epoch,
+                self.epochs,
+                self.split,
+                quarters * 25,
+                self.total
+            );
         }
     }
 

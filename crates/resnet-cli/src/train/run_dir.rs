@@ -21,7 +21,14 @@ pub const CONFIG_FILE: &str = "train.toml";
 /// What burn-train and `resnet train` write in a run directory (removed by `--force`), with
 /// what a directory among them may hold: names of the form `PREFIX<n>SUFFIX`.
 const RUN_ENTRIES: [(&str, &[(&str, &str)]); 6] = [
-    ("checkpoint", &[("model-", ".bpk"), ("optim-", ".bpk"), ("scheduler-", ".bpk")]),
+    (
+        "checkpoint",
+        &[
+            ("model-", ".bpk"),
+            ("optim-", ".bpk"),
+            ("scheduler-", ".bpk"),
+        ],
+    ),
     ("train", &[("epoch-", "")]),
     ("valid", &[("epoch-", "")]),
     ("detections", &[("valid_", ".png")]),
@@ -42,11 +49,16 @@ fn foreign_entry(path: &Path) -> Option<String> {
         return (!patterns.is_empty()).then(|| "a file where a run keeps a directory".into());
     }
     let entries = std::fs::read_dir(path).ok()?;
-    entries.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).find(|file| {
-        !patterns.iter().any(|(prefix, suffix)| {
-            file.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|file| {
+            !patterns.iter().any(|(prefix, suffix)| {
+                file.strip_prefix(prefix)
+                    .and_then(|rest| rest.strip_suffix(suffix))
+                    .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            })
         })
-    })
 }
 
 /// Check `out` for a run of `config_text` (the training config as given) and record the config.
@@ -54,11 +66,17 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
     let error = |message: String| CliError::Train(format!("{}: {message}", out.display()));
     let saved_path = out.join(CONFIG_FILE);
     let has_checkpoints = std::fs::read_dir(out.join("checkpoint"))
-        .map(|entries| entries.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("model-")))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("model-"))
+        })
         .unwrap_or(false);
     if resume {
         if force {
-            return Err(error("--force starts the run over; it cannot be combined with --resume".into()));
+            return Err(error(
+                "--force starts the run over; it cannot be combined with --resume".into(),
+            ));
         }
         if !has_checkpoints {
             // Nothing to continue: the resume itself says so.
@@ -67,7 +85,8 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
         let saved = std::fs::read_to_string(&saved_path).map_err(|e| {
             error(format!("--resume: cannot read {CONFIG_FILE}, the config of the run to continue ({e}); start over with --force"))
         })?;
-        let differing = differing_keys(&saved, config_text).map_err(|e| error(format!("--resume: {CONFIG_FILE}: {e}")))?;
+        let differing = differing_keys(&saved, config_text)
+            .map_err(|e| error(format!("--resume: {CONFIG_FILE}: {e}")))?;
         if !differing.is_empty() {
             return Err(error(format!(
                 "--resume: the config differs from the run's ({}) in {}; resume with the run's config, or start over with --force",
@@ -88,7 +107,10 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
         for (entry, _) in RUN_ENTRIES {
             let path = out.join(entry);
             if let Some(foreign) = foreign_entry(&path) {
-                return Err(error(format!("--force: {} holds {foreign}, which no run wrote; remove or move it yourself", path.display())));
+                return Err(error(format!(
+                    "--force: {} holds {foreign}, which no run wrote; remove or move it yourself",
+                    path.display()
+                )));
             }
         }
         for (entry, _) in RUN_ENTRIES {
@@ -98,7 +120,8 @@ pub fn prepare(out: &Path, config_text: &str, resume: bool, force: bool) -> Resu
                 Ok(_) => std::fs::remove_file(&path),
                 Err(_) => Ok(()),
             };
-            removed.map_err(|e| error(format!("--force: cannot remove {}: {e}", path.display())))?;
+            removed
+                .map_err(|e| error(format!("--force: cannot remove {}: {e}", path.display())))?;
         }
     }
     std::fs::create_dir_all(out).map_err(|e| error(e.to_string()))?;
@@ -114,26 +137,52 @@ pub fn check_checkpoint<M: Module>(out: &Path, epoch: usize, model: &M) -> Resul
     let directory = out.join("checkpoint");
     for part in ["model", "optim", "scheduler"] {
         let path = directory.join(format!("{part}-{epoch}.bpk"));
-        let damaged = |what: String| CliError::Train(format!("--resume: {}: {what}; start over with --force", path.display()));
+        let damaged = |what: String| {
+            CliError::Train(format!(
+                "--resume: {}: {what}; start over with --force",
+                path.display()
+            ))
+        };
         match std::fs::symlink_metadata(&path) {
             Err(e) => return Err(damaged(format!("cannot be read ({e})"))),
-            Ok(metadata) if !metadata.is_file() => return Err(damaged("is not a regular file".into())),
+            Ok(metadata) if !metadata.is_file() => {
+                return Err(damaged("is not a regular file".into()));
+            }
             Ok(metadata) if metadata.len() == 0 => return Err(damaged("is empty".into())),
             Ok(_) => {}
         }
         let mut store = BurnpackStore::from_file(&path).auto_extension(false);
-        let tensors = store.get_all_tensors().map_err(|e| damaged(format!("is not a readable checkpoint: {e}")))?;
+        let tensors = store
+            .get_all_tensors()
+            .map_err(|e| damaged(format!("is not a readable checkpoint: {e}")))?;
         for (name, tensor) in tensors {
-            tensor.to_bytes().map_err(|e| damaged(format!("tensor {name} cannot be read: {e}")))?;
+            tensor
+                .to_bytes()
+                .map_err(|e| damaged(format!("tensor {name} cannot be read: {e}")))?;
         }
         if part == "model" {
             let mut store = BurnpackStore::from_file(&path).auto_extension(false);
-            let result = model.clone().load_from(&mut store).map_err(|e| damaged(format!("does not load: {e}")))?;
-            let mut problems: Vec<String> = result.missing.iter().map(|(key, _)| format!("missing {key}")).collect();
+            let result = model
+                .clone()
+                .load_from(&mut store)
+                .map_err(|e| damaged(format!("does not load: {e}")))?;
+            let mut problems: Vec<String> = result
+                .missing
+                .iter()
+                .map(|(key, _)| format!("missing {key}"))
+                .collect();
             problems.extend(result.errors.iter().map(|e| e.to_string()));
             if !problems.is_empty() {
-                let shown = problems.iter().take(3).cloned().collect::<Vec<_>>().join("; ");
-                return Err(damaged(format!("does not fit this model ({} problems: {shown})", problems.len())));
+                let shown = problems
+                    .iter()
+                    .take(3)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                return Err(damaged(format!(
+                    "does not fit this model ({} problems: {shown})",
+                    problems.len()
+                )));
             }
         }
     }
@@ -143,9 +192,17 @@ pub fn check_checkpoint<M: Module>(out: &Path, epoch: usize, model: &M) -> Resul
 /// The dotted keys whose values differ between two TOML documents (missing on one side
 /// included), sorted.
 fn differing_keys(a: &str, b: &str) -> Result<Vec<String>, String> {
-    let parse = |text: &str| text.parse::<toml::Table>().map_err(|e| e.to_string().trim_end().to_string());
+    let parse = |text: &str| {
+        text.parse::<toml::Table>()
+            .map_err(|e| e.to_string().trim_end().to_string())
+    };
     let mut keys = BTreeSet::new();
-    compare("", &toml::Value::Table(parse(a)?), &toml::Value::Table(parse(b)?), &mut keys);
+    compare(
+        "",
+        &toml::Value::Table(parse(a)?),
+        &toml::Value::Table(parse(b)?),
+        &mut keys,
+    );
     Ok(keys.into_iter().collect())
 }
 
@@ -153,7 +210,11 @@ fn compare(prefix: &str, a: &toml::Value, b: &toml::Value, keys: &mut BTreeSet<S
     match (a, b) {
         (toml::Value::Table(a), toml::Value::Table(b)) => {
             for key in a.keys().chain(b.keys()) {
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 match (a.get(key), b.get(key)) {
                     (Some(x), Some(y)) => compare(&path, x, y, keys),
                     _ => {
@@ -182,22 +243,35 @@ mod tests {
         std::fs::create_dir_all(out.join("train/epoch-1")).unwrap();
         std::fs::write(out.join("checkpoint/model-1.bpk"), b"x").unwrap();
         std::fs::write(out.join("train/data.csv"), b"a user's file").unwrap();
-        let error = prepare(&out, "epochs = 1", false, true).unwrap_err().to_string();
-        assert!(error.contains("data.csv") && error.contains("no run wrote"), "{error}");
+        let error = prepare(&out, "epochs = 1", false, true)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("data.csv") && error.contains("no run wrote"),
+            "{error}"
+        );
         assert!(out.join("checkpoint/model-1.bpk").exists() && out.join("train/data.csv").exists());
         std::fs::remove_file(out.join("train/data.csv")).unwrap();
         prepare(&out, "epochs = 1", false, true).unwrap();
         assert!(!out.join("checkpoint").exists() && !out.join("train").exists());
-        assert_eq!(std::fs::read_to_string(out.join("train.toml")).unwrap(), "epochs = 1");
+        assert_eq!(
+            std::fs::read_to_string(out.join("train.toml")).unwrap(),
+            "epochs = 1"
+        );
         std::fs::remove_dir_all(&out).unwrap();
     }
 
     #[test]
     fn differing_keys_are_named_with_their_tables() {
         let a = "epochs = 2\nseed = 1\n[backbone]\ndepth = 18\nbase_channels = 8\n";
-        let b = "seed = 1\nepochs = 3\n[backbone]\nbase_channels = 8\ndepth = 18\nstyle = \"caffe\"\n";
+        let b =
+            "seed = 1\nepochs = 3\n[backbone]\nbase_channels = 8\ndepth = 18\nstyle = \"caffe\"\n";
         assert_eq!(differing_keys(a, b).unwrap(), ["backbone.style", "epochs"]);
         // Formatting and order do not count; values do.
-        assert!(differing_keys(a, "seed=1\nepochs=2\n[backbone]\nbase_channels=8\ndepth=18").unwrap().is_empty());
+        assert!(
+            differing_keys(a, "seed=1\nepochs=2\n[backbone]\nbase_channels=8\ndepth=18")
+                .unwrap()
+                .is_empty()
+        );
     }
 }

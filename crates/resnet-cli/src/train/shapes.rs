@@ -57,14 +57,26 @@ impl ShapesDataset {
         let label = (rng.next() % CLASSES.len() as u64) as usize;
         let size = self.size as f32;
         let radius = rng.uniform(0.18, 0.38) * size;
-        let (cx, cy) = (rng.uniform(radius, size - radius), rng.uniform(radius, size - radius));
-        let background: [f32; 3] = [rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3), rng.uniform(0.0, 0.3)];
-        let colour: [f32; 3] = [rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0)];
+        let (cx, cy) = (
+            rng.uniform(radius, size - radius),
+            rng.uniform(radius, size - radius),
+        );
+        let background: [f32; 3] = [
+            rng.uniform(0.0, 0.3),
+            rng.uniform(0.0, 0.3),
+            rng.uniform(0.0, 0.3),
+        ];
+        let colour: [f32; 3] = [
+            rng.uniform(0.5, 1.0),
+            rng.uniform(0.5, 1.0),
+            rng.uniform(0.5, 1.0),
+        ];
         let plane = self.size * self.size;
         let mut pixels = vec![0.0f32; 3 * plane];
         for y in 0..self.size {
             for x in 0..self.size {
-                let inside = shape_contains(label, x as f32 + 0.5 - cx, y as f32 + 0.5 - cy, radius);
+                let inside =
+                    shape_contains(label, x as f32 + 0.5 - cx, y as f32 + 0.5 - cy, radius);
                 let base = if inside { colour } else { background };
                 for (channel, value) in base.iter().enumerate() {
                     let noisy = value + rng.uniform(-0.1, 0.1);
@@ -82,7 +94,10 @@ pub(super) fn shape_contains(label: usize, dx: f32, dy: f32, radius: f32) -> boo
         0 => dx * dx + dy * dy <= radius * radius,
         1 => dx.abs() <= 0.8 * radius && dy.abs() <= 0.8 * radius,
         2 => dy.abs() <= radius && dx.abs() <= 0.5 * (dy + radius),
-        _ => (dx.abs() <= radius / 3.0 && dy.abs() <= radius) || (dy.abs() <= radius / 3.0 && dx.abs() <= radius),
+        _ => {
+            (dx.abs() <= radius / 3.0 && dy.abs() <= radius)
+                || (dy.abs() <= radius / 3.0 && dx.abs() <= radius)
+        }
     }
 }
 
@@ -119,10 +134,16 @@ pub struct ShapeBatcher {
 impl Batcher<ShapeItem, ShapeBatch> for ShapeBatcher {
     fn batch(&self, items: Vec<ShapeItem>, device: &Device) -> ShapeBatch {
         let batch = items.len();
-        let pixels: Vec<f32> = items.iter().flat_map(|item| item.pixels.iter().copied()).collect();
+        let pixels: Vec<f32> = items
+            .iter()
+            .flat_map(|item| item.pixels.iter().copied())
+            .collect();
         let labels: Vec<i64> = items.iter().map(|item| item.label as i64).collect();
         ShapeBatch {
-            images: Tensor::from_data(TensorData::new(pixels, [batch, 3, self.size, self.size]), device),
+            images: Tensor::from_data(
+                TensorData::new(pixels, [batch, 3, self.size, self.size]),
+                device,
+            ),
             labels: Tensor::from_data(TensorData::new(labels, [batch]), device),
         }
     }

@@ -31,7 +31,7 @@ pub struct ResNet {
 
 impl ResNet {
     /// A copy that shares nothing the copy can change with `self`: `clone()` with running
-    /// statistics of its own (a plain clone shares them, see [`Norm::own_running_statistics`]).
+    /// statistics of its own (a plain clone shares them: Burn's `RunningState` is a shared cell).
     pub fn independent_clone(&self) -> Self {
         let mut copy = self.clone();
         for norm in copy.norms_mut() {

@@ -2,7 +2,7 @@
 //! upsampling, added), a 3x3 conv per level, and extra coarser levels (max-pool, or stride-2
 //! convs on the last input, lateral or output).
 //!
-//! Built from a [`FpnConfig`] and the backbone's [`FeatureInfo`](crate::FeatureInfo), it embeds
+//! Built from a [`FpnConfig`] and the backbone's [`FeatureInfo`], it embeds
 //! next to the backbone in a model of your own:
 //!
 //! ```

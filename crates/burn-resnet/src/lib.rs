@@ -32,6 +32,8 @@
 //! Backends are cargo features (`flex`, the default; `ndarray`; `wgpu`): the module type is the
 //! same on each, and the [`Device`](burn::tensor::Device) picks the backend at run time.
 
+#![warn(missing_docs)]
+
 pub mod arch;
 pub mod backend;
 pub mod block;

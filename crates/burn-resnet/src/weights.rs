@@ -119,7 +119,7 @@ const PREFIXES: [(&str, &str); 3] = [
 ];
 
 /// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
-/// [`PREFIXES`].
+/// the wrapper prefixes (`state_dict.`, `model.`, a detector's `backbone.`) are stripped.
 pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(String, String)> {
     let config = &backbone.spec().config;
     // Plugins first: their rules match the file's stage prefix (`layer2.0.context_block.`),

@@ -28,8 +28,9 @@ const PARENTS: usize = 1 + 3 * MAX_UNITS;
 pub struct UnitSpec<'a> {
     /// The conv's weight (no bias).
     pub weight: &'a Tensor<4>,
-    /// BatchNorm weight and bias.
+    /// BatchNorm weight.
     pub gamma: &'a Tensor<1>,
+    /// BatchNorm bias.
     pub beta: &'a Tensor<1>,
     /// BatchNorm epsilon.
     pub epsilon: f64,
@@ -217,7 +218,9 @@ impl Backward<Flex, PARENTS> for BlockBackward {
 /// The output of [`try_checkpointed_block`] and each unit's batch statistics (main units,
 /// then the shortcut's), for the caller's running-statistics update.
 pub struct CheckpointedBlock {
+    /// The block's output.
     pub output: Tensor<4>,
+    /// Each unit's batch mean and biased variance per channel.
     pub statistics: Vec<(Vec<f32>, Vec<f32>)>,
 }
 

@@ -626,7 +626,7 @@ fn extract_says_when_outputs_are_not_finite() {
     );
 }
 
-/// The write policy (README, "Writing files"): never onto an input, never in place of a
+/// The write policy (docs/cli.md, "Writing files"): never onto an input, never in place of a
 /// directory, device or symbolic link, an existing file only with --force (every format), the
 /// exact path written.
 #[test]

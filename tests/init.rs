@@ -188,7 +188,7 @@ struct InitFixture {
     tensors: Vec<InitTensor>,
 }
 
-/// Where burn-resnet's init differs from mmdet's `init_weights()` on purpose (README,
+/// Where burn-resnet's init differs from mmdet's `init_weights()` on purpose (docs/differences.md,
 /// "Differences from mmdet"): what ours gives instead, as `(all zero, std)`.
 /// - ResNeXt: mmdet tests `block is Bottleneck`, so its ResNeXt ignores `zero_init_residual`;
 ///   here the flag means what it says and `norm3` starts at 0.

@@ -2,7 +2,7 @@
 //! validate to a typed error or to figures that do not wrap, and build and run as their summary
 //! says; random truncations and byte flips of real checkpoints load exactly or fail, never
 //! panic. CI runs proptest's default 256 cases per property; `PROPTEST_CASES=20000 cargo test
-//! --test backbone properties` runs more (see the README).
+//! --test backbone properties` runs more (see docs/cli.md).
 
 use burn::tensor::{Device, Distribution, Tensor};
 use burn_resnet::weights::WeightSource;

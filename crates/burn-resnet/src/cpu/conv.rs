@@ -5,7 +5,7 @@
 //!
 //! Burn's flex conv converts every input to NHWC, builds the whole `im2col` matrix, runs the GEMM
 //! and then adds the bias, the residual and the ReLU in three more passes over the output; on
-//! ResNet-50's 3x3 shapes this path is about twice as fast (`resnet bench`, README "Speed").
+//! ResNet-50's 3x3 shapes this path is about twice as fast (`resnet bench`, docs/performance.md).
 
 use std::ops::Range;
 

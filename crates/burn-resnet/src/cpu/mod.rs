@@ -1,5 +1,5 @@
 //! The project's own CPU kernels on the `flex` backend, where Burn's stock ops are the limit
-//! (README "Speed"): a convolution with its bias, residual add and ReLU fused ([`conv`]), its
+//! (docs/performance.md): a convolution with its bias, residual add and ReLU fused ([`conv`]), its
 //! gradients ([`conv_backward`], wired into autodiff by `autodiff.rs`), BatchNorm's training
 //! step with its ReLU ([`try_batch_norm_train`]) and the stem's max-pool ([`pool`]).
 //!

@@ -12,7 +12,7 @@ fn every_backend_computes_the_same_training_step() {
     use crate::training_parity::{
         GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, training_step,
     };
-    let backends = burn_resnet::Backend::enabled();
+    let backends = burn_resnet::BackendKind::enabled();
     let first = backends[0];
     let baseline = training_step("resnet18_train", &first.device().unwrap());
     for other in &backends[1..] {
@@ -28,7 +28,7 @@ fn every_backend_computes_the_same_training_step() {
 
 #[cfg(feature = "wgpu")]
 mod wgpu {
-    use burn_resnet::Backend;
+    use burn_resnet::BackendKind;
 
     use crate::parity::check_parity_on;
     use crate::training_parity::{
@@ -37,15 +37,15 @@ mod wgpu {
 
     #[test]
     fn wgpu_matches_mmdet_in_eval_mode() {
-        let device = Backend::Wgpu.device().unwrap();
+        let device = BackendKind::Wgpu.device().unwrap();
         for case in ["resnet50_v1d", "resnext50_4x2d", "resnet50_dcnv2"] {
-            check_parity_on(case, Backend::Wgpu, &device);
+            check_parity_on(case, BackendKind::Wgpu, &device);
         }
     }
 
     #[test]
     fn wgpu_training_step_matches_mmdet() {
-        let device = Backend::Wgpu.device().unwrap();
+        let device = BackendKind::Wgpu.device().unwrap();
         let expected = reference_step("resnet18_train", &device);
         compare_steps(
             "resnet18_train on wgpu",

@@ -420,7 +420,7 @@ fn fused_conv_stands_aside_where_it_does_not_apply() {
     );
     #[cfg(feature = "ndarray")]
     {
-        let ndarray = burn_resnet::Backend::Ndarray.device().expect("enabled");
+        let ndarray = burn_resnet::BackendKind::Ndarray.device().expect("enabled");
         let conv = plain.fork(&ndarray);
         assert!(
             try_conv2d(&conv, &x.fork(&ndarray), None, false).is_none(),

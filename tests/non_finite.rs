@@ -1,6 +1,6 @@
 //! NaN and Inf propagate as in PyTorch on every backend compiled in (wgpu included), in eval and
 //! training mode, through the project's own flex kernels (fused conv epilogues, BatchNorm with
-//! ReLU, max-pool, the checkpointed block) and Burn's stock ops alike.
+//! ReLU, max-pool, the recomputed with_cp block) and Burn's stock ops alike.
 //!
 //! What PyTorch gives, by its rules: a NaN weight makes its conv's output channel NaN
 //! everywhere (`0 · NaN` in the zero padding is NaN too), the next conv spreads it to every
@@ -13,13 +13,13 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use burn_resnet::weights::WeightSource;
-use burn_resnet::{Backend, ResNet, ResNetConfig};
+use burn_resnet::{BackendKind, ResNet, ResNetConfig};
 
 use crate::common::{float_tensors, read_safetensors, repo_path, values};
 
 /// Every backend compiled in, wgpu included (these are small cases).
-fn all_devices() -> Vec<(Backend, Device)> {
-    Backend::enabled()
+fn all_devices() -> Vec<(BackendKind, Device)> {
+    BackendKind::enabled()
         .into_iter()
         .map(|backend| {
             (
@@ -262,7 +262,7 @@ fn a_nan_weight_gives_pytorchs_nan_gradients_in_training() {
         "tests/fixtures/non_finite/resnet18_nan_weight_train.counts.safetensors",
     ));
     for (backend, device) in all_devices() {
-        // with_cp runs the project's checkpointed block on flex; the plain path its fused ops.
+        // with_cp runs the project's recomputed block on flex; the plain path its fused ops.
         for with_cp in [false, true] {
             let (backbone, input) = fixture_with(&device, with_cp);
             let what = format!("NaN weight, with_cp {with_cp}, on {backend}");

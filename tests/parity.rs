@@ -4,19 +4,19 @@
 //! difference relative to the max abs value).
 
 use burn::tensor::Device;
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{BackendKind, ResNetConfig};
 
 use crate::common::{devices, read_safetensors, relative_error, repo_path};
 
 const TOLERANCE: f32 = 1e-4;
 
 /// Check one eval-mode fixture on one device.
-pub fn check_parity_on(case: &str, backend: Backend, device: &Device) {
+pub fn check_parity_on(case: &str, backend: BackendKind, device: &Device) {
     check_parity_in("tests/fixtures/parity", case, backend, device);
 }
 
 /// [`check_parity_on`] for a fixture in `dir`.
-pub fn check_parity_in(dir: &str, case: &str, backend: Backend, device: &Device) {
+pub fn check_parity_in(dir: &str, case: &str, backend: BackendKind, device: &Device) {
     let config = ResNetConfig::from_toml_file(repo_path(&format!("{dir}/{case}.toml"))).unwrap();
     let (io, metadata) = read_safetensors(&repo_path(&format!("{dir}/{case}.io.safetensors")));
     let weights = repo_path(&format!("{dir}/{}", metadata["weights"]));

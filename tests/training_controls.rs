@@ -395,10 +395,9 @@ fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
                     .init(&device)
                     .unwrap();
                 let model: ResNet = fresh.load_burnpack(&file).unwrap().fork(&training).train();
-                let blocks_before = burn_resnet::checkpointed_blocks_on_this_thread();
+                let blocks_before = burn_resnet::recomputed_blocks_on_this_thread();
                 let outputs = model.forward(images.clone());
-                let checkpointed =
-                    burn_resnet::checkpointed_blocks_on_this_thread() - blocks_before;
+                let checkpointed = burn_resnet::recomputed_blocks_on_this_thread() - blocks_before;
                 let loss = outputs
                     .iter()
                     .zip(&loss_weights)
@@ -417,7 +416,7 @@ fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
             };
             let (plain_out, plain, plain_synced, plain_checkpointed) = run(false);
             let (cp_out, cp, cp_synced, checkpointed) = run(true);
-            // The comparison means something only where the checkpointed op ran: on flex, for
+            // The comparison means something only where the recomputing op ran: on flex, for
             // every block (elsewhere with_cp falls back to the plain blocks, documented).
             let blocks: usize = config(base)
                 .validate()
@@ -427,7 +426,7 @@ fn with_cp_gives_the_same_outputs_gradients_and_statistics() {
                 .map(|s| s.num_blocks)
                 .sum();
             assert_eq!(plain_checkpointed, 0, "{backend} {base}");
-            if backend == burn_resnet::Backend::Flex {
+            if backend == burn_resnet::BackendKind::Flex {
                 assert_eq!(
                     checkpointed, blocks,
                     "{backend} {base}: blocks run by the checkpointed op"

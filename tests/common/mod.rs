@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{BackendKind, ResNetConfig};
 
 /// Every CPU backend compiled into this test build, with a plain (inference) device. (wgpu
 /// runs the small cases of `backends.rs`: on a software Vulkan driver every kernel shape
 /// compiles on first use, which full-width configs would make slow.)
-pub fn devices() -> Vec<(Backend, Device)> {
-    let devices: Vec<_> = Backend::enabled()
+pub fn devices() -> Vec<(BackendKind, Device)> {
+    let devices: Vec<_> = BackendKind::enabled()
         .into_iter()
         .filter(|backend| backend.is_cpu())
         .map(|backend| {

@@ -7,13 +7,13 @@
 //! ```
 
 use burn::tensor::{Distribution, Tensor};
-use burn_resnet::{Backend, ResNetConfig};
+use burn_resnet::{BackendKind, ResNetConfig};
 
 /// The largest difference of each backend's features from the first backend's.
-fn run() -> Result<Vec<(Backend, f32)>, Box<dyn std::error::Error>> {
+fn run() -> Result<Vec<(BackendKind, f32)>, Box<dyn std::error::Error>> {
     let spec =
         ResNetConfig::from_toml_str("depth = 18\nbase_channels = 8", "example")?.validate()?;
-    let backends = Backend::enabled();
+    let backends = BackendKind::enabled();
     let first = backends[0].device()?;
     let model = spec.init(&first);
     let file =
@@ -47,7 +47,7 @@ fn run() -> Result<Vec<(Backend, f32)>, Box<dyn std::error::Error>> {
             .fold(0f32, |m, d| if d > m || d.is_nan() { d } else { m });
         println!(
             "{backend}: largest difference from {} {largest:.2e}",
-            Backend::enabled()[0]
+            BackendKind::enabled()[0]
         );
         differences.push((backend, largest));
     }

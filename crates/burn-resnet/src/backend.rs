@@ -9,7 +9,7 @@ use crate::error::{ResNetError, Result};
 
 /// A Burn backend, selected at run time through its [`Device`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Backend {
+pub enum BackendKind {
     /// Burn 0.22's recommended CPU backend (feature `flex`, the default).
     Flex,
     /// The ndarray CPU backend (feature `ndarray`).
@@ -19,40 +19,40 @@ pub enum Backend {
     Wgpu,
 }
 
-impl Backend {
+impl BackendKind {
     /// Every backend the crate knows, compiled in or not.
-    pub const ALL: [Backend; 3] = [Backend::Flex, Backend::Ndarray, Backend::Wgpu];
+    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu];
 
     /// The name used on the command line and in messages.
     pub fn name(self) -> &'static str {
         match self {
-            Backend::Flex => "flex",
-            Backend::Ndarray => "ndarray",
-            Backend::Wgpu => "wgpu",
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
         }
     }
 
     /// Whether the backend runs on the CPU (flex, ndarray) rather than a GPU API.
     pub fn is_cpu(self) -> bool {
-        matches!(self, Backend::Flex | Backend::Ndarray)
+        matches!(self, BackendKind::Flex | BackendKind::Ndarray)
     }
 
     /// Whether this build has the backend's cargo feature.
     pub fn is_enabled(self) -> bool {
         match self {
-            Backend::Flex => cfg!(feature = "flex"),
-            Backend::Ndarray => cfg!(feature = "ndarray"),
-            Backend::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Flex => cfg!(feature = "flex"),
+            BackendKind::Ndarray => cfg!(feature = "ndarray"),
+            BackendKind::Wgpu => cfg!(feature = "wgpu"),
         }
     }
 
     /// The backends compiled into this build, fastest CPU backend first.
-    pub fn enabled() -> Vec<Backend> {
+    pub fn enabled() -> Vec<BackendKind> {
         Self::ALL.into_iter().filter(|b| b.is_enabled()).collect()
     }
 
     /// The default: the fastest CPU backend compiled in (flex, else ndarray, else wgpu).
-    pub fn default_enabled() -> Option<Backend> {
+    pub fn default_enabled() -> Option<BackendKind> {
         Self::enabled().into_iter().next()
     }
 
@@ -60,14 +60,14 @@ impl Backend {
     pub fn device(self) -> Result<Device> {
         match self {
             #[cfg(feature = "flex")]
-            Backend::Flex => Ok(Device::flex()),
+            BackendKind::Flex => Ok(Device::flex()),
             // Burn 0.22 deprecates burn-ndarray in favour of flex; it stays here because users
             // asked for it and it is a second, independent CPU implementation to test against.
             #[cfg(feature = "ndarray")]
             #[allow(deprecated)]
-            Backend::Ndarray => Ok(Device::ndarray()),
+            BackendKind::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
             #[allow(unreachable_patterns)]
             other => Err(ResNetError::BackendNotEnabled {
                 backend: other.name(),
@@ -96,13 +96,13 @@ pub(crate) fn propagates_nan_in_max_pool(device: &Device) -> bool {
     }
 }
 
-impl fmt::Display for Backend {
+impl fmt::Display for BackendKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
 }
 
-impl FromStr for Backend {
+impl FromStr for BackendKind {
     type Err = ResNetError;
 
     fn from_str(name: &str) -> Result<Self> {

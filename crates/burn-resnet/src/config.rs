@@ -423,7 +423,7 @@ impl ResNetSpec {
         StageMode {
             batch_statistics: !self.config.norm_eval,
             train_affine: self.config.norm_cfg.requires_grad(),
-            checkpoint: self.config.with_cp,
+            recompute: self.config.with_cp,
         }
     }
 }

@@ -37,8 +37,6 @@
 pub mod arch;
 pub mod backend;
 pub mod block;
-#[cfg(feature = "flex")]
-mod checkpoint;
 pub mod config;
 pub mod conv;
 #[cfg(feature = "flex")]
@@ -55,6 +53,8 @@ pub mod memory;
 pub mod norm;
 mod overflow;
 pub mod plugin;
+#[cfg(feature = "flex")]
+mod recompute;
 pub mod stem;
 pub mod summary;
 pub mod weights;
@@ -62,20 +62,20 @@ pub mod weights;
 mod backbone;
 
 pub use backbone::ResNet;
-pub use backend::Backend;
+pub use backend::BackendKind;
 pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style};
 pub use error::{ResNetError, Result};
 pub use features::FeatureInfo;
 pub use memory::{MemoryEstimate, MemoryLimit, Workload};
 pub use summary::{ModelSummary, StageSummary};
 
-/// How many residual blocks the calling thread has run through the checkpointed (`with_cp`)
+/// How many residual blocks the calling thread has run through the recomputing (`with_cp`)
 /// op so far: what shows that `with_cp` took effect (it falls back to the plain block off flex's
 /// autodiff device, with plugins or an `avg_down` shortcut; see `ResNetConfig::with_cp`).
-pub fn checkpointed_blocks_on_this_thread() -> usize {
+pub fn recomputed_blocks_on_this_thread() -> usize {
     #[cfg(feature = "flex")]
     {
-        checkpoint::CHECKPOINTED_BLOCKS.with(std::cell::Cell::get)
+        recompute::RECOMPUTED_BLOCKS.with(std::cell::Cell::get)
     }
     #[cfg(not(feature = "flex"))]
     {

@@ -175,7 +175,7 @@ pub struct StageMode {
     pub train_affine: bool,
     /// mmdet `with_cp`: residual blocks keep only their input for the backward pass and
     /// recompute the rest there.
-    pub checkpoint: bool,
+    pub recompute: bool,
 }
 
 impl StageMode {
@@ -183,13 +183,13 @@ impl StageMode {
     pub const TRAIN: StageMode = StageMode {
         batch_statistics: true,
         train_affine: true,
-        checkpoint: false,
+        recompute: false,
     };
     /// Frozen: running statistics, no gradients.
     pub const FROZEN: StageMode = StageMode {
         batch_statistics: false,
         train_affine: false,
-        checkpoint: false,
+        recompute: false,
     };
 }
 

@@ -7,7 +7,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::module::{batch_norm, conv2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::Backend;
+use burn_resnet::BackendKind;
 
 fn time(label: &str, runs: usize, device: &Device, mut f: impl FnMut() -> Tensor<4>) {
     let _ = f().into_data();
@@ -24,7 +24,7 @@ fn time(label: &str, runs: usize, device: &Device, mut f: impl FnMut() -> Tensor
 }
 
 fn main() {
-    let backend: Backend = std::env::args()
+    let backend: BackendKind = std::env::args()
         .nth(1)
         .unwrap_or("flex".into())
         .parse()

@@ -10,7 +10,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::{Backend, ResNet, ResNetSpec};
+use burn_resnet::{BackendKind, ResNet, ResNetSpec};
 
 use crate::error::CliError;
 
@@ -81,7 +81,7 @@ struct TorchRow {
 /// What `resnet bench` was asked to do.
 pub struct Request {
     pub spec: ResNetSpec,
-    pub backends: Vec<Backend>,
+    pub backends: Vec<BackendKind>,
     pub cases: Vec<Case>,
     pub size: usize,
     pub warmup: usize,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use burn::tensor::TensorData;
 use burn_resnet::weights::WeightSource;
 use burn_resnet::{
-    Backend, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload,
+    BackendKind, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload,
 };
 
 use crate::error::CliError;
@@ -24,7 +24,7 @@ pub struct Request {
     pub weights_source: Option<WeightSource>,
     /// Load what matches and report the rest instead of failing.
     pub partial: bool,
-    pub backend: Backend,
+    pub backend: BackendKind,
     pub out: Option<PathBuf>,
     /// Replace an existing regular file at `out`.
     pub force: bool,

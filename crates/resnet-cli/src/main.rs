@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use burn_resnet::weights::WeightSource;
-use burn_resnet::{Backend, MemoryLimit, ResNetConfig};
+use burn_resnet::{BackendKind, MemoryLimit, ResNetConfig};
 use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
@@ -67,7 +67,7 @@ enum Command {
         partial: bool,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
         #[arg(long, value_parser = parse_backend)]
-        backend: Option<Backend>,
+        backend: Option<BackendKind>,
         /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this
         /// safetensors file. Never onto an input, a directory, a device or a symbolic link; an
         /// existing file only with --force.
@@ -142,7 +142,7 @@ enum Command {
         config: PathBuf,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
         #[arg(long, value_parser = parse_backend)]
-        backend: Option<Backend>,
+        backend: Option<BackendKind>,
         /// Run directory for logs and checkpoints.
         #[arg(long, default_value = "runs/shapes")]
         out: PathBuf,
@@ -178,8 +178,8 @@ fn parse_weight_source(text: &str) -> Result<WeightSource, String> {
     text.parse::<WeightSource>().map_err(|e| e.to_string())
 }
 
-fn parse_backend(text: &str) -> Result<Backend, String> {
-    text.parse::<Backend>().map_err(|e| e.to_string())
+fn parse_backend(text: &str) -> Result<BackendKind, String> {
+    text.parse::<BackendKind>().map_err(|e| e.to_string())
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -206,7 +206,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         } => {
             let backend = match backend {
                 Some(backend) => backend,
-                None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
+                None => BackendKind::default_enabled().ok_or(CliError::NoBackend)?,
             };
             let request = extract::Request {
                 config,
@@ -240,7 +240,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             };
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             spec.check_weights_memory(&memory_limit)?;
-            let device = Backend::default_enabled()
+            let device = BackendKind::default_enabled()
                 .ok_or(CliError::NoBackend)?
                 .device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
@@ -268,7 +268,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let config = train::TrainConfig::from_file(&config)?;
             let backend = match backend {
                 Some(backend) => backend,
-                None => Backend::default_enabled().ok_or(CliError::NoBackend)?,
+                None => BackendKind::default_enabled().ok_or(CliError::NoBackend)?,
             };
             train::run(&train::Request {
                 config,
@@ -297,9 +297,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             config.with_cp |= with_cp;
             let spec = config.validate()?;
             let backends = match backend.as_str() {
-                "all" => Backend::enabled(),
-                "default" => vec![Backend::default_enabled().ok_or(CliError::NoBackend)?],
-                name => vec![name.parse::<Backend>()?],
+                "all" => BackendKind::enabled(),
+                "default" => vec![BackendKind::default_enabled().ok_or(CliError::NoBackend)?],
+                name => vec![name.parse::<BackendKind>()?],
             };
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -60,7 +60,7 @@ impl BasicBlock {
         if self.after_conv1.is_empty() && self.after_conv2.is_empty() {
             let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)];
             if let Some(out) =
-                crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode)
+                crate::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }

@@ -75,7 +75,7 @@ impl Bottleneck {
                 (&self.conv3, &self.norm3),
             ];
             if let Some(out) =
-                crate::checkpoint::checkpointed_block(&x, &main, self.downsample.as_ref(), mode)
+                crate::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }

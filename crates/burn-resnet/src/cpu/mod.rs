@@ -11,12 +11,12 @@
 
 mod autodiff;
 mod batch_norm;
-pub mod checkpoint;
 pub mod conv;
 pub mod conv_backward;
 pub mod deform;
 mod deform_autodiff;
 pub mod pool;
+pub mod recompute;
 
 use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;

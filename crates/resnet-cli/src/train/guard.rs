@@ -150,7 +150,7 @@ mod tests {
     use super::NonFiniteGuard;
 
     fn device() -> Device {
-        burn_resnet::Backend::default_enabled()
+        burn_resnet::BackendKind::default_enabled()
             .expect("a backend")
             .device()
             .unwrap()

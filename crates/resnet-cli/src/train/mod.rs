@@ -25,7 +25,7 @@ use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Interrupter, Learner, SupervisedTraining};
 use burn_resnet::fpn::FpnConfig;
-use burn_resnet::{Backend, MemoryEstimate, MemoryLimit, ModelSummary, ResNetConfig, Workload};
+use burn_resnet::{BackendKind, MemoryEstimate, MemoryLimit, ModelSummary, ResNetConfig, Workload};
 use serde::Deserialize;
 
 use crate::error::CliError;
@@ -229,7 +229,7 @@ impl TrainConfig {
 /// What `resnet train` was asked to do.
 pub struct Request {
     pub config: TrainConfig,
-    pub backend: Backend,
+    pub backend: BackendKind,
     /// Run directory: burn-train's logs and `checkpoint/`.
     pub out: PathBuf,
     /// Continue from the last checkpoint in `out`.

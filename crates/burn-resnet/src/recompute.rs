@@ -1,5 +1,5 @@
 //! `with_cp`: a residual block run as one op that keeps only its input for the backward pass
-//! ([`crate::cpu::checkpoint`]), where that op applies: flex's autodiff device, BatchNorms
+//! ([`crate::cpu::recompute`]), where that op applies: flex's autodiff device, BatchNorms
 //! training on batch statistics, no plugins, no `avg_down` pool on the shortcut. Elsewhere the
 //! block runs as usual (and `with_cp` saves nothing).
 
@@ -8,24 +8,24 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::block::Downsample;
-use crate::cpu::checkpoint::{UnitSpec, try_checkpointed_block};
+use crate::cpu::recompute::{UnitSpec, try_recomputed_block};
 use crate::norm::{Norm, StageMode, affine_values, update_running_statistics};
 
 thread_local! {
-    /// Blocks run by the checkpointed op on this thread ([`crate::checkpointed_blocks_on_this_thread`]).
-    pub(crate) static CHECKPOINTED_BLOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    /// Blocks run by the recomputing op on this thread ([`crate::recomputed_blocks_on_this_thread`]).
+    pub(crate) static RECOMPUTED_BLOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// `relu(main(x) + shortcut(x))` as one recomputed op, or `None` where it does not apply.
 /// `main` lists the block's conv → norm units in order (ReLU after all but the last).
-pub(crate) fn checkpointed_block(
+pub(crate) fn recomputed_block(
     x: &Tensor<4>,
     main: &[(&Conv2d, &Norm)],
     downsample: Option<&Downsample>,
     mode: StageMode,
 ) -> Option<Tensor<4>> {
     let autodiff = x.device().is_autodiff();
-    if !mode.checkpoint || !autodiff {
+    if !mode.recompute || !autodiff {
         return None;
     }
     let shortcut = match downsample {
@@ -86,8 +86,8 @@ pub(crate) fn checkpointed_block(
         None => None,
     };
 
-    let block = try_checkpointed_block(x, &units, shortcut_unit.as_ref())?;
-    CHECKPOINTED_BLOCKS.with(|count| count.set(count.get() + 1));
+    let block = try_recomputed_block(x, &units, shortcut_unit.as_ref())?;
+    RECOMPUTED_BLOCKS.with(|count| count.set(count.get() + 1));
     let device = x.device();
     let all_norms = norms.iter().copied().chain(shortcut.map(|(_, bn)| bn));
     let all_units = units.iter().chain(shortcut_unit.iter());

@@ -215,9 +215,9 @@ impl Backward<Flex, PARENTS> for BlockBackward {
     }
 }
 
-/// The output of [`try_checkpointed_block`] and each unit's batch statistics (main units,
+/// The output of [`try_recomputed_block`] and each unit's batch statistics (main units,
 /// then the shortcut's), for the caller's running-statistics update.
-pub struct CheckpointedBlock {
+pub struct RecomputedBlock {
     /// The block's output.
     pub output: Tensor<4>,
     /// Each unit's batch mean and biased variance per channel.
@@ -226,11 +226,11 @@ pub struct CheckpointedBlock {
 
 /// Run a block as one op that keeps only `x` for the backward pass, when `x` and every
 /// parameter live on flex's autodiff device as contiguous f32; `None` otherwise.
-pub fn try_checkpointed_block(
+pub fn try_recomputed_block(
     x: &Tensor<4>,
     main: &[UnitSpec],
     shortcut: Option<&UnitSpec>,
-) -> Option<CheckpointedBlock> {
+) -> Option<RecomputedBlock> {
     if main.is_empty() || main.len() + usize::from(shortcut.is_some()) > MAX_UNITS {
         return None;
     }
@@ -315,7 +315,7 @@ pub fn try_checkpointed_block(
         }
         OpsKind::UnTracked(prep) => prep.finish(output),
     };
-    Some(CheckpointedBlock {
+    Some(RecomputedBlock {
         output: Tensor::from_primitive::<FlexAutodiff>(output),
         statistics,
     })

@@ -189,7 +189,7 @@ fn bad_input_gets_a_clear_error() {
                 "--backend",
                 "tpu",
             ],
-            "unknown backend 'tpu'",
+            "invalid value 'tpu' for '--backend <BACKEND>'\n  [possible values: flex, ndarray, wgpu]",
         ),
         (
             &["info", "--config", "configs/nope.toml"],
@@ -355,7 +355,11 @@ fn extract_loads_a_timm_checkpoint_and_reports_what_it_skipped() {
         "--weights-source",
         "caffe2",
     ]));
-    assert!(err.contains("unknown source 'caffe2'"), "{err}");
+    assert!(
+        err.contains("invalid value 'caffe2'")
+            && err.contains("[possible values: mmdet, torchvision, timm]"),
+        "{err}"
+    );
 }
 
 #[test]

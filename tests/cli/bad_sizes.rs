@@ -178,7 +178,8 @@ fn configs_whose_figures_overflow_or_do_not_fit_name_the_field() {
         dir.join("o").to_str().unwrap(),
     ]));
     assert!(
-        err.contains("--to: unknown format 'onnx'; expected burnpack"),
+        err.contains("invalid value 'onnx' for '--to <TO>'")
+            && err.contains("[possible values: burnpack, mmdet, torchvision, timm]"),
         "{err}"
     );
     std::fs::remove_dir_all(&dir).unwrap();

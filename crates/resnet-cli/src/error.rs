@@ -29,10 +29,6 @@ pub enum CliError {
         message: String,
     },
 
-    /// A command-line value that clap cannot check alone.
-    #[error("{0}")]
-    Usage(String),
-
     /// `--size` cannot be used.
     #[error("--size: {0}")]
     Size(String),

@@ -13,6 +13,7 @@ use std::process::ExitCode;
 
 use burn_resnet::weights::WeightSource;
 use burn_resnet::{BackendKind, MemoryLimit, ResNetConfig};
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Parser, Subcommand};
 
 use crate::error::CliError;
@@ -60,13 +61,13 @@ enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
         /// The checkpoint's key names: mmdet, torchvision or timm; default: detected.
-        #[arg(long, value_parser = parse_weight_source)]
+        #[arg(long, value_parser = weight_source())]
         weights_source: Option<WeightSource>,
         /// Load what matches, keep the initial values of the rest, and list it.
         #[arg(long)]
         partial: bool,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
-        #[arg(long, value_parser = parse_backend)]
+        #[arg(long, value_parser = backend())]
         backend: Option<BackendKind>,
         /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this
         /// safetensors file. Never onto an input, a directory, a device or a symbolic link; an
@@ -91,11 +92,11 @@ enum Command {
         #[arg(long)]
         force: bool,
         /// The input's key names: mmdet, torchvision or timm; default: detected.
-        #[arg(long, value_parser = parse_weight_source)]
+        #[arg(long, value_parser = weight_source())]
         from: Option<WeightSource>,
-        /// mmdet, torchvision or timm (safetensors with those names), or burnpack.
-        #[arg(long, default_value = "burnpack")]
-        to: String,
+        /// burnpack, or mmdet, torchvision or timm (safetensors with those names).
+        #[arg(long, default_value = "burnpack", value_parser = convert_target())]
+        to: ConvertTarget,
     },
     /// Time inference and a training step (median, min/max, images/s, peak memory).
     Bench {
@@ -141,7 +142,7 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
         /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
-        #[arg(long, value_parser = parse_backend)]
+        #[arg(long, value_parser = backend())]
         backend: Option<BackendKind>,
         /// Run directory for logs and checkpoints.
         #[arg(long, default_value = "runs/shapes")]
@@ -174,12 +175,44 @@ fn parse_size(text: &str) -> Result<[usize; 2], String> {
     }
 }
 
-fn parse_weight_source(text: &str) -> Result<WeightSource, String> {
-    text.parse::<WeightSource>().map_err(|e| e.to_string())
+/// `--weights-source`/`--from`: one of the library's source names (listed in `--help`).
+fn weight_source() -> impl TypedValueParser<Value = WeightSource> {
+    PossibleValuesParser::new(WeightSource::ALL.map(WeightSource::name))
+        .try_map(|name| name.parse::<WeightSource>())
 }
 
-fn parse_backend(text: &str) -> Result<BackendKind, String> {
-    text.parse::<BackendKind>().map_err(|e| e.to_string())
+/// `--backend`: one of the library's backend names (listed in `--help`; whether it is
+/// compiled in is checked when the device is made).
+fn backend() -> impl TypedValueParser<Value = BackendKind> {
+    PossibleValuesParser::new(BackendKind::ALL.map(BackendKind::name))
+        .try_map(|name| name.parse::<BackendKind>())
+}
+
+/// What `convert --to` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvertTarget {
+    /// Burn's burnpack, under burn-resnet's own module paths.
+    Burnpack,
+    /// safetensors under a library's key names.
+    Names(WeightSource),
+}
+
+impl std::fmt::Display for ConvertTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvertTarget::Burnpack => "burnpack",
+            ConvertTarget::Names(source) => source.name(),
+        })
+    }
+}
+
+/// `--to`: burnpack or a weight source name (listed in `--help`).
+fn convert_target() -> impl TypedValueParser<Value = ConvertTarget> {
+    let names = std::iter::once("burnpack").chain(WeightSource::ALL.map(WeightSource::name));
+    PossibleValuesParser::new(names).try_map(|name| match name.as_str() {
+        "burnpack" => Ok(ConvertTarget::Burnpack),
+        name => name.parse::<WeightSource>().map(ConvertTarget::Names),
+    })
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -231,22 +264,15 @@ fn run(cli: Cli) -> Result<(), CliError> {
             force,
         } => {
             output::check(&output, &[&config, &input], force)?;
-            // `--to` is checked before anything is read: `None` is burnpack.
-            let names = match to.as_str() {
-                "burnpack" => None,
-                names => Some(names.parse::<WeightSource>().map_err(|_| {
-                    CliError::Usage(format!("--to: unknown format '{names}'; expected burnpack, mmdet, torchvision or timm"))
-                })?),
-            };
             let spec = ResNetConfig::from_toml_file(&config)?.validate()?;
             spec.check_weights_memory(&memory_limit)?;
             let device = BackendKind::default_enabled()
                 .ok_or(CliError::NoBackend)?
                 .device()?;
             let (backbone, report) = spec.init(&device).load_weights(&input, from)?;
-            match names {
-                None => backbone.save_burnpack(&output)?,
-                Some(names) => backbone.save_weights(&output, names)?,
+            match to {
+                ConvertTarget::Burnpack => backbone.save_burnpack(&output)?,
+                ConvertTarget::Names(names) => backbone.save_weights(&output, names)?,
             }
             println!(
                 "{} ({} names) -> {} ({to}); {} non-backbone tensors left out",

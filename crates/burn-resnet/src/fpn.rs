@@ -251,21 +251,6 @@ impl FpnConfig {
             }
             self.end_level as usize + 1
         };
-        // Each extra level halves the last map: past 32 of them every level is 1x1 (a stride
-        // of 2^37 and more), so more is a typo, not a pyramid.
-        let extra_levels = self
-            .num_outs
-            .saturating_add(self.start_level)
-            .saturating_sub(end);
-        if extra_levels > MAX_EXTRA_LEVELS {
-            return incompatible(
-                "num_outs",
-                format!(
-                    "{} asks for {extra_levels} extra levels; at most {MAX_EXTRA_LEVELS}",
-                    self.num_outs
-                ),
-            );
-        }
         let spec = FpnSpec {
             in_channels,
             out_channels: self.out_channels,
@@ -275,6 +260,18 @@ impl FpnConfig {
             extra: self.add_extra_convs.source(),
             relu_before_extra_convs: self.relu_before_extra_convs,
         };
+        // Each extra level halves the last map: past 32 of them every level is 1x1 (a stride
+        // of 2^37 and more), so more is a typo, not a pyramid.
+        let extra_levels = spec.extra_levels();
+        if extra_levels > MAX_EXTRA_LEVELS {
+            return incompatible(
+                "num_outs",
+                format!(
+                    "{} asks for {extra_levels} extra levels; at most {MAX_EXTRA_LEVELS}",
+                    self.num_outs
+                ),
+            );
+        }
         if spec.params().is_none() {
             return Err(ResNetError::Overflow {
                 field: "neck.out_channels".into(),

@@ -10,7 +10,7 @@
 
 use super::{
     ContextBlockConfig, GeneralizedAttentionConfig, NonLocal2dConfig, NonLocalMode, PluginConfig,
-    make_divisible,
+    PluginSettings,
 };
 use crate::summary::mul;
 
@@ -50,48 +50,17 @@ impl PluginConfig {
     pub fn figures(&self, channels: usize, [height, width]: [usize; 2]) -> Option<PluginFigures> {
         let positions = mul(&[height as u64, width as u64])?;
         let output = mul(&[channels as u64, positions])?;
-        match self {
-            PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
-                let (c, reduced) = (
-                    channels as u64,
-                    make_divisible(channels as f64 * rd_ratio, 8) as u64,
-                );
+        match self.settings(channels) {
+            PluginSettings::SqueezeExcitation(config) => {
+                let (c, reduced) = (channels as u64, config.reduced as u64);
                 // Two 1x1 convs with biases on the pooled 1x1 map.
                 let weights = mul(&[2, c, reduced])?;
                 PluginFigures::new(add(&[weights, reduced, c])?, weights, &[output])
             }
-            PluginConfig::ContextBlock {
-                ratio,
-                pooling_type,
-                fusion_types,
-                ..
-            } => {
-                let config = ContextBlockConfig {
-                    channels,
-                    ratio: *ratio,
-                    pooling: *pooling_type,
-                    fusions: fusion_types.clone(),
-                };
-                context_block(&config, positions, output)
-            }
-            PluginConfig::NonLocal2d {
-                reduction,
-                use_scale,
-                mode,
-                sub_sample,
-                ..
-            } => {
-                let config = NonLocal2dConfig {
-                    channels,
-                    reduction: *reduction,
-                    use_scale: *use_scale,
-                    mode: *mode,
-                    sub_sample: *sub_sample,
-                };
-                non_local(&config, [height, width], output)
-            }
-            PluginConfig::GeneralizedAttention(args) => {
-                generalized_attention(&args.config(channels), [height, width], output)
+            PluginSettings::ContextBlock(config) => context_block(&config, positions, output),
+            PluginSettings::NonLocal2d(config) => non_local(&config, [height, width], output),
+            PluginSettings::GeneralizedAttention(config) => {
+                generalized_attention(&config, [height, width], output)
             }
         }
     }

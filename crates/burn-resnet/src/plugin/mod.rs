@@ -222,7 +222,7 @@ impl PluginConfig {
                 fusion_types,
                 ..
             } => {
-                let planes = (channels as f64 * ratio) as usize;
+                let planes = ContextBlockConfig::new(channels, *ratio).planes();
                 if fusion_types.is_empty() {
                     Some("fusion_types is empty; give channel_add and/or channel_mul".into())
                 } else if !(ratio.is_finite() && *ratio > 0.0) || planes == 0 {
@@ -243,50 +243,70 @@ impl PluginConfig {
         }
     }
 
-    /// Build the plugin for `channels` input channels.
-    pub fn init(&self, channels: usize, device: &Device) -> Plugin {
+    /// The module config of this plugin on `channels` input channels: what [`PluginConfig::init`]
+    /// builds and [`PluginConfig::figures`] counts.
+    pub fn settings(&self, channels: usize) -> PluginSettings {
         match self {
             PluginConfig::ContextBlock {
                 ratio,
                 pooling_type,
                 fusion_types,
                 ..
-            } => {
-                let config = ContextBlockConfig {
-                    channels,
-                    ratio: *ratio,
-                    pooling: *pooling_type,
-                    fusions: fusion_types.clone(),
-                };
-                Plugin::ContextBlock(config.init(device))
-            }
+            } => PluginSettings::ContextBlock(ContextBlockConfig {
+                channels,
+                ratio: *ratio,
+                pooling: *pooling_type,
+                fusions: fusion_types.clone(),
+            }),
             PluginConfig::NonLocal2d {
                 reduction,
                 use_scale,
                 mode,
                 sub_sample,
                 ..
-            } => {
-                let config = NonLocal2dConfig {
-                    channels,
-                    reduction: *reduction,
-                    use_scale: *use_scale,
-                    mode: *mode,
-                    sub_sample: *sub_sample,
-                };
-                Plugin::NonLocal2d(config.init(device))
-            }
+            } => PluginSettings::NonLocal2d(NonLocal2dConfig {
+                channels,
+                reduction: *reduction,
+                use_scale: *use_scale,
+                mode: *mode,
+                sub_sample: *sub_sample,
+            }),
             PluginConfig::SqueezeExcitation { rd_ratio, .. } => {
                 let reduced = make_divisible(channels as f64 * rd_ratio, 8);
-                Plugin::SqueezeExcitation(
-                    SqueezeExcitationConfig { channels, reduced }.init(device),
-                )
+                PluginSettings::SqueezeExcitation(SqueezeExcitationConfig { channels, reduced })
             }
             PluginConfig::GeneralizedAttention(args) => {
-                Plugin::GeneralizedAttention(args.config(channels).init(device))
+                PluginSettings::GeneralizedAttention(args.config(channels))
             }
         }
     }
+
+    /// Build the plugin for `channels` input channels.
+    pub fn init(&self, channels: usize, device: &Device) -> Plugin {
+        match self.settings(channels) {
+            PluginSettings::ContextBlock(config) => Plugin::ContextBlock(config.init(device)),
+            PluginSettings::NonLocal2d(config) => Plugin::NonLocal2d(config.init(device)),
+            PluginSettings::SqueezeExcitation(config) => {
+                Plugin::SqueezeExcitation(config.init(device))
+            }
+            PluginSettings::GeneralizedAttention(config) => {
+                Plugin::GeneralizedAttention(config.init(device))
+            }
+        }
+    }
+}
+
+/// A plugin's module config for given input channels ([`PluginConfig::settings`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PluginSettings {
+    /// A ContextBlock's.
+    ContextBlock(ContextBlockConfig),
+    /// A NonLocal2d's.
+    NonLocal2d(NonLocal2dConfig),
+    /// An SE block's.
+    SqueezeExcitation(SqueezeExcitationConfig),
+    /// A GeneralizedAttention's.
+    GeneralizedAttention(GeneralizedAttentionConfig),
 }
 
 /// Check mmdet's `plugins` list against the blocks it will be added to.

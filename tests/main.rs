@@ -8,16 +8,12 @@ mod checkpoints;
 mod config_errors;
 mod configs;
 mod dcn;
-#[cfg(feature = "flex")]
-mod deform_kernels;
 mod export;
 mod fpn;
 mod generalized_attention;
 mod gradients;
 mod group_norm;
 mod init;
-#[cfg(feature = "flex")]
-mod kernels;
 mod non_finite;
 mod parity;
 mod plugins;

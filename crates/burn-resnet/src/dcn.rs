@@ -1,13 +1,11 @@
 //! Deformable convolution for the Bottleneck's 3x3 conv (mmdet `dcn` / `stage_with_dcn`):
-//! mmcv's `DCN` (`DeformConv2dPack`) and `DCNv2` (`ModulatedDeformConv2dPack`) — on the
-//! project's kernels on flex ([`crate::cpu::deform`]), on Burn's `deform_conv2d` elsewhere — and
+//! mmcv's `DCN` (`DeformConv2dPack`) and `DCNv2` (`ModulatedDeformConv2dPack`) — run by
+//! the deformable conv of `ops` (the project's kernels on flex, Burn's elsewhere) — and
 //! [`SpatialConv`], the regular-or-deformable `conv2` of a Bottleneck.
 
 use burn::module::{Module, Param};
 use burn::nn::conv::Conv2d;
 use burn::tensor::activation::sigmoid;
-use burn::tensor::module::deform_conv2d;
-use burn::tensor::ops::DeformConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -203,7 +201,7 @@ impl DeformConv {
 
     /// The offsets (and DCNv2's masks) for `x`, then the deformable conv.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let out = crate::fused::conv_forward(&self.conv_offset, x.clone());
+        let out = crate::ops::conv2d(&self.conv_offset, x.clone());
         let samples = self.deform_groups * self.spec.kernel * self.spec.kernel;
         // mmcv's DCNv2 chunks the output in three and concatenates the first two as the
         // offsets: that is the first two thirds as they are.
@@ -214,48 +212,14 @@ impl DeformConv {
                 Some(sigmoid(out.narrow(1, 2 * samples, samples))),
             ),
         };
-        #[cfg(feature = "flex")]
-        {
-            let s = &self.spec;
-            let geometry = crate::cpu::deform::DeformGeometry {
-                conv: crate::cpu::conv::ConvGeometry {
-                    input: x.dims(),
-                    out_channels: s.out_channels,
-                    kernel: [s.kernel, s.kernel],
-                    stride: [s.stride, s.stride],
-                    padding: [s.padding, s.padding],
-                    dilation: [s.dilation, s.dilation],
-                    groups: s.groups,
-                },
-                deform_groups: self.deform_groups,
-            };
-            let bias = self.bias.as_ref().map(Param::val);
-            if let Some(out) = crate::cpu::try_deform_conv2d(
-                &x,
-                &offset,
-                mask.as_ref(),
-                &self.weight.val(),
-                bias.as_ref(),
-                &geometry,
-            ) {
-                return out;
-            }
-        }
-        let s = self.spec;
-        let options = DeformConvOptions::new(
-            [s.stride, s.stride],
-            [s.padding, s.padding],
-            [s.dilation, s.dilation],
-            s.groups,
-            self.deform_groups,
-        );
-        deform_conv2d(
+        crate::ops::deform_conv2d(
             x,
             offset,
-            self.weight.val(),
             mask,
+            self.weight.val(),
             self.bias.as_ref().map(Param::val),
-            options,
+            &self.spec,
+            self.deform_groups,
         )
     }
 }

@@ -39,22 +39,20 @@ pub mod backend;
 pub mod block;
 pub mod config;
 pub mod conv;
-#[cfg(feature = "flex")]
-pub mod cpu;
 pub mod dcn;
 pub mod error;
 pub mod export;
 pub mod features;
+#[cfg(feature = "flex")]
+mod flex_kernels;
 mod fold;
 pub mod fpn;
-mod fused;
 pub mod layer;
 pub mod memory;
 pub mod norm;
+mod ops;
 mod overflow;
 pub mod plugin;
-#[cfg(feature = "flex")]
-mod recompute;
 pub mod stem;
 pub mod summary;
 pub mod weights;
@@ -73,12 +71,5 @@ pub use summary::{ModelSummary, StageSummary};
 /// op so far: what shows that `with_cp` took effect (it falls back to the plain block off flex's
 /// autodiff device, with plugins or an `avg_down` shortcut; see `ResNetConfig::with_cp`).
 pub fn recomputed_blocks_on_this_thread() -> usize {
-    #[cfg(feature = "flex")]
-    {
-        recompute::RECOMPUTED_BLOCKS.with(std::cell::Cell::get)
-    }
-    #[cfg(not(feature = "flex"))]
-    {
-        0
-    }
+    ops::recomputed_blocks_on_this_thread()
 }

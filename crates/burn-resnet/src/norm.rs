@@ -6,10 +6,11 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, Identity};
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor, module};
+use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ResNetError, Result};
+use crate::ops;
 
 /// mmdet `norm_cfg`: which norm follows each conv. TOML: a `[norm_cfg]` table with a `type`.
 /// Default: `type = "BN"`, `requires_grad = true`, `eps = 1e-5`, `momentum = 0.1` (mmdet's).
@@ -224,7 +225,7 @@ impl Norm {
     }
 
     /// [`Norm::forward`], then a ReLU if `apply_relu`; BatchNorm training on flex runs the two
-    /// as one op ([`crate::cpu::try_batch_norm_train`]).
+    /// as one op (`crate::ops::batch_norm_train`).
     pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: StageMode) -> Tensor<4> {
         if let Some(norm) = self.training_batch_norm(mode, x.device().is_autodiff()) {
             return batch_norm_train(norm, x, apply_relu, mode.train_affine);
@@ -331,30 +332,9 @@ fn batch_norm_train(
 ) -> Tensor<4> {
     let dims = x.dims();
     let (gamma, beta) = affine_values(norm, train_affine);
-    #[cfg(feature = "flex")]
-    if let Some(result) =
-        crate::cpu::try_batch_norm_train(&x, &gamma, &beta, norm.epsilon, apply_relu)
-    {
-        let device = x.device();
-        let channels = [result.mean.len()];
-        let mean = Tensor::from_data(
-            burn::tensor::TensorData::new(result.mean, channels),
-            &device,
-        );
-        let variance = Tensor::from_data(
-            burn::tensor::TensorData::new(result.variance, channels),
-            &device,
-        );
-        update_running_statistics(norm, mean, variance, dims);
-        return result.output;
-    }
-    let result = module::batch_norm_train(x, gamma, beta, norm.epsilon);
-    update_running_statistics(norm, result.mean, result.variance, dims);
-    if apply_relu {
-        relu(result.output)
-    } else {
-        result.output
-    }
+    let step = ops::batch_norm_train(x, gamma, beta, norm.epsilon, apply_relu);
+    update_running_statistics(norm, step.mean, step.variance, dims);
+    step.output
 }
 
 /// Move a BatchNorm's running statistics towards a batch's `mean` and biased `variance`
@@ -399,7 +379,7 @@ pub(crate) fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor
 
 /// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen), then a ReLU if
 /// `apply_relu`: the statistics are read, never updated, whatever the layer's training flag
-/// says. On flex's autodiff device it runs as one op ([`crate::cpu::try_batch_norm_eval`]).
+/// says. On flex's autodiff device it runs as one op (`crate::ops::batch_norm_eval`).
 fn batch_norm_eval(
     norm: &BatchNorm,
     x: Tensor<4>,
@@ -407,29 +387,15 @@ fn batch_norm_eval(
     apply_relu: bool,
 ) -> Tensor<4> {
     let (gamma, beta) = affine_values(norm, train_affine);
-    #[cfg(feature = "flex")]
-    if x.device().is_autodiff() {
-        let read = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().ok();
-        if let (Some(mean), Some(variance)) = (
-            read(norm.running_mean.value_sync()),
-            read(norm.running_var.value_sync()),
-        ) && let Some(out) = crate::cpu::try_batch_norm_eval(
-            &x,
-            &gamma,
-            &beta,
-            &mean,
-            &variance,
-            norm.epsilon,
-            apply_relu,
-        ) {
-            return out;
-        }
-    }
-    let device = x.device();
-    let mean = norm.running_mean.value_sync().to_device(&device);
-    let variance = norm.running_var.value_sync().to_device(&device);
-    let out = module::batch_norm(x, gamma, beta, mean, variance, norm.epsilon);
-    if apply_relu { relu(out) } else { out }
+    ops::batch_norm_eval(
+        x,
+        gamma,
+        beta,
+        norm.running_mean.value_sync(),
+        norm.running_var.value_sync(),
+        norm.epsilon,
+        apply_relu,
+    )
 }
 
 /// GroupNorm: each sample's channels in `groups` groups, normalised by their own mean and

@@ -3,14 +3,12 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::module::max_pool2d;
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::ResNetSpec;
 use crate::conv::{ConvSpec, checked_output_size};
-use crate::fused::conv_norm_act;
 use crate::norm::{Norm, StageMode};
+use crate::ops::{conv_norm_act, max_pool2d};
 
 /// The convolutions of the stem for a validated config, in order.
 ///
@@ -80,20 +78,6 @@ impl Stem {
     /// The max-pool that follows the stem.
     pub fn pool(x: Tensor<4>) -> Tensor<4> {
         let (kernel, stride, padding) = STEM_POOL;
-        #[cfg(feature = "flex")]
-        if let Some(pooled) = crate::cpu::try_max_pool2d(&x, kernel, stride, padding) {
-            return pooled;
-        }
-        let options = MaxPoolOptions::new([kernel; 2])
-            .with_stride([stride; 2])
-            .with_padding([padding; 2]);
-        if crate::backend::propagates_nan_in_max_pool(&x.device()) {
-            return max_pool2d(x, options);
-        }
-        // PyTorch's max-pool gives NaN for a window holding a NaN; Burn 0.22's ndarray max-pool
-        // drops it (and wgpu's is not relied on). Windows with a NaN are found by pooling the
-        // NaN mask, and set to NaN.
-        let nan_windows = max_pool2d(x.clone().is_nan().float(), options.clone()).greater_elem(0.0);
-        max_pool2d(x, options).mask_fill(nan_windows, f32::NAN)
+        max_pool2d(x, kernel, stride, padding)
     }
 }

@@ -6,8 +6,8 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
-use crate::fused::conv_norm_act;
 use crate::norm::{Norm, NormConfig, StageMode};
+use crate::ops::conv_norm_act;
 use crate::plugin::PluginStack;
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
@@ -56,11 +56,10 @@ impl BasicBlock {
 
     /// Run the block.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
-        #[cfg(feature = "flex")]
         if self.after_conv1.is_empty() && self.after_conv2.is_empty() {
             let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)];
             if let Some(out) =
-                crate::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
+                crate::ops::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }

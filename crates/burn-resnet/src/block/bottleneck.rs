@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::dcn::SpatialConv;
-use crate::fused::conv_norm_act;
 use crate::norm::{Norm, NormConfig, StageMode};
+use crate::ops::conv_norm_act;
 use crate::plugin::PluginStack;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
@@ -67,7 +67,6 @@ impl Bottleneck {
 
     /// Run the block.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
-        #[cfg(feature = "flex")]
         if let (true, SpatialConv::Regular(conv2)) = (self.plugins_empty(), &self.conv2) {
             let main = [
                 (&self.conv1, &self.norm1),
@@ -75,7 +74,7 @@ impl Bottleneck {
                 (&self.conv3, &self.norm3),
             ];
             if let Some(out) =
-                crate::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
+                crate::ops::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }
@@ -110,7 +109,6 @@ impl Bottleneck {
     }
 
     /// Whether no position has plugins.
-    #[cfg(feature = "flex")]
     fn plugins_empty(&self) -> bool {
         self.after_conv1.is_empty() && self.after_conv2.is_empty() && self.after_conv3.is_empty()
     }

@@ -7,8 +7,8 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
-use crate::fused::conv_norm_act;
 use crate::norm::{Norm, NormConfig, StageMode};
+use crate::ops::conv_norm_act;
 
 /// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The project's conv as a differentiable op on flex's autodiff device: the forward pass is
-//! [`super::conv::conv2d`] and the backward pass [`super::conv_backward`], registered with
+//! [`super::forward::conv2d`] and the backward pass [`super::backward`], registered with
 //! Burn's autodiff graph through its `Backward` trait (the handwritten-backward route of Burn
 //! 0.22's backend extensions).
 
@@ -10,9 +10,9 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use super::conv::{ConvGeometry, Epilogue, conv2d};
-use super::conv_backward::{input_grad, weight_grad};
-use super::{FlexAutodiff, float_slice, into_primitive};
+use super::backward::{input_grad, weight_grad};
+use super::forward::{ConvGeometry, Epilogue, conv2d};
+use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
 
 /// What the backward pass needs: the input and the weight (shared with the graph, not copied).
 #[derive(Clone)]

@@ -1,6 +1,6 @@
-//! [`super::deform::deform_conv2d`] as a differentiable op on flex's autodiff device (gradients
-//! for the input, the offsets, the masks and the weight), registered like the conv in
-//! `autodiff.rs`.
+//! [`super::forward::deform_conv2d`] as a differentiable op on flex's autodiff device (gradients
+//! for the input, the offsets, the masks and the weight from [`super::backward`]), registered
+//! like the conv in `conv/autodiff.rs`.
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
@@ -9,8 +9,10 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use super::deform::{DeformGeometry, deform_conv2d, deform_conv2d_backward};
-use super::{FlexAutodiff, float_slice, into_primitive};
+use super::DeformGeometry;
+use super::backward::deform_conv2d_backward;
+use super::forward::deform_conv2d;
+use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
 
 /// The forward pass's tensors (shared with the graph, not copied).
 #[derive(Clone)]

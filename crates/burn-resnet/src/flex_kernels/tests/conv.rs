@@ -1,31 +1,13 @@
-//! The project's own CPU kernels (`burn_resnet::cpu`) against Burn's stock ops on flex, and the
-//! cases where they must stand aside.
+//! The conv with its epilogue, eval-mode BatchNorm and gradients.
 
 use burn::module::Module;
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::tensor::activation::relu;
-use burn::tensor::module::{batch_norm_train, max_pool2d};
-use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::{
-    try_batch_norm_eval, try_batch_norm_train, try_conv2d, try_conv2d_autodiff,
-    try_conv2d_batch_norm, try_max_pool2d,
-};
 
-use crate::common::values;
-
-/// Largest absolute difference over the largest magnitude of `expected`.
-fn relative_difference(actual: Tensor<4>, expected: Tensor<4>) -> f32 {
-    assert_eq!(actual.dims(), expected.dims(), "shape");
-    let (actual, expected) = (values(actual), values(expected));
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let diff = actual
-        .iter()
-        .zip(&expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
-}
+use super::relative_difference;
+use crate::flex_kernels::conv::{try_conv2d, try_conv2d_autodiff, try_conv2d_batch_norm};
 
 struct ConvCase {
     batch: usize,
@@ -266,134 +248,6 @@ fn differentiable_conv_matches_burn_conv_gradients() {
 }
 
 #[test]
-fn batch_norm_train_matches_burn_batch_norm_and_relu() {
-    let device = Device::flex().autodiff();
-    let n = Distribution::Normal(0.0, 1.0);
-    for (shape, relu_after) in [
-        ([4, 6, 7, 5], true),
-        ([2, 3, 9, 9], false),
-        ([1, 5, 1, 3], true),
-    ] {
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
-        let gamma = Tensor::<1>::random([shape[1]], n, &device).require_grad();
-        let beta = Tensor::<1>::random([shape[1]], n, &device).require_grad();
-        let stock = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-        let expected = if relu_after {
-            relu(stock.output)
-        } else {
-            stock.output
-        };
-        let weights = Tensor::<4>::random(shape, n, &device);
-        let expected_grads = (expected.clone() * weights.clone()).sum().backward();
-        let ours =
-            try_batch_norm_train(&x, &gamma, &beta, 1e-5, relu_after).expect("flex autodiff f32");
-        let label = format!("{shape:?} relu {relu_after}");
-        let difference = relative_difference(ours.output.clone(), expected);
-        assert!(
-            difference < 1e-5,
-            "{label}: output relative difference {difference:e}"
-        );
-        for (name, actual, reference) in [
-            ("mean", &ours.mean, stock.mean),
-            ("variance", &ours.variance, stock.variance),
-        ] {
-            let reference = values(reference);
-            let worst = actual
-                .iter()
-                .zip(&reference)
-                .fold(0f32, |m, (a, e)| m.max((a - e).abs() / e.abs().max(1e-3)));
-            assert!(
-                worst < 1e-5,
-                "{label}: {name} relative difference {worst:e}"
-            );
-        }
-        let grads = (ours.output * weights).sum().backward();
-        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
-    }
-}
-
-/// The gradients of a norm's input, gamma and beta in `grads` against `expected` (1e-4).
-fn assert_norm_gradients_match(
-    label: &str,
-    (x, gamma, beta): (&Tensor<4>, &Tensor<1>, &Tensor<1>),
-    grads: &burn::tensor::Gradients,
-    expected: &burn::tensor::Gradients,
-) {
-    let channels = gamma.dims()[0];
-    let reshape = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
-    for (name, actual, reference) in [
-        ("input", x.grad(grads), x.grad(expected)),
-        (
-            "gamma",
-            gamma.grad(grads).map(reshape),
-            gamma.grad(expected).map(reshape),
-        ),
-        (
-            "beta",
-            beta.grad(grads).map(reshape),
-            beta.grad(expected).map(reshape),
-        ),
-    ] {
-        let difference =
-            relative_difference(actual.expect("gradient"), reference.expect("gradient"));
-        assert!(
-            difference < 1e-4,
-            "{label}: {name} gradient relative difference {difference:e}"
-        );
-    }
-}
-
-/// BatchNorm on running statistics with trainable affine parameters (`norm_eval`), + ReLU.
-#[test]
-fn batch_norm_eval_matches_burn_batch_norm_and_relu() {
-    use burn::tensor::module::batch_norm;
-    let device = Device::flex().autodiff();
-    let n = Distribution::Normal(0.0, 1.0);
-    // Odd plane sizes exercise the lanes' tails.
-    for (shape, relu_after) in [
-        ([4, 6, 7, 5], true),
-        ([2, 3, 9, 9], false),
-        ([1, 5, 4, 4], true),
-    ] {
-        let channels = shape[1];
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
-        let gamma = Tensor::<1>::random([channels], n, &device).require_grad();
-        let beta = Tensor::<1>::random([channels], n, &device).require_grad();
-        let mean = Tensor::<1>::random([channels], n, &device);
-        let variance = Tensor::<1>::random([channels], Distribution::Uniform(0.5, 2.0), &device);
-        let stock = batch_norm(
-            x.clone(),
-            gamma.clone(),
-            beta.clone(),
-            mean.clone(),
-            variance.clone(),
-            1e-5,
-        );
-        let expected = if relu_after { relu(stock) } else { stock };
-        let weights = Tensor::<4>::random(shape, n, &device);
-        let expected_grads = (expected.clone() * weights.clone()).sum().backward();
-        let ours = try_batch_norm_eval(
-            &x,
-            &gamma,
-            &beta,
-            &values(mean),
-            &values(variance),
-            1e-5,
-            relu_after,
-        )
-        .expect("flex autodiff f32");
-        let label = format!("{shape:?} relu {relu_after}");
-        let difference = relative_difference(ours.clone(), expected);
-        assert!(
-            difference < 1e-5,
-            "{label}: output relative difference {difference:e}"
-        );
-        let grads = (ours * weights).sum().backward();
-        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
-    }
-}
-
-#[test]
 fn fused_conv_stands_aside_where_it_does_not_apply() {
     let device = Device::flex();
     let x = Tensor::<4>::ones([1, 8, 6, 6], &device);
@@ -420,106 +274,11 @@ fn fused_conv_stands_aside_where_it_does_not_apply() {
     );
     #[cfg(feature = "ndarray")]
     {
-        let ndarray = burn_resnet::BackendKind::Ndarray.device().expect("enabled");
+        let ndarray = crate::BackendKind::Ndarray.device().expect("enabled");
         let conv = plain.fork(&ndarray);
         assert!(
             try_conv2d(&conv, &x.fork(&ndarray), None, false).is_none(),
             "ndarray device"
         );
     }
-}
-
-#[test]
-fn max_pool_matches_burn_max_pool() {
-    let device = Device::flex();
-    for (shape, kernel, stride, padding) in [
-        ([2, 5, 17, 12], 3, 2, 1),
-        ([1, 3, 9, 10], 2, 2, 0),
-        ([1, 2, 8, 8], 3, 1, 1),
-    ] {
-        let x = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device);
-        let options = MaxPoolOptions::new([kernel; 2])
-            .with_stride([stride; 2])
-            .with_padding([padding; 2]);
-        let expected = max_pool2d(x.clone(), options);
-        let actual = try_max_pool2d(&x, kernel, stride, padding).expect("plain flex f32");
-        assert_eq!(
-            values(actual),
-            values(expected),
-            "{shape:?} k{kernel} s{stride} p{padding}"
-        );
-    }
-    assert!(
-        try_max_pool2d(&Tensor::<4>::ones([1, 1, 4, 4], &device), 3, 2, 2).is_none(),
-        "padding over half the window"
-    );
-}
-
-/// The fused ReLU keeps NaN and its backward is PyTorch's select: the gradient passes where the
-/// output is NaN, and is exactly 0 where the output is `<= 0`, even for an infinite incoming
-/// gradient (a multiply by a 0/1 mask would give 0 and NaN there). Against Burn's stock ReLU,
-/// which does the same, on an eval-mode BatchNorm with a NaN input element.
-#[test]
-fn batch_norm_relu_keeps_nan_and_selects_gradients_as_pytorch() {
-    let device = Device::flex().autodiff();
-    let shape = [2, 3, 4, 5];
-    let mut data = values(Tensor::<4>::random(
-        shape,
-        Distribution::Normal(0.0, 1.0),
-        &Device::flex(),
-    ));
-    data[7] = f32::NAN;
-    let x = Tensor::<4>::from_data(burn::tensor::TensorData::new(data.clone(), shape), &device)
-        .require_grad();
-    let gamma = Tensor::<1>::from_data([1.5f32, -0.5, 2.0], &device).require_grad();
-    let beta = Tensor::<1>::from_data([0.1f32, 0.2, -0.3], &device).require_grad();
-    let (mean, variance) = ([0.1f32, -0.2, 0.3], [1.0f32, 2.0, 0.5]);
-    let ours = try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, 1e-5, true)
-        .expect("flex autodiff f32");
-    let stock = relu(burn::tensor::module::batch_norm(
-        x.clone(),
-        gamma.clone(),
-        beta.clone(),
-        Tensor::from_data(mean, &device),
-        Tensor::from_data(variance, &device),
-        1e-5,
-    ));
-    let (out, expected) = (values(ours.clone()), values(stock.clone()));
-    assert!(
-        out[7].is_nan() && expected[7].is_nan(),
-        "ReLU of NaN: {} (stock {})",
-        out[7],
-        expected[7]
-    );
-    // An infinite incoming gradient where the ReLU blocked (output 0).
-    let blocked = expected
-        .iter()
-        .position(|v| *v == 0.0)
-        .expect("a negative pre-activation");
-    let mut upstream = vec![1.0f32; data.len()];
-    upstream[blocked] = f32::INFINITY;
-    let upstream = Tensor::<4>::from_data(burn::tensor::TensorData::new(upstream, shape), &device);
-    let grad_x = |output: Tensor<4>| {
-        values(
-            x.grad(&(output * upstream.clone()).sum().backward())
-                .unwrap(),
-        )
-    };
-    let (ours, stock) = (grad_x(ours), grad_x(stock));
-    for (i, (a, e)) in ours.iter().zip(&stock).enumerate() {
-        assert_eq!(a.is_nan(), e.is_nan(), "dx[{i}]: {a} vs stock {e}");
-        assert!(
-            e.is_nan() || (a - e).abs() <= 1e-5 * e.abs().max(1.0),
-            "dx[{i}]: {a} vs stock {e}"
-        );
-    }
-    assert!(
-        ours[7].is_finite() && ours[7] != 0.0,
-        "the gradient passes a NaN output: dx[7] = {}",
-        ours[7]
-    );
-    assert_eq!(
-        ours[blocked], 0.0,
-        "an Inf gradient where the ReLU blocked gives 0"
-    );
 }

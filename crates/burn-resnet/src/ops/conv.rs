@@ -1,7 +1,6 @@
-//! One `conv → norm → (+ residual) → (ReLU)` step, run by the project's CPU kernels where they
-//! apply ([`crate::cpu`]: the whole step in one pass on plain flex, with folded or eval-mode
-//! BatchNorms; the conv, and the norm with its ReLU, on flex's autodiff device) and by Burn's
-//! ops otherwise.
+//! The convolution, and one `conv → norm → (+ residual) → (ReLU)` step: on plain flex the whole
+//! step in one pass (folded or eval-mode BatchNorms), on flex's autodiff device the conv and the
+//! norm with its ReLU as the project's ops, elsewhere Burn's ops.
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -20,11 +19,12 @@ pub(crate) fn conv_norm_act(
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
     {
+        use crate::flex_kernels::conv::{try_conv2d, try_conv2d_batch_norm};
         let fused = match norm {
-            Norm::Folded(_) => crate::cpu::try_conv2d(conv, &x, residual.as_ref(), apply_relu),
+            Norm::Folded(_) => try_conv2d(conv, &x, residual.as_ref(), apply_relu),
             // On a plain device a BatchNorm always runs on its running statistics.
             Norm::Batch(bn) | Norm::Frozen(bn) if !x.device().is_autodiff() => {
-                crate::cpu::try_conv2d_batch_norm(conv, bn, &x, residual.as_ref(), apply_relu)
+                try_conv2d_batch_norm(conv, bn, &x, residual.as_ref(), apply_relu)
             }
             _ => None,
         };
@@ -32,7 +32,7 @@ pub(crate) fn conv_norm_act(
             return out;
         }
     }
-    let out = conv_forward(conv, x);
+    let out = conv2d(conv, x);
     match residual {
         None => norm.forward_relu(out, apply_relu, mode),
         Some(residual) => {
@@ -44,10 +44,10 @@ pub(crate) fn conv_norm_act(
 
 /// `conv(x)`: the project's differentiable CPU conv on flex's autodiff device, its inference
 /// conv on plain flex, Burn's conv otherwise.
-pub(crate) fn conv_forward(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     #[cfg(feature = "flex")]
-    if let Some(out) = crate::cpu::try_conv2d_autodiff(conv, &x)
-        .or_else(|| crate::cpu::try_conv2d(conv, &x, None, false))
+    if let Some(out) = crate::flex_kernels::conv::try_conv2d_autodiff(conv, &x)
+        .or_else(|| crate::flex_kernels::conv::try_conv2d(conv, &x, None, false))
     {
         return out;
     }

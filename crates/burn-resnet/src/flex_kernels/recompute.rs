@@ -15,8 +15,8 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
 use super::batch_norm::{ChannelStats, batch_norm_backward, batch_norm_forward};
+use super::conv::backward::{input_grad, weight_grad};
 use super::conv::{ConvGeometry, Epilogue, conv2d};
-use super::conv_backward::{input_grad, weight_grad};
 use super::{FlexAutodiff, float_slice, into_primitive};
 
 /// The most units a block has: three convs on the main path and the projection.

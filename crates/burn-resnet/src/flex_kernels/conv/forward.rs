@@ -11,7 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::{Matrix, SendPtr, matmul};
+use crate::flex_kernels::{Matrix, SendPtr, matmul};
 
 /// Shape and hyper-parameters of one 2-D convolution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,13 +261,15 @@ fn conv_block(
                 None => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
             }
             if epilogue.relu {
-                dst.iter_mut().for_each(|v| *v = super::relu(*v));
+                dst.iter_mut()
+                    .for_each(|v| *v = crate::flex_kernels::relu(*v));
             }
         }
     } else if epilogue.relu {
         for channel in channels {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
-            dst.iter_mut().for_each(|v| *v = super::relu(*v));
+            dst.iter_mut()
+                .for_each(|v| *v = crate::flex_kernels::relu(*v));
         }
     }
 }

@@ -1,14 +1,13 @@
-//! The project's deformable conv (`burn_resnet::cpu::deform`) against Burn's stock
+//! The project's deformable conv against Burn's stock
 //! `deform_conv2d` on flex: outputs, and gradients of the input, offsets, masks and weight.
 
 use burn::tensor::module::deform_conv2d;
 use burn::tensor::ops::DeformConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::cpu::conv::ConvGeometry;
-use burn_resnet::cpu::deform::DeformGeometry;
-use burn_resnet::cpu::try_deform_conv2d;
 
-use crate::common::{l2_relative, values};
+use super::{l2_relative, values};
+use crate::flex_kernels::conv::ConvGeometry;
+use crate::flex_kernels::deform::{DeformGeometry, try_deform_conv2d};
 
 struct Case {
     batch: usize,

@@ -1,4 +1,4 @@
-//! Gradients of [`super::conv::conv2d`] (no epilogue), one GEMM per image and group each:
+//! Gradients of [`super::forward::conv2d`] (no epilogue), one GEMM per image and group each:
 //!
 //! - input: `dcol = Wᵀ · dY`, scattered back onto the input positions (`col2im`); a pointwise
 //!   conv writes `Wᵀ · dY` straight into the input gradient;
@@ -6,12 +6,12 @@
 //!   conv reads the input in place), one accumulator per thread, summed in a fixed order.
 //!
 //! Burn 0.22's flex computes these through generic transposed convolutions that are 5–15x
-//! slower than the forward conv on ResNet-50's shapes (`examples/train_profile.rs`).
+//! slower than the forward conv on ResNet-50's shapes (the `op_profile` test).
 
 use rayon::prelude::*;
 
-use super::conv::{ConvGeometry, im2col_rows};
-use super::{Matrix, matmul};
+use super::forward::{ConvGeometry, im2col_rows};
+use crate::flex_kernels::{Matrix, matmul};
 
 /// Gradient of the loss with respect to the conv's input, `[batch, in, h, w]`.
 pub fn input_grad(weight: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> Vec<f32> {

@@ -1,0 +1,81 @@
+//! BatchNorm's forward pass: per-channel statistics (accumulated in f64) and the affine map,
+//! with an optional ReLU, one pass each, channels in parallel.
+
+use rayon::prelude::*;
+
+use super::{ChannelStats, channel_planes, planes};
+use crate::flex_kernels::{SendPtr, batch_norm_affine};
+
+/// Call `f(channel, range, output[range])` for every plane of every channel, channels in
+/// parallel.
+fn for_each_plane(
+    output: &mut [f32],
+    shape: [usize; 4],
+    f: impl Fn(usize, std::ops::Range<usize>, &mut [f32]) + Sync,
+) {
+    let ptr = SendPtr(output.as_mut_ptr());
+    let len = output.len();
+    assert_eq!(len, shape.iter().product::<usize>());
+    (0..shape[1]).into_par_iter().for_each(|channel| {
+        // SAFETY: `output` has the shape's size, and this task alone handles `channel`.
+        for (range, out) in unsafe { channel_planes(ptr, shape, channel) } {
+            f(channel, range, out);
+        }
+    });
+}
+
+/// The output of BatchNorm (+ ReLU) with batch statistics, and those statistics; `known`
+/// `(mean, variance)` (from an earlier pass over the same `x`, or running statistics) are used
+/// instead of computing them.
+pub(crate) fn batch_norm_forward(
+    x: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    shape: [usize; 4],
+    epsilon: f64,
+    relu: bool,
+    known: Option<(&[f32], &[f32])>,
+) -> (Vec<f32>, ChannelStats) {
+    let count = (shape[0] * shape[2] * shape[3]) as f64;
+    let (mean, variance): (Vec<f32>, Vec<f32>) = match known {
+        Some((mean, variance)) => (mean.to_vec(), variance.to_vec()),
+        None => batch_statistics(x, shape, count),
+    };
+    let (scale, shift) = batch_norm_affine(gamma, beta, &mean, &variance, epsilon);
+    let stats = ChannelStats {
+        mean,
+        variance,
+        scale,
+        shift,
+    };
+    let mut output = vec![0.0f32; x.len()];
+    for_each_plane(&mut output, shape, |channel, range, out| {
+        let (scale, shift) = (stats.scale[channel], stats.shift[channel]);
+        for (o, &v) in out.iter_mut().zip(&x[range]) {
+            let y = v * scale + shift;
+            *o = if relu {
+                crate::flex_kernels::relu(y)
+            } else {
+                y
+            };
+        }
+    });
+    (output, stats)
+}
+
+/// Per-channel mean and biased variance, accumulated in f64.
+fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<f32>) {
+    (0..shape[1])
+        .into_par_iter()
+        .map(|channel| {
+            let sum: f64 = planes(shape, channel)
+                .map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>())
+                .sum();
+            let mean = sum / count;
+            let squares: f64 = planes(shape, channel)
+                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .sum();
+            (mean as f32, (squares / count) as f32)
+        })
+        .unzip()
+}

@@ -1,0 +1,179 @@
+//! The project's own CPU kernels, on the `flex` backend only, where Burn's stock ops are the
+//! limit (docs/performance.md): the convolution with its bias, residual add and ReLU fused, and
+//! its gradients ([`conv`]); the deformable conv ([`deform`]); BatchNorm's training step and its
+//! running-statistics form with their ReLU ([`batch_norm`]); the stem's max-pool
+//! ([`max_pool`]); and a whole residual block recomputed in the backward pass for `with_cp`
+//! ([`recompute`]). Each op has its forward pass, its gradients and their registration with
+//! flex's autodiff (`forward.rs`, `backward.rs`, `autodiff.rs`), and `try_*` entries that take
+//! Burn tensors and return `None` where the kernels do not apply.
+//!
+//! Model code never calls these: it calls [`crate::ops`], which tries them and falls back to
+//! Burn's ops. The tensors are borrowed from flex without copying, through Burn 0.22's primitive
+//! access (`Tensor::try_into_primitive`, the `extension` feature). Inference kernels run on
+//! plain flex; the differentiable ones on flex's autodiff device. Everything else — other
+//! backends, `Same` padding, non-f32 tensors, autodiff with a checkpointing strategy — takes
+//! Burn's stock ops. Parity between the two paths is tested (`tests.rs`).
+
+pub(crate) mod batch_norm;
+pub(crate) mod conv;
+pub(crate) mod deform;
+pub(crate) mod max_pool;
+pub(crate) mod recompute;
+#[cfg(test)]
+mod tests;
+
+use burn::tensor::{DType, Tensor, TensorData};
+use burn_flex::{Flex, FlexTensor};
+
+/// The autodiff backend of `Device::flex().autodiff()`.
+type FlexAutodiff =
+    burn_autodiff::Autodiff<Flex, burn_autodiff::checkpoint::strategy::NoCheckpointing>;
+
+/// PyTorch's ReLU: 0 for negative inputs, the input otherwise, so NaN stays NaN (`f32::max`
+/// would return 0 for a NaN and hide it). Branch-free after optimisation (a compare and a blend).
+#[inline(always)]
+fn relu(v: f32) -> f32 {
+    if v < 0.0 { 0.0 } else { v }
+}
+
+/// PyTorch's ReLU backward (`threshold_backward`): the gradient `g` passes unless the ReLU's
+/// output `y` is `<= 0`, so a NaN output passes it, and a blocked position gives exactly 0 even
+/// for an infinite or NaN `g` (a select, not a multiply by a 0/1 mask).
+#[inline(always)]
+fn relu_backward(y: f32, g: f32) -> f32 {
+    if y <= 0.0 { 0.0 } else { g }
+}
+
+/// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
+/// parts of one output (each use states why its writes are disjoint).
+#[derive(Clone, Copy)]
+struct SendPtr(*mut f32);
+// SAFETY: a plain address; every dereference is justified where it happens.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut f32 {
+        self.0
+    }
+}
+
+/// A strided view of an `f32` matrix: element `(i, j)` at `ptr + i·row_stride + j·col_stride`.
+#[derive(Clone, Copy)]
+struct Matrix<P> {
+    ptr: P,
+    row_stride: isize,
+    col_stride: isize,
+}
+
+impl<P> Matrix<P> {
+    /// A row-major matrix whose rows are `row_stride` apart.
+    fn rows(ptr: P, row_stride: usize) -> Self {
+        Self {
+            ptr,
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
+    }
+
+    /// The transpose of a row-major matrix whose rows are `row_stride` apart.
+    fn transposed(ptr: P, row_stride: usize) -> Self {
+        Self {
+            ptr,
+            row_stride: 1,
+            col_stride: row_stride as isize,
+        }
+    }
+}
+
+/// `dst = lhs · rhs` (`accumulate`: `dst += lhs · rhs`) for an `m × k` lhs and a `k × n` rhs,
+/// on the calling thread, through the `gemm` crate.
+///
+/// # Safety
+/// Every view must be valid for reads (and `dst` for writes) over its whole shape.
+unsafe fn matmul(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: Matrix<*mut f32>,
+    accumulate: bool,
+    lhs: Matrix<*const f32>,
+    rhs: Matrix<*const f32>,
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst.col_stride,
+            dst.row_stride,
+            accumulate,
+            lhs.ptr,
+            lhs.col_stride,
+            lhs.row_stride,
+            rhs.ptr,
+            rhs.col_stride,
+            rhs.row_stride,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// The flex primitive behind `tensor`, if it is a plain-flex `f32` tensor (shares its buffer).
+fn flex_f32<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
+    if tensor.device().is_autodiff() || tensor.is_require_grad() || tensor.is_tracked() {
+        return None;
+    }
+    let primitive = tensor.clone().try_into_primitive::<Flex>().ok()?;
+    float_slice(&primitive)?;
+    Some(primitive)
+}
+
+/// [`flex_f32`] of a tensor in any layout, made contiguous (copied only if it is not).
+fn flex_f32_contiguous<const D: usize>(tensor: &Tensor<D>) -> Option<FlexTensor> {
+    if tensor.device().is_autodiff() || tensor.is_require_grad() || tensor.is_tracked() {
+        return None;
+    }
+    let primitive = tensor
+        .clone()
+        .try_into_primitive::<Flex>()
+        .ok()?
+        .to_contiguous();
+    float_slice(&primitive)?;
+    Some(primitive)
+}
+
+/// The values of a contiguous `f32` flex tensor.
+fn float_slice(tensor: &FlexTensor) -> Option<&[f32]> {
+    (tensor.dtype() == DType::F32)
+        .then(|| tensor.as_slice::<f32>())
+        .flatten()
+}
+
+/// A BatchNorm's per-channel affine map from statistics: `scale = γ/√(var + ε)` and
+/// `shift = β − mean · scale`, so that the norm is `x · scale + shift`.
+fn batch_norm_affine(
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    variance: &[f32],
+    epsilon: f64,
+) -> (Vec<f32>, Vec<f32>) {
+    (0..gamma.len())
+        .map(|c| {
+            let scale = (gamma[c] as f64 / (variance[c] as f64 + epsilon).sqrt()) as f32;
+            (scale, beta[c] - mean[c] * scale)
+        })
+        .unzip()
+}
+
+/// A kernel's output as a flex primitive (moves the vector, no copy).
+fn into_primitive<const D: usize>(values: Vec<f32>, shape: [usize; D]) -> FlexTensor {
+    FlexTensor::from_data(TensorData::new(values, shape))
+}

@@ -6,7 +6,7 @@ weights and statistics, tests/fixtures/parity/) and its input, sets one input pi
 runs mmdet's real ResNet in eval mode (float32, as the Rust side computes) and writes
 `resnet18_nan_pixel.io.safetensors`: `input` and `output.<i>`, NaN where PyTorch has NaN.
 
-It also checks, and prints, the rules tests/non_finite.rs asserts without a fixture: a NaN
+It also checks, and prints, the rules crates/burn-resnet/tests/backbone/non_finite.rs asserts without a fixture: a NaN
 (or Inf) conv weight in layer2 makes C3-C5 NaN everywhere and, in training, the loss NaN (which
 gradients then hold NaN, and how many, is recorded in `resnet18_nan_weight_train.counts.safetensors`: not all
 do, e.g. a BatchNorm bias after the NaN conv gets a sum of finite, ReLU-masked gradients); a negative running_var in layer3 makes C4-C5 NaN in eval mode; in training a NaN

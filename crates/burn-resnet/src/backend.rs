@@ -82,7 +82,7 @@ impl BackendKind {
 }
 
 /// Whether Burn's own max-pool on `device` gives NaN for a window holding a NaN, as PyTorch's
-/// does: flex's does (plain and autodiff); ndarray's drops it (`tests/non_finite.rs` fails
+/// does: flex's does (plain and autodiff); ndarray's drops it (`tests/backbone/non_finite.rs` fails
 /// without the mask), and wgpu's is not relied on (shader `max` leaves NaN unspecified).
 pub(crate) fn propagates_nan_in_max_pool(device: &Device) -> bool {
     #[cfg(feature = "flex")]

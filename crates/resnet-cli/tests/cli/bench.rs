@@ -1,0 +1,110 @@
+//! `resnet bench`: the timings, and the PyTorch ratio only against the same network.
+
+use std::path::PathBuf;
+
+use super::*;
+
+#[test]
+fn bench_times_inference_and_a_training_step() {
+    let out = stdout(&resnet(&[
+        "bench",
+        "--config",
+        "tests/fixtures/parity/resnet18_train.toml",
+        "--cases",
+        "infer b1,train b2",
+        "--size",
+        "32",
+        "--warmup",
+        "1",
+        "--runs",
+        "2",
+    ]));
+    for case in ["flex     infer b1", "flex     train b2"] {
+        assert!(out.contains(case), "missing '{case}' in\n{out}");
+    }
+    let err = stderr_of_failure(&resnet(&["bench", "--cases", "infer 1x"]));
+    assert!(err.contains("'infer 1x' is not a case"), "{err}");
+}
+
+/// A stand-in for `python3 bench/torch_baseline.py`: prints a model line with `params` and
+/// `unmirrored`, then one timing, whatever it is asked (CI has no PyTorch). It also saves the
+/// config it was given, to check that the baseline gets the same config.
+fn fake_python(dir: &std::path::Path, params: usize, unmirrored: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let script = dir.join(format!("python-{params}"));
+    let config_copy = dir.join("config-seen.toml");
+    let text = format!(
+        "#!/bin/sh\nwhile [ $# -gt 0 ]; do [ \"$1\" = --config ] && cp \"$2\" {config}; shift; done\n\
+         echo '{{\"model\": {{\"builder\": \"fake\", \"params\": {params}, \"unmirrored\": [{unmirrored}]}}}}'\n\
+         echo '{{\"case\": \"infer b1\", \"median_ms\": 1000.0, \"min_ms\": 1.0, \"max_ms\": 1.0, \"images_per_s\": 1.0, \"peak_mib\": 1.0}}'\n",
+        config = config_copy.display()
+    );
+    std::fs::write(&script, text).unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    script
+}
+
+/// `bench --torch` prints a ratio only when the baseline has this config's architecture: its
+/// parameter count equal to the project's own, nothing it could not mirror.
+#[test]
+fn bench_prints_a_ratio_only_against_the_same_network() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-fake-python-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = "tests/fixtures/parity/resnet18_train.toml";
+    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32)
+        .unwrap()
+        .total_params();
+    let bench = |python: &PathBuf| {
+        stdout(&resnet(&[
+            "bench",
+            "--config",
+            config,
+            "--cases",
+            "infer b1",
+            "--size",
+            "32",
+            "--warmup",
+            "0",
+            "--runs",
+            "1",
+            "--torch",
+            python.to_str().unwrap(),
+        ]))
+    };
+    let same = bench(&fake_python(&dir, ours, ""));
+    let ratio = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("flex     infer b1"))
+            .unwrap()
+            .split_whitespace()
+            .last()
+            .unwrap()
+            .to_string()
+    };
+    assert!(
+        same.contains("the same as this config's") && ratio(&same).ends_with('x'),
+        "{same}"
+    );
+    let seen = std::fs::read_to_string(dir.join("config-seen.toml")).unwrap();
+    assert_eq!(
+        burn_resnet::ResNetConfig::from_toml_str(&seen, "seen").unwrap(),
+        spec.config,
+        "the baseline's config"
+    );
+    for (params, unmirrored, why) in [
+        (ours + 1, "", "parameters"),
+        (ours, "\"spatial_range\"", "cannot mirror spatial_range"),
+    ] {
+        let out = bench(&fake_python(&dir, params, unmirrored));
+        assert!(
+            out.contains("is not this network") && out.contains(why),
+            "{out}"
+        );
+        assert_eq!(ratio(&out), "-", "a ratio against another network: {out}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -10,9 +10,59 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use burn_resnet::{BackendKind, ResNet, ResNetSpec};
+use burn_resnet::{BackendKind, MemoryLimit, ResNet, ResNetConfig, ResNetSpec};
 
 use crate::error::CliError;
+
+/// The options of `resnet bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A backbone config (TOML).
+    #[arg(long, default_value = "configs/resnet50.toml")]
+    config: PathBuf,
+    /// flex, ndarray, wgpu, or `all` (every backend compiled in); default: flex.
+    #[arg(long, default_value = "default")]
+    backend: String,
+    /// Comma-separated cases: `infer bN`, `train bN`.
+    #[arg(long, default_value = "infer b1,infer b8,train b8", value_delimiter = ',', value_parser = Case::parse)]
+    cases: Vec<Case>,
+    /// Square input side.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Also time each stage of the inference cases (stem, layer1, ...).
+    #[arg(long)]
+    stages: bool,
+    /// Run inference without folding the BatchNorms into the convs.
+    #[arg(long)]
+    no_fold: bool,
+    /// Train with `with_cp = true` (blocks recompute their activations in the backward pass).
+    #[arg(long)]
+    with_cp: bool,
+    /// Also run bench/torch_baseline.py with this Python and print the ratio.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Threads for PyTorch (default: all cores, like Burn's thread pool).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl BenchArgs {
+    /// Timed runs per case.
+    fn runs(&self) -> usize {
+        self.runs as usize
+    }
+
+    /// Whether the inference cases fold the BatchNorms into the convs.
+    fn fold_batch_norms(&self) -> bool {
+        !self.no_fold
+    }
+}
 
 /// One benchmark case: inference or a training step at a batch size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,28 +128,22 @@ struct TorchRow {
     measurement: Measurement,
 }
 
-/// What `resnet bench` was asked to do.
-pub struct Request {
-    pub spec: ResNetSpec,
-    pub backends: Vec<BackendKind>,
-    pub cases: Vec<Case>,
-    pub size: usize,
-    pub warmup: usize,
-    pub runs: usize,
-    /// Also print the median time of each stage for the inference cases.
-    pub stages: bool,
-    /// Fold BatchNorms into the convs for the inference cases.
-    pub fold_batch_norms: bool,
-    /// Run `bench/torch_baseline.py` with this Python and these threads.
-    pub torch: Option<(PathBuf, usize)>,
-    /// Every case's estimated memory must fit in this.
-    pub memory_limit: burn_resnet::MemoryLimit,
-}
-
-/// Run every case on every backend and print one line per case.
-pub fn run(request: &Request) -> Result<(), CliError> {
-    let summary = burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?;
-    for &case in &request.cases {
+/// Run every case on every backend and print one line per case. Every case's estimated memory
+/// must fit in `memory_limit`.
+pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let mut config = ResNetConfig::from_toml_file(&args.config)?;
+    config.with_cp |= args.with_cp;
+    let spec = config.validate()?;
+    let backends = match args.backend.as_str() {
+        "all" => BackendKind::enabled(),
+        "default" => vec![BackendKind::default_enabled().ok_or(CliError::NoBackend)?],
+        name => vec![name.parse::<BackendKind>()?],
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let summary = burn_resnet::ModelSummary::new(&spec, args.size, args.size)?;
+    for &case in &args.cases {
         let workload = match case {
             Case::Infer(_) => burn_resnet::Workload::Inference,
             Case::Train(_) => burn_resnet::Workload::Training,
@@ -107,21 +151,19 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         let what = format!(
             "bench case `{}` at {}x{}",
             case.name(),
-            request.size,
-            request.size
+            args.size,
+            args.size
         );
         summary
             .memory(case.batch(), workload)?
-            .check(&what, &request.memory_limit)?;
+            .check(&what, memory_limit)?;
     }
-    let torch = match &request.torch {
-        Some((python, threads)) => Some(torch_baseline(python, *threads, request)?),
+    let torch = match &args.torch {
+        Some(python) => Some(torch_baseline(python, threads, &spec, args)?),
         None => None,
     };
     // A ratio only against the same network.
-    let mismatch = torch
-        .as_ref()
-        .and_then(|t| t.mismatch(&request.spec, request.size));
+    let mismatch = torch.as_ref().and_then(|t| t.mismatch(&spec, args.size));
     if let Some(baseline) = &torch {
         match &mismatch {
             None => println!(
@@ -136,12 +178,12 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     }
     println!(
         "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
-        request.spec.config.depth,
-        request.size,
-        request.size,
-        request.warmup,
-        request.runs,
-        if request.fold_batch_norms {
+        spec.config.depth,
+        args.size,
+        args.size,
+        args.warmup,
+        args.runs,
+        if args.fold_batch_norms() {
             "with BatchNorms folded into the convs"
         } else {
             "unfolded"
@@ -165,10 +207,10 @@ pub fn run(request: &Request) -> Result<(), CliError> {
             ""
         }
     );
-    for &backend in &request.backends {
+    for &backend in &backends {
         let device = backend.device()?;
-        for &case in &request.cases {
-            let m = measure(&request.spec, &device, case, request)?;
+        for &case in &args.cases {
+            let m = measure(&spec, &device, case, args)?;
             let mut line = format!(
                 "{:<8} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>9.0}",
                 backend.name(),
@@ -187,8 +229,8 @@ pub fn run(request: &Request) -> Result<(), CliError> {
                 line += &format!(" {:>10.1} {:>10.0} {ratio}", t.median_ms, t.peak_mib);
             }
             println!("{line}");
-            if let (true, Case::Infer(batch)) = (request.stages, case) {
-                let stages = stage_profile(&request.spec, &device, batch, request)?;
+            if let (true, Case::Infer(batch)) = (args.stages, case) {
+                let stages = stage_profile(&spec, &device, batch, args)?;
                 let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
                 for (name, ms) in stages {
                     println!(
@@ -211,16 +253,16 @@ pub fn stage_profile(
     spec: &ResNetSpec,
     device: &Device,
     batch: usize,
-    request: &Request,
+    args: &BenchArgs,
 ) -> Result<Vec<(&'static str, f64)>, CliError> {
     let model = spec.init(device);
-    let model = if request.fold_batch_norms {
+    let model = if args.fold_batch_norms() {
         model.fold_batch_norms()
     } else {
         model
     };
     let images = Tensor::<4>::random(
-        [batch, spec.config.in_channels, request.size, request.size],
+        [batch, spec.config.in_channels, args.size, args.size],
         Distribution::Normal(0.0, 1.0),
         device,
     );
@@ -230,7 +272,7 @@ pub fn stage_profile(
             .take(model.layers.len()),
     );
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); model.layers.len() + 1];
-    for run in 0..request.warmup + request.runs {
+    for run in 0..args.warmup + args.runs() {
         let mut x = images.clone();
         for (index, slot) in times.iter_mut().enumerate() {
             let started = Instant::now();
@@ -241,7 +283,7 @@ pub fn stage_profile(
                 i => model.layers[i - 1].forward(x, model.spec().stage_mode(Some(i - 1))),
             };
             sync(device)?;
-            if run >= request.warmup {
+            if run >= args.warmup {
                 slot.push(started.elapsed().as_secs_f64() * 1e3);
             }
         }
@@ -260,23 +302,18 @@ pub fn measure(
     spec: &ResNetSpec,
     device: &Device,
     case: Case,
-    request: &Request,
+    args: &BenchArgs,
 ) -> Result<Measurement, CliError> {
-    let shape = [
-        case.batch(),
-        spec.config.in_channels,
-        request.size,
-        request.size,
-    ];
+    let shape = [case.batch(), spec.config.in_channels, args.size, args.size];
     // The peak is measured from just before the first run, with the model's parameters (Burn
     // initialises them lazily) and the input in memory, as in the PyTorch script: it counts
     // activations, gradients, optimizer state and workspace, not the weights.
     let baseline_mib;
-    let mut times = Vec::with_capacity(request.runs);
+    let mut times = Vec::with_capacity(args.runs());
     match case {
         Case::Infer(_) => {
             let model = spec.init(device);
-            let model = if request.fold_batch_norms {
+            let model = if args.fold_batch_norms() {
                 model.fold_batch_norms()
             } else {
                 model
@@ -284,12 +321,12 @@ pub fn measure(
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), device);
             model.visit(&mut Materialize);
             baseline_mib = reset_peak_memory();
-            for run in 0..request.warmup + request.runs {
+            for run in 0..args.warmup + args.runs() {
                 let started = Instant::now();
                 let loss = feature_loss(&model, images.clone());
                 let _ = loss.into_scalar::<f32>();
                 sync(device)?;
-                if run >= request.warmup {
+                if run >= args.warmup {
                     times.push(started.elapsed().as_secs_f64() * 1e3);
                 }
             }
@@ -306,13 +343,13 @@ pub fn measure(
             let images = Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &training);
             model.visit(&mut Materialize);
             baseline_mib = reset_peak_memory();
-            for run in 0..request.warmup + request.runs {
+            for run in 0..args.warmup + args.runs() {
                 let started = Instant::now();
                 let grads = feature_loss(&model, images.clone()).backward();
                 let grads = GradientsParams::from_grads(grads, &model);
                 model = optimizer.step(0.01, model, grads);
                 sync(device)?;
-                if run >= request.warmup {
+                if run >= args.warmup {
                     times.push(started.elapsed().as_secs_f64() * 1e3);
                 }
             }
@@ -428,16 +465,17 @@ struct ModelInfo {
 fn torch_baseline(
     python: &PathBuf,
     threads: usize,
-    request: &Request,
+    spec: &ResNetSpec,
+    args: &BenchArgs,
 ) -> Result<Baseline, CliError> {
     let bench_error = |message: String| CliError::Bench(message);
-    let config_text = toml::to_string(&request.spec.config)
+    let config_text = toml::to_string(&spec.config)
         .map_err(|e| bench_error(format!("cannot write the config for the baseline: {e}")))?;
     let config_file =
         std::env::temp_dir().join(format!("resnet-bench-{}.toml", std::process::id()));
     std::fs::write(&config_file, config_text)
         .map_err(|e| bench_error(format!("{}: {e}", config_file.display())))?;
-    let cases: Vec<String> = request.cases.iter().map(|c| c.name()).collect();
+    let cases: Vec<String> = args.cases.iter().map(|c| c.name()).collect();
     let output = Command::new(python)
         .args([
             "bench/torch_baseline.py",
@@ -447,19 +485,19 @@ fn torch_baseline(
         ])
         .arg("--config")
         .arg(&config_file)
-        .args(["--size", &request.size.to_string()])
+        .args(["--size", &args.size.to_string()])
         // The baseline checks the network against the project's own count before timing it.
         .args([
             "--expect-params",
-            &burn_resnet::ModelSummary::new(&request.spec, request.size, request.size)?
+            &burn_resnet::ModelSummary::new(spec, args.size, args.size)?
                 .total_params()
                 .to_string(),
         ])
         .args([
             "--warmup",
-            &request.warmup.to_string(),
+            &args.warmup.to_string(),
             "--runs",
-            &request.runs.to_string(),
+            &args.runs.to_string(),
         ])
         .args(["--cases", &cases.join(",")])
         .output();

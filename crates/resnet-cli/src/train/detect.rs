@@ -13,7 +13,7 @@ use burn::train::{Learner, SupervisedTraining};
 use super::detection_data::{DetectionBatcher, DetectionDataset, Object};
 use super::detector::{Detection, ShapeDetector, decode, mean_average_precision};
 use super::shapes::CLASSES;
-use super::{Request, epochs, guard, optimizer, presented, scheduler, stopped};
+use super::{Session, epochs, guard, optimizer, presented, scheduler, stopped};
 use crate::error::CliError;
 
 /// Detections scored below this are dropped; at most this many per image.
@@ -22,14 +22,14 @@ const TOP: usize = 20;
 /// Validation images drawn to PNG after training.
 const PICTURES: usize = 6;
 
-pub fn run(request: &Request) -> Result<(), CliError> {
-    let config = &request.config;
+pub fn run(session: &Session) -> Result<(), CliError> {
+    let (args, config) = (session.args, &session.config);
     let neck_config = config
         .neck
         .as_ref()
         .ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
-    let device = request.backend.device()?.autodiff();
-    let (last_epoch, checkpoint) = epochs(request)?;
+    let device = session.backend.device()?.autodiff();
+    let (last_epoch, checkpoint) = epochs(session)?;
 
     device.seed(config.seed);
     // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
@@ -37,13 +37,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let features = backbone.feature_info();
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
-    let guard = guard(request, checkpoint);
+    let guard = guard(session, checkpoint);
     let model = ShapeDetector {
         guard: Some(guard.clone()),
         ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device)
     };
     if let Some(epoch) = checkpoint {
-        super::run_dir::check_checkpoint(&request.out, epoch, &model)?;
+        super::run_dir::check_checkpoint(&args.out, epoch, &model)?;
     }
 
     let train = DetectionDataset {
@@ -69,7 +69,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         .set_device(device.clone())
         .build(valid.clone());
 
-    let plain = request.backend.device()?;
+    let plain = session.backend.device()?;
     if checkpoint.is_none() {
         report(
             "before training",
@@ -80,19 +80,19 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         scheduler(config, model.backbone.param_group())?,
         optimizer(config),
     );
-    let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+    let training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
         .metrics((LossMetric::new(),))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint, &guard)
+    let result = presented(training, session, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));
-    stopped(&guard, request)?;
+    stopped(&guard, session)?;
 
     let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
     report("after training", &evaluation);
-    let pictures = request.out.join("detections");
+    let pictures = args.out.join("detections");
     std::fs::create_dir_all(&pictures)
         .map_err(|e| CliError::Train(format!("{}: {e}", pictures.display())))?;
     for index in 0..PICTURES.min(valid.len) {

@@ -29,6 +29,7 @@ use burn_resnet::{BackendKind, MemoryEstimate, MemoryLimit, ModelSummary, ResNet
 use serde::Deserialize;
 
 use crate::error::CliError;
+use crate::options;
 use classifier::ShapeClassifier;
 use guard::NonFiniteGuard;
 use shapes::{CLASSES, ShapeBatcher, ShapesDataset};
@@ -226,42 +227,59 @@ impl TrainConfig {
     }
 }
 
-/// What `resnet train` was asked to do.
-pub struct Request {
-    pub config: TrainConfig,
-    pub backend: BackendKind,
-    /// Run directory: burn-train's logs and `checkpoint/`.
-    pub out: PathBuf,
-    /// Continue from the last checkpoint in `out`.
-    pub resume: bool,
-    /// Stop after this epoch (the schedule still spans the config's `epochs`): a planned
-    /// interruption, to be continued with `resume`.
-    pub stop_after: Option<usize>,
-    /// Start over in a run directory that holds another run (`run_dir`).
-    pub force: bool,
-    /// The estimated memory of the run must fit in this.
-    pub memory_limit: MemoryLimit,
+/// The options of `resnet train`.
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// A training config (TOML), e.g. configs/train/shapes_r18.toml or shapes_detect_r18.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+    #[arg(long, value_parser = options::backend())]
+    backend: Option<BackendKind>,
+    /// Run directory for logs and checkpoints.
+    #[arg(long, default_value = "runs/shapes")]
+    out: PathBuf,
+    /// Continue from the last checkpoint in the run directory.
+    #[arg(long)]
+    resume: bool,
+    /// Stop after this epoch (the learning-rate schedule still spans the config's epochs);
+    /// continue later with --resume.
+    #[arg(long)]
+    stop_after: Option<usize>,
+    /// Start over in a run directory that holds another run: removes its checkpoints and
+    /// logs. Without it a new run refuses such a directory; --resume continues only the
+    /// run's own config (saved as OUT/train.toml).
+    #[arg(long)]
+    force: bool,
 }
 
-/// Train, then print the validation accuracy (or mAP) of the final model.
-pub fn run(request: &Request) -> Result<(), CliError> {
-    let config = &request.config;
+/// One `resnet train` run: its options, the training config they name, and the backend.
+pub struct Session<'a> {
+    pub args: &'a TrainArgs,
+    pub config: TrainConfig,
+    pub backend: BackendKind,
+}
+
+/// Train, then print the validation accuracy (or mAP) of the final model. The estimated
+/// memory of the run must fit in `memory_limit`.
+pub fn run(args: &TrainArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let session = Session {
+        config: TrainConfig::from_file(&args.config)?,
+        backend: options::backend_or_default(args.backend)?,
+        args,
+    };
+    let config = &session.config;
     let what = format!(
         "training at batch {} on {}x{} images",
         config.batch_size, config.image_size, config.image_size
     );
-    config.memory()?.check(&what, &request.memory_limit)?;
-    run_dir::prepare(
-        &request.out,
-        &request.config.source,
-        request.resume,
-        request.force,
-    )?;
-    if request.config.task == Task::Detect {
-        return detect::run(request);
+    config.memory()?.check(&what, memory_limit)?;
+    run_dir::prepare(&args.out, &config.source, args.resume, args.force)?;
+    if config.task == Task::Detect {
+        return detect::run(&session);
     }
-    let device = request.backend.device()?.autodiff();
-    let (last_epoch, checkpoint) = epochs(request)?;
+    let device = session.backend.device()?.autodiff();
+    let (last_epoch, checkpoint) = epochs(&session)?;
 
     let train = ShapesDataset {
         len: config.train_images,
@@ -291,15 +309,15 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     device.seed(config.seed);
     // Memory checked above, against the run's limit.
     let backbone = config.backbone.validate()?.init(&device);
-    let guard = guard(request, checkpoint);
+    let guard = guard(&session, checkpoint);
     let model = ShapeClassifier {
         guard: Some(guard.clone()),
         ..ShapeClassifier::new(backbone, CLASSES.len(), &device)
     };
     if let Some(epoch) = checkpoint {
-        run_dir::check_checkpoint(&request.out, epoch, &model)?;
+        run_dir::check_checkpoint(&args.out, epoch, &model)?;
     }
-    let plain = request.backend.device()?;
+    let plain = session.backend.device()?;
     if checkpoint.is_none() {
         report(
             "before training",
@@ -312,15 +330,15 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         optimizer(config),
     );
 
-    let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+    let training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint, &guard)
+    let result = presented(training, &session, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));
-    stopped(&guard, request)?;
+    stopped(&guard, &session)?;
 
     report(
         "after training",
@@ -331,34 +349,34 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 }
 
 /// The last epoch to train and the checkpoint to resume from, checked.
-fn epochs(request: &Request) -> Result<(usize, Option<usize>), CliError> {
-    let config = &request.config;
-    let last_epoch = request.stop_after.unwrap_or(config.epochs);
+fn epochs(session: &Session) -> Result<(usize, Option<usize>), CliError> {
+    let (args, config) = (session.args, &session.config);
+    let last_epoch = args.stop_after.unwrap_or(config.epochs);
     if last_epoch == 0 || last_epoch > config.epochs {
         return Err(CliError::Train(format!(
             "--stop-after: {last_epoch} is not an epoch of 1..={}",
             config.epochs
         )));
     }
-    let checkpoint = match request.resume {
+    let checkpoint = match args.resume {
         false => None,
-        true => Some(last_checkpoint(&request.out)?),
+        true => Some(last_checkpoint(&args.out)?),
     };
     if checkpoint.is_some_and(|epoch| epoch >= last_epoch) {
         return Err(CliError::Train(format!(
             "{}: already trained for {last_epoch} epochs; a later --stop-after (up to the config's epochs) trains on, --force starts over",
-            request.out.display(),
+            args.out.display(),
         )));
     }
     Ok((last_epoch, checkpoint))
 }
 
 /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any).
-fn guard(request: &Request, checkpoint: Option<usize>) -> NonFiniteGuard {
-    let steps_per_epoch = request
+fn guard(session: &Session, checkpoint: Option<usize>) -> NonFiniteGuard {
+    let steps_per_epoch = session
         .config
         .train_images
-        .div_ceil(request.config.batch_size);
+        .div_ceil(session.config.batch_size);
     NonFiniteGuard::new(
         Interrupter::new(),
         checkpoint.map_or(1, |epoch| epoch + 1),
@@ -367,15 +385,16 @@ fn guard(request: &Request, checkpoint: Option<usize>) -> NonFiniteGuard {
 }
 
 /// The error of a run the guard stopped: which epoch and step, and what is left on disk.
-fn stopped(guard: &NonFiniteGuard, request: &Request) -> Result<(), CliError> {
+fn stopped(guard: &NonFiniteGuard, session: &Session) -> Result<(), CliError> {
+    let out = &session.args.out;
     match guard.failure() {
         None => Ok(()),
-        Some(failure) => Err(CliError::Train(match last_checkpoint(&request.out) {
+        Some(failure) => Err(CliError::Train(match last_checkpoint(out) {
             Ok(epoch) => format!(
                 "{failure}; the last checkpoint is epoch {epoch} in {}",
-                request.out.join("checkpoint").display()
+                out.join("checkpoint").display()
             ),
-            Err(_) => format!("{failure}; {} holds no checkpoint", request.out.display()),
+            Err(_) => format!("{failure}; {} holds no checkpoint", out.display()),
         })),
     }
 }
@@ -384,7 +403,7 @@ fn stopped(guard: &NonFiniteGuard, request: &Request) -> Result<(), CliError> {
 /// `checkpoint` when there is one; stopped by `guard`.
 fn presented<M: burn::train::LearnerModel>(
     mut training: SupervisedTraining<M>,
-    request: &Request,
+    session: &Session,
     checkpoint: Option<usize>,
     guard: &NonFiniteGuard,
 ) -> SupervisedTraining<M> {
@@ -395,7 +414,7 @@ fn presented<M: burn::train::LearnerModel>(
     if let Some(epoch) = checkpoint {
         println!(
             "resuming from the checkpoint of epoch {epoch} in {}",
-            request.out.display()
+            session.args.out.display()
         );
         training = training.checkpoint(epoch);
     }

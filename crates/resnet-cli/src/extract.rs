@@ -12,50 +12,69 @@ use burn_resnet::{
 
 use crate::error::CliError;
 use crate::image_input::{self, Preprocessing};
-use crate::output;
+use crate::{options, output};
 
-/// What `resnet extract` was asked to do.
-pub struct Request {
-    pub config: PathBuf,
-    pub image: Option<PathBuf>,
-    pub size: [usize; 2],
-    pub weights: Option<PathBuf>,
-    /// The weights' key names; `None` detects them.
-    pub weights_source: Option<WeightSource>,
-    /// Load what matches and report the rest instead of failing.
-    pub partial: bool,
-    pub backend: BackendKind,
-    pub out: Option<PathBuf>,
-    /// Replace an existing regular file at `out`.
-    pub force: bool,
-    /// The estimated memory of the run must fit in this.
-    pub memory_limit: MemoryLimit,
+/// The options of `resnet extract`.
+#[derive(clap::Args)]
+pub struct ExtractArgs {
+    /// A backbone config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// The image (PNG or JPEG); without it, a bundled sample picture.
+    #[arg(long)]
+    image: Option<PathBuf>,
+    /// Resize the image to HEIGHTxWIDTH before the backbone.
+    #[arg(long, default_value = "224x224", value_parser = options::parse_size)]
+    size: [usize; 2],
+    /// A torchvision, timm or mmdet checkpoint (.pth or .safetensors); without it, mmdet's
+    /// random init.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// The checkpoint's key names: mmdet, torchvision or timm; default: detected.
+    #[arg(long, value_parser = options::weight_source())]
+    weights_source: Option<WeightSource>,
+    /// Load what matches, keep the initial values of the rest, and list it.
+    #[arg(long)]
+    partial: bool,
+    /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+    #[arg(long, value_parser = options::backend())]
+    backend: Option<BackendKind>,
+    /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this
+    /// safetensors file. Never onto an input, a directory, a device or a symbolic link; an
+    /// existing file only with --force.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Replace an existing regular file at --out.
+    #[arg(long)]
+    force: bool,
 }
 
 /// Build the backbone, run the image twice (the first run includes one-off set-up such as
-/// kernel compilation on wgpu) and print the outputs.
-pub fn run(request: &Request) -> Result<(), CliError> {
-    if let Some(out) = &request.out {
+/// kernel compilation on wgpu) and print the outputs. The estimated memory of the run must fit
+/// in `memory_limit`.
+pub fn run(args: &ExtractArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let backend = options::backend_or_default(args.backend)?;
+    if let Some(out) = &args.out {
         let inputs: Vec<&Path> = [
-            Some(&request.config),
-            request.image.as_ref(),
-            request.weights.as_ref(),
+            Some(&args.config),
+            args.image.as_ref(),
+            args.weights.as_ref(),
         ]
         .into_iter()
         .flatten()
         .map(PathBuf::as_path)
         .collect();
-        output::check(out, &inputs, request.force)?;
+        output::check(out, &inputs, args.force)?;
     }
-    let config = ResNetConfig::from_toml_file(&request.config)?;
+    let config = ResNetConfig::from_toml_file(&args.config)?;
     let spec = config.validate()?;
-    check_request(&spec, request)?;
-    let device = request.backend.device()?;
+    check_request(&spec, args, memory_limit)?;
+    let device = backend.device()?;
     let mut backbone = spec.init(&device);
-    if let Some(weights) = &request.weights {
-        let (loaded, report) = match request.partial {
-            true => backbone.load_weights_partial(weights, request.weights_source)?,
-            false => backbone.load_weights(weights, request.weights_source)?,
+    if let Some(weights) = &args.weights {
+        let (loaded, report) = match args.partial {
+            true => backbone.load_weights_partial(weights, args.weights_source)?,
+            false => backbone.load_weights(weights, args.weights_source)?,
         };
         backbone = loaded;
         println!(
@@ -85,12 +104,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         }
     }
     let preprocessing = Preprocessing::for_style(spec.config.style);
-    let images = image_input::load(
-        request.image.as_deref(),
-        request.size,
-        preprocessing,
-        &device,
-    )?;
+    let images = image_input::load(args.image.as_deref(), args.size, preprocessing, &device)?;
     backbone.check_input(images.dims())?;
 
     let timed = || {
@@ -105,18 +119,18 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let (_, first) = timed();
     let (features, steady) = timed();
 
-    let image = request
+    let image = args
         .image
         .as_ref()
         .map_or("bundled sample".to_string(), |p| p.display().to_string());
     println!(
         "{} on {} ({}x{}, {}), backend {}",
-        request.config.display(),
+        args.config.display(),
         image,
-        request.size[0],
-        request.size[1],
+        args.size[0],
+        args.size[1],
         preprocessing.describe(),
-        request.backend
+        backend
     );
     println!(
         "{:<6} {:<7} {:>22} {:>7} {:>11}",
@@ -159,14 +173,14 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         );
     }
 
-    if let Some(out) = &request.out {
+    if let Some(out) = &args.out {
         // The preprocessed image goes along, so that another implementation can be run on
         // exactly the same input (tools/check_torchvision.py).
         let mut tensors = features;
         tensors.push(images.into_data());
         let mut names: Vec<String> = info.iter().map(|i| i.level_name()).collect();
         names.push("input".to_string());
-        write_features(out, &tensors, &names, request)?;
+        write_features(out, &tensors, &names, &args.config, backend)?;
         println!("features written to {}", out.display());
     }
     Ok(())
@@ -174,15 +188,19 @@ pub fn run(request: &Request) -> Result<(), CliError> {
 
 /// Refuse, before anything is allocated, a config that does not take RGB pictures, a size the
 /// image decoder cannot make, or a run whose estimated memory exceeds the limit.
-fn check_request(spec: &ResNetSpec, request: &Request) -> Result<(), CliError> {
-    let [height, width] = request.size;
+fn check_request(
+    spec: &ResNetSpec,
+    args: &ExtractArgs,
+    memory_limit: &MemoryLimit,
+) -> Result<(), CliError> {
+    let [height, width] = args.size;
     if spec.config.in_channels != 3 {
         return Err(CliError::ResNet(ResNetError::Incompatible {
             field: "in_channels".into(),
             reason: format!(
                 "{}: extract feeds RGB pictures (3 channels) and cannot make {} channels; \
                  build such an input tensor yourself and call ResNet::try_forward",
-                request.config.display(),
+                args.config.display(),
                 spec.config.in_channels
             ),
         }));
@@ -204,10 +222,7 @@ fn check_request(spec: &ResNetSpec, request: &Request) -> Result<(), CliError> {
     estimate.activations = image
         .and_then(|bytes| bytes.checked_add(estimate.activations))
         .ok_or_else(|| CliError::Size(format!("{height}x{width} overflows the memory estimate")))?;
-    estimate.check(
-        &format!("extract at {height}x{width}"),
-        &request.memory_limit,
-    )?;
+    estimate.check(&format!("extract at {height}x{width}"), memory_limit)?;
     Ok(())
 }
 
@@ -235,12 +250,14 @@ fn millis(duration: Duration) -> String {
     format!("{:.1} ms", duration.as_secs_f64() * 1e3)
 }
 
-/// Write the features as float32 safetensors, keyed by level (`C2` …), and the input.
+/// Write the features as float32 safetensors, keyed by level (`C2` …), and the input, with the
+/// config's path and the backend as metadata.
 fn write_features(
     out: &Path,
     features: &[TensorData],
     names: &[String],
-    request: &Request,
+    config: &Path,
+    backend: BackendKind,
 ) -> Result<(), CliError> {
     let output_error = |message: String| CliError::Output {
         path: out.to_path_buf(),
@@ -271,8 +288,8 @@ fn write_features(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let metadata = HashMap::from([
-        ("config".to_string(), request.config.display().to_string()),
-        ("backend".to_string(), request.backend.to_string()),
+        ("config".to_string(), config.display().to_string()),
+        ("backend".to_string(), backend.to_string()),
     ]);
     let bytes =
         safetensors::serialize(views, Some(metadata)).map_err(|e| output_error(e.to_string()))?;

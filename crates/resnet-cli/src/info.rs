@@ -1,9 +1,32 @@
 //! `resnet info`: the per-stage table of a config.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 
 use burn_resnet::memory::format_bytes;
-use burn_resnet::{MemoryLimit, ModelSummary, ResNetError, ResNetSpec, Workload};
+use burn_resnet::{MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload};
+
+use crate::error::CliError;
+use crate::options;
+
+/// The options of `resnet info`.
+#[derive(clap::Args)]
+pub struct InfoArgs {
+    /// A backbone config (TOML), e.g. configs/resnet50.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Input size as HEIGHTxWIDTH (or one number for a square).
+    #[arg(long, default_value = "224x224", value_parser = options::parse_size)]
+    input: [usize; 2],
+}
+
+/// Print the table of `args.config` at `args.input`, with the memory estimates against
+/// `memory_limit`.
+pub fn run(args: &InfoArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let spec = ResNetConfig::from_toml_file(&args.config)?.validate()?;
+    print!("{}", render(&spec, args.input, memory_limit)?);
+    Ok(())
+}
 
 /// torchvision's published figures: name, parameters without the 1000-class `fc`, and
 /// GMACs at 224x224 (torchvision's "GFLOPS", which include the `fc`'s 0.5-2 M MACs).

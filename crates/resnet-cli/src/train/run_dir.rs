@@ -189,6 +189,33 @@ pub fn check_checkpoint<M: Module>(out: &Path, epoch: usize, model: &M) -> Resul
     Ok(())
 }
 
+/// The newest epoch with a saved model in `out/checkpoint/`.
+pub fn last_checkpoint(out: &Path) -> Result<usize, CliError> {
+    let directory = out.join("checkpoint");
+    let entries = std::fs::read_dir(&directory).map_err(|e| {
+        CliError::Train(format!(
+            "--resume: no checkpoints in {}: {e}",
+            directory.display()
+        ))
+    })?;
+    entries
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter_map(|name| {
+            name.strip_prefix("model-")?
+                .split('.')
+                .next()?
+                .parse::<usize>()
+                .ok()
+        })
+        .max()
+        .ok_or_else(|| {
+            CliError::Train(format!(
+                "--resume: no model checkpoint in {}",
+                directory.display()
+            ))
+        })
+}
+
 /// The dotted keys whose values differ between two TOML documents (missing on one side
 /// included), sorted.
 fn differing_keys(a: &str, b: &str) -> Result<Vec<String>, String> {

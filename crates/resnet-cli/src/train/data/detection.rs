@@ -1,7 +1,7 @@
-//! The detection variant of the shapes dataset: each image holds one to three shapes (the four
-//! classes of [`super::shapes`]) that do not overlap, with their tight boxes; and the
-//! CenterNet-style targets the detector learns (a Gaussian peak per object on a class heatmap at
-//! the head's stride, plus the box size and the sub-pixel offset at each peak).
+//! The detection dataset: each image holds one to three shapes (the four classes of
+//! [`super::shapes`]) that do not overlap, with their tight boxes; and the CenterNet-style
+//! targets the detector learns (a Gaussian peak per object on a class heatmap at the head's
+//! stride, plus the box size and the sub-pixel offset at each peak).
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -178,6 +178,45 @@ impl Batcher<DetectionItem, DetectionBatch> for DetectionBatcher {
             offsets: tensor(offsets, 2),
             mask: tensor(mask, 1),
             objects: items.into_iter().map(|item| item.objects).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_peak_at_each_centre_with_its_size_and_offset() {
+        use burn::data::dataloader::batcher::Batcher;
+        let device = Device::flex();
+        let dataset = DetectionDataset {
+            len: 4,
+            size: 64,
+            seed: 7,
+        };
+        let items: Vec<_> = (0..4).map(|i| dataset.item(i)).collect();
+        let batch = DetectionBatcher {
+            size: 64,
+            stride: 4,
+        }
+        .batch(items.clone(), &device);
+        let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+        let (heatmap, sizes, mask) = (
+            values(batch.heatmap),
+            values(batch.sizes),
+            values(batch.mask),
+        );
+        let objects: usize = items.iter().map(|item| item.objects.len()).sum();
+        assert_eq!(mask.iter().filter(|m| **m == 1.0).count(), objects);
+        let plane = 16 * 16;
+        for (b, item) in items.iter().enumerate() {
+            for object in &item.objects {
+                let [x0, y0, x1, y1] = object.bbox.map(|v| v / 4.0);
+                let at = ((y0 + y1) / 2.0) as usize * 16 + ((x0 + x1) / 2.0) as usize;
+                assert_eq!(heatmap[(b * 4 + object.label) * plane + at], 1.0);
+                assert!((sizes[b * 2 * plane + at] - (x1 - x0)).abs() < 1e-6);
+            }
         }
     }
 }

@@ -1,7 +1,8 @@
-//! `resnet train` with `task = "detect"`: the backbone under an FPN with a CenterNet-style head
-//! ([`super::detector`]) on the detection shapes ([`super::detection_data`]), trained with
-//! burn-train; mAP@0.5 on the validation split before and after, and a few validation images
-//! with their boxes drawn, as PNG files in `OUT/detections/`.
+//! The detection task of `resnet train` (`task = "detect"`): the backbone under an FPN with a
+//! CenterNet-style head ([`ShapeDetector`]) on the detection shapes ([`DetectionDataset`]),
+//! trained with burn-train; mAP@0.5 on the validation split before and after
+//! ([`super::average_precision`]), and a few validation images with their boxes drawn, as PNG
+//! files in `OUT/detections/` ([`super::pictures`]).
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
@@ -10,10 +11,13 @@ use burn::tensor::Device;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
-use super::detection_data::{DetectionBatcher, DetectionDataset, Object};
-use super::detector::{Detection, ShapeDetector, decode, mean_average_precision};
-use super::shapes::CLASSES;
-use super::{Request, epochs, guard, optimizer, presented, scheduler, stopped};
+use super::average_precision::mean_average_precision;
+use super::data::detection::{DetectionBatcher, DetectionDataset, Object};
+use super::data::shapes::CLASSES;
+use super::models::detector::{Detection, ShapeDetector, decode};
+use super::pictures::draw;
+use super::session::Session;
+use super::{optimizer, run_dir};
 use crate::error::CliError;
 
 /// Detections scored below this are dropped; at most this many per image.
@@ -22,14 +26,16 @@ const TOP: usize = 20;
 /// Validation images drawn to PNG after training.
 const PICTURES: usize = 6;
 
-pub fn run(request: &Request) -> Result<(), CliError> {
-    let config = &request.config;
+/// Train the detector, then print its validation mAP and draw its boxes on a few validation
+/// images.
+pub fn run(session: &Session) -> Result<(), CliError> {
+    let (args, config) = (session.args, &session.config);
     let neck_config = config
         .neck
         .as_ref()
         .ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
-    let device = request.backend.device()?.autodiff();
-    let (last_epoch, checkpoint) = epochs(request)?;
+    let device = session.backend.device()?.autodiff();
+    let (last_epoch, checkpoint) = session.epochs()?;
 
     device.seed(config.seed);
     // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
@@ -37,13 +43,13 @@ pub fn run(request: &Request) -> Result<(), CliError> {
     let features = backbone.feature_info();
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
-    let guard = guard(request, checkpoint);
+    let guard = session.guard(checkpoint);
     let model = ShapeDetector {
         guard: Some(guard.clone()),
         ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device)
     };
     if let Some(epoch) = checkpoint {
-        super::run_dir::check_checkpoint(&request.out, epoch, &model)?;
+        run_dir::check_checkpoint(&args.out, epoch, &model)?;
     }
 
     let train = DetectionDataset {
@@ -69,7 +75,7 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         .set_device(device.clone())
         .build(valid.clone());
 
-    let plain = request.backend.device()?;
+    let plain = session.backend.device()?;
     if checkpoint.is_none() {
         report(
             "before training",
@@ -77,22 +83,23 @@ pub fn run(request: &Request) -> Result<(), CliError> {
         );
     }
     let (scheduler, optimizer) = (
-        scheduler(config, model.backbone.param_group())?,
-        optimizer(config),
+        optimizer::scheduler(config, model.backbone.param_group())?,
+        optimizer::optimizer(config),
     );
-    let training = SupervisedTraining::new(&request.out, loader_train, loader_valid)
+    let training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
         .metrics((LossMetric::new(),))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
-    let result = presented(training, request, checkpoint, &guard)
+    let result = session
+        .presented(training, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));
-    stopped(&guard, request)?;
+    session.stopped(&guard)?;
 
     let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
     report("after training", &evaluation);
-    let pictures = request.out.join("detections");
+    let pictures = args.out.join("detections");
     std::fs::create_dir_all(&pictures)
         .map_err(|e| CliError::Train(format!("{}: {e}", pictures.display())))?;
     for index in 0..PICTURES.min(valid.len) {
@@ -168,52 +175,4 @@ fn report(when: &str, evaluation: &Evaluation) {
         evaluation.images,
         evaluation.objects
     );
-}
-
-/// Colours of the classes' boxes.
-const COLOURS: [[u8; 3]; 4] = [[255, 80, 80], [80, 200, 255], [255, 220, 0], [200, 90, 255]];
-
-/// Image `index` of `dataset`, 4x enlarged, with its true boxes (white) and `detections`
-/// (by class colour, scores ≥ 0.3), as a PNG.
-fn draw(
-    dataset: &DetectionDataset,
-    index: usize,
-    detections: &[Detection],
-    path: &std::path::Path,
-) -> Result<(), CliError> {
-    const SCALE: usize = 4;
-    let item = dataset.item(index);
-    let (size, plane) = (dataset.size, dataset.size * dataset.size);
-    let side = size * SCALE;
-    let mut image = image::RgbImage::new(side as u32, side as u32);
-    for (x, y, pixel) in image.enumerate_pixels_mut() {
-        let at = (y as usize / SCALE) * size + x as usize / SCALE;
-        let value = |channel: usize| {
-            ((item.pixels[channel * plane + at] * 0.25 + 0.5).clamp(0.0, 1.0) * 255.0) as u8
-        };
-        *pixel = image::Rgb([value(0), value(1), value(2)]);
-    }
-    let mut rectangle = |bbox: &[f32; 4], colour: [u8; 3]| {
-        let [x0, y0, x1, y1] =
-            bbox.map(|v| ((v * SCALE as f32).round().max(0.0) as usize).min(side - 1));
-        for x in x0..=x1 {
-            for y in [y0, y1] {
-                image.put_pixel(x as u32, y as u32, image::Rgb(colour));
-            }
-        }
-        for y in y0..=y1 {
-            for x in [x0, x1] {
-                image.put_pixel(x as u32, y as u32, image::Rgb(colour));
-            }
-        }
-    };
-    for object in &item.objects {
-        rectangle(&object.bbox, [255, 255, 255]);
-    }
-    for detection in detections.iter().filter(|d| d.score >= 0.3) {
-        rectangle(&detection.bbox, COLOURS[detection.label % COLOURS.len()]);
-    }
-    image
-        .save(path)
-        .map_err(|e| CliError::Train(format!("{}: {e}", path.display())))
 }

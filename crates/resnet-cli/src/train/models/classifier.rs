@@ -1,5 +1,6 @@
-//! The model `resnet train` trains: the backbone, a global average pool of its last output and
-//! a linear classifier, with burn-train's training and validation steps.
+//! The classifier `resnet train` trains (`task = "classify"`, the default): the backbone, a
+//! global average pool of its last output and a linear classifier, with burn-train's training
+//! and validation steps.
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
@@ -8,8 +9,8 @@ use burn::tensor::{Device, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 
-use super::guard::{NonFiniteGuard, checked_gradients};
-use super::shapes::ShapeBatch;
+use crate::train::data::classification::ShapeBatch;
+use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Backbone + pooled linear head.
 #[derive(Module, Debug)]

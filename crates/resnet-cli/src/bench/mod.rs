@@ -1,0 +1,226 @@
+//! `resnet bench`: time ResNet feature extraction and a training step, optionally side by side
+//! with PyTorch (`bench/torch_baseline.py`): the options and the cases here, the timings in
+//! [`timing`], the PyTorch baseline in [`torch_baseline`].
+
+mod timing;
+mod torch_baseline;
+
+use std::path::PathBuf;
+
+use burn_resnet::{BackendKind, MemoryLimit, ResNetConfig};
+
+use crate::error::CliError;
+use timing::{measure, stage_profile};
+
+/// The options of `resnet bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// A backbone config (TOML).
+    #[arg(long, default_value = "configs/resnet50.toml")]
+    config: PathBuf,
+    /// flex, ndarray, wgpu, or `all` (every backend compiled in); default: flex.
+    #[arg(long, default_value = "default")]
+    backend: String,
+    /// Comma-separated cases: `infer bN`, `train bN`.
+    #[arg(long, default_value = "infer b1,infer b8,train b8", value_delimiter = ',', value_parser = Case::parse)]
+    cases: Vec<Case>,
+    /// Square input side.
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Also time each stage of the inference cases (stem, layer1, ...).
+    #[arg(long)]
+    stages: bool,
+    /// Run inference without folding the BatchNorms into the convs.
+    #[arg(long)]
+    no_fold: bool,
+    /// Train with `with_cp = true` (blocks recompute their activations in the backward pass).
+    #[arg(long)]
+    with_cp: bool,
+    /// Also run bench/torch_baseline.py with this Python and print the ratio.
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Threads for PyTorch (default: all cores, like Burn's thread pool).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+impl BenchArgs {
+    /// Timed runs per case.
+    fn runs(&self) -> usize {
+        self.runs as usize
+    }
+
+    /// Whether the inference cases fold the BatchNorms into the convs.
+    fn fold_batch_norms(&self) -> bool {
+        !self.no_fold
+    }
+}
+
+/// One benchmark case: inference or a training step at a batch size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Case {
+    /// Forward in inference mode.
+    Infer(usize),
+    /// Forward, loss = sum of the outputs' means, backward, SGD step (momentum 0.9, no dampening).
+    Train(usize),
+}
+
+impl Case {
+    /// Parse `infer b1` / `train b8`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || {
+            format!("'{text}' is not a case: expected 'infer bN' or 'train bN', e.g. 'infer b1'")
+        };
+        let (kind, batch) = text.trim().split_once(' ').ok_or_else(bad)?;
+        let batch: usize = batch
+            .trim()
+            .trim_start_matches('b')
+            .parse()
+            .map_err(|_| bad())?;
+        match (kind, batch) {
+            (_, 0) => Err(bad()),
+            ("infer", b) => Ok(Case::Infer(b)),
+            ("train", b) => Ok(Case::Train(b)),
+            _ => Err(bad()),
+        }
+    }
+
+    /// `infer b1` / `train b8`.
+    pub fn name(self) -> String {
+        match self {
+            Case::Infer(b) => format!("infer b{b}"),
+            Case::Train(b) => format!("train b{b}"),
+        }
+    }
+
+    fn batch(self) -> usize {
+        match self {
+            Case::Infer(b) | Case::Train(b) => b,
+        }
+    }
+}
+
+/// Run every case on every backend and print one line per case. Every case's estimated memory
+/// must fit in `memory_limit`.
+pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let mut config = ResNetConfig::from_toml_file(&args.config)?;
+    config.with_cp |= args.with_cp;
+    let spec = config.validate()?;
+    let backends = match args.backend.as_str() {
+        "all" => BackendKind::enabled(),
+        "default" => vec![BackendKind::default_enabled().ok_or(CliError::NoBackend)?],
+        name => vec![name.parse::<BackendKind>()?],
+    };
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let summary = burn_resnet::ModelSummary::new(&spec, args.size, args.size)?;
+    for &case in &args.cases {
+        let workload = match case {
+            Case::Infer(_) => burn_resnet::Workload::Inference,
+            Case::Train(_) => burn_resnet::Workload::Training,
+        };
+        let what = format!(
+            "bench case `{}` at {}x{}",
+            case.name(),
+            args.size,
+            args.size
+        );
+        summary
+            .memory(case.batch(), workload)?
+            .check(&what, memory_limit)?;
+    }
+    let torch = match &args.torch {
+        Some(python) => Some(torch_baseline::run(python, threads, &spec, args)?),
+        None => None,
+    };
+    // A ratio only against the same network.
+    let mismatch = torch.as_ref().and_then(|t| t.mismatch(&spec, args.size));
+    if let Some(baseline) = &torch {
+        match &mismatch {
+            None => println!(
+                "PyTorch baseline: {}, {} parameters, the same as this config's",
+                baseline.builder, baseline.params
+            ),
+            Some(why) => println!(
+                "PyTorch baseline: {} is not this network ({why}): not timed, no ratio",
+                baseline.builder
+            ),
+        }
+    }
+    println!(
+        "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
+        spec.config.depth,
+        args.size,
+        args.size,
+        args.warmup,
+        args.runs,
+        if args.fold_batch_norms() {
+            "with BatchNorms folded into the convs"
+        } else {
+            "unfolded"
+        },
+        torch
+            .as_ref()
+            .map_or(String::new(), |_| ", against PyTorch eager".into())
+    );
+    println!(
+        "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}{}",
+        "backend",
+        "case",
+        "median ms",
+        "min ms",
+        "max ms",
+        "img/s",
+        "+peak MiB",
+        if torch.is_some() {
+            "   torch ms +torch MiB  time ratio"
+        } else {
+            ""
+        }
+    );
+    for &backend in &backends {
+        let device = backend.device()?;
+        for &case in &args.cases {
+            let m = measure(&spec, &device, case, args)?;
+            let mut line = format!(
+                "{:<8} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>9.0}",
+                backend.name(),
+                case.name(),
+                m.median_ms,
+                m.min_ms,
+                m.max_ms,
+                m.images_per_s,
+                m.peak_mib
+            );
+            if let Some(t) = torch.as_ref().and_then(|t| t.cases.get(&case.name())) {
+                let ratio = match mismatch {
+                    None => format!("{:>10.2}x", m.median_ms / t.median_ms),
+                    Some(_) => format!("{:>11}", "-"),
+                };
+                line += &format!(" {:>10.1} {:>10.0} {ratio}", t.median_ms, t.peak_mib);
+            }
+            println!("{line}");
+            if let (true, Case::Infer(batch)) = (args.stages, case) {
+                let stages = stage_profile(&spec, &device, batch, args)?;
+                let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
+                for (name, ms) in stages {
+                    println!(
+                        "{:<8}   {:<7} {:>10.1} ms  {:>5.1}%",
+                        "",
+                        name,
+                        ms,
+                        100.0 * ms / total
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,8 @@
+//! The data `resnet train` learns from, generated from a seed so that training needs no
+//! download and every run sees the same images: the four shapes both datasets draw
+//! ([`shapes`]), one shape per image for classification ([`classification`]), and one to three
+//! boxed shapes per image with the detector's targets for detection ([`detection`]).
+
+pub mod classification;
+pub mod detection;
+pub mod shapes;

@@ -7,51 +7,8 @@ use burn::store::{BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, Safetenso
 
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
-use crate::weights::{WeightSource, key_map};
-
-/// `(burn-resnet path pattern, key)` pairs that name a backbone's tensors as `names` does: the
-/// inverse of [`key_map`].
-pub fn export_key_map(names: WeightSource, backbone: &ResNet) -> Result<Vec<(String, String)>> {
-    let config = &backbone.spec().config;
-    if config.deep_stem && names == WeightSource::Torchvision {
-        return Err(ResNetError::Incompatible {
-            field: "names".into(),
-            reason: "torchvision's ResNets have no deep stem; save with timm or mmdet names".into(),
-        });
-    }
-    // Each loading rule `^source → path` read backwards: `path → source`, with the `$1` of the
-    // stage rules turned back into a capture group.
-    Ok(key_map(names, backbone)
-        .into_iter()
-        .map(|(from, to)| {
-            let pattern = match to.as_str() {
-                t if t.starts_with("stem.") || t.starts_with("layers.") => {
-                    format!("^{}", regex_escape(t))
-                }
-                t => regex_escape(t),
-            }
-            .replace(r"\$1", r"(\d+)");
-            let key = from
-                .trim_start_matches('^')
-                .replace(r"(\d+)", "$1")
-                .replace(r"(\d)", "$1")
-                .replace('\\', "");
-            (pattern, key)
-        })
-        .collect())
-}
-
-fn regex_escape(text: &str) -> String {
-    text.chars()
-        .flat_map(|c| {
-            if ".$".contains(c) {
-                vec!['\\', c]
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
-}
+use crate::key_map::WeightSource;
+pub use crate::key_map::export_key_map;
 
 impl ResNet {
     /// Save as safetensors under `names`' key names (BatchNorm `weight`/`bias`/`running_*`, no

@@ -47,6 +47,7 @@ pub mod features;
 mod flex_kernels;
 mod fold;
 pub mod fpn;
+pub mod key_map;
 pub mod layer;
 pub mod memory;
 pub mod norm;

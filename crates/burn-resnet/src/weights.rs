@@ -1,14 +1,10 @@
 //! Loading pretrained weights: torchvision, timm and mmdetection checkpoints (`.pth` as
 //! `torch.save` writes them, or `.safetensors`), by path, with the source detected from the keys.
 //!
-//! One key map serves every source and config: the names differ only in the stem (`conv1`/`bn1`;
-//! mmdet's deep `stem.0…7`; timm's deep `conv1.0…6` + `bn1`) and in the shortcut indices
-//! (`downsample.0/1`, or `.1/.2` after `avg_down`'s pool). Loading is strict and all-or-nothing:
-//! the tensors are applied to a copy, and the caller's module is untouched on any error.
+//! The key names are [`crate::key_map`]'s. Loading is strict and all-or-nothing: the tensors are
+//! applied to a copy, and the caller's module is untouched on any error.
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use burn::store::{
     FloatCastAdapter, ModuleAdapter, ModuleSnapshot, ModuleStore, PyTorchToBurnAdapter,
@@ -18,74 +14,8 @@ use burn::tensor::DType;
 
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
-
-/// The library whose key names a checkpoint uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WeightSource {
-    /// mmdetection / mmpretrain (`stem.N` deep stem; detector checkpoints under `backbone.`).
-    Mmdet,
-    /// torchvision (`conv1`, `bn1`, `layerN.i.downsample.0/1`, `fc`).
-    Torchvision,
-    /// timm (`conv1.0…6` + `bn1` deep stem; otherwise torchvision's names).
-    Timm,
-}
-
-impl WeightSource {
-    /// Every source.
-    pub const ALL: [WeightSource; 3] = [
-        WeightSource::Mmdet,
-        WeightSource::Torchvision,
-        WeightSource::Timm,
-    ];
-
-    /// The name used on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            WeightSource::Mmdet => "mmdet",
-            WeightSource::Torchvision => "torchvision",
-            WeightSource::Timm => "timm",
-        }
-    }
-
-    /// Guess the source from a checkpoint's keys (prefixes `state_dict.`/`backbone.` removed):
-    /// a `stem.0` deep stem is mmdet's, a `conv1.0` one timm's, a classifier `fc` torchvision's
-    /// (timm's plain ResNets use the same names), and anything else mmdet's (whose plain-stem
-    /// names are torchvision's too).
-    pub fn detect<'a>(keys: impl IntoIterator<Item = &'a str>) -> Self {
-        let mut source = WeightSource::Mmdet;
-        for key in keys {
-            if key.starts_with("stem.0.") {
-                return WeightSource::Mmdet;
-            }
-            if key.starts_with("conv1.0.") {
-                return WeightSource::Timm;
-            }
-            if key.starts_with("fc.") {
-                source = WeightSource::Torchvision;
-            }
-        }
-        source
-    }
-}
-
-impl fmt::Display for WeightSource {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-impl FromStr for WeightSource {
-    type Err = ResNetError;
-
-    fn from_str(name: &str) -> Result<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|s| s.name().eq_ignore_ascii_case(name))
-            .ok_or_else(|| ResNetError::UnknownWeightSource {
-                name: name.to_string(),
-            })
-    }
-}
+pub use crate::key_map::{WeightSource, file_key_namer, key_map};
+use crate::key_map::{rules, strip_prefixes};
 
 /// What a successful load did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,133 +37,6 @@ pub struct LoadReport {
     /// mmdet does when a DCN detector starts from ImageNet weights). A file with some offset
     /// convs must have all of them.
     pub zero_offsets: Vec<String>,
-}
-
-/// Prefixes under which checkpoints nest the backbone: mmdet/mmengine's `state_dict`, the
-/// `model` of training scripts that save `{'model': state_dict}`, and a detector's (or
-/// mmpretrain classifier's) `backbone`.
-const PREFIXES: [(&str, &str); 3] = [
-    (r"^state_dict\.", ""),
-    (r"^model\.", ""),
-    (r"^backbone\.", ""),
-];
-
-/// `(key pattern, burn-resnet path)` pairs for a source and backbone, applied in order after
-/// the wrapper prefixes (`state_dict.`, `model.`, a detector's `backbone.`) are stripped.
-pub fn key_map(source: WeightSource, backbone: &ResNet) -> Vec<(String, String)> {
-    let config = &backbone.spec().config;
-    // Plugins first: their rules match the file's stage prefix (`layer2.0.context_block.`),
-    // which the stage rules below would otherwise rewrite (and, read backwards for export, the
-    // module path before the stage rules do).
-    let mut map = plugin_key_map(config);
-    // mmcv names a norm layer by its type (`infer_abbr`): `gn1`… for GroupNorm, `bn1`… for
-    // BatchNorm; torchvision and timm keep `bn` names whatever the norm.
-    let norm = match (&config.norm_cfg, source) {
-        (crate::norm::NormConfig::Group { .. }, WeightSource::Mmdet) => "gn",
-        _ => "bn",
-    };
-    let mut base: Vec<(String, String)> = match (config.deep_stem, source) {
-        (true, WeightSource::Timm) => vec![
-            (r"^conv1\.0\.".into(), "stem.layers.0.conv.".into()),
-            (r"^conv1\.1\.".into(), "stem.layers.0.norm.".into()),
-            (r"^conv1\.3\.".into(), "stem.layers.1.conv.".into()),
-            (r"^conv1\.4\.".into(), "stem.layers.1.norm.".into()),
-            (r"^conv1\.6\.".into(), "stem.layers.2.conv.".into()),
-            (format!(r"^{norm}1\."), "stem.layers.2.norm.".into()),
-        ],
-        (true, _) => vec![
-            (r"^stem\.0\.".into(), "stem.layers.0.conv.".into()),
-            (r"^stem\.1\.".into(), "stem.layers.0.norm.".into()),
-            (r"^stem\.3\.".into(), "stem.layers.1.conv.".into()),
-            (r"^stem\.4\.".into(), "stem.layers.1.norm.".into()),
-            (r"^stem\.6\.".into(), "stem.layers.2.conv.".into()),
-            (r"^stem\.7\.".into(), "stem.layers.2.norm.".into()),
-        ],
-        (false, _) => vec![
-            (r"^conv1\.".into(), "stem.layers.0.conv.".into()),
-            (format!(r"^{norm}1\."), "stem.layers.0.norm.".into()),
-        ],
-    };
-    for stage in 1..=4 {
-        base.push((
-            format!(r"^layer{stage}\.(\d+)\."),
-            format!("layers.{}.blocks.$1.", stage - 1),
-        ));
-    }
-    base.push((format!(r"\.{norm}(\d)\."), ".norm$1.".into()));
-    // The `downsample` Sequential: [AvgPool2d,] conv, norm.
-    let (conv, norm) = if config.avg_down { (1, 2) } else { (0, 1) };
-    base.push((
-        format!(r"\.downsample\.{conv}\."),
-        ".downsample.conv.".into(),
-    ));
-    base.push((
-        format!(r"\.downsample\.{norm}\."),
-        ".downsample.norm.".into(),
-    ));
-    map.extend(base);
-    map
-}
-
-/// Rules naming the config's plugins as mmdet (and timm, for `se`) do: `layer{s}.{b}.{name}.`
-/// is the `k`-th plugin of its position in those blocks, and a context block's `Sequential`
-/// indices 0, 1, 3 are its `reduce`, `norm`, `expand`.
-fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
-    let mut map = Vec::new();
-    for stage in 0..config.num_stages {
-        let mut next_index = std::collections::HashMap::new();
-        for entry in config
-            .plugins
-            .iter()
-            .filter(|entry| entry.applies_to(stage))
-        {
-            let index = next_index.entry(entry.position).or_insert(0usize);
-            let module = format!(
-                "layers.{stage}.blocks.$1.{}.plugins.{index}.",
-                entry.position.name()
-            );
-            // A non-local block's ConvModules (`g.conv`), behind a max-pool with `sub_sample`
-            // (`g.0.conv`); these more specific rules go first.
-            if let crate::plugin::PluginConfig::NonLocal2d { sub_sample, .. } = entry.cfg {
-                for (part, pooled) in [
-                    ("g", sub_sample),
-                    ("theta", false),
-                    ("phi", sub_sample),
-                    ("conv_out", false),
-                ] {
-                    let sequential = if pooled { r"0\." } else { "" };
-                    map.push((
-                        format!(
-                            r"^layer{}\.(\d+)\.{}\.{part}\.{sequential}conv\.",
-                            stage + 1,
-                            entry.name()
-                        ),
-                        format!("{module}{part}."),
-                    ));
-                }
-            }
-            map.push((
-                format!(r"^layer{}\.(\d+)\.{}\.", stage + 1, entry.name()),
-                module,
-            ));
-            *index += 1;
-        }
-    }
-    if config
-        .plugins
-        .iter()
-        .any(|entry| matches!(entry.cfg, crate::plugin::PluginConfig::ContextBlock { .. }))
-    {
-        for fusion in ["add", "mul"] {
-            for (index, field) in [(0, "reduce"), (1, "norm"), (3, "expand")] {
-                map.push((
-                    format!(r"\.channel_{fusion}_conv\.{index}\."),
-                    format!(".channel_{fusion}.{field}."),
-                ));
-            }
-        }
-    }
-    map
 }
 
 /// A checkpoint's file format, told by its first bytes.
@@ -367,37 +170,6 @@ fn to_float32() -> impl ModuleAdapter {
     PyTorchToBurnAdapter.chain(FloatCastAdapter::to(DType::F32))
 }
 
-/// The nesting prefixes' rules, then `map`'s.
-fn rules(map: &[(String, String)]) -> impl Iterator<Item = (&str, &str)> {
-    PREFIXES
-        .iter()
-        .copied()
-        .chain(map.iter().map(|(from, to)| (from.as_str(), to.as_str())))
-}
-
-/// A function naming a module path (enum variants included or not) as `source`'s key; paths it
-/// cannot name come back as they are.
-pub fn file_key_namer(source: WeightSource, backbone: &ResNet) -> impl Fn(&str) -> String {
-    let rules: Vec<(regex::Regex, String)> = crate::export::export_key_map(source, backbone)
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|(pattern, key)| Some((regex::Regex::new(&pattern).ok()?, key)))
-        .collect();
-    let variants = regex::Regex::new(r"\.(Basic|Bottleneck|Batch|Group|Frozen|Folded|ContextBlock|NonLocal2d|GeneralizedAttention|SqueezeExcitation|Regular|Deformable)\.").expect("a valid pattern");
-    move |path: &str| {
-        let mut key = variants.replace_all(path, ".").into_owned();
-        for (pattern, replacement) in &rules {
-            key = pattern.replace(&key, replacement.as_str()).into_owned();
-        }
-        // Burn's norms name gamma/beta what PyTorch names weight/bias; a GeneralizedAttention's
-        // own `gamma` keeps its name.
-        if key.contains(".gen_attention_block") {
-            return key;
-        }
-        key.replace(".gamma", ".weight").replace(".beta", ".bias")
-    }
-}
-
 /// The module path an apply error is about.
 fn error_path(error: &burn::store::ApplyError) -> &str {
     use burn::store::ApplyError;
@@ -407,13 +179,6 @@ fn error_path(error: &burn::store::ApplyError) -> &str {
         | ApplyError::AdapterError { path, .. }
         | ApplyError::LoadError { path, .. } => path,
     }
-}
-
-/// Strip the nesting prefixes from a key.
-fn strip_prefixes(key: &str) -> &str {
-    let key = key.strip_prefix("state_dict.").unwrap_or(key);
-    let key = key.strip_prefix("model.").unwrap_or(key);
-    key.strip_prefix("backbone.").unwrap_or(key)
 }
 
 /// Whether a key is a tensor mmcv stores but derives from the config: a GeneralizedAttention's

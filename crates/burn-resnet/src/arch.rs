@@ -1,5 +1,6 @@
 //! mmdet's architecture table and the two choices it and `style` make: the block kind of each
-//! depth, and where a Bottleneck carries its stride.
+//! depth, and where a Bottleneck carries its stride; and the resolved shape of one stage
+//! ([`StageSpec`]), which the config, the DCN and plugin checks and the modules all read.
 
 use serde::{Deserialize, Serialize};
 
@@ -49,4 +50,21 @@ pub enum Style {
     Pytorch,
     /// Stride on the first 1x1 conv (original Caffe ResNet, MSRA weights).
     Caffe,
+}
+
+/// One stage of a validated config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSpec {
+    /// Residual blocks in the stage.
+    pub num_blocks: usize,
+    /// mmdet `planes`: `base_channels * 2^stage`.
+    pub planes: usize,
+    /// Channels of the blocks' inner 3x3 conv.
+    pub width: usize,
+    /// Channels the stage outputs: `planes * expansion`.
+    pub out_channels: usize,
+    /// Stride of the first block.
+    pub stride: usize,
+    /// Dilation of every 3x3 conv.
+    pub dilation: usize,
 }

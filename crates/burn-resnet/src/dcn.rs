@@ -9,7 +9,7 @@ use burn::tensor::activation::sigmoid;
 use burn::tensor::{Device, Distribution, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BlockKind, StageSpec};
+use crate::arch::{BlockKind, StageSpec};
 use crate::conv::ConvSpec;
 use crate::error::{ResNetError, Result};
 

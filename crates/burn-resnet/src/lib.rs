@@ -37,6 +37,7 @@
 pub mod arch;
 pub mod backend;
 pub mod block;
+mod checked;
 pub mod config;
 pub mod conv;
 pub mod dcn;
@@ -52,10 +53,10 @@ pub mod layer;
 pub mod memory;
 pub mod norm;
 mod ops;
-mod overflow;
 pub mod plugin;
 pub mod stem;
 pub mod summary;
+mod unit;
 pub mod weights;
 
 mod backbone;
@@ -72,5 +73,5 @@ pub use summary::{ModelSummary, StageSummary};
 /// op so far: what shows that `with_cp` took effect (it falls back to the plain block off flex's
 /// autodiff device, with plugins or an `avg_down` shortcut; see `ResNetConfig::with_cp`).
 pub fn recomputed_blocks_on_this_thread() -> usize {
-    ops::recomputed_blocks_on_this_thread()
+    block::recomputed_blocks_on_this_thread()
 }

@@ -14,8 +14,9 @@
 //! The limit is `RESNET_MEMORY_LIMIT` when set (`24GiB`, `512MiB`, bytes, or `none`), else the
 //! machine's physical memory (Linux), else none. On a GPU, set it to the card's memory.
 
+use crate::checked::mul;
 use crate::error::{ResNetError, Result};
-use crate::summary::{ModelSummary, mul};
+use crate::summary::ModelSummary;
 
 /// What a model is asked to do, for [`ModelSummary::memory`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,7 +8,8 @@ use burn::tensor::{Device, Tensor};
 use crate::config::ResNetSpec;
 use crate::conv::{ConvSpec, checked_output_size};
 use crate::norm::{Norm, StageMode};
-use crate::ops::{conv_norm_act, max_pool2d};
+use crate::ops::max_pool2d;
+use crate::unit::conv_norm_act;
 
 /// The convolutions of the stem for a validated config, in order.
 ///

@@ -3,6 +3,7 @@
 //! memory estimate ([`crate::memory`]). Every count is checked: a config or input size whose
 //! figures do not fit in 64 bits is an [`ResNetError::Overflow`], never a wrapped number.
 
+use crate::checked::mul;
 use crate::config::ResNetSpec;
 use crate::conv::ConvSpec;
 use crate::dcn::DeformConv;
@@ -252,13 +253,6 @@ impl ModelSummary {
             .max()
             .unwrap_or(0)
     }
-}
-
-/// The product of `values`, if it fits.
-pub(crate) fn mul(values: &[u64]) -> Option<u64> {
-    values
-        .iter()
-        .try_fold(1u64, |product, &v| product.checked_mul(v))
 }
 
 /// Accumulates the figures of a run of conv → norm pairs.

@@ -7,8 +7,8 @@ use burn::tensor::{Device, Tensor};
 
 use super::{BlockSpec, Downsample};
 use crate::norm::{Norm, NormConfig, StageMode};
-use crate::ops::conv_norm_act;
 use crate::plugin::PluginStack;
+use crate::unit::conv_norm_act;
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
 /// then ReLU.
@@ -59,7 +59,7 @@ impl BasicBlock {
         if self.after_conv1.is_empty() && self.after_conv2.is_empty() {
             let main = [(&self.conv1, &self.norm1), (&self.conv2, &self.norm2)];
             if let Some(out) =
-                crate::ops::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
+                super::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }

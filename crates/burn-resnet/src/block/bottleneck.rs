@@ -8,8 +8,8 @@ use burn::tensor::{Device, Tensor};
 use super::{BlockSpec, Downsample};
 use crate::dcn::SpatialConv;
 use crate::norm::{Norm, NormConfig, StageMode};
-use crate::ops::conv_norm_act;
 use crate::plugin::PluginStack;
+use crate::unit::conv_norm_act;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
 /// plus the shortcut, then ReLU. `style` decides whether `conv1` or `conv2` carries the stride.
@@ -74,7 +74,7 @@ impl Bottleneck {
                 (&self.conv3, &self.norm3),
             ];
             if let Some(out) =
-                crate::ops::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
+                super::recompute::recomputed_block(&x, &main, self.downsample.as_ref(), mode)
             {
                 return out;
             }

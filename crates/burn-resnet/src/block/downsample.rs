@@ -8,7 +8,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
 use crate::norm::{Norm, NormConfig, StageMode};
-use crate::ops::conv_norm_act;
+use crate::unit::conv_norm_act;
 
 /// Shape of a shortcut projection: a 1x1 conv + norm, optionally after an average pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

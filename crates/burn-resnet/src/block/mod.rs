@@ -4,10 +4,12 @@
 mod basic;
 mod bottleneck;
 mod downsample;
+mod recompute;
 
 pub use basic::BasicBlock;
 pub use bottleneck::Bottleneck;
 pub use downsample::{Downsample, DownsampleSpec};
+pub(crate) use recompute::recomputed_blocks_on_this_thread;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};

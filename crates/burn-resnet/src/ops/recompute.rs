@@ -1,40 +1,45 @@
-//! `with_cp`: a residual block run as one op that keeps only its input for the backward pass
-//! (`flex_kernels::recompute`), where that op applies: flex's autodiff device, BatchNorms
-//! training on batch statistics, no plugins, no `avg_down` pool on the shortcut. Elsewhere the
-//! block runs as usual (and `with_cp` saves nothing).
+//! A residual block as one op that keeps only its input for the backward pass (`with_cp`), on
+//! flex's autodiff device; `None` everywhere else, where the block runs op by op.
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-use crate::block::Downsample;
-use crate::norm::{Norm, StageMode};
-
-thread_local! {
-    /// Blocks run by the recomputing op on this thread.
-    static RECOMPUTED_BLOCKS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+/// One conv → BatchNorm (batch statistics) unit of a recomputed block.
+pub(crate) struct RecomputedUnit<'a> {
+    /// The conv (no bias).
+    pub conv: &'a Conv2d,
+    /// The norm's weight and bias (detached unless they train).
+    pub gamma: Tensor<1>,
+    /// See `gamma`.
+    pub beta: Tensor<1>,
+    /// The norm's epsilon.
+    pub epsilon: f64,
 }
 
-/// How many blocks the calling thread has run through the recomputing op.
-pub(crate) fn recomputed_blocks_on_this_thread() -> usize {
-    RECOMPUTED_BLOCKS.with(std::cell::Cell::get)
+/// A recomputed block's output and each unit's batch statistics (main units, then the
+/// shortcut's): per-channel mean and biased variance, and the shape they were measured on.
+pub(crate) struct RecomputedOutput {
+    /// `relu(main(x) + shortcut(x))`.
+    pub output: Tensor<4>,
+    /// `(mean, variance, dims)` per unit.
+    pub statistics: Vec<(Tensor<1>, Tensor<1>, [usize; 4])>,
 }
 
-/// `relu(main(x) + shortcut(x))` as one recomputed op, or `None` where it does not apply (the
-/// caller then runs the block as usual). `main` lists the block's conv → norm units in order
-/// (ReLU after all but the last).
-pub(crate) fn recomputed_block(
+/// `relu(main(x) + shortcut(x))` with `main` a chain of units (ReLU after all but the last) and
+/// `shortcut` a projection unit or the identity, as one recomputed op; `None` where it does not
+/// apply.
+pub(crate) fn try_recomputed_block(
     x: &Tensor<4>,
-    main: &[(&Conv2d, &Norm)],
-    downsample: Option<&Downsample>,
-    mode: StageMode,
-) -> Option<Tensor<4>> {
+    main: &[RecomputedUnit<'_>],
+    shortcut: Option<&RecomputedUnit<'_>>,
+) -> Option<RecomputedOutput> {
     #[cfg(feature = "flex")]
     {
-        on_flex::recomputed_block(x, main, downsample, mode)
+        on_flex::try_recomputed_block(x, main, shortcut)
     }
     #[cfg(not(feature = "flex"))]
     {
-        let _ = (x, main, downsample, mode);
+        let _ = (x, main, shortcut);
         None
     }
 }
@@ -42,79 +47,53 @@ pub(crate) fn recomputed_block(
 /// The op on flex's autodiff device.
 #[cfg(feature = "flex")]
 mod on_flex {
-    use burn::nn::BatchNorm;
-    use burn::nn::conv::Conv2d;
     use burn::tensor::{Tensor, TensorData};
 
-    use crate::block::Downsample;
+    use super::{RecomputedOutput, RecomputedUnit};
     use crate::flex_kernels::conv::conv_geometry;
-    use crate::flex_kernels::recompute::{UnitSpec, try_recomputed_block};
-    use crate::norm::{Norm, StageMode, affine_values, update_running_statistics};
+    use crate::flex_kernels::recompute::{UnitSpec, try_recomputed_block as kernel};
 
-    use super::RECOMPUTED_BLOCKS;
-
-    /// `relu(main(x) + shortcut(x))` as one recomputed op, or `None` where it does not apply.
-    /// `main` lists the block's conv → norm units in order (ReLU after all but the last).
-    pub(super) fn recomputed_block(
+    pub(super) fn try_recomputed_block(
         x: &Tensor<4>,
-        main: &[(&Conv2d, &Norm)],
-        downsample: Option<&Downsample>,
-        mode: StageMode,
-    ) -> Option<Tensor<4>> {
-        let autodiff = x.device().is_autodiff();
-        if !mode.recompute || !autodiff {
+        main: &[RecomputedUnit<'_>],
+        shortcut: Option<&RecomputedUnit<'_>>,
+    ) -> Option<RecomputedOutput> {
+        if !x.device().is_autodiff() {
             return None;
         }
-        let shortcut = match downsample {
-            Some(d) if d.avg_pool.is_some_and(|stride| stride > 1) => return None,
-            Some(d) => Some((&d.conv, d.norm.training_batch_norm(mode, autodiff)?)),
-            None => None,
-        };
-        let norms: Vec<&BatchNorm> = main
-            .iter()
-            .map(|(_, norm)| norm.training_batch_norm(mode, autodiff))
-            .collect::<Option<_>>()?;
-        let affine: Vec<(Tensor<1>, Tensor<1>)> = norms
-            .iter()
-            .chain(shortcut.iter().map(|(_, bn)| bn))
-            .map(|bn| affine_values(bn, mode.train_affine))
-            .collect();
         let weights: Vec<Tensor<4>> = main
             .iter()
-            .map(|(conv, _)| conv.weight.val())
-            .chain(shortcut.iter().map(|(conv, _)| conv.weight.val()))
+            .chain(shortcut)
+            .map(|unit| unit.conv.weight.val())
             .collect();
-
         let mut units = Vec::with_capacity(main.len());
         let mut input = x.dims();
-        for (index, ((conv, _), bn)) in main.iter().zip(&norms).enumerate() {
-            let geometry = conv_geometry(conv, input)?;
-            if conv.bias.is_some() {
+        for (index, unit) in main.iter().enumerate() {
+            let geometry = conv_geometry(unit.conv, input)?;
+            if unit.conv.bias.is_some() {
                 return None;
             }
             input = geometry.output()?;
-            let (gamma, beta) = &affine[index];
             units.push(UnitSpec {
                 weight: &weights[index],
-                gamma,
-                beta,
-                epsilon: bn.epsilon,
+                gamma: &unit.gamma,
+                beta: &unit.beta,
+                epsilon: unit.epsilon,
                 geometry,
                 relu: index + 1 < main.len(),
             });
         }
         let shortcut_unit = match shortcut {
-            Some((conv, bn)) => {
-                let geometry = conv_geometry(conv, x.dims())?;
-                if conv.bias.is_some() || geometry.output()? != input {
+            Some(unit) => {
+                let geometry = conv_geometry(unit.conv, x.dims())?;
+                if unit.conv.bias.is_some() || geometry.output()? != input {
                     return None;
                 }
-                let (gamma, beta) = &affine[main.len()];
                 Some(UnitSpec {
                     weight: &weights[main.len()],
-                    gamma,
-                    beta,
-                    epsilon: bn.epsilon,
+                    gamma: &unit.gamma,
+                    beta: &unit.beta,
+                    epsilon: unit.epsilon,
                     geometry,
                     relu: false,
                 })
@@ -123,17 +102,21 @@ mod on_flex {
             None => None,
         };
 
-        let block = try_recomputed_block(x, &units, shortcut_unit.as_ref())?;
-        RECOMPUTED_BLOCKS.with(|count| count.set(count.get() + 1));
+        let block = kernel(x, &units, shortcut_unit.as_ref())?;
         let device = x.device();
-        let all_norms = norms.iter().copied().chain(shortcut.map(|(_, bn)| bn));
         let all_units = units.iter().chain(shortcut_unit.iter());
-        for ((bn, unit), (mean, variance)) in all_norms.zip(all_units).zip(block.statistics) {
-            let channels = [mean.len()];
-            let mean = Tensor::from_data(TensorData::new(mean, channels), &device);
-            let variance = Tensor::from_data(TensorData::new(variance, channels), &device);
-            update_running_statistics(bn, mean, variance, unit.geometry.output()?);
-        }
-        Some(block.output)
+        let statistics = all_units
+            .zip(block.statistics)
+            .map(|(unit, (mean, variance))| {
+                let channels = [mean.len()];
+                let mean = Tensor::from_data(TensorData::new(mean, channels), &device);
+                let variance = Tensor::from_data(TensorData::new(variance, channels), &device);
+                Some((mean, variance, unit.geometry.output()?))
+            })
+            .collect::<Option<_>>()?;
+        Some(RecomputedOutput {
+            output: block.output,
+            statistics,
+        })
     }
 }

@@ -12,7 +12,7 @@ use super::{
     ContextBlockConfig, GeneralizedAttentionConfig, NonLocal2dConfig, NonLocalMode, PluginConfig,
     PluginSettings,
 };
-use crate::summary::mul;
+use crate::checked::mul;
 
 /// A plugin's figures on one input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

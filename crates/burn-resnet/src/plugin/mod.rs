@@ -16,7 +16,7 @@ use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{BlockKind, StageSpec};
+use crate::arch::{BlockKind, StageSpec};
 use crate::error::{ResNetError, Result};
 
 pub use context_block::{

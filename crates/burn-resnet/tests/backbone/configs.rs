@@ -128,3 +128,37 @@ fn the_stem_alone_can_be_the_only_output() {
         assert_eq!(backbone.feature_info().len(), 1);
     }
 }
+
+/// The config reference (docs/configs.md) gives each default as the code has it
+/// (`burn_resnet::config::defaults` and the types' own), and has a row for every key: the
+/// defaults are stated once, in the code, and the reference is checked against them.
+#[test]
+fn config_reference_states_the_defaults_of_the_code() {
+    let text = std::fs::read_to_string(repo_path("docs/configs.md")).unwrap();
+    // Rows `| `key` | default | meaning |`, tables written `[norm_cfg]` / `[[plugins]]`.
+    let rows: std::collections::BTreeMap<String, String> = text
+        .lines()
+        .filter_map(|line| {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+            let key = key.trim_matches(|c| c == '[' || c == ']');
+            Some((key.to_string(), cells.get(2)?.to_string()))
+        })
+        .collect();
+    let defaults = toml::Table::try_from(ResNetConfig::new(50)).unwrap();
+    for (key, value) in &defaults {
+        let cell = rows
+            .get(key)
+            .unwrap_or_else(|| panic!("docs/configs.md has no row for `{key}`"));
+        let expected = match value {
+            _ if key == "depth" => "required".to_string(),
+            toml::Value::Integer(v) => v.to_string(),
+            toml::Value::Boolean(v) => v.to_string(),
+            toml::Value::String(v) => format!("`\"{v}\"`"),
+            toml::Value::Array(v) if v.is_empty() => "none".to_string(),
+            // A table (`norm_cfg`) is described in words.
+            _ => continue,
+        };
+        assert_eq!(cell, &expected, "docs/configs.md's default of `{key}`");
+    }
+}

@@ -3,10 +3,10 @@
 use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
-use crate::block::Block;
 use crate::config::{ResNetConfig, ResNetSpec};
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
+use crate::fold::FoldNorm;
 use crate::layer::{ResLayer, stage_block_specs};
 use crate::memory::{MemoryEstimate, MemoryLimit};
 use crate::norm::Norm;
@@ -40,32 +40,27 @@ impl ResNet {
         copy
     }
 
-    /// Every norm of the backbone (stem, blocks, shortcuts), in module order.
-    fn norms_mut(&mut self) -> Vec<&mut Norm> {
-        let mut norms: Vec<&mut Norm> = self
+    /// Every conv → norm unit of the backbone (stem, blocks, shortcuts), in module order.
+    pub(crate) fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {
+        let mut units: Vec<(&mut dyn FoldNorm, &mut Norm)> = self
             .stem
             .layers
             .iter_mut()
-            .map(|layer| &mut layer.norm)
+            .map(|layer| (&mut layer.conv as &mut dyn FoldNorm, &mut layer.norm))
             .collect();
         for block in self
             .layers
             .iter_mut()
             .flat_map(|layer| layer.blocks.iter_mut())
         {
-            let downsample = match block {
-                Block::Basic(b) => {
-                    norms.extend([&mut b.norm1, &mut b.norm2]);
-                    b.downsample.as_mut()
-                }
-                Block::Bottleneck(b) => {
-                    norms.extend([&mut b.norm1, &mut b.norm2, &mut b.norm3]);
-                    b.downsample.as_mut()
-                }
-            };
-            norms.extend(downsample.map(|d| &mut d.norm));
+            units.extend(block.units_mut());
         }
-        norms
+        units
+    }
+
+    /// Every norm of the backbone, in module order.
+    fn norms_mut(&mut self) -> Vec<&mut Norm> {
+        self.units_mut().into_iter().map(|(_, norm)| norm).collect()
     }
 }
 

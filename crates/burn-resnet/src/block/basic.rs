@@ -5,9 +5,10 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::{BlockSpec, Downsample};
+use super::{BlockSpec, Downsample, ResidualBlock};
+use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
-use crate::plugin::PluginStack;
+use crate::plugin::{PluginPosition, PluginStack};
 use crate::unit::conv_norm_act;
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
@@ -83,5 +84,29 @@ impl BasicBlock {
             mode,
         ));
         relu(out + identity)
+    }
+}
+
+impl ResidualBlock for BasicBlock {
+    fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
+        BasicBlock::forward(self, x, mode)
+    }
+
+    fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
+        let planes = self.conv1.weight.dims()[0];
+        match position {
+            PluginPosition::AfterConv1 => Some((&mut self.after_conv1, planes)),
+            PluginPosition::AfterConv2 => Some((&mut self.after_conv2, planes)),
+            PluginPosition::AfterConv3 => None,
+        }
+    }
+
+    fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {
+        let mut units: Vec<(&mut dyn FoldNorm, &mut Norm)> = vec![
+            (&mut self.conv1, &mut self.norm1),
+            (&mut self.conv2, &mut self.norm2),
+        ];
+        units.extend(self.downsample.as_mut().map(Downsample::unit_mut));
+        units
     }
 }

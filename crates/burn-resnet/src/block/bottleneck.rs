@@ -5,10 +5,11 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
-use super::{BlockSpec, Downsample};
+use super::{BlockSpec, Downsample, ResidualBlock};
 use crate::dcn::SpatialConv;
+use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
-use crate::plugin::PluginStack;
+use crate::plugin::{PluginPosition, PluginStack};
 use crate::unit::conv_norm_act;
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
@@ -111,5 +112,38 @@ impl Bottleneck {
     /// Whether no position has plugins.
     fn plugins_empty(&self) -> bool {
         self.after_conv1.is_empty() && self.after_conv2.is_empty() && self.after_conv3.is_empty()
+    }
+}
+
+impl ResidualBlock for Bottleneck {
+    fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
+        Bottleneck::forward(self, x, mode)
+    }
+
+    fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
+        match position {
+            PluginPosition::AfterConv1 => {
+                let channels = self.conv1.weight.dims()[0];
+                Some((&mut self.after_conv1, channels))
+            }
+            PluginPosition::AfterConv2 => {
+                let channels = self.conv2.out_channels();
+                Some((&mut self.after_conv2, channels))
+            }
+            PluginPosition::AfterConv3 => {
+                let channels = self.conv3.weight.dims()[0];
+                Some((&mut self.after_conv3, channels))
+            }
+        }
+    }
+
+    fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {
+        let mut units: Vec<(&mut dyn FoldNorm, &mut Norm)> = vec![
+            (&mut self.conv1, &mut self.norm1),
+            (&mut self.conv2, &mut self.norm2),
+            (&mut self.conv3, &mut self.norm3),
+        ];
+        units.extend(self.downsample.as_mut().map(Downsample::unit_mut));
+        units
     }
 }

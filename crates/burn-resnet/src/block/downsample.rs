@@ -7,6 +7,7 @@ use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
 use crate::conv::ConvSpec;
+use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::unit::conv_norm_act;
 
@@ -78,5 +79,10 @@ impl Downsample {
             x = avg_pool2d(x, options);
         }
         conv_norm_act(&self.conv, &self.norm, x, None, false, mode)
+    }
+
+    /// Its conv → norm unit.
+    pub(crate) fn unit_mut(&mut self) -> (&mut dyn FoldNorm, &mut Norm) {
+        (&mut self.conv, &mut self.norm)
     }
 }

@@ -17,9 +17,9 @@ use burn::tensor::{Device, Tensor};
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
 use crate::dcn::DcnConfig;
-use crate::norm::{NormConfig, StageMode};
+use crate::fold::FoldNorm;
+use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
-use burn::nn::conv::Conv2d;
 
 /// The shape of one residual block, resolved from the config (mmdet's block arguments).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +104,19 @@ impl BlockSpec {
     }
 }
 
+/// What each block kind provides, in its own file: adding a kind adds an implementation, a
+/// [`Block`] variant (with its arms in `as_residual`/`as_residual_mut`) and its arm in
+/// [`BlockSpec::convs`] and [`BlockSpec::init`] (docs/extending.md).
+pub(crate) trait ResidualBlock {
+    /// Run the block: residual branch + shortcut, then ReLU.
+    fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4>;
+    /// The plugin stack at `position` and its input channels, if the block has that position.
+    fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)>;
+    /// Every conv → norm unit, in module order, the shortcut's last: what folding and the
+    /// running-statistics copy walk.
+    fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)>;
+}
+
 /// One residual block of either kind.
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)]
@@ -115,38 +128,38 @@ pub enum Block {
 }
 
 impl Block {
-    /// The plugin stack at `position` and its input channels; `None` for `AfterConv3` on a
-    /// BasicBlock, which has no `conv3`.
+    /// The block as what every kind provides.
+    fn as_residual(&self) -> &dyn ResidualBlock {
+        match self {
+            Block::Basic(block) => block,
+            Block::Bottleneck(block) => block,
+        }
+    }
+
+    /// [`Block::as_residual`], mutably.
+    fn as_residual_mut(&mut self) -> &mut dyn ResidualBlock {
+        match self {
+            Block::Basic(block) => block,
+            Block::Bottleneck(block) => block,
+        }
+    }
+
+    /// The plugin stack at `position` and its input channels; `None` for a position the block
+    /// does not have (`AfterConv3` on a BasicBlock).
     pub fn plugin_stack_mut(
         &mut self,
         position: PluginPosition,
     ) -> Option<(&mut PluginStack, usize)> {
-        let channels = |conv: &Conv2d| conv.weight.dims()[0];
-        match (self, position) {
-            (Block::Basic(b), PluginPosition::AfterConv1) => {
-                Some((&mut b.after_conv1, channels(&b.conv1)))
-            }
-            (Block::Basic(b), PluginPosition::AfterConv2) => {
-                Some((&mut b.after_conv2, channels(&b.conv2)))
-            }
-            (Block::Basic(_), PluginPosition::AfterConv3) => None,
-            (Block::Bottleneck(b), PluginPosition::AfterConv1) => {
-                Some((&mut b.after_conv1, channels(&b.conv1)))
-            }
-            (Block::Bottleneck(b), PluginPosition::AfterConv2) => {
-                Some((&mut b.after_conv2, b.conv2.out_channels()))
-            }
-            (Block::Bottleneck(b), PluginPosition::AfterConv3) => {
-                Some((&mut b.after_conv3, channels(&b.conv3)))
-            }
-        }
+        self.as_residual_mut().plugin_stack_mut(position)
+    }
+
+    /// Every conv → norm unit of the block, the shortcut's last.
+    pub(crate) fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {
+        self.as_residual_mut().units_mut()
     }
 
     /// Run the block: residual branch + shortcut, then ReLU.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
-        match self {
-            Block::Basic(block) => block.forward(x, mode),
-            Block::Bottleneck(block) => block.forward(x, mode),
-        }
+        self.as_residual().forward(x, mode)
     }
 }

@@ -16,6 +16,7 @@ mod configs;
 mod dcn;
 #[cfg(not(no_workspace_files))]
 mod export;
+mod fold;
 #[cfg(not(no_workspace_files))]
 mod fpn;
 #[cfg(not(no_workspace_files))]

@@ -2,166 +2,17 @@
 //! GroupNorm, frozen BatchNorm, with `requires_grad`), and how it runs in a given stage
 //! ([`StageMode`]: `norm_eval`, `frozen_stages`, `with_cp`).
 
+mod config;
+
+pub use config::NormConfig;
+
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
-use burn::nn::{BatchNorm, BatchNormConfig, GroupNorm, GroupNormConfig, Identity};
+use burn::nn::{BatchNorm, GroupNorm, Identity};
+use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
-use burn::tensor::{Device, Tensor};
-use serde::{Deserialize, Serialize};
 
-use crate::error::{ResNetError, Result};
 use crate::ops;
-
-/// mmdet `norm_cfg`: which norm follows each conv. TOML: a `[norm_cfg]` table with a `type`.
-/// Default: `type = "BN"`, `requires_grad = true`, `eps = 1e-5`, `momentum = 0.1` (mmdet's).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "type", deny_unknown_fields)]
-pub enum NormConfig {
-    /// `nn.BatchNorm2d` (`"BN"`; mmdet's `"SyncBN"` reads as the same on one device).
-    #[serde(rename = "BN", alias = "SyncBN")]
-    Batch {
-        /// mmdet `requires_grad`: the affine weight and bias train. Default true.
-        #[serde(default = "default_true")]
-        requires_grad: bool,
-        /// Added to the variance. Default 1e-5.
-        #[serde(default = "default_eps")]
-        eps: f64,
-        /// Running-statistics update rate (PyTorch's convention). Default 0.1.
-        #[serde(default = "default_momentum")]
-        momentum: f64,
-    },
-    /// `nn.GroupNorm` (`"GN"`): statistics per sample and group, the same in training and
-    /// inference.
-    #[serde(rename = "GN")]
-    Group {
-        /// Groups; must divide the channels of every norm. Required (mmdet: 32).
-        num_groups: usize,
-        /// mmdet `requires_grad`. Default true.
-        #[serde(default = "default_true")]
-        requires_grad: bool,
-        /// Default 1e-5.
-        #[serde(default = "default_eps")]
-        eps: f64,
-    },
-    /// Frozen BatchNorm (`"FrozenBN"`, torchvision's `FrozenBatchNorm2d`): fixed affine and
-    /// statistics, never trained or updated, as detection models fine-tune from ImageNet weights.
-    #[serde(rename = "FrozenBN")]
-    FrozenBatch {
-        /// Default 1e-5.
-        #[serde(default = "default_eps")]
-        eps: f64,
-    },
-}
-
-fn default_true() -> bool {
-    true
-}
-fn default_eps() -> f64 {
-    1e-5
-}
-fn default_momentum() -> f64 {
-    0.1
-}
-
-impl Default for NormConfig {
-    fn default() -> Self {
-        NormConfig::Batch {
-            requires_grad: true,
-            eps: default_eps(),
-            momentum: default_momentum(),
-        }
-    }
-}
-
-impl NormConfig {
-    /// Check the numbers, and that GroupNorm's groups divide every norm's `channels`.
-    pub fn validate(&self, channels: impl IntoIterator<Item = usize>) -> Result<()> {
-        let eps = match self {
-            NormConfig::Batch { eps, .. }
-            | NormConfig::Group { eps, .. }
-            | NormConfig::FrozenBatch { eps } => *eps,
-        };
-        if !(eps.is_finite() && eps > 0.0) {
-            return Err(ResNetError::Incompatible {
-                field: "norm_cfg.eps".into(),
-                reason: format!("{eps} must be a positive number"),
-            });
-        }
-        if let NormConfig::Batch { momentum, .. } = self
-            && !(0.0..=1.0).contains(momentum)
-        {
-            return Err(ResNetError::Incompatible {
-                field: "norm_cfg.momentum".into(),
-                reason: format!(
-                    "{momentum} must lie in 0..=1 (PyTorch's convention: the weight of the batch)"
-                ),
-            });
-        }
-        if let NormConfig::Group { num_groups, .. } = self {
-            if *num_groups == 0 {
-                return Err(ResNetError::TooSmall {
-                    field: "norm_cfg.num_groups".into(),
-                    value: 0,
-                    min: 1,
-                });
-            }
-            if let Some(bad) = channels.into_iter().find(|c| c % num_groups != 0) {
-                return Err(ResNetError::Incompatible {
-                    field: "norm_cfg.num_groups".into(),
-                    reason: format!("{num_groups} groups do not divide a norm of {bad} channels"),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// A norm over `channels`, its weight set to `gamma` (1, or 0 for zero-init residual).
-    pub fn init(&self, channels: usize, gamma: f32, device: &Device) -> Norm {
-        let scale = |param: Param<Tensor<1>>| {
-            if gamma != 1.0 {
-                param.map(|g| g.mul_scalar(gamma))
-            } else {
-                param
-            }
-        };
-        match *self {
-            NormConfig::Batch { eps, momentum, .. } => {
-                let mut norm = BatchNormConfig::new(channels)
-                    .with_epsilon(eps)
-                    .with_momentum(momentum)
-                    .init(device);
-                norm.gamma = scale(norm.gamma);
-                Norm::Batch(norm)
-            }
-            NormConfig::FrozenBatch { eps } => {
-                let mut norm = BatchNormConfig::new(channels)
-                    .with_epsilon(eps)
-                    .init(device);
-                norm.gamma = scale(norm.gamma);
-                Norm::Frozen(norm)
-            }
-            NormConfig::Group {
-                num_groups, eps, ..
-            } => {
-                let mut norm = GroupNormConfig::new(num_groups, channels)
-                    .with_epsilon(eps)
-                    .init(device);
-                norm.gamma = norm.gamma.map(scale);
-                Norm::Group(norm)
-            }
-        }
-    }
-
-    /// mmdet `requires_grad`: whether the affine parameters train (never for FrozenBN).
-    pub fn requires_grad(&self) -> bool {
-        match self {
-            NormConfig::Batch { requires_grad, .. } | NormConfig::Group { requires_grad, .. } => {
-                *requires_grad
-            }
-            NormConfig::FrozenBatch { .. } => false,
-        }
-    }
-}
 
 /// How one part of the backbone (the stem or a stage) runs: derived from the config
 /// (`norm_eval`, `frozen_stages`, `norm_cfg.requires_grad`, `with_cp`) on every forward pass, so

@@ -141,6 +141,12 @@ impl ResNet {
     ///
     /// Stages after the last selected one are not run (mmdet runs and discards them).
     ///
+    /// # Shapes
+    /// - input: `[batch, in_channels, height, width]`
+    /// - output `i`: `[batch, channels_i, ⌈height / reduction_i⌉, ⌈width / reduction_i⌉]` as
+    ///   [`ResNet::feature_info`]`()[i]` gives them (reduction 2 for C1, 4 · the stage strides'
+    ///   product for a stage; sizes rounded as each conv's output size rounds)
+    ///
     /// # Panics
     /// When the input's channels differ from `in_channels` or a side is 0; use
     /// [`ResNet::try_forward`] to get an error instead.
@@ -231,6 +237,11 @@ impl ResNet {
     }
 
     /// [`ResNet::forward`] after checking the input's shape.
+    ///
+    /// # Errors
+    /// [`ResNetError::InputShape`] when the channels differ from `in_channels` or a side is 0;
+    /// [`ResNetError::InputTooSmall`] when a side is below the smallest input the stages accept
+    /// ([`ResNet::check_input`]).
     pub fn try_forward(&self, images: Tensor<4>) -> Result<Vec<Tensor<4>>> {
         self.check_input(images.dims())?;
         Ok(self.forward(images))

@@ -63,6 +63,12 @@ impl Fpn {
     /// The pyramid, finest first: `num_outs` maps of `out_channels`. `inputs` are the backbone's
     /// outputs in order.
     ///
+    /// # Shapes
+    /// - inputs: `[batch, in_channels[i], h_i, w_i]`, each level half the size of the one before
+    ///   (as a backbone's are)
+    /// - outputs: `num_outs` maps `[batch, out_channels, h_j, w_j]`, the first at the size of
+    ///   input `start_level`, each extra level half the size of the one before
+    ///
     /// # Panics
     /// When `inputs` do not have the configured count and channels; [`Fpn::try_forward`] checks.
     pub fn forward(&self, inputs: &[Tensor<4>]) -> Vec<Tensor<4>> {
@@ -114,6 +120,10 @@ impl Fpn {
     }
 
     /// [`Fpn::forward`] after checking the inputs' count and channels.
+    ///
+    /// # Errors
+    /// [`ResNetError::Incompatible`] (`neck inputs`) when the inputs' count or channels differ
+    /// from the configured ones.
     pub fn try_forward(&self, inputs: &[Tensor<4>]) -> Result<Vec<Tensor<4>>> {
         let got: Vec<usize> = inputs.iter().map(|x| x.dims()[1]).collect();
         if got != self.spec.in_channels {

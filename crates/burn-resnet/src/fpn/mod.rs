@@ -119,8 +119,8 @@ pub struct FpnConfig {
     /// mmdet `start_level`: first input level used. Default 0.
     #[serde(default)]
     pub start_level: usize,
-    /// mmdet `end_level`: last input level used (inclusive); -1 for the last. Default -1.
-    #[serde(default = "minus_one")]
+    /// mmdet `end_level`: last input level used (inclusive); -1 for the last, the default.
+    #[serde(default = "last_level")]
     pub end_level: i64,
     /// mmdet `add_extra_convs`. Default false.
     #[serde(default)]
@@ -131,21 +131,23 @@ pub struct FpnConfig {
     pub relu_before_extra_convs: bool,
 }
 
-fn minus_one() -> i64 {
+/// `end_level`'s default: the last level.
+fn last_level() -> i64 {
     -1
 }
 
 impl FpnConfig {
     /// `out_channels` and `num_outs`, everything else mmdet's default.
     pub fn new(out_channels: usize, num_outs: usize) -> Self {
+        // The same defaults as serde's, from the same functions.
         Self {
             in_channels: None,
             out_channels,
             num_outs,
-            start_level: 0,
-            end_level: -1,
+            start_level: Default::default(),
+            end_level: last_level(),
             add_extra_convs: ExtraConvs::default(),
-            relu_before_extra_convs: false,
+            relu_before_extra_convs: Default::default(),
         }
     }
 

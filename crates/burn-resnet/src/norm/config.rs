@@ -9,21 +9,23 @@ use super::Norm;
 use crate::error::{ResNetError, Result};
 
 /// mmdet `norm_cfg`: which norm follows each conv. TOML: a `[norm_cfg]` table with a `type`.
-/// Default: `type = "BN"`, `requires_grad = true`, `eps = 1e-5`, `momentum = 0.1` (mmdet's).
+/// Default: a BatchNorm (`type = "BN"`) with [`REQUIRES_GRAD`], [`EPSILON`] and [`MOMENTUM`]
+/// (mmdet's).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
 pub enum NormConfig {
     /// `nn.BatchNorm2d` (`"BN"`; mmdet's `"SyncBN"` reads as the same on one device).
     #[serde(rename = "BN", alias = "SyncBN")]
     Batch {
-        /// mmdet `requires_grad`: the affine weight and bias train. Default true.
-        #[serde(default = "default_true")]
+        /// mmdet `requires_grad`: the affine weight and bias train. Default
+        /// [`REQUIRES_GRAD`].
+        #[serde(default = "requires_grad")]
         requires_grad: bool,
-        /// Added to the variance. Default 1e-5.
-        #[serde(default = "default_eps")]
+        /// Added to the variance. Default [`EPSILON`].
+        #[serde(default = "epsilon")]
         eps: f64,
-        /// Running-statistics update rate (PyTorch's convention). Default 0.1.
-        #[serde(default = "default_momentum")]
+        /// Running-statistics update rate (PyTorch's convention). Default [`MOMENTUM`].
+        #[serde(default = "momentum")]
         momentum: f64,
     },
     /// `nn.GroupNorm` (`"GN"`): statistics per sample and group, the same in training and
@@ -32,39 +34,48 @@ pub enum NormConfig {
     Group {
         /// Groups; must divide the channels of every norm. Required (mmdet: 32).
         num_groups: usize,
-        /// mmdet `requires_grad`. Default true.
-        #[serde(default = "default_true")]
+        /// mmdet `requires_grad`. Default [`REQUIRES_GRAD`].
+        #[serde(default = "requires_grad")]
         requires_grad: bool,
-        /// Default 1e-5.
-        #[serde(default = "default_eps")]
+        /// Added to the variance. Default [`EPSILON`].
+        #[serde(default = "epsilon")]
         eps: f64,
     },
     /// Frozen BatchNorm (`"FrozenBN"`, torchvision's `FrozenBatchNorm2d`): fixed affine and
     /// statistics, never trained or updated, as detection models fine-tune from ImageNet weights.
     #[serde(rename = "FrozenBN")]
     FrozenBatch {
-        /// Default 1e-5.
-        #[serde(default = "default_eps")]
+        /// Added to the variance. Default [`EPSILON`].
+        #[serde(default = "epsilon")]
         eps: f64,
     },
 }
 
-fn default_true() -> bool {
-    true
+/// `requires_grad` when not given: the affine parameters train (mmdet's).
+pub const REQUIRES_GRAD: bool = true;
+/// `eps` when not given (PyTorch's and mmdet's).
+pub const EPSILON: f64 = 1e-5;
+/// `momentum` of a BatchNorm when not given (PyTorch's).
+pub const MOMENTUM: f64 = 0.1;
+
+// serde's `default = "..."` takes a function.
+fn requires_grad() -> bool {
+    REQUIRES_GRAD
 }
-fn default_eps() -> f64 {
-    1e-5
+fn epsilon() -> f64 {
+    EPSILON
 }
-fn default_momentum() -> f64 {
-    0.1
+fn momentum() -> f64 {
+    MOMENTUM
 }
 
+/// mmdet's default `norm_cfg`: a BatchNorm with the defaults above.
 impl Default for NormConfig {
     fn default() -> Self {
         NormConfig::Batch {
-            requires_grad: true,
-            eps: default_eps(),
-            momentum: default_momentum(),
+            requires_grad: REQUIRES_GRAD,
+            eps: EPSILON,
+            momentum: MOMENTUM,
         }
     }
 }

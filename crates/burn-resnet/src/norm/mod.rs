@@ -4,7 +4,7 @@
 
 mod config;
 
-pub use config::NormConfig;
+pub use config::{EPSILON, MOMENTUM, NormConfig, REQUIRES_GRAD};
 
 use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;

@@ -130,35 +130,58 @@ fn the_stem_alone_can_be_the_only_output() {
 }
 
 /// The config reference (docs/configs.md) gives each default as the code has it
-/// (`burn_resnet::config::defaults` and the types' own), and has a row for every key: the
-/// defaults are stated once, in the code, and the reference is checked against them.
+/// (`burn_resnet::config::defaults`, `burn_resnet::norm`'s constants and the types' own), and
+/// has a row for every key: the defaults are stated once, in the code, and the reference is
+/// checked against them.
 #[test]
 fn config_reference_states_the_defaults_of_the_code() {
     let text = std::fs::read_to_string(repo_path("docs/configs.md")).unwrap();
     // Rows `| `key` | default | meaning |`, tables written `[norm_cfg]` / `[[plugins]]`.
-    let rows: std::collections::BTreeMap<String, String> = text
+    let rows: std::collections::BTreeMap<String, (String, String)> = text
         .lines()
         .filter_map(|line| {
             let cells: Vec<&str> = line.split('|').map(str::trim).collect();
             let key = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
             let key = key.trim_matches(|c| c == '[' || c == ']');
-            Some((key.to_string(), cells.get(2)?.to_string()))
+            Some((
+                key.to_string(),
+                (cells.get(2)?.to_string(), cells.get(3)?.to_string()),
+            ))
         })
         .collect();
+    let render = |value: &toml::Value| match value {
+        toml::Value::Integer(v) => v.to_string(),
+        toml::Value::Float(v) => format!("{v:?}"),
+        toml::Value::Boolean(v) => v.to_string(),
+        toml::Value::String(v) => format!("`\"{v}\"`"),
+        other => panic!("no rendering for {other:?}"),
+    };
     let defaults = toml::Table::try_from(ResNetConfig::new(50)).unwrap();
     for (key, value) in &defaults {
-        let cell = rows
+        let (cell, meaning) = rows
             .get(key)
             .unwrap_or_else(|| panic!("docs/configs.md has no row for `{key}`"));
-        let expected = match value {
-            _ if key == "depth" => "required".to_string(),
-            toml::Value::Integer(v) => v.to_string(),
-            toml::Value::Boolean(v) => v.to_string(),
-            toml::Value::String(v) => format!("`\"{v}\"`"),
-            toml::Value::Array(v) if v.is_empty() => "none".to_string(),
-            // A table (`norm_cfg`) is described in words.
-            _ => continue,
-        };
-        assert_eq!(cell, &expected, "docs/configs.md's default of `{key}`");
+        match value {
+            _ if key == "depth" => assert_eq!(cell, "required"),
+            toml::Value::Array(v) if v.is_empty() => assert_eq!(cell, "none", "`{key}`"),
+            // A table (`norm_cfg`): its type in the default column, each other key's default
+            // in the meaning, as "`key` (value)".
+            toml::Value::Table(table) => {
+                let kind = render(&table["type"]);
+                assert_eq!(
+                    cell,
+                    &format!("`type = {}`", kind.trim_matches('`')),
+                    "`{key}`"
+                );
+                for (inner, value) in table.iter().filter(|(inner, _)| *inner != "type") {
+                    let stated = format!("`{inner}` ({})", render(value));
+                    assert!(
+                        meaning.contains(&stated),
+                        "`{key}`: no {stated} in {meaning}"
+                    );
+                }
+            }
+            value => assert_eq!(cell, &render(value), "docs/configs.md's default of `{key}`"),
+        }
     }
 }

@@ -30,6 +30,24 @@ impl BlockKind {
             BlockKind::Bottleneck => 4,
         }
     }
+
+    /// Convs on the residual branch: the plugin positions it has (`after_conv1`…), the last
+    /// one carrying the block's output channels.
+    pub fn convs(self) -> usize {
+        match self {
+            BlockKind::Basic => 2,
+            BlockKind::Bottleneck => 3,
+        }
+    }
+
+    /// Whether the branch has an inner 3x3 conv between 1x1 convs, with a width of its own:
+    /// what ResNeXt's `groups`/`base_width` widen and `dcn` makes deformable.
+    pub fn has_inner_conv(self) -> bool {
+        match self {
+            BlockKind::Basic => false,
+            BlockKind::Bottleneck => true,
+        }
+    }
 }
 
 /// mmdet's architecture table: block kind and blocks per stage for each depth.

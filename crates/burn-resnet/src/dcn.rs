@@ -91,7 +91,7 @@ pub(crate) fn validate_dcn(
                 .into(),
         });
     }
-    if block == BlockKind::Basic {
+    if !block.has_inner_conv() {
         return Err(ResNetError::Incompatible {
             field: "dcn".into(),
             reason: "deformable convs replace a Bottleneck's 3x3 conv2 (depth 50, 101, 152); \

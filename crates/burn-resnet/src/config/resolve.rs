@@ -35,7 +35,7 @@ impl ResNetConfig {
         )?;
         at_least("groups", self.groups, 1)?;
         at_least("base_width", self.base_width, 1)?;
-        if self.groups > 1 && block == BlockKind::Basic {
+        if self.groups > 1 && !block.has_inner_conv() {
             return Err(ResNetError::Incompatible {
                 field: "groups".into(),
                 reason: format!(
@@ -147,9 +147,9 @@ impl ResNetConfig {
                 let out_channels = planes
                     .checked_mul(block.expansion())
                     .ok_or_else(|| overflow("base_channels", format!("layer{stage}'s output channels (planes × {})", block.expansion())))?;
-                let width = match (block, self.groups) {
+                let width = match self.groups {
                     // ResNeXt widens the 3x3 conv: planes × base_width / base_channels × groups.
-                    (BlockKind::Bottleneck, groups) if groups > 1 => (planes / self.base_channels)
+                    groups if groups > 1 && block.has_inner_conv() => (planes / self.base_channels)
                         .checked_mul(self.base_width)
                         .and_then(|w| w.checked_mul(groups))
                         .ok_or_else(|| overflow("groups", format!("layer{stage}'s width (planes × base_width / base_channels × groups)")))?,

@@ -54,6 +54,15 @@ impl PluginPosition {
             PluginPosition::AfterConv3 => "after_conv3",
         }
     }
+
+    /// The conv it follows: 1, 2 or 3.
+    pub fn conv(self) -> usize {
+        match self {
+            PluginPosition::AfterConv1 => 1,
+            PluginPosition::AfterConv2 => 2,
+            PluginPosition::AfterConv3 => 3,
+        }
+    }
 }
 
 /// The plugins at one position of one block, run in order.
@@ -327,7 +336,7 @@ pub(crate) fn validate_plugins(
                 got: mask.len(),
             });
         }
-        if entry.position == PluginPosition::AfterConv3 && block == BlockKind::Basic {
+        if entry.position.conv() > block.convs() {
             return Err(ResNetError::Incompatible {
                 field: format!("plugins[{i}].position"),
                 reason: "after_conv3 needs Bottleneck blocks (depth 50, 101, 152); a BasicBlock's last conv is conv2: use after_conv2".into(),
@@ -349,10 +358,11 @@ pub(crate) fn validate_plugins(
                     ),
                 });
             }
-            let channels = match entry.position {
-                PluginPosition::AfterConv3 => stage.out_channels,
-                PluginPosition::AfterConv2 if block == BlockKind::Basic => stage.out_channels,
-                _ => stage.width,
+            // After the last conv the block's output channels, before it the inner width.
+            let channels = if entry.position.conv() == block.convs() {
+                stage.out_channels
+            } else {
+                stage.width
             };
             if let Some(reason) = entry.cfg.check(channels) {
                 return Err(ResNetError::Incompatible {

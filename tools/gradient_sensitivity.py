@@ -38,10 +38,10 @@ def main():
     parser.add_argument("--reference-dir", default=os.path.join("..", "shared", "reference"))
     parser.add_argument("--case", default="resnet50_attention_train")
     args = parser.parse_args()
-    resnet, _ = make_fixtures.load_resnext(os.path.abspath(args.reference_dir))
+    classes = make_fixtures.load_backbones(os.path.abspath(args.reference_dir))
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel(logging.WARNING)
-    kwargs = make_fixtures.TRAIN_CASES[args.case]
+    resnet, kwargs = make_fixtures.backbone(make_fixtures.TRAIN_CASES[args.case], classes)
     base = os.path.join(DIR, args.case)
     weights = {k: v.double() for k, v in load_file(base + ".weights.safetensors").items()}
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the parity fixtures in tests/fixtures/parity/ from mmdetection's real ResNet.
 
-Each case builds mmdet's `ResNet` (or `ResNeXt`) at tiny width, randomises every parameter
+Each case builds mmdet's `ResNet` (or `ResNeXt`, or `Res2Net`) at tiny width, randomises every parameter
 and BatchNorm statistic (so no branch is silently zero, e.g. under zero_init_residual),
 rounds the weights to float16-exact values (so they can be stored as F16 and the file stays
 small, while the reference still computes in float32), runs it in eval mode on a random input
@@ -15,7 +15,10 @@ and writes:
   <case>.grads.safetensors     training cases only: gradients and updated running statistics
 
 Run from the repository root (see ../shared/reference/mmdet_resnet.py for the environment):
-    python3 tools/make_fixtures.py [--reference-dir ../shared/reference]
+    python3 tools/make_fixtures.py [--reference-dir ../shared/reference] [--only NAME ...]
+
+`--only` writes just the cases whose names contain one of the given strings (e.g. `--only
+res2net`), leaving every other fixture file untouched; each case keeps its own seed either way.
 """
 import argparse
 import copy
@@ -28,7 +31,9 @@ import logging
 import torch
 from safetensors.torch import load_file, save_file
 
-# Our config keys are mmdet's argument names; these cases are written to both.
+# Our config keys are mmdet's argument names; these cases are written to both. A case's `type`
+# (first, as in the TOML) names the mmdet class; without one it is ResNeXt when `groups` is given,
+# else ResNet. `type` is a config key only: the class is built from the other arguments.
 CASES = {
     "resnet18": dict(depth=18, base_channels=8),
     "resnet50_pytorch": dict(depth=50, base_channels=8),
@@ -81,6 +86,16 @@ CASES = {
     "resnet50_attention0010": dict(depth=50, base_channels=8, plugins=[
         dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=2, attention_type="0010", kv_stride=2,
                       q_stride=2), stages=(False, False, True, True), position="after_conv2")]),
+    # Res2Net-50 (mmdet's Res2Net: Bottle2neck blocks, `convs.i`/`bns.i` per scale). mmdet forces
+    # deep_stem and avg_down (and style pytorch) whatever it is given; burn-resnet's config states
+    # them. Scale width = base_width * 2^stage here (mmdet: planes * base_width / base_channels).
+    "res2net50_w4s4": dict(type="Res2Net", depth=50, base_channels=8, base_width=4, scales=4,
+                           deep_stem=True, avg_down=True),
+    # Three scales, stride 1 with dilation 2 in stage 4: the first block of stage 4 has
+    # stage_type 'stage' without a pool (the last split passes through), and a 1x1 avg-pool
+    # downsample.
+    "res2net50_w4s3_dilated": dict(type="Res2Net", depth=50, base_channels=8, base_width=4, scales=3,
+                                   deep_stem=True, avg_down=True, strides=[1, 2, 2, 1], dilations=[1, 1, 1, 2]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
 RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnext50_4x2d_gcb", "resnet50_plugins_train",
@@ -106,6 +121,14 @@ TRAIN_CASES = {
     "resnet50_attention_train": dict(depth=50, base_channels=4, plugins=[
         dict(cfg=dict(type="GeneralizedAttention", spatial_range=-1, num_heads=2, attention_type="1111", kv_stride=2),
              stages=(False, False, True, True), position="after_conv2")]),
+    # Res2Net-50's Bottle2necks trained, in two stages: gradients through the per-scale splits,
+    # the hierarchical sums and the avg-pooled last split of a strided first block. Two stages,
+    # because all four are chaotic in float32: PyTorch's own float32 gradients miss float64 by
+    # 3.0e-2 there (one ReLU element of the tiny layer3/layer4 maps, whose batch statistics cover
+    # 24-84 positions, flips under a one-ulp change of the input); here they miss by 7.7e-5.
+    "res2net50_2stages_train": dict(type="Res2Net", depth=50, base_channels=8, base_width=4, scales=4,
+                                    deep_stem=True, avg_down=True, num_stages=2, strides=[1, 2],
+                                    dilations=[1, 1], out_indices=[0, 1]),
 }
 # DCN cases draw their offset convs' weights at a fraction of the Kaiming scale (powers of two,
 # so they stay float16-exact): at full scale the offsets reach hundreds of pixels on maps of a
@@ -154,6 +177,22 @@ def load_resnext(reference_dir):
     return mmdet_resnet.ResNet, module.ResNeXt
 
 
+def load_backbones(reference_dir):
+    """mmdet's backbone classes by name: ResNet, ResNeXt and Res2Net."""
+    resnet, resnext = load_resnext(reference_dir)
+    import mmdet_resnet
+    # res2net.py imports `.resnet`, which load_resnext has put in sys.modules.
+    res2net = mmdet_resnet._load("mmdet.models.backbones.res2net", "models/backbones/res2net.py")
+    return {"ResNet": resnet, "ResNeXt": resnext, "Res2Net": res2net.Res2Net}
+
+
+def backbone(kwargs, classes):
+    """The mmdet class a case builds and its constructor arguments (the case less `type`)."""
+    kwargs = dict(kwargs)
+    name = kwargs.pop("type", "ResNeXt" if "groups" in kwargs else "ResNet")
+    return classes[name], kwargs
+
+
 def toml_value(value):
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -190,8 +229,11 @@ def randomise(model, generator, convs=False, half_exact=True, offset_scale=EVAL_
 
 
 def write_config(base, cls, kwargs):
+    """`kwargs` is the case (with its `type`, if any, which is written first as a config key
+    but is not an mmdet argument)."""
     with open(base + ".toml", "w") as f:
-        f.write(f"# mmdet: {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})\n")
+        arguments = ', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k != "type")
+        f.write(f"# mmdet: {cls.__name__}({arguments})\n")
         f.write("# Generated by tools/make_fixtures.py; do not edit.\n")
         for key, value in kwargs.items():
             if key != "plugins":
@@ -228,7 +270,12 @@ def l2_relative(actual, expected):
     return ((actual - expected).norm() / expected.norm().clamp_min(1e-30)).item()
 
 
-def make_train_case(case, kwargs, seed, resnet, out):
+def parameter_count(model):
+    return sum(p.numel() for p in model.parameters())
+
+
+def make_train_case(case, config, seed, classes, out):
+    resnet, kwargs = backbone(config, classes)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = resnet(**copy.deepcopy(kwargs), **MMDET_ONLY)
@@ -236,7 +283,7 @@ def make_train_case(case, kwargs, seed, resnet, out):
         model.init_weights()
     randomise(model, generator, convs=case in RANDOM_CONVS, offset_scale=TRAIN_OFFSET_SCALE)
     base = os.path.join(out, case)
-    write_config(base, resnet, kwargs)
+    write_config(base, resnet, config)
     save_weights(model, base + ".weights.safetensors")
     images = torch.randn(TRAIN_INPUT_SHAPE, generator=generator)
 
@@ -253,7 +300,7 @@ def make_train_case(case, kwargs, seed, resnet, out):
     io = {"input": images.contiguous(), "loss": loss.detach().float().reshape(1)}
     io.update({f"output.{i}": o.detach().float().contiguous() for i, o in enumerate(outputs)})
     save_file(io, base + ".io.safetensors", metadata={
-        "mmdet": f"ResNet{dict(**kwargs, **MMDET_ONLY)} in train mode, float64 reference",
+        "mmdet": f"{resnet.__name__}{dict(**kwargs, **MMDET_ONLY)} in train mode, float64 reference",
         "weights": f"{case}.weights.safetensors",
     })
     # What float32 costs PyTorch itself on this case: the bar for burn-resnet's float32.
@@ -264,7 +311,8 @@ def make_train_case(case, kwargs, seed, resnet, out):
     norms = sorted(v.norm().item() for k, v in after.items() if "running_" not in k)
     floor = 1e-4 * norms[len(norms) // 2]
     state_gap = max(((after32[k].double() - v).norm() / max(v.norm().item(), floor)).item() for k, v in after.items())
-    print(f"{case}: train mode, loss {loss.item():.6f}, outputs {[tuple(o.shape) for o in outputs]}; "
+    print(f"{case}: train mode, {parameter_count(model)} parameters, loss {loss.item():.6f}, "
+          f"outputs {[tuple(o.shape) for o in outputs]}; "
           f"PyTorch float32 vs float64 (L2-relative): outputs {output_gap:.1e}, "
           f"gradients and statistics {state_gap:.1e}")
 
@@ -273,20 +321,34 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reference-dir", default=os.path.join("..", "shared", "reference"))
     parser.add_argument("--out", default=os.path.join("tests", "fixtures", "parity"))
+    parser.add_argument("--only", nargs="+", metavar="NAME",
+                        help="write only the cases whose names contain one of these strings")
     args = parser.parse_args()
-    resnet, resnext = load_resnext(os.path.abspath(args.reference_dir))
+    classes = load_backbones(os.path.abspath(args.reference_dir))
     from mmengine.logging import MMLogger
     MMLogger.get_current_instance().setLevel(logging.WARNING)
     states = {}
     os.makedirs(args.out, exist_ok=True)
 
-    for index, (case, kwargs) in enumerate(TRAIN_CASES.items()):
-        make_train_case(case, kwargs, 2000 + index, resnet, args.out)
+    def selected(case):
+        return not args.only or any(name in case for name in args.only)
 
-    for index, (case, kwargs) in enumerate(CASES.items()):
+    # A selected case that takes its weights from another case needs that one built (not written).
+    needed = {case for case in CASES if selected(case)}
+    needed |= {SHARED_WEIGHTS[case] for case in needed if case in SHARED_WEIGHTS}
+    if "resnet50_3stages" in needed:
+        needed.add("resnet50_pytorch")
+
+    for index, (case, kwargs) in enumerate(TRAIN_CASES.items()):
+        if selected(case):
+            make_train_case(case, kwargs, 2000 + index, classes, args.out)
+
+    for index, (case, config) in enumerate(CASES.items()):
+        if case not in needed:
+            continue
         generator = torch.Generator().manual_seed(1000 + index)
         torch.manual_seed(1000 + index)
-        cls = resnext if "groups" in kwargs else resnet
+        cls, kwargs = backbone(config, classes)
         # (mmdet pops `fallback_on_stride` out of the `dcn` dict it is given: hand it a copy.)
         model = cls(**copy.deepcopy(kwargs))
         if case not in RANDOM_CONVS:
@@ -299,13 +361,15 @@ def main():
             own = model.state_dict()
             model.load_state_dict({k: shared[k] for k in own})
         states[case] = model.state_dict()
+        if not selected(case):
+            continue  # built only for the weights a selected case shares
         model.eval()
         images = torch.randn(INPUT_SHAPE, generator=generator)
         with torch.no_grad():
             outputs = model(images)
 
         base = os.path.join(args.out, case)
-        write_config(base, cls, kwargs)
+        write_config(base, cls, config)
         if case not in SHARED_WEIGHTS:
             weights = save_weights(model, base + ".weights.safetensors")
         io = {"input": images.contiguous()}
@@ -320,7 +384,7 @@ def main():
         with torch.no_grad():
             outputs64 = copy.deepcopy(model).double()(images.double())
         gap = max(((o.double() - o64).abs().max() / o64.abs().max()).item() for o, o64 in zip(outputs, outputs64))
-        print(f"{case}: outputs {sizes}; PyTorch float32 vs float64: {gap:.1e}")
+        print(f"{case}: {parameter_count(model)} parameters, outputs {sizes}; PyTorch float32 vs float64: {gap:.1e}")
 
 
 if __name__ == "__main__":

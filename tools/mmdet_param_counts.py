@@ -3,12 +3,14 @@
 
 burn-resnet claims to build mmdet's architectures; the parameter count is the cheapest check
 that a config means the same network on both sides (every conv, norm and plugin shape enters
-it). This builds, with `bench/mmdet_model.py` (mmdet 3.3's real ResNet/ResNeXt, plus what it
-adds: reference DCN/DCNv2, SE, FrozenBN, BasicBlock plugins), every top-level `configs/*.toml`
-and the inline configs below, which exercise each plugin type at each position, the plugin
-options that change shapes, DCN/DCNv2 with several deform groups and `fallback_on_stride`, GN and
-FrozenBN norms, ResNeXt with a plugin and with DCN, and the stem/stage options. The inline
-configs use base_channels = 16 so the Rust test that rebuilds them stays cheap.
+it). This builds, with `bench/mmdet_model.py` (mmdet 3.3's real ResNet/ResNeXt/Res2Net, plus
+what it adds: reference DCN/DCNv2, SE, FrozenBN, BasicBlock plugins), every top-level
+`configs/*.toml` and the inline configs below, which exercise each plugin type at each position,
+the plugin options that change shapes, DCN/DCNv2 with several deform groups and
+`fallback_on_stride`, GN and FrozenBN norms, ResNeXt with a plugin and with DCN, Res2Net (scales,
+base_width, stages, a plugin after conv3, DCNv2, mmdet's floating-point split width) and the
+stem/stage options. The inline configs use base_channels = 16 (or less) so the Rust test that
+rebuilds them stays cheap.
 
 Output: a JSON list of {"name", "path" (configs/…) or "toml" (the config text), "params",
 "builder"}; entries whose `unmirrored` is non-empty are skipped (reported on stderr). Each count
@@ -37,6 +39,8 @@ def plugin_config(name, position, cfg, stages=None, depth=50, extra=""):
     return name, (f"depth = {depth}\nbase_channels = 16\n{extra}\n[[plugins]]\n"
                   f"position = \"{position}\"\n{stages_line}cfg = {cfg}\n")
 
+
+RES2NET16 = 'type = "Res2Net"\ndepth = 50\nbase_channels = 16\ndeep_stem = true\navg_down = true\n'
 
 EXTRA = [
     # ContextBlock: both poolings, each fusion alone and together, every position.
@@ -188,6 +192,43 @@ cfg = { type = "SE" }
 position = "after_conv2"
 stages = [false, false, true, true]
 cfg = { type = "GeneralizedAttention", num_heads = 4, attention_type = "0110" }
+"""),
+    # Res2Net (mmdet's `Res2Net`: Bottle2neck, `scales - 1` split convs of width
+    # floor(planes * base_width / base_channels); deep stem and avg_down, which it forces).
+    ("res2net50w16_w4s4", RES2NET16 + "base_width = 4\nscales = 4\n"),
+    ("res2net50w16_w4s3_3stages_out02", RES2NET16 + """base_width = 4
+scales = 3
+num_stages = 3
+strides = [1, 2, 2]
+dilations = [1, 1, 1]
+out_indices = [0, 2]
+"""),
+    # GCNet on Res2Net, after conv3 only: mmdet builds after_conv1/after_conv2 plugins with
+    # `planes` channels where a Bottle2neck's tensor has width * scales (mmdet cannot run them).
+    ("res2net50w16_w4s4_gcb_r16_c3-c5", RES2NET16 + """base_width = 4
+scales = 4
+
+[[plugins]]
+position = "after_conv3"
+stages = [false, true, true, true]
+cfg = { type = "ContextBlock", ratio = 0.0625 }
+"""),
+    # DCNv2 on every split conv of c3-c5 (mmdet's vfnet_res2net101-mdconv-c3-c5; mmdet builds
+    # the same reference packs in `convs.i` when given the dcn, fallback_on_stride false).
+    ("res2net50w16_w6s2_dcnv2_c3-c5", RES2NET16 + """base_width = 6
+scales = 2
+stage_with_dcn = [false, true, true, true]
+dcn = { type = "DCNv2", deform_groups = 1, fallback_on_stride = false }
+"""),
+    # mmdet's split width is floor(planes * (base_width / base_channels)) in floating point:
+    # 11 * (15 / 11) = 14.999999999999998, so layer1's splits are 14 wide, not 15.
+    ("res2net50c11_w15s4_float_width", """type = "Res2Net"
+depth = 50
+base_channels = 11
+base_width = 15
+scales = 4
+deep_stem = true
+avg_down = true
 """),
 ]
 

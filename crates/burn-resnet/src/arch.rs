@@ -11,6 +11,9 @@ pub enum BlockKind {
     Basic,
     /// 1x1 → 3x3 → 1x1 convs, expansion 4 (ResNet-50/101/152).
     Bottleneck,
+    /// Res2Net's: 1x1 → `scales − 1` 3x3 convs over channel splits, each fed the previous
+    /// one's output → 1x1, expansion 4 (mmdet `Bottle2neck`).
+    Bottle2neck,
 }
 
 impl std::fmt::Display for Style {
@@ -27,7 +30,7 @@ impl BlockKind {
     pub fn expansion(self) -> usize {
         match self {
             BlockKind::Basic => 1,
-            BlockKind::Bottleneck => 4,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck => 4,
         }
     }
 
@@ -36,7 +39,7 @@ impl BlockKind {
     pub fn convs(self) -> usize {
         match self {
             BlockKind::Basic => 2,
-            BlockKind::Bottleneck => 3,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck => 3,
         }
     }
 
@@ -45,7 +48,7 @@ impl BlockKind {
     pub fn has_inner_conv(self) -> bool {
         match self {
             BlockKind::Basic => false,
-            BlockKind::Bottleneck => true,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck => true,
         }
     }
 }
@@ -58,6 +61,42 @@ pub const ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 5] = [
     (101, BlockKind::Bottleneck, [3, 4, 23, 3]),
     (152, BlockKind::Bottleneck, [3, 8, 36, 3]),
 ];
+
+/// Res2Net's architecture table (mmdet `Res2Net.arch_settings`): Bottle2neck blocks, the
+/// Bottleneck depths.
+pub const RES2NET_ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 3] = [
+    (50, BlockKind::Bottle2neck, [3, 4, 6, 3]),
+    (101, BlockKind::Bottle2neck, [3, 4, 23, 3]),
+    (152, BlockKind::Bottle2neck, [3, 8, 36, 3]),
+];
+
+/// Which of mmdet's backbone classes a config builds (mmdet's `type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BackboneType {
+    /// mmdet `ResNet` (and `ResNetV1d`, `ResNeXt` through `deep_stem`, `avg_down`, `groups`).
+    #[default]
+    ResNet,
+    /// mmdet `Res2Net` (Gao et al. 2019): Bottle2neck blocks with `scales` splits.
+    Res2Net,
+}
+
+impl BackboneType {
+    /// The depths this backbone builds: block kind and blocks per stage.
+    pub fn arch_settings(self) -> &'static [(u32, BlockKind, [usize; 4])] {
+        match self {
+            BackboneType::ResNet => &ARCH_SETTINGS,
+            BackboneType::Res2Net => &RES2NET_ARCH_SETTINGS,
+        }
+    }
+
+    /// mmdet's class name.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackboneType::ResNet => "ResNet",
+            BackboneType::Res2Net => "Res2Net",
+        }
+    }
+}
 
 /// Where a Bottleneck puts its stride (mmdet `style`, default `pytorch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -85,4 +124,14 @@ pub struct StageSpec {
     pub stride: usize,
     /// Dilation of every 3x3 conv.
     pub dilation: usize,
+    /// Res2Net's `scales`: the inner width is split into this many parts (1 elsewhere).
+    pub scales: usize,
+}
+
+impl StageSpec {
+    /// Channels between the branch's first and last convs: what `after_conv1` and
+    /// `after_conv2` plugins see (`width`, or Res2Net's `width · scales`).
+    pub fn inner_channels(&self) -> usize {
+        self.width * self.scales
+    }
 }

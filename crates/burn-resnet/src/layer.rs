@@ -11,7 +11,8 @@ use crate::norm::{NormConfig, StageMode};
 ///
 /// mmdet semantics: the first block of a stage carries the stride and, when the stride is not 1
 /// or the channels change, the projection shortcut; every block of the stage uses the stage's
-/// dilation.
+/// dilation. Res2Net's `Res2Layer` is the same with `avg_down` shortcuts (which its config
+/// states) and its first block of `stage_type = 'stage'`.
 pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
     let config = &spec.config;
     let mut in_channels = spec.stem_channels;
@@ -41,6 +42,8 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                             )
                         }),
                         dcn: None,
+                        scales: stage.scales,
+                        first_in_stage: index == 0,
                     };
                     // `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided.
                     let conv2_stride = block.bottleneck_convs()[1].stride;

@@ -10,7 +10,7 @@ use crate::dcn::DeformConv;
 use crate::error::{ResNetError, Result};
 use crate::features::{Reductions, STAGE_NAMES};
 use crate::layer::stage_block_specs;
-use crate::plugin::{PluginConfig, PluginFigures, PluginPosition};
+use crate::plugin::{PluginConfig, PluginFigures};
 use crate::stem::{stem_convs, stem_pool_output_size};
 
 impl ResNetSpec {
@@ -153,20 +153,24 @@ impl ModelSummary {
             let mut counter = Counter::default();
             for block in blocks {
                 let mut branch = size;
-                for (position, conv) in block.convs().iter().enumerate() {
-                    // A deformable conv2 also runs its offset conv on conv2's input.
-                    if let (1, Some(dcn)) = (position, &block.dcn) {
+                let mut first_output = None;
+                for unit in block.branch() {
+                    let input = match (unit.reads_first, first_output) {
+                        (true, Some(first)) => first,
+                        _ => branch,
+                    };
+                    // A deformable conv also runs its offset conv on its input.
+                    if let (true, Some(dcn)) = (unit.deformable, &block.dcn) {
                         counter
-                            .offset_conv(&DeformConv::offset_spec(*conv, dcn), branch)
+                            .offset_conv(&DeformConv::offset_spec(unit.conv, dcn), input)
                             .ok_or(name)?;
                     }
-                    branch = counter.conv(conv, branch).ok_or(name)?;
+                    branch = counter.conv(&unit.conv, input).ok_or(name)?;
+                    first_output.get_or_insert(branch);
                     // The plugins after this conv (and its norm), on its output.
-                    let after = [
-                        PluginPosition::AfterConv1,
-                        PluginPosition::AfterConv2,
-                        PluginPosition::AfterConv3,
-                    ][position];
+                    let Some((after, channels)) = unit.plugins_after else {
+                        continue;
+                    };
                     for entry in spec
                         .config
                         .plugins
@@ -174,7 +178,7 @@ impl ModelSummary {
                         .filter(|e| e.position == after && e.applies_to(index))
                     {
                         counter
-                            .plugin(entry.cfg.figures(conv.out_channels, branch).ok_or(name)?)
+                            .plugin(entry.cfg.figures(channels, branch).ok_or(name)?)
                             .ok_or(name)?;
                     }
                 }

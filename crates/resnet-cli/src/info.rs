@@ -4,7 +4,9 @@ use std::fmt::Write;
 use std::path::PathBuf;
 
 use burn_resnet::memory::format_bytes;
-use burn_resnet::{MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload};
+use burn_resnet::{
+    BlockKind, MemoryLimit, ModelSummary, ResNetConfig, ResNetError, ResNetSpec, Workload,
+};
 
 use crate::error::CliError;
 use crate::options;
@@ -49,16 +51,22 @@ pub fn render(
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "ResNet-{} ({:?} blocks, style {}{}{}{}) on a {height}x{width} input",
+        "{}-{} ({:?} blocks, style {}{}{}{}) on a {height}x{width} input",
+        config.backbone.name(),
         config.depth,
         spec.block,
         config.style,
         if config.deep_stem { ", deep stem" } else { "" },
         if config.avg_down { ", avg_down" } else { "" },
-        if config.groups > 1 {
-            format!(", ResNeXt {}x{}d", config.groups, config.base_width)
-        } else {
-            String::new()
+        match (spec.block, config.groups) {
+            (BlockKind::Bottle2neck, _) => format!(
+                ", {}w x {}s",
+                spec.stages[0].width / (spec.stages[0].planes / config.base_channels),
+                spec.stages[0].scales
+            ),
+            (_, groups) if groups > 1 =>
+                format!(", ResNeXt {groups}x{}d", spec.stages[0].width / groups),
+            _ => String::new(),
         },
     );
     for line in additions(spec) {

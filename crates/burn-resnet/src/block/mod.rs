@@ -2,11 +2,13 @@
 //! with the optional [`Downsample`] shortcut.
 
 mod basic;
+mod bottle2neck;
 mod bottleneck;
 mod downsample;
 mod recompute;
 
 pub use basic::BasicBlock;
+pub use bottle2neck::Bottle2neck;
 pub use bottleneck::Bottleneck;
 pub use downsample::{Downsample, DownsampleSpec};
 pub(crate) use recompute::recomputed_blocks_on_this_thread;
@@ -44,6 +46,25 @@ pub struct BlockSpec {
     pub downsample: Option<DownsampleSpec>,
     /// The deformable conv replacing a Bottleneck's 3x3 conv (mmdet `dcn` of this stage).
     pub dcn: Option<DcnConfig>,
+    /// Res2Net `scales`: the inner width's splits (1 for the other kinds).
+    pub scales: usize,
+    /// Res2Net's `stage_type = 'stage'`: the first block of a stage, whose splits do not add
+    /// the previous split's output and whose last split is average-pooled when it strides.
+    pub first_in_stage: bool,
+}
+
+/// One conv of a block's residual branch, as the summary walks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BranchConv {
+    /// The conv.
+    pub conv: ConvSpec,
+    /// Whether it reads the branch's first conv's output (Res2Net's splits) rather than the
+    /// conv before it.
+    pub reads_first: bool,
+    /// The plugins after it (and its norm), with their input channels.
+    pub plugins_after: Option<(PluginPosition, usize)>,
+    /// Whether it is deformable (`dcn`), with an offset conv on its input.
+    pub deformable: bool,
 }
 
 impl BlockSpec {
@@ -52,11 +73,56 @@ impl BlockSpec {
         self.planes * self.kind.expansion()
     }
 
-    /// The convs of the residual branch, in order (`conv1`, `conv2`[, `conv3`]).
+    /// The convs of the residual branch, in order (`conv1`, `conv2`[, `conv3`]; Res2Net:
+    /// `conv1`, `convs.0…`, `conv3`).
     pub fn convs(&self) -> Vec<ConvSpec> {
+        self.branch().iter().map(|unit| unit.conv).collect()
+    }
+
+    /// The residual branch conv by conv: what each reads, and the plugins after it.
+    pub fn branch(&self) -> Vec<BranchConv> {
+        let unit = |conv: ConvSpec, position: Option<PluginPosition>| BranchConv {
+            conv,
+            reads_first: false,
+            plugins_after: position.map(|p| (p, conv.out_channels)),
+            deformable: false,
+        };
         match self.kind {
-            BlockKind::Basic => self.basic_convs().to_vec(),
-            BlockKind::Bottleneck => self.bottleneck_convs().to_vec(),
+            BlockKind::Basic => {
+                let [conv1, conv2] = self.basic_convs();
+                vec![
+                    unit(conv1, Some(PluginPosition::AfterConv1)),
+                    unit(conv2, Some(PluginPosition::AfterConv2)),
+                ]
+            }
+            BlockKind::Bottleneck => {
+                let [conv1, conv2, conv3] = self.bottleneck_convs();
+                vec![
+                    unit(conv1, Some(PluginPosition::AfterConv1)),
+                    BranchConv {
+                        deformable: self.dcn.is_some(),
+                        ..unit(conv2, Some(PluginPosition::AfterConv2))
+                    },
+                    unit(conv3, Some(PluginPosition::AfterConv3)),
+                ]
+            }
+            BlockKind::Bottle2neck => {
+                let (conv1, split, conv3) = self.bottle2neck_convs();
+                let splits = self.scales - 1;
+                let mut branch = vec![unit(conv1, Some(PluginPosition::AfterConv1))];
+                branch.extend((0..splits).map(|i| {
+                    BranchConv {
+                        conv: split,
+                        reads_first: true,
+                        // The `after_conv2` plugins see every split, concatenated.
+                        plugins_after: (i + 1 == splits)
+                            .then_some((PluginPosition::AfterConv2, conv1.out_channels)),
+                        deformable: self.dcn.is_some(),
+                    }
+                }));
+                branch.push(unit(conv3, Some(PluginPosition::AfterConv3)));
+                branch
+            }
         }
     }
 
@@ -91,6 +157,21 @@ impl BlockSpec {
         ]
     }
 
+    /// Bottle2neck: the 1x1 `conv1` to `width · scales`, one 3x3 split conv (stride, padding =
+    /// dilation; there are `scales − 1` of them), the 1x1 `conv3`. Pytorch style only.
+    pub fn bottle2neck_convs(&self) -> (ConvSpec, ConvSpec, ConvSpec) {
+        let d = self.dilation;
+        let inner = self.width * self.scales;
+        (
+            ConvSpec::new(self.in_channels, inner, 1),
+            ConvSpec::new(self.width, self.width, 3)
+                .stride(self.stride)
+                .padding(d)
+                .dilation(d),
+            ConvSpec::new(inner, self.out_channels(), 1),
+        )
+    }
+
     /// Build the block. With `zero_init_residual` the last norm starts at weight 0.
     pub fn init(&self, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Block {
         match self.kind {
@@ -99,6 +180,9 @@ impl BlockSpec {
             }
             BlockKind::Bottleneck => {
                 Block::Bottleneck(Bottleneck::init(self, zero_init_residual, norm, device))
+            }
+            BlockKind::Bottle2neck => {
+                Block::Bottle2neck(Bottle2neck::init(self, zero_init_residual, norm, device))
             }
         }
     }
@@ -125,6 +209,8 @@ pub enum Block {
     Basic(BasicBlock),
     /// ResNet-50+ / ResNeXt block.
     Bottleneck(Bottleneck),
+    /// Res2Net block.
+    Bottle2neck(Bottle2neck),
 }
 
 impl Block {
@@ -133,6 +219,7 @@ impl Block {
         match self {
             Block::Basic(block) => block,
             Block::Bottleneck(block) => block,
+            Block::Bottle2neck(block) => block,
         }
     }
 
@@ -141,6 +228,7 @@ impl Block {
         match self {
             Block::Basic(block) => block,
             Block::Bottleneck(block) => block,
+            Block::Bottle2neck(block) => block,
         }
     }
 

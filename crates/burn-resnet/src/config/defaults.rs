@@ -11,8 +11,12 @@ pub const BASE_CHANNELS: usize = 64;
 pub const NUM_STAGES: usize = 4;
 /// `groups`: a plain ResNet (no ResNeXt grouping).
 pub const GROUPS: usize = 1;
-/// `base_width`: ResNeXt's width per group at the first stage (read when `groups > 1`).
-pub const BASE_WIDTH: usize = 4;
+/// `base_width` of a ResNeXt: the width per group at the first stage (read when `groups > 1`).
+pub const RESNEXT_BASE_WIDTH: usize = 4;
+/// `base_width` of a Res2Net: the width per split at the first stage (mmdet's, `26w`).
+pub const RES2NET_BASE_WIDTH: usize = 26;
+/// `scales` of a Res2Net: splits per Bottle2neck (mmdet's, `4s`).
+pub const RES2NET_SCALES: usize = 4;
 /// `strides` when not given: the stem's stride 4, then halving at every stage but the first
 /// (cut to `num_stages`).
 pub const STRIDES: [usize; 4] = [1, 2, 2, 2];
@@ -35,9 +39,6 @@ pub(super) fn num_stages() -> usize {
 }
 pub(super) fn groups() -> usize {
     GROUPS
-}
-pub(super) fn base_width() -> usize {
-    BASE_WIDTH
 }
 pub(super) fn zero_init_residual() -> bool {
     ZERO_INIT_RESIDUAL

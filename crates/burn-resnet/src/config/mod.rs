@@ -10,7 +10,7 @@ mod overflow;
 mod resolve;
 mod spec;
 
-pub use crate::arch::{ARCH_SETTINGS, BlockKind, StageSpec, Style};
+pub use crate::arch::{ARCH_SETTINGS, BackboneType, BlockKind, StageSpec, Style};
 use crate::dcn::DcnConfig;
 use crate::error::{ResNetError, Result};
 use crate::norm::NormConfig;
@@ -25,7 +25,11 @@ pub use spec::ResNetSpec;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ResNetConfig {
-    /// mmdet `depth`: 18, 34, 50, 101 or 152. Required.
+    /// mmdet's `type`: which backbone class, `"ResNet"` (also ResNetV1c/V1d and ResNeXt, through
+    /// `deep_stem`, `avg_down` and `groups`) or `"Res2Net"`. Default `"ResNet"`.
+    #[serde(rename = "type", default)]
+    pub backbone: BackboneType,
+    /// mmdet `depth`: 18, 34, 50, 101 or 152 (Res2Net: 50, 101, 152). Required.
     pub depth: u32,
     /// mmdet `in_channels`: channels of the input image. Default [`defaults::IN_CHANNELS`].
     #[serde(default = "defaults::in_channels")]
@@ -71,10 +75,15 @@ pub struct ResNetConfig {
     /// mmdet ResNeXt `groups`: groups of the 3x3 conv. Default [`defaults::GROUPS`].
     #[serde(default = "defaults::groups")]
     pub groups: usize,
-    /// mmdet ResNeXt `base_width`: width per group at the first stage; used when `groups > 1`.
-    /// Default [`defaults::BASE_WIDTH`].
-    #[serde(default = "defaults::base_width")]
-    pub base_width: usize,
+    /// mmdet `base_width`: ResNeXt's width per group at the first stage (read when
+    /// `groups > 1`; default [`defaults::RESNEXT_BASE_WIDTH`]), or Res2Net's width per split
+    /// at the first stage (default [`defaults::RES2NET_BASE_WIDTH`]).
+    #[serde(default)]
+    pub base_width: Option<usize>,
+    /// mmdet Res2Net `scales`: the splits of each Bottle2neck's inner width, at least 2. Default
+    /// [`defaults::RES2NET_SCALES`]; only for `type = "Res2Net"`.
+    #[serde(default)]
+    pub scales: Option<usize>,
     /// mmdet `zero_init_residual`: initialise the last norm of each block to zero so every
     /// block starts as the identity. Default [`defaults::ZERO_INIT_RESIDUAL`].
     #[serde(default = "defaults::zero_init_residual")]

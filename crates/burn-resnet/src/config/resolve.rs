@@ -1,7 +1,7 @@
 //! Validation: every field checked, and the defaults that depend on other fields resolved, into
 //! a [`ResNetSpec`].
 
-use super::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, defaults};
+use super::{BackboneType, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style, defaults};
 use crate::dcn::validate_dcn;
 use crate::error::{ResNetError, Result};
 use crate::plugin::validate_plugins;
@@ -9,11 +9,26 @@ use crate::plugin::validate_plugins;
 impl ResNetConfig {
     /// Every check of [`ResNetConfig::validate`] but the 64-bit fit of the figures.
     pub(crate) fn resolve(&self) -> Result<ResNetSpec> {
-        let (_, block, all_blocks) = ARCH_SETTINGS
-            .iter()
-            .find(|(depth, _, _)| *depth == self.depth)
-            .copied()
-            .ok_or(ResNetError::UnsupportedDepth { depth: self.depth })?;
+        let table = self.backbone.arch_settings();
+        let (_, block, all_blocks) = match table.iter().find(|(depth, _, _)| *depth == self.depth) {
+            Some(row) => *row,
+            None if self.backbone == BackboneType::ResNet => {
+                return Err(ResNetError::UnsupportedDepth { depth: self.depth });
+            }
+            None => {
+                let depths: Vec<String> = table.iter().map(|(d, _, _)| d.to_string()).collect();
+                return Err(ResNetError::Incompatible {
+                    field: "depth".into(),
+                    reason: format!(
+                        "{} has depths {}, not {}",
+                        self.backbone.name(),
+                        depths.join(", "),
+                        self.depth
+                    ),
+                });
+            }
+        };
+        let (base_width, scales) = self.variant_settings()?;
 
         let num_stages = self.num_stages;
         if !(1..=4).contains(&num_stages) {
@@ -34,7 +49,7 @@ impl ResNetConfig {
             if self.deep_stem { 2 } else { 1 },
         )?;
         at_least("groups", self.groups, 1)?;
-        at_least("base_width", self.base_width, 1)?;
+        at_least("base_width", base_width, 1)?;
         if self.groups > 1 && !block.has_inner_conv() {
             return Err(ResNetError::Incompatible {
                 field: "groups".into(),
@@ -95,7 +110,8 @@ impl ResNetConfig {
             });
         }
 
-        let stages = self.stage_specs(block, &all_blocks, &strides, &dilations)?;
+        let stages =
+            self.stage_specs(block, &all_blocks, &strides, &dilations, base_width, scales)?;
         // Every norm's channel count: the stem's convs (the deep stem's first two have half),
         // and each stage's block widths and outputs.
         let stem_norms = [
@@ -108,7 +124,7 @@ impl ResNetConfig {
         ];
         let stage_norms = stages
             .iter()
-            .flat_map(|s: &StageSpec| [s.width, s.out_channels]);
+            .flat_map(|s: &StageSpec| [s.width, s.inner_channels(), s.out_channels]);
         self.norm_cfg
             .validate(stem_norms.into_iter().chain(stage_norms))?;
         validate_plugins(&self.plugins, block, &stages)?;
@@ -128,6 +144,58 @@ impl ResNetConfig {
         })
     }
 
+    /// `base_width` and `scales` for this backbone type, defaults resolved; what mmdet's
+    /// Res2Net forces (`deep_stem`, `avg_down`, pytorch style, no groups) must be stated as it
+    /// forces it, and `scales` belongs to Res2Net only.
+    fn variant_settings(&self) -> Result<(usize, usize)> {
+        let incompatible = |field: &str, reason: String| ResNetError::Incompatible {
+            field: field.into(),
+            reason,
+        };
+        match self.backbone {
+            BackboneType::ResNet => {
+                if let Some(scales) = self.scales {
+                    return Err(incompatible(
+                        "scales",
+                        format!("scales = {scales} is Res2Net's; set type = \"Res2Net\""),
+                    ));
+                }
+                Ok((self.base_width.unwrap_or(defaults::RESNEXT_BASE_WIDTH), 1))
+            }
+            BackboneType::Res2Net => {
+                let forced = [
+                    ("deep_stem", self.deep_stem, "deep_stem = true"),
+                    ("avg_down", self.avg_down, "avg_down = true"),
+                    ("style", self.style == Style::Pytorch, "style = \"pytorch\""),
+                    ("groups", self.groups == 1, "groups = 1"),
+                ];
+                if let Some((field, _, value)) = forced.iter().find(|(_, ok, _)| !ok) {
+                    return Err(incompatible(
+                        field,
+                        format!(
+                            "mmdet's Res2Net always builds with {value} (it overrides the \
+                             argument); state {value}"
+                        ),
+                    ));
+                }
+                let scales = self.scales.unwrap_or(defaults::RES2NET_SCALES);
+                if scales < 2 {
+                    return Err(incompatible(
+                        "scales",
+                        format!(
+                            "scales = {scales}: Res2Net needs at least 2 splits (with 1 it is a \
+                             ResNet: type = \"ResNet\")"
+                        ),
+                    ));
+                }
+                Ok((
+                    self.base_width.unwrap_or(defaults::RES2NET_BASE_WIDTH),
+                    scales,
+                ))
+            }
+        }
+    }
+
     /// The stages' specs, with checked channel arithmetic.
     fn stage_specs(
         &self,
@@ -135,6 +203,8 @@ impl ResNetConfig {
         all_blocks: &[usize; 4],
         strides: &[usize],
         dilations: &[usize],
+        base_width: usize,
+        scales: usize,
     ) -> Result<Vec<StageSpec>> {
         let overflow = |field: &str, what: String| ResNetError::Overflow {
             field: field.into(),
@@ -147,15 +217,34 @@ impl ResNetConfig {
                 let out_channels = planes
                     .checked_mul(block.expansion())
                     .ok_or_else(|| overflow("base_channels", format!("layer{stage}'s output channels (planes × {})", block.expansion())))?;
-                let width = match self.groups {
+                let width = match (block, self.groups) {
+                    // Res2Net's split width: ⌊planes · (base_width / base_channels)⌋ (planes is
+                    // base_channels · 2^i, so that is base_width · 2^i, except where mmdet's
+                    // floating-point product lands just below it).
+                    (BlockKind::Bottle2neck, _) => {
+                        let exact = (planes / self.base_channels)
+                            .checked_mul(base_width)
+                            .ok_or_else(|| overflow("base_width", format!("layer{stage}'s split width (base_width × {})", 1 << i)))?;
+                        let float = (planes as f64 * (base_width as f64 / self.base_channels as f64)).floor();
+                        if float < exact as f64 { exact - 1 } else { exact }
+                    }
                     // ResNeXt widens the 3x3 conv: planes × base_width / base_channels × groups.
-                    groups if groups > 1 && block.has_inner_conv() => (planes / self.base_channels)
-                        .checked_mul(self.base_width)
+                    (_, groups) if groups > 1 && block.has_inner_conv() => (planes / self.base_channels)
+                        .checked_mul(base_width)
                         .and_then(|w| w.checked_mul(groups))
                         .ok_or_else(|| overflow("groups", format!("layer{stage}'s width (planes × base_width / base_channels × groups)")))?,
                     _ => planes,
                 };
-                Ok(StageSpec { num_blocks: all_blocks[i], planes, width, out_channels, stride: strides[i], dilation: dilations[i] })
+                if width == 0 {
+                    return Err(ResNetError::Incompatible {
+                        field: "base_width".into(),
+                        reason: format!("layer{stage}'s split width ⌊planes · base_width / base_channels⌋ is 0"),
+                    });
+                }
+                width
+                    .checked_mul(scales)
+                    .ok_or_else(|| overflow("scales", format!("layer{stage}'s inner width (split width × scales)")))?;
+                Ok(StageSpec { num_blocks: all_blocks[i], planes, width, out_channels, stride: strides[i], dilation: dilations[i], scales })
             })
             .collect()
     }

@@ -358,11 +358,12 @@ pub(crate) fn validate_plugins(
                     ),
                 });
             }
-            // After the last conv the block's output channels, before it the inner width.
+            // After the last conv the block's output channels, before it the inner width
+            // (Res2Net's: all splits).
             let channels = if entry.position.conv() == block.convs() {
                 stage.out_channels
             } else {
-                stage.width
+                stage.inner_channels()
             };
             if let Some(reason) = entry.cfg.check(channels) {
                 return Err(ResNetError::Incompatible {

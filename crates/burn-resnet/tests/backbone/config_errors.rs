@@ -228,3 +228,55 @@ fn inputs_below_the_smallest_size_a_config_takes_are_refused_with_the_minimum() 
         assert_eq!(features[3].dims(), [1, 256, 2, 2]);
     }
 }
+
+/// Res2Net's settings: what mmdet's Res2Net forces must be stated as it forces it, `scales`
+/// belongs to Res2Net, its depths are the Bottleneck ones, and it needs two splits at least.
+#[test]
+fn res2net_settings_are_checked_and_name_the_field() {
+    let res2net = "type = \"Res2Net\"\ndepth = 50\ndeep_stem = true\navg_down = true";
+    let incompatible = |toml: &str, expected_field: &str, says: &str| {
+        let error = error_of(toml);
+        assert!(
+            matches!(&error, ResNetError::Incompatible { field, .. } if field == expected_field),
+            "{toml}: {error:?}"
+        );
+        assert!(error.to_string().contains(says), "{toml}: {error}");
+    };
+    incompatible(
+        "type = \"Res2Net\"\ndepth = 50\navg_down = true",
+        "deep_stem",
+        "deep_stem = true",
+    );
+    incompatible(
+        "type = \"Res2Net\"\ndepth = 50\ndeep_stem = true",
+        "avg_down",
+        "avg_down = true",
+    );
+    incompatible(
+        &format!("{res2net}\nstyle = \"caffe\""),
+        "style",
+        "style = \"pytorch\"",
+    );
+    incompatible(&format!("{res2net}\ngroups = 4"), "groups", "groups = 1");
+    incompatible(&format!("{res2net}\nscales = 1"), "scales", "at least 2");
+    incompatible(
+        "type = \"Res2Net\"\ndepth = 18\ndeep_stem = true\navg_down = true",
+        "depth",
+        "50, 101, 152",
+    );
+    incompatible("depth = 50\nscales = 4", "scales", "type = \"Res2Net\"");
+    let error = error_of("type = \"ResNeSt\"\ndepth = 50");
+    assert!(
+        matches!(&error, ResNetError::Parse { .. }) && error.to_string().contains("type"),
+        "{error:?}"
+    );
+    // The defaults: mmdet's 26w × 4s.
+    let spec = config(res2net).validate().unwrap();
+    assert_eq!(
+        spec.stages
+            .iter()
+            .map(|s| (s.width, s.scales))
+            .collect::<Vec<_>>(),
+        [(26, 4), (52, 4), (104, 4), (208, 4)]
+    );
+}

@@ -1,4 +1,4 @@
-//! Parity with mmdetection's own `ResNet`/`ResNeXt` in eval mode: the fixtures in
+//! Parity with mmdetection's own `ResNet`/`ResNeXt`/`Res2Net` in eval mode: the fixtures in
 //! `tests/fixtures/parity/` were made by `tools/make_fixtures.py` from the real mmdet code with
 //! random weights and BatchNorm statistics; every output must agree within 1e-4 (max abs
 //! difference relative to the max abs value).
@@ -147,9 +147,23 @@ fn resnet50_with_key_content_attention_matches_mmdet() {
     check_parity("resnet50_attention0010");
 }
 
+/// Res2Net-50 (mmdet's `Res2Net`), 4 splits of width 4·2^i: deep stem, average-pool
+/// shortcuts, each stage's first block without the hierarchical adds and with its last split
+/// average-pooled where it strides.
+#[test]
+fn res2net50_matches_mmdet() {
+    check_parity("res2net50_w4s4");
+}
+
+/// Res2Net with 3 splits, a dilated last stage and its stride moved to stage 3.
+#[test]
+fn res2net50_with_three_splits_and_dilation_matches_mmdet() {
+    check_parity("res2net50_w4s3_dilated");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 16 + 5; // and the five training cases in training_parity.rs
+    let tested = 18 + 6; // and the six training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| {

@@ -140,6 +140,18 @@ fn the_summary_counts_every_plugin_and_dcn() {
     }
     cases.push("depth = 50\nbase_channels = 16\ngroups = 4\nbase_width = 4\ndcn = { type = \"DCNv2\", deform_groups = 2 }\nstage_with_dcn = [false, true, true, true]".into());
     cases.push("depth = 50\nbase_channels = 16\ndcn = { type = \"DCN\", fallback_on_stride = true }\nstage_with_dcn = [true, true, false, true]".into());
+    // Res2Net: the split convs read conv1's output, plugins see the joined splits, a DCN per
+    // split conv.
+    let res2net = "type = \"Res2Net\"\ndepth = 50\nbase_channels = 16\nbase_width = 4\nscales = 3\ndeep_stem = true\navg_down = true";
+    for position in ["after_conv1", "after_conv2", "after_conv3"] {
+        cases.push(format!(
+            "{res2net}\n[[plugins]]\nposition = \"{position}\"\nstages = [false, true, false, true]\ncfg = {}",
+            plugins[0]
+        ));
+    }
+    cases.push(format!(
+        "{res2net}\ndcn = {{ type = \"DCNv2\", deform_groups = 2 }}\nstage_with_dcn = [false, true, true, true]"
+    ));
     for toml in cases {
         let config = ResNetConfig::from_toml_str(&toml, "test").unwrap();
         let backbone = config.init(&device).unwrap();

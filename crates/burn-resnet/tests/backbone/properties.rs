@@ -110,20 +110,35 @@ fn config_text() -> impl Strategy<Value = String> {
             )
         })
     });
-    (depth, keys, dcn, prop::collection::vec(plugin(), 0..3)).prop_map(
-        |(depth, keys, dcn, plugins)| {
+    // The backbone class, and Res2Net's splits (given to either, which one must refuse).
+    let variant = (
+        prop::option::of(select(vec!["ResNet", "Res2Net"])),
+        prop::option::of(count()),
+    )
+        .prop_map(|(kind, scales)| {
+            let kind = kind.map(|k| format!("type = \"{k}\"\n"));
+            let scales = scales.map(|v| format!("scales = {v}\n"));
+            format!("{}{}", kind.unwrap_or_default(), scales.unwrap_or_default())
+        });
+    (
+        depth,
+        keys,
+        dcn,
+        prop::collection::vec(plugin(), 0..3),
+        variant,
+    )
+        .prop_map(|(depth, keys, dcn, plugins, variant)| {
             let (a, b, c, d, e, f, g, h, i, j, k, l) = keys;
             let lines: Vec<String> = [a, b, c, d, e, f, g, h, i, j, Some(k), l, Some(dcn)]
                 .into_iter()
                 .flatten()
                 .collect();
             format!(
-                "depth = {depth}\n{}\n{}",
+                "{variant}depth = {depth}\n{}\n{}",
                 lines.join("\n"),
                 plugins.join("")
             )
-        },
-    )
+        })
 }
 
 proptest! {

@@ -1,4 +1,4 @@
-"""The PyTorch twin of a burn-resnet config: mmdetection 3.3's own `ResNet`/`ResNeXt`.
+"""The PyTorch twin of a burn-resnet config: mmdetection 3.3's own `ResNet`/`ResNeXt`/`Res2Net`.
 
 `resnet bench --torch` compares burn-resnet with PyTorch; the comparison only means something
 when both run the same network. `build(config_path)` reads a burn-resnet config TOML, applies
@@ -22,8 +22,9 @@ own init (its `g`/`phi` are wrapped in a Sequential by then). Nothing is downloa
 mmdet is loaded without compiled mmcv ops: `mmdet.models` imports every detector and those need
 `mmcv._ext`, which the pure-Python `mmcv-lite` wheel lacks, but the backbone itself only needs
 `mmcv.cnn` (conv, norm and plugin builders, ContextBlock, NonLocal2d, GeneralizedAttention). So
-`backbones/resnet.py`, `backbones/resnext.py` and `layers/res_layer.py` are executed straight
-from the installed mmdet package, skipping the package `__init__` files. Install:
+`backbones/resnet.py`, `backbones/resnext.py`, `backbones/res2net.py` and `layers/res_layer.py`
+are executed straight from the installed mmdet package, skipping the package `__init__` files.
+Install:
 
     pip install mmdet==3.3.0 mmcv-lite==2.1.0 mmengine   (plus torch, torchvision)
 
@@ -32,13 +33,25 @@ What mmdet cannot build itself is added here, each as burn-resnet defines it:
     stages is swapped for tools/reference_dcn.py's packs (mmcv's convention on
     `torchvision.ops.deform_conv2d`). `fallback_on_stride` keeps a regular conv where `conv2`
     is strided, as burn-resnet reads it (mmdet pops the key from the dict all blocks share, so
-    there only the network's first DCN block falls back, strided or not).
+    there only the network's first DCN block falls back, strided or not). A Res2Net's
+    Bottle2neck has no `conv2`: its `scales - 1` split convs (`convs.i`) are swapped instead,
+    all of a block's or none (mmdet's own Res2Net builds the same packs there, `convs.i.
+    conv_offset` included, but ignores `fallback_on_stride`: its Bottleneck base pops the key
+    before Bottle2neck reads it; burn-resnet's reading is kept here too).
+  * Res2Net plugins after conv1 and after conv2 (the joined splits): mmdet builds them with
+    `planes` channels, but the tensor there has `width * scales` channels (burn-resnet's
+    width), so mmdet's network cannot run unless the two agree; where they differ the plugins
+    are rebuilt by mmcv with `width * scales` input channels. After conv3 nothing differs.
   * `SE` plugins (timm's squeeze-excitation, not an mmcv plugin) and `FrozenBN` norms are
     registered in mmengine's MODELS registry under private names, so mmdet builds them.
   * Plugins on BasicBlocks (depth 18/34): mmdet asserts they are not implemented; the blocks are
     given burn-resnet's hook points (after conv1 → norm → ReLU; after conv2 → norm, before the
     residual add) with mmcv-built plugins.
   * `stem_output`: the max-pool's input is returned ahead of the stage outputs.
+
+`type = "Res2Net"` builds mmdet's `Res2Net(scales, base_width, ...)`. mmdet's class forces
+`deep_stem`, `avg_down` and pytorch style whatever it is given (and takes no `groups`); a config
+that says otherwise is reported unmirrored (burn-resnet's `validate` rejects it anyway).
 
 Without mmdet, a config that is exactly a torchvision ResNet/ResNeXt (7x7 stem of 64 channels,
 pytorch style, default strides and dilations, four stages, three input channels, BatchNorm, no
@@ -61,6 +74,7 @@ _TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 # burn-resnet's `ResNetConfig` keys and serde defaults (None: derived from other keys).
 _DEFAULTS = {
+    "type": "ResNet",  # or "Res2Net"
     "depth": None,  # required
     "in_channels": 3,
     "stem_channels": None,  # base_channels
@@ -74,7 +88,8 @@ _DEFAULTS = {
     "deep_stem": False,
     "avg_down": False,
     "groups": 1,
-    "base_width": 4,
+    "base_width": None,  # 4 (ResNeXt's width per group), 26 for Res2Net (width per split)
+    "scales": None,  # Res2Net only: 4
     "zero_init_residual": True,
     "frozen_stages": -1,
     "norm_eval": False,  # mmdet's class default is True; burn-resnet's is False
@@ -86,6 +101,12 @@ _DEFAULTS = {
 }
 _STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 _BOTTLENECK_DEPTHS = (50, 101, 152)
+_BACKBONE_TYPES = ("ResNet", "Res2Net")
+_RES2NET_DEPTHS = (50, 101, 152)
+_BASE_WIDTH = {"ResNet": 4, "Res2Net": 26}
+_RES2NET_SCALES = 4
+# What mmdet's Res2Net builds whatever it is given (it overrides these arguments).
+_RES2NET_FORCED = {"deep_stem": True, "avg_down": True, "style": "pytorch", "groups": 1}
 
 # Per plugin type: burn-resnet's keys and defaults (plugin/mod.rs, generalized_attention.rs).
 _PLUGIN_DEFAULTS = {
@@ -133,6 +154,20 @@ def parse_config(text, source="<config>"):
         raise ValueError(f"{source}: `depth` is required")
     if cfg["depth"] not in _STAGE_BLOCKS:
         raise ValueError(f"{source}: depth {cfg['depth']} is not one of {sorted(_STAGE_BLOCKS)}")
+    kind = cfg["type"]
+    if kind not in _BACKBONE_TYPES:
+        raise ValueError(f"{source}: type {kind!r} is not one of {list(_BACKBONE_TYPES)}")
+    if kind == "Res2Net":
+        if cfg["depth"] not in _RES2NET_DEPTHS:
+            raise ValueError(f"{source}: Res2Net has depths {list(_RES2NET_DEPTHS)}, not {cfg['depth']}")
+        if cfg["scales"] is None:
+            cfg["scales"] = _RES2NET_SCALES
+        if cfg["scales"] < 2:
+            raise ValueError(f"{source}: scales = {cfg['scales']}: Res2Net needs at least 2")
+    elif cfg["scales"] is not None:
+        raise ValueError(f"{source}: scales is Res2Net's; set type = \"Res2Net\" (burn-resnet rejects it too)")
+    if cfg["base_width"] is None:
+        cfg["base_width"] = _BASE_WIDTH[kind]
     n = cfg["num_stages"]
     if cfg["stem_channels"] is None:
         cfg["stem_channels"] = cfg["base_channels"]
@@ -231,7 +266,8 @@ def _load_source(name, path):
 
 
 def _mmdet():
-    """mmdet's ResNet, ResNeXt, their blocks and mmcv's plugin builder; ImportError if absent."""
+    """mmdet's ResNet, ResNeXt, Res2Net, their blocks and mmcv's plugin builder; ImportError if
+    absent."""
     global _MM
     if _MM is not None:
         return _MM
@@ -251,11 +287,14 @@ def _mmdet():
         sys.modules["mmdet.models.layers"].ResLayer = res_layer.ResLayer
     resnet = _load_source("mmdet.models.backbones.resnet", os.path.join(root, "models", "backbones", "resnet.py"))
     resnext = _load_source("mmdet.models.backbones.resnext", os.path.join(root, "models", "backbones", "resnext.py"))
+    # res2net.py imports `.resnet`, loaded above.
+    res2net = _load_source("mmdet.models.backbones.res2net", os.path.join(root, "models", "backbones", "res2net.py"))
 
     MODELS.register_module(_SE_TYPE, module=SqueezeExcitation, force=True)
     MODELS.register_module(_FROZEN_BN_TYPE, module=FrozenBatchNorm2d, force=True)
     _MM = types.SimpleNamespace(version=mmdet.__version__, ResNet=resnet.ResNet, ResNeXt=resnext.ResNeXt,
-                                BasicBlock=resnet.BasicBlock, build_plugin_layer=build_plugin_layer)
+                                Res2Net=res2net.Res2Net, BasicBlock=resnet.BasicBlock,
+                                build_plugin_layer=build_plugin_layer)
     return _MM
 
 
@@ -335,6 +374,13 @@ def _mmdet_norm_cfg(norm):
     return dict(type=_FROZEN_BN_TYPE, eps=norm["eps"], requires_grad=False)
 
 
+def _toml(value):
+    """A scalar as a config spells it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return f'"{value}"' if isinstance(value, str) else str(value)
+
+
 def _mmcv_plugin_cfg(plugin, where, unmirrored):
     """burn-resnet's plugin `cfg` as mmcv's keyword arguments (postfix included: mmdet pops it)."""
     cfg = dict(plugin)
@@ -353,9 +399,11 @@ def _mmcv_plugin_cfg(plugin, where, unmirrored):
 
 
 def build_mmdet(cfg, mm=None):
-    """mmdet's `ResNet` (`ResNeXt` when groups > 1) for a parsed config; see the module doc."""
+    """mmdet's `ResNet` (`ResNeXt` when groups > 1, `Res2Net` for type Res2Net) for a parsed
+    config; see the module doc."""
     mm = mm or _mmdet()
     unmirrored = []
+    res2net = cfg["type"] == "Res2Net"
     bottleneck = cfg["depth"] in _BOTTLENECK_DEPTHS
     plugins = []
     for i, entry in enumerate(cfg["plugins"]):
@@ -369,7 +417,14 @@ def build_mmdet(cfg, mm=None):
         norm_cfg=_mmdet_norm_cfg(cfg["norm_cfg"]), norm_eval=cfg["norm_eval"], with_cp=cfg["with_cp"],
         zero_init_residual=cfg["zero_init_residual"],
         plugins=(plugins or None) if bottleneck else None)
-    if cfg["groups"] > 1:
+    if res2net:
+        for key, forced in _RES2NET_FORCED.items():
+            if cfg[key] != forced:
+                unmirrored.append(f"{key} = {_toml(cfg[key])} (mmdet's Res2Net always builds with "
+                                  f"{key} = {_toml(forced)})")
+        model = mm.Res2Net(scales=cfg["scales"], base_width=cfg["base_width"], **kwargs)
+        builder = f"mmdet {mm.version} Res2Net"
+    elif cfg["groups"] > 1:
         model = mm.ResNeXt(groups=cfg["groups"], base_width=cfg["base_width"], **kwargs)
         builder = f"mmdet {mm.version} ResNeXt"
     else:
@@ -380,6 +435,8 @@ def build_mmdet(cfg, mm=None):
     if plugins and not bottleneck:
         _plug_basic_blocks(model, plugins, mm)
         extras.append("BasicBlock plugins at burn-resnet's hook points")
+    if plugins and res2net and _replug_res2net_inner(model, plugins, mm):
+        extras.append("Res2Net after_conv1/2 plugins at width*scales channels")
     if cfg["dcn"] is not None and any(cfg["stage_with_dcn"]):
         _deformable_conv2(model, cfg["dcn"], cfg["stage_with_dcn"])
         extras.append(f"{cfg['dcn']['type']} from tools/reference_dcn.py")
@@ -442,29 +499,63 @@ def _basic_block_with_plugins(basic_block):
     return type("BasicBlockWithPlugins", (basic_block,), {"forward": forward})
 
 
+def _replug_res2net_inner(model, plugins, mm):
+    """Rebuild a Res2Net's after_conv1/after_conv2 plugins with the `width * scales` channels
+    their input has (mmdet builds them with `planes`); whether any had to be."""
+    rebuilt = False
+    for stage, layer_name in enumerate(model.res_layers):
+        for position in ("after_conv1", "after_conv2"):
+            chosen = [p["cfg"] for p in plugins if p["stages"][stage] and p["position"] == position]
+            for block in getattr(model, layer_name) if chosen else []:
+                channels = block.width * block.scales
+                if channels == block.planes:  # what mmdet built them with
+                    continue
+                names = getattr(block, f"{position}_plugin_names")
+                assert len(names) == len(chosen), (names, chosen)
+                for name, plugin in zip(names, chosen):
+                    plugin = dict(plugin)
+                    new_name, layer = mm.build_plugin_layer(plugin, in_channels=channels,
+                                                            postfix=plugin.pop("postfix", ""))
+                    assert new_name == name, (new_name, name)
+                    setattr(block, name, layer)
+                    rebuilt = True
+    return rebuilt
+
+
 def _deformable_conv2(model, dcn, stage_with_dcn):
-    """Swap each selected Bottleneck's 3x3 `conv2` for mmcv's DCN/DCNv2 on torchvision ops."""
+    """Swap each selected Bottleneck's 3x3 `conv2` (a Bottle2neck's split convs `convs.i`) for
+    mmcv's DCN/DCNv2 on torchvision ops."""
     if _TOOLS not in sys.path:
         sys.path.insert(0, _TOOLS)
     import reference_dcn
     pack = reference_dcn.ModulatedDeformConv2dPack if dcn["type"] == "DCNv2" else reference_dcn.DeformConv2dPack
+
+    def deformable(conv):
+        return pack(conv.in_channels, conv.out_channels, conv.kernel_size[0], stride=conv.stride[0],
+                    padding=conv.padding[0], dilation=conv.dilation[0], groups=conv.groups,
+                    deform_groups=dcn["deform_groups"])
+
     for layer_name, selected in zip(model.res_layers, stage_with_dcn):
         for block in getattr(model, layer_name) if selected else []:
-            conv = block.conv2
+            # Bottle2neck deletes its inherited conv2: the split convs take its place.
+            convs = block.convs if hasattr(block, "convs") else None
+            conv = convs[0] if convs is not None else block.conv2
             if dcn["fallback_on_stride"] and conv.stride[0] > 1:
                 continue
-            block.conv2 = pack(conv.in_channels, conv.out_channels, conv.kernel_size[0], stride=conv.stride[0],
-                               padding=conv.padding[0], dilation=conv.dilation[0], groups=conv.groups,
-                               deform_groups=dcn["deform_groups"])
+            if convs is not None:
+                for i, split in enumerate(convs):
+                    convs[i] = deformable(split)
+            else:
+                block.conv2 = deformable(conv)
 
 
 # --------------------------------------------------------------------------------------------
 # torchvision fallback.
 
 def torchvision_compatible(cfg):
-    """Whether torchvision's ResNet/ResNeXt is exactly this config's network."""
-    return (cfg["num_stages"] == 4 and cfg["in_channels"] == 3 and cfg["base_channels"] == 64
-            and cfg["stem_channels"] == 64 and not cfg["deep_stem"] and not cfg["avg_down"]
+    """Whether torchvision's ResNet/ResNeXt is exactly this config's network (never a Res2Net)."""
+    return (cfg["type"] == "ResNet" and cfg["num_stages"] == 4 and cfg["in_channels"] == 3
+            and cfg["base_channels"] == 64 and cfg["stem_channels"] == 64 and not cfg["deep_stem"] and not cfg["avg_down"]
             and cfg["style"] == "pytorch" and cfg["strides"] == [1, 2, 2, 2] and cfg["dilations"] == [1, 1, 1, 1]
             and cfg["norm_cfg"]["type"] in ("BN", "SyncBN") and not cfg["plugins"]
             and not (cfg["dcn"] is not None and any(cfg["stage_with_dcn"])))

@@ -2,11 +2,11 @@
 """PyTorch baseline for `resnet bench`: the config's network timed in PyTorch eager.
 
 `--config PATH` (what `resnet bench --torch` passes) builds the burn-resnet config's network with
-mmdetection's own ResNet/ResNeXt (`bench/mmdet_model.py`; needs mmdet==3.3.0 mmcv-lite==2.1.0
-mmengine, or torchvision alone for configs that are exactly a torchvision ResNet), so the two
-sides time the same architecture: the parameter count is reported to check it. Without
-`--config` it is torchvision's ResNet-50 body (conv1 … layer4, C2..C5), as before. Weights are
-the builders' default random init; nothing is downloaded.
+mmdetection's own ResNet/ResNeXt/Res2Net (`bench/mmdet_model.py`; needs mmdet==3.3.0
+mmcv-lite==2.1.0 mmengine, or torchvision alone for configs that are exactly a torchvision
+ResNet), so the two sides time the same architecture: the parameter count is reported to check
+it. Without `--config` it is torchvision's ResNet-50 body (conv1 … layer4, C2..C5), as before.
+Weights are the builders' default random init; nothing is downloaded.
 
 Cases, f32, `--size` x `--size` inputs (default 224):
   infer bN   eval mode under torch.inference_mode()

@@ -248,6 +248,12 @@ CASES = [
     ("resnet50_224", {"path": "configs/resnet50.toml"}, 224, 224),
     ("resnet50_gcb_r16_224", {"path": "configs/resnet50_gcb_r16.toml"}, 224, 224),
     ("resnet50_attention1111_c4-c5_224", {"path": "configs/resnet50_attention1111_c4-c5.toml"}, 224, 224),
+    # Res2Net: the split convs each read conv1's output; a strided first block's pooled split.
+    ("res2net50_26w_4s_224", {"path": "configs/res2net50_26w_4s.toml"}, 224, 224),
+    ("res2net50w16_w4s3_dcnv2_c3-c5",
+     {"toml": 'type = "Res2Net"\ndepth = 50\nbase_channels = 16\nbase_width = 4\nscales = 3\n'
+              'deep_stem = true\navg_down = true\nstage_with_dcn = [false, true, true, true]\n'
+              'dcn = { type = "DCNv2", deform_groups = 2 }\n'}, H, W),
 ]
 # Which plain case a plugin case is compared with (same base_channels and input size).
 PLAIN_OF = {"r50w16": "r50w16_plain", "resnet50": "resnet50_224"}

@@ -155,7 +155,8 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         }
     }
     println!(
-        "ResNet-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
+        "{}-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
+        spec.config.backbone.name(),
         spec.config.depth,
         args.size,
         args.size,

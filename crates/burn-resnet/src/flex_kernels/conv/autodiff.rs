@@ -74,12 +74,14 @@ impl Backward<Flex, 2> for ConvBackward {
 }
 
 /// `conv(x)` with the project's kernels when `x` and `weight` live on flex's autodiff device as
-/// contiguous f32; `None` otherwise.
+/// f32 (an input in another layout, such as a channel slice of a batch, is copied contiguous
+/// first); `None` otherwise.
 pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) -> Option<Tensor<4>> {
     let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let weight = weight.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let output_shape = geometry.output()?;
-    float_slice(x.primitive())?;
+    let input = x.primitive().clone().to_contiguous();
+    float_slice(&input)?;
     float_slice(weight.primitive())?;
     let forward = |x: &FlexTensor, weight: &FlexTensor| {
         let [x, weight] = [x, weight].map(|t| float_slice(t).expect("checked above"));
@@ -94,15 +96,15 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) ->
         .stateful()
     {
         OpsKind::Tracked(prep) => {
-            let output = forward(x.primitive(), weight.primitive());
+            let output = forward(&input, weight.primitive());
             let saved = Saved {
-                input: x.into_primitive(),
+                input,
                 weight: weight.into_primitive(),
                 geometry: *geometry,
             };
             prep.finish(saved, output)
         }
-        OpsKind::UnTracked(prep) => prep.finish(forward(x.primitive(), weight.primitive())),
+        OpsKind::UnTracked(prep) => prep.finish(forward(&input, weight.primitive())),
     };
     Some(Tensor::from_primitive::<FlexAutodiff>(output))
 }

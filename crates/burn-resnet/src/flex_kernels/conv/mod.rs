@@ -14,7 +14,7 @@ use burn_flex::Flex;
 
 pub(crate) use forward::{ConvGeometry, Epilogue, conv2d};
 
-use super::{batch_norm_affine, flex_f32, float_slice, into_primitive};
+use super::{batch_norm_affine, flex_f32, flex_f32_contiguous, float_slice, into_primitive};
 
 /// The geometry of `conv` applied to `x`, if the project's conv supports it (symmetric
 /// explicit padding, matching channels, a kernel that fits).
@@ -88,7 +88,8 @@ fn conv2d_with_affine(
     if residual.is_some_and(|r| r.dims() != output) {
         return None;
     }
-    let input = flex_f32(x)?;
+    // A channel slice (Res2Net's splits) is copied contiguous; anything else is borrowed.
+    let input = flex_f32_contiguous(x)?;
     let weight = flex_f32(&conv.weight.val())?;
     // An optional tensor must be plain flex f32 when it is there.
     let bias = match &conv.bias {

@@ -282,3 +282,49 @@ fn fused_conv_stands_aside_where_it_does_not_apply() {
         );
     }
 }
+
+/// A channel slice of a batch (Res2Net's splits) is not contiguous: the kernels copy it and
+/// match Burn's conv, forward (plain flex) and backward (the gradient reaches the whole tensor
+/// the slice came from).
+#[test]
+fn conv_of_a_channel_slice_matches_burn_conv() {
+    let (plain, device) = (Device::flex(), Device::flex().autodiff());
+    let n = Distribution::Normal(0.0, 1.0);
+    let plain_conv = Conv2dConfig::new([4, 6], [3, 3])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .with_bias(false)
+        .init(&plain);
+    let whole = Tensor::<4>::random([2, 12, 9, 7], n, &plain);
+    let slice = |t: &Tensor<4>| t.clone().narrow(1, 4, 4);
+
+    let ours = try_conv2d(&plain_conv, &slice(&whole), None, false).expect("a slice is taken");
+    let difference = relative_difference(ours, plain_conv.forward(slice(&whole)));
+    assert!(
+        difference < 1e-5,
+        "forward relative difference {difference:e}"
+    );
+
+    let conv = plain_conv.fork(&device).train();
+    let whole = Tensor::<4>::from_data(whole.to_data(), &device).require_grad();
+    let stock = conv.forward(slice(&whole));
+    let weights = Tensor::<4>::random(stock.dims(), n, &device);
+    let expected_grads = (stock * weights.clone()).sum().backward();
+    let ours = try_conv2d_autodiff(&conv, &slice(&whole)).expect("a slice is taken");
+    let grads = (ours * weights).sum().backward();
+    for (name, actual, expected) in [
+        ("input", whole.grad(&grads), whole.grad(&expected_grads)),
+        (
+            "weight",
+            conv.weight.val().grad(&grads),
+            conv.weight.val().grad(&expected_grads),
+        ),
+    ] {
+        let (actual, expected) = (actual.expect("gradient"), expected.expect("gradient"));
+        let difference = relative_difference(actual, expected);
+        assert!(
+            difference < 1e-5,
+            "{name} gradient relative difference {difference:e}"
+        );
+    }
+}

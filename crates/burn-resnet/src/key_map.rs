@@ -13,6 +13,7 @@ use std::str::FromStr;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::Tensor;
 
+use crate::arch::BackboneType;
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
 
@@ -211,9 +212,34 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
     map
 }
 
+/// Err where `source`'s library builds a different network from this backbone's config under
+/// the same key names, so that its weights would load and compute something else: timm's
+/// Res2Nets (`res2net50_26w_4s` has a 7x7 stem and strided-conv shortcuts; `res2net50d` has
+/// mmdet's stem and shortcuts and key names, but average-pools the last split of layer1's
+/// first block, which mmdet passes through) and torchvision, which has no Res2Net.
+pub(crate) fn check_source_builds_this_network(
+    source: WeightSource,
+    backbone: &ResNet,
+) -> Result<()> {
+    let config = &backbone.spec().config;
+    if config.backbone == BackboneType::Res2Net && source != WeightSource::Mmdet {
+        return Err(ResNetError::Incompatible {
+            field: "weights source".into(),
+            reason: format!(
+                "{source} checkpoints are not mmdet's Res2Net: timm's res2net50_26w_4s has a 7x7 \
+                 stem and strided-conv shortcuts, its res2net50d pools layer1's first block \
+                 differently, and torchvision has no Res2Net; only mmdet's names load into \
+                 type = \"Res2Net\""
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// `(burn-resnet path pattern, key)` pairs that name a backbone's tensors as `names` does: the
 /// inverse of [`key_map`].
 pub fn export_key_map(names: WeightSource, backbone: &ResNet) -> Result<Vec<(String, String)>> {
+    check_source_builds_this_network(names, backbone)?;
     let config = &backbone.spec().config;
     if config.deep_stem && names == WeightSource::Torchvision {
         return Err(ResNetError::Incompatible {

@@ -15,7 +15,7 @@ use burn::tensor::DType;
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
 pub use crate::key_map::{WeightSource, file_key_namer, key_map};
-use crate::key_map::{rules, strip_prefixes};
+use crate::key_map::{check_source_builds_this_network, rules, strip_prefixes};
 
 /// What a successful load did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -250,6 +250,7 @@ impl ResNet {
             Some(source) => (source, false),
             None => (WeightSource::detect(stripped.iter().copied()), true),
         };
+        check_source_builds_this_network(source, self)?;
         let skipped: Vec<String> = keys
             .iter()
             .zip(&stripped)

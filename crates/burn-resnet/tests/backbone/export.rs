@@ -36,7 +36,7 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 7] = [
+const CASES: [(&str, &str, WeightSource); 8] = [
     (
         "tests/fixtures/parity/resnet50_v1d.toml",
         "tests/fixtures/parity/resnet50_v1d.weights.safetensors",
@@ -76,7 +76,38 @@ const CASES: [(&str, &str, WeightSource); 7] = [
         "tests/fixtures/parity/resnet50_gen_attention.weights.safetensors",
         WeightSource::Mmdet,
     ),
+    // Res2Net: `convs.i.*`, `bns.i.*` and the stride-1 average-pool shortcut's `downsample.1/2`.
+    (
+        "tests/fixtures/parity/res2net50_w4s4.toml",
+        "tests/fixtures/parity/res2net50_w4s4.weights.safetensors",
+        WeightSource::Mmdet,
+    ),
 ];
+
+/// Only mmdet's names go with a Res2Net: timm's Res2Nets are other networks under the same
+/// names, torchvision has none; loading and saving under them are typed errors.
+#[test]
+fn a_res2net_refuses_timm_and_torchvision_names() {
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(CASES[7].0)).unwrap();
+    let backbone = config.init(&device).unwrap();
+    for source in [WeightSource::Timm, WeightSource::Torchvision] {
+        let error = backbone
+            .clone()
+            .load_weights(repo_path(CASES[7].1), Some(source))
+            .expect_err("refused");
+        assert!(
+            matches!(&error, ResNetError::Incompatible { field, .. } if field == "weights source"),
+            "{error:?}"
+        );
+        let path = std::env::temp_dir().join(format!(
+            "res2net-{source}-{}.safetensors",
+            std::process::id()
+        ));
+        assert!(backbone.save_weights(&path, source).is_err());
+        assert!(!path.exists(), "nothing written");
+    }
+}
 
 #[test]
 fn saving_under_a_librarys_names_writes_its_keys_and_loads_back_bit_identical() {

@@ -6,8 +6,10 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 
+use crate::dcn::SpatialConv;
 use crate::norm::{Norm, StageMode};
 use crate::ops;
+use crate::plugin::PluginStack;
 
 /// `relu?(norm(conv(x)) + residual?)`.
 pub(crate) fn conv_norm_act(
@@ -37,4 +39,35 @@ pub(crate) fn conv_norm_act(
             if apply_relu { relu(out) } else { out }
         }
     }
+}
+
+/// [`conv_norm_act`] with a ReLU for a regular-or-deformable 3x3 conv (a Bottleneck's `conv2`,
+/// Res2Net's split convs).
+pub(crate) fn spatial_conv_norm_relu(
+    conv: &SpatialConv,
+    norm: &Norm,
+    x: Tensor<4>,
+    mode: StageMode,
+) -> Tensor<4> {
+    match conv {
+        SpatialConv::Regular(conv) => conv_norm_act(conv, norm, x, None, true, mode),
+        SpatialConv::Deformable(conv) => norm.forward_relu(conv.forward(x), true, mode),
+    }
+}
+
+/// A block's last unit: `relu(plugins(norm(conv(x))) + identity)`. Without plugins the residual
+/// add and the ReLU ride along with the conv.
+pub(crate) fn last_unit(
+    conv: &Conv2d,
+    norm: &Norm,
+    plugins: &PluginStack,
+    x: Tensor<4>,
+    identity: Tensor<4>,
+    mode: StageMode,
+) -> Tensor<4> {
+    if plugins.is_empty() {
+        return conv_norm_act(conv, norm, x, Some(identity), true, mode);
+    }
+    let out = plugins.forward(conv_norm_act(conv, norm, x, None, false, mode));
+    relu(out + identity)
 }

@@ -2,14 +2,14 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock};
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
-use crate::unit::conv_norm_act;
+use crate::unit::{conv_norm_act, last_unit};
 
 /// `conv1` (3x3, stride, dilation) → norm → ReLU → `conv2` (3x3) → norm, plus the shortcut,
 /// then ReLU.
@@ -65,25 +65,18 @@ impl BasicBlock {
                 return out;
             }
         }
-        let identity = match &self.downsample {
-            Some(downsample) => downsample.forward(x.clone(), mode),
-            None => x.clone(),
-        };
+        let identity = shortcut(self.downsample.as_ref(), &x, mode);
         let out =
             self.after_conv1
                 .forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
-        if self.after_conv2.is_empty() {
-            return conv_norm_act(&self.conv2, &self.norm2, out, Some(identity), true, mode);
-        }
-        let out = self.after_conv2.forward(conv_norm_act(
+        last_unit(
             &self.conv2,
             &self.norm2,
+            &self.after_conv2,
             out,
-            None,
-            false,
+            identity,
             mode,
-        ));
-        relu(out + identity)
+        )
     }
 }
 

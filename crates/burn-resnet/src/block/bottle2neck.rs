@@ -5,17 +5,17 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::module::avg_pool2d;
 use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
+use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock};
 use crate::dcn::SpatialConv;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
-use crate::unit::conv_norm_act;
+use crate::unit::{conv_norm_act, last_unit, spatial_conv_norm_relu};
 
 /// `conv1` → norm → ReLU → split → 3x3 convs (each → norm → ReLU) → concatenate → `conv3` →
 /// norm, plus the shortcut, then ReLU. Checkpoint names are mmdet's: `conv1`/`bn1`,
@@ -91,10 +91,7 @@ impl Bottle2neck {
 
     /// Run the block.
     pub fn forward(&self, x: Tensor<4>, mode: StageMode) -> Tensor<4> {
-        let identity = match &self.downsample {
-            Some(downsample) => downsample.forward(x.clone(), mode),
-            None => x.clone(),
-        };
+        let identity = shortcut(self.downsample.as_ref(), &x, mode);
         let out =
             self.after_conv1
                 .forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
@@ -107,10 +104,7 @@ impl Bottle2neck {
                 Some(previous) if self.accumulate => previous + part(i),
                 _ => part(i),
             };
-            let y = match conv {
-                SpatialConv::Regular(conv) => conv_norm_act(conv, norm, input, None, true, mode),
-                SpatialConv::Deformable(conv) => norm.forward_relu(conv.forward(input), true, mode),
-            };
+            let y = spatial_conv_norm_relu(conv, norm, input, mode);
             joined.push(y.clone());
             previous = Some(y);
         }
@@ -126,19 +120,14 @@ impl Bottle2neck {
             None => last,
         });
         let out = self.after_conv2.forward(Tensor::cat(joined, 1));
-        if self.after_conv3.is_empty() {
-            // The residual add and the last ReLU ride along with conv3.
-            return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true, mode);
-        }
-        let out = self.after_conv3.forward(conv_norm_act(
+        last_unit(
             &self.conv3,
             &self.norm3,
+            &self.after_conv3,
             out,
-            None,
-            false,
+            identity,
             mode,
-        ));
-        relu(out + identity)
+        )
     }
 }
 

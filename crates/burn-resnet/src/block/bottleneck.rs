@@ -2,15 +2,15 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 
+use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock};
 use crate::dcn::SpatialConv;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
-use crate::unit::conv_norm_act;
+use crate::unit::{conv_norm_act, last_unit, spatial_conv_norm_relu};
 
 /// `conv1` → norm → ReLU → `conv2` (3x3, grouped for ResNeXt) → norm → ReLU → `conv3` → norm,
 /// plus the shortcut, then ReLU. `style` decides whether `conv1` or `conv2` carries the stride.
@@ -80,33 +80,20 @@ impl Bottleneck {
                 return out;
             }
         }
-        let identity = match &self.downsample {
-            Some(downsample) => downsample.forward(x.clone(), mode),
-            None => x.clone(),
-        };
+        let identity = shortcut(self.downsample.as_ref(), &x, mode);
         let out =
             self.after_conv1
                 .forward(conv_norm_act(&self.conv1, &self.norm1, x, None, true, mode));
-        let out = match &self.conv2 {
-            SpatialConv::Regular(conv2) => conv_norm_act(conv2, &self.norm2, out, None, true, mode),
-            SpatialConv::Deformable(conv2) => {
-                self.norm2.forward_relu(conv2.forward(out), true, mode)
-            }
-        };
+        let out = spatial_conv_norm_relu(&self.conv2, &self.norm2, out, mode);
         let out = self.after_conv2.forward(out);
-        if self.after_conv3.is_empty() {
-            // The residual add and the last ReLU ride along with conv3.
-            return conv_norm_act(&self.conv3, &self.norm3, out, Some(identity), true, mode);
-        }
-        let out = self.after_conv3.forward(conv_norm_act(
+        last_unit(
             &self.conv3,
             &self.norm3,
+            &self.after_conv3,
             out,
-            None,
-            false,
+            identity,
             mode,
-        ));
-        relu(out + identity)
+        )
     }
 
     /// Whether no position has plugins.

@@ -86,3 +86,15 @@ impl Downsample {
         (&mut self.conv, &mut self.norm)
     }
 }
+
+/// The shortcut of a block: `downsample(x)`, or `x` itself without one.
+pub(crate) fn shortcut(
+    downsample: Option<&Downsample>,
+    x: &Tensor<4>,
+    mode: StageMode,
+) -> Tensor<4> {
+    match downsample {
+        Some(downsample) => downsample.forward(x.clone(), mode),
+        None => x.clone(),
+    }
+}

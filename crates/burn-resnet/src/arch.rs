@@ -14,6 +14,10 @@ pub enum BlockKind {
     /// Res2Net's: 1x1 → `scales − 1` 3x3 convs over channel splits, each fed the previous
     /// one's output → 1x1, expansion 4 (mmdet `Bottle2neck`).
     Bottle2neck,
+    /// ResNeSt's: 1x1 → split-attention 3x3 conv (`radix` grouped convs weighted by a softmax
+    /// over them) → [3x3 average pool carrying the stride] → 1x1, expansion 4 (mmdet
+    /// `resnest.Bottleneck`).
+    ResNeStBottleneck,
 }
 
 impl std::fmt::Display for Style {
@@ -30,7 +34,7 @@ impl BlockKind {
     pub fn expansion(self) -> usize {
         match self {
             BlockKind::Basic => 1,
-            BlockKind::Bottleneck | BlockKind::Bottle2neck => 4,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck | BlockKind::ResNeStBottleneck => 4,
         }
     }
 
@@ -39,7 +43,7 @@ impl BlockKind {
     pub fn convs(self) -> usize {
         match self {
             BlockKind::Basic => 2,
-            BlockKind::Bottleneck | BlockKind::Bottle2neck => 3,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck | BlockKind::ResNeStBottleneck => 3,
         }
     }
 
@@ -48,7 +52,7 @@ impl BlockKind {
     pub fn has_inner_conv(self) -> bool {
         match self {
             BlockKind::Basic => false,
-            BlockKind::Bottleneck | BlockKind::Bottle2neck => true,
+            BlockKind::Bottleneck | BlockKind::Bottle2neck | BlockKind::ResNeStBottleneck => true,
         }
     }
 }
@@ -70,6 +74,15 @@ pub const RES2NET_ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 3] = [
     (152, BlockKind::Bottle2neck, [3, 8, 36, 3]),
 ];
 
+/// ResNeSt's architecture table (mmdet `ResNeSt.arch_settings`): split-attention Bottlenecks,
+/// the Bottleneck depths and 200.
+pub const RESNEST_ARCH_SETTINGS: [(u32, BlockKind, [usize; 4]); 4] = [
+    (50, BlockKind::ResNeStBottleneck, [3, 4, 6, 3]),
+    (101, BlockKind::ResNeStBottleneck, [3, 4, 23, 3]),
+    (152, BlockKind::ResNeStBottleneck, [3, 8, 36, 3]),
+    (200, BlockKind::ResNeStBottleneck, [3, 24, 36, 3]),
+];
+
 /// Which of mmdet's backbone classes a config builds (mmdet's `type`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum BackboneType {
@@ -78,6 +91,10 @@ pub enum BackboneType {
     ResNet,
     /// mmdet `Res2Net` (Gao et al. 2019): Bottle2neck blocks with `scales` splits.
     Res2Net,
+    /// mmdet `ResNeSt` (Zhang et al. 2020): a ResNetV1d whose Bottlenecks' 3x3 conv is a
+    /// split-attention conv.
+    #[serde(rename = "ResNeSt")]
+    ResNeSt,
 }
 
 impl BackboneType {
@@ -86,6 +103,7 @@ impl BackboneType {
         match self {
             BackboneType::ResNet => &ARCH_SETTINGS,
             BackboneType::Res2Net => &RES2NET_ARCH_SETTINGS,
+            BackboneType::ResNeSt => &RESNEST_ARCH_SETTINGS,
         }
     }
 
@@ -94,6 +112,7 @@ impl BackboneType {
         match self {
             BackboneType::ResNet => "ResNet",
             BackboneType::Res2Net => "Res2Net",
+            BackboneType::ResNeSt => "ResNeSt",
         }
     }
 }
@@ -126,6 +145,24 @@ pub struct StageSpec {
     pub dilation: usize,
     /// Res2Net's `scales`: the inner width is split into this many parts (1 elsewhere).
     pub scales: usize,
+    /// ResNeSt's split attention in place of the 3x3 conv (`None` elsewhere).
+    pub attention: Option<SplitAttentionSpec>,
+}
+
+/// The shape of ResNeSt's split-attention conv (mmdet `SplitAttentionConv2d`) in one stage:
+/// a 3x3 conv from `width` to `width · radix` channels in `groups · radix` groups, whose
+/// `radix` parts are summed, globally averaged and squeezed through `fc1` (to
+/// `inter_channels`) and `fc2` (back to `width · radix`) into one weight per part and channel
+/// (a softmax over the parts, or a sigmoid when `radix = 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitAttentionSpec {
+    /// mmdet `radix`: the parts the attention chooses between.
+    pub radix: usize,
+    /// `fc1`'s output channels: `max(width · radix / reduction_factor, 32)` (mmdet's).
+    pub inter_channels: usize,
+    /// mmdet `avg_down_stride`: a strided block moves its stride from the 3x3 conv to a
+    /// `AvgPool2d(3, stride, padding 1)` after the attention.
+    pub avg_down_stride: bool,
 }
 
 impl StageSpec {
@@ -133,5 +170,14 @@ impl StageSpec {
     /// `after_conv2` plugins see (`width`, or Res2Net's `width · scales`).
     pub fn inner_channels(&self) -> usize {
         self.width * self.scales
+    }
+
+    /// Channel counts of the norms the stage has besides `width`, `inner_channels` and
+    /// `out_channels`: the split attention's `norm0` (`width · radix`) and `norm1`
+    /// (`inter_channels`).
+    pub fn attention_norm_channels(&self) -> Vec<usize> {
+        self.attention
+            .map(|a| vec![self.width * a.radix, a.inter_channels])
+            .unwrap_or_default()
     }
 }

@@ -3,6 +3,7 @@
 use burn::module::{Module, ParamGroup};
 use burn::tensor::{Device, Tensor};
 
+use crate::block::Block;
 use crate::config::{ResNetConfig, ResNetSpec};
 use crate::error::{ResNetError, Result};
 use crate::features::{FeatureInfo, feature_info};
@@ -241,10 +242,40 @@ impl ResNet {
     /// # Errors
     /// [`ResNetError::InputShape`] when the channels differ from `in_channels` or a side is 0;
     /// [`ResNetError::InputTooSmall`] when a side is below the smallest input the stages accept
-    /// ([`ResNet::check_input`]).
+    /// ([`ResNet::check_input`]); [`ResNetError::Incompatible`] for a ResNeSt trained on one
+    /// image ([`ResNet::check_training_batch`]).
     pub fn try_forward(&self, images: Tensor<4>) -> Result<Vec<Tensor<4>>> {
         self.check_input(images.dims())?;
+        self.check_training_batch(images.dims()[0], images.device().is_autodiff())?;
         Ok(self.forward(images))
+    }
+
+    /// Err where a forward pass of `batch` images on an autodiff device (`autodiff`) would
+    /// train a BatchNorm on one value per channel: a ResNeSt's split attention normalises a
+    /// 1x1 map, so its batch statistics need at least 2 images (PyTorch refuses one too;
+    /// Burn would normalise every value to the norm's bias).
+    pub fn check_training_batch(&self, batch: usize, autodiff: bool) -> Result<()> {
+        if batch > 1 || !autodiff {
+            return Ok(());
+        }
+        let run = self.spec.out_indices.last().map_or(0, |last| last + 1);
+        for (index, layer) in self.layers.iter().enumerate().take(run) {
+            let mode = self.spec.stage_mode(Some(index));
+            if let Some(Block::ResNeSt(block)) = layer.blocks.first()
+                && block.conv2.norm1.training_batch_norm(mode, true).is_some()
+            {
+                return Err(ResNetError::Incompatible {
+                    field: "input batch".into(),
+                    reason: format!(
+                        "1 image: layer{}'s split attention normalises a 1x1 map with batch \
+                         statistics in training, which needs at least 2 images (or norm_eval, \
+                         or frozen_stages)",
+                        index + 1
+                    ),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Check that an input of shape `dims` fits the backbone.

@@ -1,8 +1,9 @@
 //! The convolution every ResNet layer is built from, with mmdet's default initialisation.
 
+use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{Initializer, PaddingConfig2d};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 
 /// Shape of a bias-free 2-D convolution, as mmdet's `build_conv_layer(..., bias=False)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,6 +104,18 @@ impl ConvSpec {
         .with_bias(false)
         .with_initializer(Initializer::Normal { mean: 0.0, std })
         .init(device)
+    }
+
+    /// [`ConvSpec::init`] with a bias, zero-initialised as mmdet's Kaiming init leaves it
+    /// (`build_conv_layer(None, ...)` with PyTorch's default `bias=True`: ResNeSt's attention
+    /// `fc1`/`fc2`).
+    pub fn init_with_bias(&self, device: &Device) -> Conv2d {
+        let mut conv = self.init(device);
+        conv.bias = Some(Param::from_tensor(Tensor::zeros(
+            [self.out_channels],
+            device,
+        )));
+        conv
     }
 }
 

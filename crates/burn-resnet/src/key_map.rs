@@ -216,7 +216,8 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
 /// the same key names, so that its weights would load and compute something else: timm's
 /// Res2Nets (`res2net50_26w_4s` has a 7x7 stem and strided-conv shortcuts; `res2net50d` has
 /// mmdet's stem and shortcuts and key names, but average-pools the last split of layer1's
-/// first block, which mmdet passes through) and torchvision, which has no Res2Net.
+/// first block, which mmdet passes through) and torchvision, which has no Res2Net nor ResNeSt.
+/// timm's ResNeSts (`resnest50d`, `resnest101e`) are mmdet's network under mmdet's block names.
 pub(crate) fn check_source_builds_this_network(
     source: WeightSource,
     backbone: &ResNet,
@@ -231,6 +232,14 @@ pub(crate) fn check_source_builds_this_network(
                  differently, and torchvision has no Res2Net; only mmdet's names load into \
                  type = \"Res2Net\""
             ),
+        });
+    }
+    if config.backbone == BackboneType::ResNeSt && source == WeightSource::Torchvision {
+        return Err(ResNetError::Incompatible {
+            field: "weights source".into(),
+            reason: "torchvision has no ResNeSt; mmdet's and timm's names (resnest50d, \
+                     resnest101e) load into type = \"ResNeSt\""
+                .into(),
         });
     }
     Ok(())

@@ -12,7 +12,8 @@ use crate::norm::{NormConfig, StageMode};
 /// mmdet semantics: the first block of a stage carries the stride and, when the stride is not 1
 /// or the channels change, the projection shortcut; every block of the stage uses the stage's
 /// dilation. Res2Net's `Res2Layer` is the same with `avg_down` shortcuts (which its config
-/// states) and its first block of `stage_type = 'stage'`.
+/// states) and its first block of `stage_type = 'stage'`; ResNeSt's is the same with its split
+/// attention.
 pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
     let config = &spec.config;
     let mut in_channels = spec.stem_channels;
@@ -44,9 +45,10 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                         dcn: None,
                         scales: stage.scales,
                         first_in_stage: index == 0,
+                        attention: stage.attention,
                     };
                     // `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided.
-                    let conv2_stride = block.bottleneck_convs()[1].stride;
+                    let conv2_stride = block.spatial_conv_stride();
                     let block = BlockSpec {
                         dcn: spec
                             .stage_dcn(stage_index)

@@ -3,6 +3,7 @@
 //! memory estimate ([`crate::memory`]). Every count is checked: a config or input size whose
 //! figures do not fit in 64 bits is an [`ResNetError::Overflow`], never a wrapped number.
 
+use crate::block::BranchConv;
 use crate::checked::mul;
 use crate::config::ResNetSpec;
 use crate::conv::ConvSpec;
@@ -155,6 +156,11 @@ impl ModelSummary {
                 let mut branch = size;
                 let mut first_output = None;
                 for unit in block.branch() {
+                    // The attention's squeeze convs work on a 1x1 map beside the branch.
+                    if unit.squeeze {
+                        counter.unit(&unit, [1, 1]).ok_or(name)?;
+                        continue;
+                    }
                     let input = match (unit.reads_first, first_output) {
                         (true, Some(first)) => first,
                         _ => branch,
@@ -165,8 +171,20 @@ impl ModelSummary {
                             .offset_conv(&DeformConv::offset_spec(unit.conv, dcn), input)
                             .ok_or(name)?;
                     }
-                    branch = counter.conv(&unit.conv, input).ok_or(name)?;
+                    branch = counter.unit(&unit, input).ok_or(name)?;
                     first_output.get_or_insert(branch);
+                    if let Some(channels) = unit.reduced_to {
+                        counter.map(channels, branch).ok_or(name)?;
+                    }
+                    if let Some(stride) = unit.pool_after {
+                        let pool = ConvSpec::new(1, 1, 3).stride(stride).padding(1);
+                        branch = [
+                            pool.checked_output_size(branch[0]).ok_or(name)?,
+                            pool.checked_output_size(branch[1]).ok_or(name)?,
+                        ];
+                        let channels = unit.reduced_to.unwrap_or(unit.conv.out_channels);
+                        counter.map(channels, branch).ok_or(name)?;
+                    }
                     // The plugins after this conv (and its norm), on its output.
                     let Some((after, channels)) = unit.plugins_after else {
                         continue;
@@ -271,18 +289,45 @@ struct Counter {
 
 impl Counter {
     /// Count a conv and its norm; return the output size.
-    fn conv(&mut self, conv: &ConvSpec, [height, width]: [usize; 2]) -> Option<[usize; 2]> {
+    fn conv(&mut self, conv: &ConvSpec, size: [usize; 2]) -> Option<[usize; 2]> {
+        self.conv_with(conv, size, false, true)
+    }
+
+    /// Count a branch conv, with its bias and norm if it has them; return the output size.
+    fn unit(&mut self, unit: &BranchConv, size: [usize; 2]) -> Option<[usize; 2]> {
+        self.conv_with(&unit.conv, size, unit.bias, unit.norm)
+    }
+
+    /// Count a conv, its bias (`bias`) and its norm's weight and bias (`norm`); return the
+    /// output size.
+    fn conv_with(
+        &mut self,
+        conv: &ConvSpec,
+        [height, width]: [usize; 2],
+        bias: bool,
+        norm: bool,
+    ) -> Option<[usize; 2]> {
         let out = [
             conv.checked_output_size(height)?,
             conv.checked_output_size(width)?,
         ];
         let weights = conv.checked_params()?;
+        let per_channel = u64::from(bias) + 2 * u64::from(norm);
         self.params = self
             .params
             .checked_add(weights)?
-            .checked_add(mul(&[2, conv.out_channels as u64])?)?;
+            .checked_add(mul(&[per_channel, conv.out_channels as u64])?)?;
         self.add_output(weights, conv.out_channels, out)?;
         Some(out)
+    }
+
+    /// Count a map of `channels` x `size` the branch keeps without a conv (ResNeSt's attention
+    /// output and its pooled map).
+    fn map(&mut self, channels: usize, [height, width]: [usize; 2]) -> Option<()> {
+        let values = mul(&[channels as u64, height as u64, width as u64])?;
+        self.activations = self.activations.checked_add(values)?;
+        self.largest = self.largest.max(values);
+        Some(())
     }
 
     /// Count a DCN's offset conv (with a bias, no norm).

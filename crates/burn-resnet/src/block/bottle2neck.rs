@@ -5,10 +5,9 @@
 
 use burn::module::Module;
 use burn::nn::conv::Conv2d;
-use burn::tensor::module::avg_pool2d;
-use burn::tensor::ops::AvgPoolOptions;
 use burn::tensor::{Device, Tensor};
 
+use super::avg_pool3x3;
 use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock};
 use crate::dcn::SpatialConv;
@@ -110,13 +109,7 @@ impl Bottle2neck {
         }
         let last = part(splits - 1);
         joined.push(match self.pool_stride {
-            Some(stride) => avg_pool2d(
-                last,
-                AvgPoolOptions::new([3, 3])
-                    .with_stride([stride; 2])
-                    .with_padding([1, 1])
-                    .with_count_include_pad(true),
-            ),
+            Some(stride) => avg_pool3x3(last, stride),
             None => last,
         });
         let out = self.after_conv2.forward(Tensor::cat(joined, 1));

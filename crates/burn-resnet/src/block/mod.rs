@@ -1,21 +1,27 @@
-//! Residual blocks: [`BasicBlock`] (ResNet-18/34) and [`Bottleneck`] (ResNet-50+ and ResNeXt),
-//! with the optional [`Downsample`] shortcut.
+//! Residual blocks: [`BasicBlock`] (ResNet-18/34), [`Bottleneck`] (ResNet-50+ and ResNeXt),
+//! [`Bottle2neck`] (Res2Net) and [`ResNeStBottleneck`] (ResNeSt), with the optional
+//! [`Downsample`] shortcut.
 
 mod basic;
 mod bottle2neck;
 mod bottleneck;
 mod downsample;
 mod recompute;
+mod resnest;
+mod split_attention;
 
 pub use basic::BasicBlock;
 pub use bottle2neck::Bottle2neck;
 pub use bottleneck::Bottleneck;
 pub use downsample::{Downsample, DownsampleSpec};
 pub(crate) use recompute::recomputed_blocks_on_this_thread;
+pub use resnest::ResNeStBottleneck;
+pub use split_attention::SplitAttentionConv;
 
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
+use crate::arch::SplitAttentionSpec;
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
 use crate::dcn::DcnConfig;
@@ -51,20 +57,53 @@ pub struct BlockSpec {
     /// Res2Net's `stage_type = 'stage'`: the first block of a stage, whose splits do not add
     /// the previous split's output and whose last split is average-pooled when it strides.
     pub first_in_stage: bool,
+    /// ResNeSt's split attention in place of the 3x3 conv.
+    pub attention: Option<SplitAttentionSpec>,
 }
 
 /// One conv of a block's residual branch, as the summary walks it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BranchConv {
-    /// The conv.
+    /// The conv (its norm follows unless `norm` is false).
     pub conv: ConvSpec,
     /// Whether it reads the branch's first conv's output (Res2Net's splits) rather than the
     /// conv before it.
     pub reads_first: bool,
-    /// The plugins after it (and its norm), with their input channels.
-    pub plugins_after: Option<(PluginPosition, usize)>,
+    /// Whether it works on the 1x1 map of a squeeze (ResNeSt's attention `fc1`, `fc2`): a
+    /// side path that leaves the branch's map as it was.
+    pub squeeze: bool,
+    /// Whether it has a bias.
+    pub bias: bool,
+    /// Whether a norm follows it.
+    pub norm: bool,
     /// Whether it is deformable (`dcn`), with an offset conv on its input.
     pub deformable: bool,
+    /// The channels its output is reduced to before the next conv (ResNeSt's attention sums
+    /// its `radix` parts), if it is.
+    pub reduced_to: Option<usize>,
+    /// The stride of a 3x3 average pool (padding 1) after it (ResNeSt's `avd_layer`), if any.
+    pub pool_after: Option<usize>,
+    /// The plugins after it (and its norm, reduction and pool), with their input channels.
+    pub plugins_after: Option<(PluginPosition, usize)>,
+}
+
+/// The convs of ResNeSt's split-attention Bottleneck (mmdet `resnest.Bottleneck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResNeStConvs {
+    /// 1x1 to `width` (stride under `style = "caffe"`).
+    pub conv1: ConvSpec,
+    /// The split-attention 3x3 conv: `width` to `width · radix` in `groups · radix` groups.
+    pub split: ConvSpec,
+    /// The attention's 1x1 squeeze, `width` to `inter_channels` in `groups` groups, with a bias.
+    pub fc1: ConvSpec,
+    /// The attention's 1x1 expand, `inter_channels` to `width · radix` in `groups` groups, with
+    /// a bias.
+    pub fc2: ConvSpec,
+    /// 1x1 to the output channels.
+    pub conv3: ConvSpec,
+    /// The stride of the 3x3 average pool after the attention (`avd_layer`), when
+    /// `avg_down_stride` moves the stride there.
+    pub pool_stride: Option<usize>,
 }
 
 impl BlockSpec {
@@ -84,8 +123,13 @@ impl BlockSpec {
         let unit = |conv: ConvSpec, position: Option<PluginPosition>| BranchConv {
             conv,
             reads_first: false,
-            plugins_after: position.map(|p| (p, conv.out_channels)),
+            squeeze: false,
+            bias: false,
+            norm: true,
             deformable: false,
+            reduced_to: None,
+            pool_after: None,
+            plugins_after: position.map(|p| (p, conv.out_channels)),
         };
         match self.kind {
             BlockKind::Basic => {
@@ -112,17 +156,48 @@ impl BlockSpec {
                 let mut branch = vec![unit(conv1, Some(PluginPosition::AfterConv1))];
                 branch.extend((0..splits).map(|i| {
                     BranchConv {
-                        conv: split,
                         reads_first: true,
                         // The `after_conv2` plugins see every split, concatenated.
                         plugins_after: (i + 1 == splits)
                             .then_some((PluginPosition::AfterConv2, conv1.out_channels)),
                         deformable: self.dcn.is_some(),
+                        ..unit(split, None)
                     }
                 }));
                 branch.push(unit(conv3, Some(PluginPosition::AfterConv3)));
                 branch
             }
+            BlockKind::ResNeStBottleneck => {
+                let convs = self.resnest_convs();
+                let squeeze = |conv, norm| BranchConv {
+                    squeeze: true,
+                    bias: true,
+                    norm,
+                    ..unit(conv, None)
+                };
+                vec![
+                    unit(convs.conv1, Some(PluginPosition::AfterConv1)),
+                    BranchConv {
+                        deformable: self.dcn.is_some(),
+                        reduced_to: Some(self.width),
+                        pool_after: convs.pool_stride,
+                        plugins_after: Some((PluginPosition::AfterConv2, self.width)),
+                        ..unit(convs.split, None)
+                    },
+                    squeeze(convs.fc1, true),
+                    squeeze(convs.fc2, false),
+                    unit(convs.conv3, Some(PluginPosition::AfterConv3)),
+                ]
+            }
+        }
+    }
+
+    /// The stride of the branch's 3x3 conv (the split convs', the split-attention conv's):
+    /// where `fallback_on_stride` looks.
+    pub fn spatial_conv_stride(&self) -> usize {
+        match self.kind {
+            BlockKind::ResNeStBottleneck => self.resnest_convs().split.stride,
+            _ => self.bottleneck_convs()[1].stride,
         }
     }
 
@@ -172,6 +247,37 @@ impl BlockSpec {
         )
     }
 
+    /// ResNeSt's Bottleneck: `style` puts the stride on `conv1` (caffe) or on the 3x3 conv
+    /// (pytorch), where `avg_down_stride` moves it to an average pool after the attention.
+    ///
+    /// # Panics
+    /// On a spec without `attention` (not a ResNeSt block).
+    pub fn resnest_convs(&self) -> ResNeStConvs {
+        let attention = self
+            .attention
+            .expect("a ResNeSt block spec has its split attention");
+        let [conv1, conv2, conv3] = self.bottleneck_convs();
+        let pool_stride = (attention.avg_down_stride && conv2.stride > 1).then_some(conv2.stride);
+        let parts = self.width * attention.radix;
+        ResNeStConvs {
+            conv1,
+            split: ConvSpec {
+                out_channels: parts,
+                groups: self.groups * attention.radix,
+                stride: if pool_stride.is_some() {
+                    1
+                } else {
+                    conv2.stride
+                },
+                ..conv2
+            },
+            fc1: ConvSpec::new(self.width, attention.inter_channels, 1).groups(self.groups),
+            fc2: ConvSpec::new(attention.inter_channels, parts, 1).groups(self.groups),
+            conv3,
+            pool_stride,
+        }
+    }
+
     /// Build the block. With `zero_init_residual` the last norm starts at weight 0.
     pub fn init(&self, zero_init_residual: bool, norm: &NormConfig, device: &Device) -> Block {
         match self.kind {
@@ -184,8 +290,26 @@ impl BlockSpec {
             BlockKind::Bottle2neck => {
                 Block::Bottle2neck(Bottle2neck::init(self, zero_init_residual, norm, device))
             }
+            BlockKind::ResNeStBottleneck => Block::ResNeSt(ResNeStBottleneck::init(
+                self,
+                zero_init_residual,
+                norm,
+                device,
+            )),
         }
     }
+}
+
+/// `AvgPool2d(3, stride, padding 1)` with the padding counted (PyTorch's default): Res2Net's
+/// pooled last split and ResNeSt's `avd_layer`.
+pub(super) fn avg_pool3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
+    burn::tensor::module::avg_pool2d(
+        x,
+        burn::tensor::ops::AvgPoolOptions::new([3, 3])
+            .with_stride([stride; 2])
+            .with_padding([1, 1])
+            .with_count_include_pad(true),
+    )
 }
 
 /// What each block kind provides, in its own file: adding a kind adds an implementation, a
@@ -211,6 +335,8 @@ pub enum Block {
     Bottleneck(Bottleneck),
     /// Res2Net block.
     Bottle2neck(Bottle2neck),
+    /// ResNeSt block.
+    ResNeSt(ResNeStBottleneck),
 }
 
 impl Block {
@@ -220,6 +346,7 @@ impl Block {
             Block::Basic(block) => block,
             Block::Bottleneck(block) => block,
             Block::Bottle2neck(block) => block,
+            Block::ResNeSt(block) => block,
         }
     }
 
@@ -229,6 +356,7 @@ impl Block {
             Block::Basic(block) => block,
             Block::Bottleneck(block) => block,
             Block::Bottle2neck(block) => block,
+            Block::ResNeSt(block) => block,
         }
     }
 

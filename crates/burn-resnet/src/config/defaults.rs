@@ -17,6 +17,12 @@ pub const RESNEXT_BASE_WIDTH: usize = 4;
 pub const RES2NET_BASE_WIDTH: usize = 26;
 /// `scales` of a Res2Net: splits per Bottle2neck (mmdet's, `4s`).
 pub const RES2NET_SCALES: usize = 4;
+/// `radix` of a ResNeSt: parts per split-attention conv (mmdet's).
+pub const RESNEST_RADIX: usize = 2;
+/// `reduction_factor` of a ResNeSt (mmdet's).
+pub const RESNEST_REDUCTION_FACTOR: usize = 4;
+/// `avg_down_stride` of a ResNeSt (mmdet's).
+pub const RESNEST_AVG_DOWN_STRIDE: bool = true;
 /// `strides` when not given: the stem's stride 4, then halving at every stage but the first
 /// (cut to `num_stages`).
 pub const STRIDES: [usize; 4] = [1, 2, 2, 2];

@@ -26,10 +26,11 @@ pub use spec::ResNetSpec;
 #[serde(deny_unknown_fields)]
 pub struct ResNetConfig {
     /// mmdet's `type`: which backbone class, `"ResNet"` (also ResNetV1c/V1d and ResNeXt, through
-    /// `deep_stem`, `avg_down` and `groups`) or `"Res2Net"`. Default `"ResNet"`.
+    /// `deep_stem`, `avg_down` and `groups`), `"Res2Net"` or `"ResNeSt"`. Default `"ResNet"`.
     #[serde(rename = "type", default)]
     pub backbone: BackboneType,
-    /// mmdet `depth`: 18, 34, 50, 101 or 152 (Res2Net: 50, 101, 152). Required.
+    /// mmdet `depth`: 18, 34, 50, 101 or 152 (Res2Net: 50, 101, 152; ResNeSt: 50, 101, 152,
+    /// 200). Required.
     pub depth: u32,
     /// mmdet `in_channels`: channels of the input image. Default [`defaults::IN_CHANNELS`].
     #[serde(default = "defaults::in_channels")]
@@ -75,15 +76,30 @@ pub struct ResNetConfig {
     /// mmdet ResNeXt `groups`: groups of the 3x3 conv. Default [`defaults::GROUPS`].
     #[serde(default = "defaults::groups")]
     pub groups: usize,
-    /// mmdet `base_width`: ResNeXt's width per group at the first stage (read when
-    /// `groups > 1`; default [`defaults::RESNEXT_BASE_WIDTH`]), or Res2Net's width per split
-    /// at the first stage (default [`defaults::RES2NET_BASE_WIDTH`]).
+    /// mmdet `base_width`: ResNeXt's (and a grouped ResNeSt's) width per group at the first
+    /// stage (read when `groups > 1`; default [`defaults::RESNEXT_BASE_WIDTH`]), or Res2Net's
+    /// width per split at the first stage (default [`defaults::RES2NET_BASE_WIDTH`]).
     #[serde(default)]
     pub base_width: Option<usize>,
     /// mmdet Res2Net `scales`: the splits of each Bottle2neck's inner width, at least 2. Default
     /// [`defaults::RES2NET_SCALES`]; only for `type = "Res2Net"`.
     #[serde(default)]
     pub scales: Option<usize>,
+    /// mmdet ResNeSt `radix`: the parts of each split-attention conv, at least 1 (1: a sigmoid
+    /// gate instead of the softmax over parts). Default [`defaults::RESNEST_RADIX`]; only for
+    /// `type = "ResNeSt"`.
+    #[serde(default)]
+    pub radix: Option<usize>,
+    /// mmdet ResNeSt `reduction_factor`: the split attention's `fc1` has
+    /// `max(width · radix / reduction_factor, 32)` channels. Default
+    /// [`defaults::RESNEST_REDUCTION_FACTOR`]; only for `type = "ResNeSt"`.
+    #[serde(default)]
+    pub reduction_factor: Option<usize>,
+    /// mmdet ResNeSt `avg_down_stride`: strided blocks put their stride on a 3x3 average pool
+    /// after the split attention instead of on its conv. Default
+    /// [`defaults::RESNEST_AVG_DOWN_STRIDE`]; only for `type = "ResNeSt"`.
+    #[serde(default)]
+    pub avg_down_stride: Option<bool>,
     /// mmdet `zero_init_residual`: initialise the last norm of each block to zero so every
     /// block starts as the identity. Default [`defaults::ZERO_INIT_RESIDUAL`].
     #[serde(default = "defaults::zero_init_residual")]

@@ -34,7 +34,7 @@ pub(crate) fn check_figures(spec: &ResNetSpec) -> Result<()> {
     };
     // The field at fault: the first whose default makes the figures fit.
     let defaults = ResNetConfig::new(spec.config.depth);
-    let candidates: [(&str, Reset); 8] = [
+    let candidates: [(&str, Reset); 9] = [
         ("plugins", |c, _| c.plugins.clear()),
         ("in_channels", |c, d| c.in_channels = d.in_channels),
         ("stem_channels", |c, d| c.stem_channels = d.stem_channels),
@@ -42,6 +42,7 @@ pub(crate) fn check_figures(spec: &ResNetSpec) -> Result<()> {
         ("groups", |c, d| c.groups = d.groups),
         ("base_width", |c, d| c.base_width = d.base_width),
         ("scales", |c, d| c.scales = d.scales),
+        ("radix", |c, d| c.radix = d.radix),
         ("dilations", |c, d| c.dilations = d.dilations.clone()),
     ];
     let fits = |reset: Reset| {
@@ -52,7 +53,8 @@ pub(crate) fn check_figures(spec: &ResNetSpec) -> Result<()> {
             .is_ok_and(|spec| ModelSummary::count(&spec, 1, 1).is_ok())
     };
     let field = candidates.iter().find(|(_, reset)| fits(*reset)).map_or(
-        "in_channels, stem_channels, base_channels, groups, base_width, scales, dilations or plugins",
+        "in_channels, stem_channels, base_channels, groups, base_width, scales, radix, dilations or \
+         plugins",
         |(field, _)| field,
     );
     Err(ResNetError::Overflow {

@@ -2,6 +2,7 @@
 //! a [`ResNetSpec`].
 
 use super::{BackboneType, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style, defaults};
+use crate::arch::SplitAttentionSpec;
 use crate::dcn::validate_dcn;
 use crate::error::{ResNetError, Result};
 use crate::plugin::validate_plugins;
@@ -28,7 +29,8 @@ impl ResNetConfig {
                 });
             }
         };
-        let (base_width, scales) = self.variant_settings()?;
+        let variant = self.variant_settings()?;
+        let base_width = variant.base_width;
 
         let num_stages = self.num_stages;
         if !(1..=4).contains(&num_stages) {
@@ -110,8 +112,7 @@ impl ResNetConfig {
             });
         }
 
-        let stages =
-            self.stage_specs(block, &all_blocks, &strides, &dilations, base_width, scales)?;
+        let stages = self.stage_specs(block, &all_blocks, &strides, &dilations, &variant)?;
         // Every norm's channel count: the stem's convs (the deep stem's first two have half),
         // and each stage's block widths and outputs.
         let stem_norms = [
@@ -122,9 +123,11 @@ impl ResNetConfig {
                 stem_channels
             },
         ];
-        let stage_norms = stages
-            .iter()
-            .flat_map(|s: &StageSpec| [s.width, s.inner_channels(), s.out_channels]);
+        let stage_norms = stages.iter().flat_map(|s: &StageSpec| {
+            [s.width, s.inner_channels(), s.out_channels]
+                .into_iter()
+                .chain(s.attention_norm_channels())
+        });
         self.norm_cfg
             .validate(stem_norms.into_iter().chain(stage_norms))?;
         validate_plugins(&self.plugins, block, &stages)?;
@@ -144,40 +147,76 @@ impl ResNetConfig {
         })
     }
 
-    /// `base_width` and `scales` for this backbone type, defaults resolved; what mmdet's
-    /// Res2Net forces (`deep_stem`, `avg_down`, pytorch style, no groups) must be stated as it
-    /// forces it, and `scales` belongs to Res2Net only.
-    fn variant_settings(&self) -> Result<(usize, usize)> {
+    /// The settings of this backbone type, defaults resolved: what mmdet's Res2Net and ResNeSt
+    /// force (`deep_stem`, `avg_down`, Res2Net's pytorch style and no groups) must be stated as
+    /// they force it, and each type's own keys (`scales`; `radix`, `reduction_factor`,
+    /// `avg_down_stride`) belong to it only.
+    fn variant_settings(&self) -> Result<Variant> {
         let incompatible = |field: &str, reason: String| ResNetError::Incompatible {
             field: field.into(),
             reason,
         };
+        let own_keys: [(&str, bool, BackboneType); 4] = [
+            ("scales", self.scales.is_some(), BackboneType::Res2Net),
+            ("radix", self.radix.is_some(), BackboneType::ResNeSt),
+            (
+                "reduction_factor",
+                self.reduction_factor.is_some(),
+                BackboneType::ResNeSt,
+            ),
+            (
+                "avg_down_stride",
+                self.avg_down_stride.is_some(),
+                BackboneType::ResNeSt,
+            ),
+        ];
+        if let Some((field, _, owner)) = own_keys
+            .iter()
+            .find(|(_, given, owner)| *given && *owner != self.backbone)
+        {
+            return Err(incompatible(
+                field,
+                format!(
+                    "{field} is {}'s; set type = \"{}\"",
+                    owner.name(),
+                    owner.name()
+                ),
+            ));
+        }
+        let forced: &[(&str, bool, &str)] = match self.backbone {
+            BackboneType::ResNet => &[],
+            BackboneType::Res2Net => &[
+                ("deep_stem", self.deep_stem, "deep_stem = true"),
+                ("avg_down", self.avg_down, "avg_down = true"),
+                ("style", self.style == Style::Pytorch, "style = \"pytorch\""),
+                ("groups", self.groups == 1, "groups = 1"),
+            ],
+            BackboneType::ResNeSt => &[
+                ("deep_stem", self.deep_stem, "deep_stem = true"),
+                ("avg_down", self.avg_down, "avg_down = true"),
+            ],
+        };
+        if let Some((field, _, value)) = forced.iter().find(|(_, ok, _)| !ok) {
+            let how = match self.backbone {
+                BackboneType::ResNeSt => "it is a ResNetV1d",
+                _ => "it overrides the argument",
+            };
+            return Err(incompatible(
+                field,
+                format!(
+                    "mmdet's {} always builds with {value} ({how}); state {value}",
+                    self.backbone.name()
+                ),
+            ));
+        }
+        let resnext_width = self.base_width.unwrap_or(defaults::RESNEXT_BASE_WIDTH);
         match self.backbone {
-            BackboneType::ResNet => {
-                if let Some(scales) = self.scales {
-                    return Err(incompatible(
-                        "scales",
-                        format!("scales = {scales} is Res2Net's; set type = \"Res2Net\""),
-                    ));
-                }
-                Ok((self.base_width.unwrap_or(defaults::RESNEXT_BASE_WIDTH), 1))
-            }
+            BackboneType::ResNet => Ok(Variant {
+                base_width: resnext_width,
+                scales: 1,
+                attention: None,
+            }),
             BackboneType::Res2Net => {
-                let forced = [
-                    ("deep_stem", self.deep_stem, "deep_stem = true"),
-                    ("avg_down", self.avg_down, "avg_down = true"),
-                    ("style", self.style == Style::Pytorch, "style = \"pytorch\""),
-                    ("groups", self.groups == 1, "groups = 1"),
-                ];
-                if let Some((field, _, value)) = forced.iter().find(|(_, ok, _)| !ok) {
-                    return Err(incompatible(
-                        field,
-                        format!(
-                            "mmdet's Res2Net always builds with {value} (it overrides the \
-                             argument); state {value}"
-                        ),
-                    ));
-                }
                 let scales = self.scales.unwrap_or(defaults::RES2NET_SCALES);
                 if scales < 2 {
                     return Err(incompatible(
@@ -188,10 +227,30 @@ impl ResNetConfig {
                         ),
                     ));
                 }
-                Ok((
-                    self.base_width.unwrap_or(defaults::RES2NET_BASE_WIDTH),
+                Ok(Variant {
+                    base_width: self.base_width.unwrap_or(defaults::RES2NET_BASE_WIDTH),
                     scales,
-                ))
+                    attention: None,
+                })
+            }
+            BackboneType::ResNeSt => {
+                let radix = self.radix.unwrap_or(defaults::RESNEST_RADIX);
+                let reduction_factor = self
+                    .reduction_factor
+                    .unwrap_or(defaults::RESNEST_REDUCTION_FACTOR);
+                at_least("radix", radix, 1)?;
+                at_least("reduction_factor", reduction_factor, 1)?;
+                Ok(Variant {
+                    base_width: resnext_width,
+                    scales: 1,
+                    attention: Some(AttentionSettings {
+                        radix,
+                        reduction_factor,
+                        avg_down_stride: self
+                            .avg_down_stride
+                            .unwrap_or(defaults::RESNEST_AVG_DOWN_STRIDE),
+                    }),
+                })
             }
         }
     }
@@ -203,51 +262,165 @@ impl ResNetConfig {
         all_blocks: &[usize; 4],
         strides: &[usize],
         dilations: &[usize],
-        base_width: usize,
-        scales: usize,
+        variant: &Variant,
     ) -> Result<Vec<StageSpec>> {
         let overflow = |field: &str, what: String| ResNetError::Overflow {
             field: field.into(),
             what,
         };
+        let incompatible = |field: &str, reason: String| ResNetError::Incompatible {
+            field: field.into(),
+            reason,
+        };
+        let base_width = variant.base_width;
         (0..self.num_stages)
             .map(|i| {
                 let stage = i + 1;
-                let planes = self.base_channels.checked_mul(1 << i).ok_or_else(|| overflow("base_channels", format!("layer{stage}'s planes (base_channels × {})", 1 << i)))?;
-                let out_channels = planes
-                    .checked_mul(block.expansion())
-                    .ok_or_else(|| overflow("base_channels", format!("layer{stage}'s output channels (planes × {})", block.expansion())))?;
+                let planes = self.base_channels.checked_mul(1 << i).ok_or_else(|| {
+                    overflow(
+                        "base_channels",
+                        format!("layer{stage}'s planes (base_channels × {})", 1 << i),
+                    )
+                })?;
+                let out_channels = planes.checked_mul(block.expansion()).ok_or_else(|| {
+                    overflow(
+                        "base_channels",
+                        format!(
+                            "layer{stage}'s output channels (planes × {})",
+                            block.expansion()
+                        ),
+                    )
+                })?;
+                let scaled_width = || {
+                    floor_width(planes, base_width, self.base_channels).ok_or_else(|| {
+                        overflow(
+                            "base_width",
+                            format!("layer{stage}'s width (base_width × {})", 1 << i),
+                        )
+                    })
+                };
                 let width = match (block, self.groups) {
-                    // Res2Net's split width: ⌊planes · (base_width / base_channels)⌋ (planes is
-                    // base_channels · 2^i, so that is base_width · 2^i, except where mmdet's
-                    // floating-point product lands just below it).
-                    (BlockKind::Bottle2neck, _) => {
-                        let exact = (planes / self.base_channels)
-                            .checked_mul(base_width)
-                            .ok_or_else(|| overflow("base_width", format!("layer{stage}'s split width (base_width × {})", 1 << i)))?;
-                        let float = (planes as f64 * (base_width as f64 / self.base_channels as f64)).floor();
-                        if float < exact as f64 { exact - 1 } else { exact }
+                    // Res2Net's split width: ⌊planes · (base_width / base_channels)⌋.
+                    (BlockKind::Bottle2neck, _) => scaled_width()?,
+                    // ResNeXt (and a grouped ResNeSt) widens the 3x3 conv:
+                    // ⌊planes · base_width / base_channels⌋ × groups.
+                    (_, groups) if groups > 1 && block.has_inner_conv() => {
+                        scaled_width()?.checked_mul(groups).ok_or_else(|| {
+                            overflow(
+                                "groups",
+                                format!(
+                                    "layer{stage}'s width (planes × base_width / base_channels \
+                                     × groups)"
+                                ),
+                            )
+                        })?
                     }
-                    // ResNeXt widens the 3x3 conv: planes × base_width / base_channels × groups.
-                    (_, groups) if groups > 1 && block.has_inner_conv() => (planes / self.base_channels)
-                        .checked_mul(base_width)
-                        .and_then(|w| w.checked_mul(groups))
-                        .ok_or_else(|| overflow("groups", format!("layer{stage}'s width (planes × base_width / base_channels × groups)")))?,
                     _ => planes,
                 };
                 if width == 0 {
-                    return Err(ResNetError::Incompatible {
-                        field: "base_width".into(),
-                        reason: format!("layer{stage}'s split width ⌊planes · base_width / base_channels⌋ is 0"),
-                    });
+                    return Err(incompatible(
+                        "base_width",
+                        format!("layer{stage}'s width ⌊planes · base_width / base_channels⌋ is 0"),
+                    ));
                 }
-                width
-                    .checked_mul(scales)
-                    .ok_or_else(|| overflow("scales", format!("layer{stage}'s inner width (split width × scales)")))?;
-                Ok(StageSpec { num_blocks: all_blocks[i], planes, width, out_channels, stride: strides[i], dilation: dilations[i], scales })
+                width.checked_mul(variant.scales).ok_or_else(|| {
+                    overflow(
+                        "scales",
+                        format!("layer{stage}'s inner width (split width × scales)"),
+                    )
+                })?;
+                let attention = variant
+                    .attention
+                    .map(|settings| settings.resolve(stage, width, self.groups))
+                    .transpose()?;
+                Ok(StageSpec {
+                    num_blocks: all_blocks[i],
+                    planes,
+                    width,
+                    out_channels,
+                    stride: strides[i],
+                    dilation: dilations[i],
+                    scales: variant.scales,
+                    attention,
+                })
             })
             .collect()
     }
+}
+
+/// What a backbone type adds to the ResNet settings, defaults resolved.
+struct Variant {
+    /// ResNeXt's or Res2Net's `base_width`.
+    base_width: usize,
+    /// Res2Net's `scales` (1 elsewhere).
+    scales: usize,
+    /// ResNeSt's split attention.
+    attention: Option<AttentionSettings>,
+}
+
+/// ResNeSt's keys, defaults resolved.
+#[derive(Clone, Copy)]
+struct AttentionSettings {
+    radix: usize,
+    reduction_factor: usize,
+    avg_down_stride: bool,
+}
+
+impl AttentionSettings {
+    /// The split attention of a stage whose 3x3 conv is `width` channels in `groups` groups:
+    /// mmdet's `inter_channels = max(width · radix // reduction_factor, 32)`, and the grouped
+    /// convs' divisibility checked (PyTorch refuses them otherwise).
+    fn resolve(self, stage: usize, width: usize, groups: usize) -> Result<SplitAttentionSpec> {
+        let radix = self.radix;
+        let parts = width
+            .checked_mul(radix)
+            .ok_or_else(|| ResNetError::Overflow {
+                field: "radix".into(),
+                what: format!("layer{stage}'s split-attention channels (width × radix)"),
+            })?;
+        let conv_groups = groups.saturating_mul(radix);
+        if !width.is_multiple_of(conv_groups) {
+            return Err(ResNetError::Incompatible {
+                field: "radix".into(),
+                reason: format!(
+                    "layer{stage}'s split-attention conv has groups · radix = {conv_groups} \
+                     groups, which must divide its {width} input channels"
+                ),
+            });
+        }
+        let inter_channels = (parts / self.reduction_factor).max(MIN_INTER_CHANNELS);
+        if !inter_channels.is_multiple_of(groups) {
+            return Err(ResNetError::Incompatible {
+                field: "reduction_factor".into(),
+                reason: format!(
+                    "layer{stage}'s split attention squeezes to max(width · radix / \
+                     reduction_factor, {MIN_INTER_CHANNELS}) = {inter_channels} channels in \
+                     {groups} groups, which must divide them"
+                ),
+            });
+        }
+        Ok(SplitAttentionSpec {
+            radix,
+            inter_channels,
+            avg_down_stride: self.avg_down_stride,
+        })
+    }
+}
+
+/// The fewest channels mmdet's split attention squeezes to.
+const MIN_INTER_CHANNELS: usize = 32;
+
+/// mmdet's `math.floor(planes * (base_width / base_channels))`: `base_width · planes /
+/// base_channels`, except where the floating-point product lands just below it (e.g.
+/// base_channels 11, base_width 15). `None` on overflow.
+fn floor_width(planes: usize, base_width: usize, base_channels: usize) -> Option<usize> {
+    let exact = (planes / base_channels).checked_mul(base_width)?;
+    let float = (planes as f64 * (base_width as f64 / base_channels as f64)).floor();
+    Some(if float < exact as f64 {
+        exact - 1
+    } else {
+        exact
+    })
 }
 
 /// The largest dilation a stage may have (`u32::MAX`).

@@ -265,7 +265,7 @@ fn res2net_settings_are_checked_and_name_the_field() {
         "50, 101, 152",
     );
     incompatible("depth = 50\nscales = 4", "scales", "type = \"Res2Net\"");
-    let error = error_of("type = \"ResNeSt\"\ndepth = 50");
+    let error = error_of("type = \"ResNeXt\"\ndepth = 50");
     assert!(
         matches!(&error, ResNetError::Parse { .. }) && error.to_string().contains("type"),
         "{error:?}"
@@ -278,5 +278,89 @@ fn res2net_settings_are_checked_and_name_the_field() {
             .map(|s| (s.width, s.scales))
             .collect::<Vec<_>>(),
         [(26, 4), (52, 4), (104, 4), (208, 4)]
+    );
+}
+
+/// ResNeSt's settings: the ResNetV1d stem and shortcuts must be stated, its keys belong to it,
+/// and the grouped convs' channel counts must divide as PyTorch requires.
+#[test]
+fn resnest_settings_are_checked_and_name_the_field() {
+    let resnest = "type = \"ResNeSt\"\ndepth = 50\ndeep_stem = true\navg_down = true";
+    let incompatible = |toml: &str, expected_field: &str, says: &str| {
+        let error = error_of(toml);
+        assert!(
+            matches!(&error, ResNetError::Incompatible { field, .. } if field == expected_field),
+            "{toml}: {error:?}"
+        );
+        assert!(error.to_string().contains(says), "{toml}: {error}");
+    };
+    incompatible(
+        "type = \"ResNeSt\"\ndepth = 50\navg_down = true",
+        "deep_stem",
+        "ResNetV1d",
+    );
+    incompatible(
+        "type = \"ResNeSt\"\ndepth = 50\ndeep_stem = true",
+        "avg_down",
+        "avg_down = true",
+    );
+    for key in [
+        "radix = 2",
+        "reduction_factor = 4",
+        "avg_down_stride = false",
+    ] {
+        let field = key.split(' ').next().unwrap();
+        incompatible(&format!("depth = 50\n{key}"), field, "type = \"ResNeSt\"");
+        incompatible(
+            &format!("type = \"Res2Net\"\ndepth = 50\ndeep_stem = true\navg_down = true\n{key}"),
+            field,
+            "type = \"ResNeSt\"",
+        );
+    }
+    incompatible(
+        &format!("{resnest}\nscales = 4"),
+        "scales",
+        "type = \"Res2Net\"",
+    );
+    incompatible(
+        "type = \"ResNeSt\"\ndepth = 34\ndeep_stem = true\navg_down = true",
+        "depth",
+        "50, 101, 152, 200",
+    );
+    // groups · radix must divide the width (8 · 2^i at base_channels 8), fc1's channels the
+    // groups (max(width · radix / reduction_factor, 32) = 32 in 3 groups).
+    incompatible(
+        &format!("{resnest}\nbase_channels = 8\nradix = 16"),
+        "radix",
+        "16 groups",
+    );
+    incompatible(
+        &format!("{resnest}\ngroups = 3\nbase_width = 4"),
+        "reduction_factor",
+        "32 channels in 3 groups",
+    );
+    for (key, value) in [("radix", 0), ("reduction_factor", 0)] {
+        let error = error_of(&format!("{resnest}\n{key} = {value}"));
+        assert!(
+            matches!(&error, ResNetError::TooSmall { field, .. } if field == key),
+            "{error:?}"
+        );
+    }
+    // The defaults: radix 2, reduction 4 (fc1 at least 32 channels), the stride on the pool.
+    let spec = config(resnest).validate().unwrap();
+    assert_eq!(
+        spec.stages
+            .iter()
+            .map(|s| {
+                let a = s.attention.unwrap();
+                (s.width, a.radix, a.inter_channels, a.avg_down_stride)
+            })
+            .collect::<Vec<_>>(),
+        [
+            (64, 2, 32, true),
+            (128, 2, 64, true),
+            (256, 2, 128, true),
+            (512, 2, 256, true)
+        ]
     );
 }

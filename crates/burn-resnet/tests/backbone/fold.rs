@@ -16,6 +16,8 @@ fn folding_leaves_no_batch_norm_behind() {
          dcn = { type = \"DCNv2\" }",
         "type = \"Res2Net\"\ndepth = 50\nbase_channels = 4\nbase_width = 2\ndeep_stem = true\n\
          avg_down = true\nstage_with_dcn = [false, false, true, true]\ndcn = { type = \"DCN\" }",
+        "type = \"ResNeSt\"\ndepth = 50\nbase_channels = 4\ndeep_stem = true\navg_down = true\n\
+         stage_with_dcn = [false, false, true, true]\ndcn = { type = \"DCNv2\" }",
     ] {
         let backbone = config(toml).init(&device).unwrap();
         let before = float_tensors(&backbone, None);

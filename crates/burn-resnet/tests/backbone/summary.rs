@@ -152,6 +152,22 @@ fn the_summary_counts_every_plugin_and_dcn() {
     cases.push(format!(
         "{res2net}\ndcn = {{ type = \"DCNv2\", deform_groups = 2 }}\nstage_with_dcn = [false, true, true, true]"
     ));
+    // ResNeSt: the attention's fc1/fc2 (with biases) and norms, grouped; plugins see `width`;
+    // a DCN on the split-attention conv.
+    let resnest =
+        "type = \"ResNeSt\"\ndepth = 50\nbase_channels = 16\ndeep_stem = true\navg_down = true";
+    for position in ["after_conv1", "after_conv2", "after_conv3"] {
+        cases.push(format!(
+            "{resnest}\ngroups = 2\nbase_width = 8\nradix = 4\nreduction_factor = 1\n[[plugins]]\nposition = \"{position}\"\nstages = [false, true, false, true]\ncfg = {}",
+            plugins[0]
+        ));
+    }
+    cases.push(format!(
+        "{resnest}\nradix = 1\nstyle = \"caffe\"\ndcn = {{ type = \"DCNv2\", deform_groups = 2 }}\nstage_with_dcn = [false, true, true, true]"
+    ));
+    cases.push(format!(
+        "{resnest}\navg_down_stride = false\ndcn = {{ type = \"DCN\", fallback_on_stride = true }}\nstage_with_dcn = [true, true, false, true]"
+    ));
     for toml in cases {
         let config = ResNetConfig::from_toml_str(&toml, "test").unwrap();
         let backbone = config.init(&device).unwrap();

@@ -32,13 +32,20 @@ mod wgpu {
 
     use crate::parity::check_parity_on;
     use crate::training_parity::{
-        GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, compare_steps, reference_step, training_step,
+        GRADIENT_TOLERANCE, STATISTICS_TOLERANCE, check_resnest_training_on, compare_steps,
+        reference_step, training_step,
     };
 
     #[test]
     fn wgpu_matches_mmdet_in_eval_mode() {
         let device = BackendKind::Wgpu.device().unwrap();
-        for case in ["resnet50_v1d", "resnext50_4x2d", "resnet50_dcnv2"] {
+        for case in [
+            "resnet50_v1d",
+            "resnext50_4x2d",
+            "resnet50_dcnv2",
+            "res2net50_w4s4",
+            "resnest50_r4_g2_dilated",
+        ] {
             check_parity_on(case, BackendKind::Wgpu, &device);
         }
     }
@@ -53,5 +60,12 @@ mod wgpu {
             &expected,
             (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
         );
+    }
+
+    /// ResNeSt's split attention trained on wgpu (softmax, 1x1 BatchNorm, avd pool).
+    #[test]
+    fn wgpu_resnest_training_step_matches_mmdet() {
+        let device = BackendKind::Wgpu.device().unwrap();
+        check_resnest_training_on("resnest50_2stages_train", "wgpu", &device);
     }
 }

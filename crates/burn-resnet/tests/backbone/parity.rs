@@ -161,9 +161,36 @@ fn res2net50_with_three_splits_and_dilation_matches_mmdet() {
     check_parity("res2net50_w4s3_dilated");
 }
 
+/// ResNeSt-50 (mmdet's `ResNeSt`), radix 2: the split attention's softmax over two parts, its
+/// fc1/fc2 with biases and a 1x1 BatchNorm, strided blocks pooled after the attention.
+#[test]
+fn resnest50_matches_mmdet() {
+    check_parity("resnest50_r2");
+}
+
+/// ResNeSt with radix 4 in 2 groups (the softmax per group), fc1 wider than 32 channels, the
+/// stride on the conv (`avg_down_stride = false`) and a dilated last stage.
+#[test]
+fn resnest50_with_radix_4_groups_and_dilation_matches_mmdet() {
+    check_parity("resnest50_r4_g2_dilated");
+}
+
+/// ResNeSt with radix 1 (a sigmoid gate) in caffe style (the stride on conv1, no pool).
+#[test]
+fn resnest50_with_radix_1_in_caffe_style_matches_mmdet() {
+    check_parity("resnest50_r1_caffe");
+}
+
+/// ResNeSt with DCNv2 as the split-attention conv (stages 2-4) and ContextBlocks after the
+/// attention and after conv3.
+#[test]
+fn resnest50_with_dcn_and_plugins_matches_mmdet() {
+    check_parity("resnest50_dcn_gcb");
+}
+
 #[test]
 fn every_fixture_has_a_test() {
-    let tested = 18 + 6; // and the six training cases in training_parity.rs
+    let tested = 22 + 8; // and the eight training cases in training_parity.rs
     let fixtures = std::fs::read_dir(repo_path("tests/fixtures/parity"))
         .unwrap()
         .filter(|entry| {

@@ -38,6 +38,14 @@ const DCN_TOLERANCES: (f32, f32) = (6e-3, 5e-5);
 /// 1.0x it), or to GRADIENT_TOLERANCE where it is well-conditioned. A misplaced or wrong attention
 /// misses by O(1).
 const ATTENTION_STATISTICS_TOLERANCE: f32 = 5e-5;
+/// Gradient bound of a ResNeSt split attention's `fc1.bias`. A training BatchNorm follows
+/// `fc1`, so the bias gets no gradient in exact arithmetic (the norm subtracts the batch mean);
+/// float32 leaves what the cancelling sum of 16 images' terms rounds to, which is measured
+/// against the 1e-4 floor of the median gradient norm: PyTorch's own float32 misses by up to
+/// 6.9e-3 there (`tools/make_fixtures.py`'s ResNeSt training cases), ours by up to 6.5e-3. A
+/// bias that did get a gradient would miss by O(1). Every other gradient keeps
+/// GRADIENT_TOLERANCE.
+const CANCELLED_BIAS_TOLERANCE: f32 = 2e-2;
 
 fn l2_relative(actual: &[f32], expected: &[f32]) -> f32 {
     l2_relative_with_floor(actual, expected, 1e-30)
@@ -262,6 +270,42 @@ fn res2net50_training_step_matches_mmdet() {
     check_training(
         "res2net50_2stages_train",
         (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
+    );
+}
+
+/// ResNeSt-50's split attention trained (two stages): gradients through the softmax over the
+/// parts, fc1/fc2 and the 1x1 BatchNorm on batch statistics, and the pool after the attention.
+#[test]
+fn resnest50_training_step_matches_mmdet() {
+    check_resnest_training("resnest50_2stages_train");
+}
+
+/// ResNeSt with radix 2 in 2 groups, trained.
+#[test]
+fn resnest50_with_groups_training_step_matches_mmdet() {
+    check_resnest_training("resnest50_r2_g2_train");
+}
+
+/// [`check_training`] with `fc1.bias` held to [`CANCELLED_BIAS_TOLERANCE`].
+fn check_resnest_training(case: &str) {
+    for (backend, device) in devices() {
+        check_resnest_training_on(case, &backend.to_string(), &device);
+    }
+}
+
+/// [`check_resnest_training`] on one device.
+pub fn check_resnest_training_on(case: &str, backend: &str, device: &Device) {
+    let bound = |path: &str| match path.ends_with("fc1.bias") {
+        true => CANCELLED_BIAS_TOLERANCE,
+        false => GRADIENT_TOLERANCE,
+    };
+    let expected = reference_step(case, device);
+    compare_steps_with_bounds(
+        &format!("{case} on {backend}"),
+        &training_step(case, device),
+        &expected,
+        STATISTICS_TOLERANCE,
+        &bound,
     );
 }
 

@@ -36,7 +36,7 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 8] = [
+const CASES: [(&str, &str, WeightSource); 9] = [
     (
         "tests/fixtures/parity/resnet50_v1d.toml",
         "tests/fixtures/parity/resnet50_v1d.weights.safetensors",
@@ -82,6 +82,12 @@ const CASES: [(&str, &str, WeightSource); 8] = [
         "tests/fixtures/parity/res2net50_w4s4.weights.safetensors",
         WeightSource::Mmdet,
     ),
+    // ResNeSt with DCN and plugins: `conv2.conv.conv_offset.*`, `conv2.{bn0,fc1,bn1,fc2}.*`.
+    (
+        "tests/fixtures/parity/resnest50_dcn_gcb.toml",
+        "tests/fixtures/parity/resnest50_dcn_gcb.weights.safetensors",
+        WeightSource::Mmdet,
+    ),
 ];
 
 /// Only mmdet's names go with a Res2Net: timm's Res2Nets are other networks under the same
@@ -107,6 +113,29 @@ fn a_res2net_refuses_timm_and_torchvision_names() {
         assert!(backbone.save_weights(&path, source).is_err());
         assert!(!path.exists(), "nothing written");
     }
+}
+
+/// torchvision has no ResNeSt: its names are refused for loading and saving.
+#[test]
+fn a_resnest_refuses_torchvision_names() {
+    let (_, device) = devices().remove(0);
+    let config = ResNetConfig::from_toml_file(repo_path(CASES[8].0)).unwrap();
+    let backbone = config.init(&device).unwrap();
+    let error = backbone
+        .clone()
+        .load_weights(repo_path(CASES[8].1), Some(WeightSource::Torchvision))
+        .expect_err("refused");
+    assert!(
+        error.to_string().contains("torchvision has no ResNeSt"),
+        "{error}"
+    );
+    let path = temp("resnest-torchvision.safetensors");
+    assert!(
+        backbone
+            .save_weights(&path, WeightSource::Torchvision)
+            .is_err()
+    );
+    assert!(!path.exists(), "nothing written");
 }
 
 #[test]

@@ -34,6 +34,7 @@ mod parity;
 mod plugins;
 #[cfg(not(no_workspace_files))]
 mod properties;
+mod resnest;
 mod sizes;
 #[cfg(not(no_workspace_files))]
 mod summary;

@@ -188,4 +188,31 @@ fn config_reference_states_the_defaults_of_the_code() {
             value => assert_eq!(cell, &render(value), "docs/configs.md's default of `{key}`"),
         }
     }
+    // The keys whose default depends on `type` (unset in the config until it is resolved).
+    use burn_resnet::config::defaults;
+    for (key, stated) in [
+        (
+            "base_width",
+            format!(
+                "{} (ResNeXt, ResNeSt), {} (Res2Net)",
+                defaults::RESNEXT_BASE_WIDTH,
+                defaults::RES2NET_BASE_WIDTH
+            ),
+        ),
+        ("scales", format!("{} (Res2Net)", defaults::RES2NET_SCALES)),
+        ("radix", format!("{} (ResNeSt)", defaults::RESNEST_RADIX)),
+        (
+            "reduction_factor",
+            format!("{} (ResNeSt)", defaults::RESNEST_REDUCTION_FACTOR),
+        ),
+        (
+            "avg_down_stride",
+            format!("{} (ResNeSt)", defaults::RESNEST_AVG_DOWN_STRIDE),
+        ),
+    ] {
+        let (cell, _) = rows
+            .get(key)
+            .unwrap_or_else(|| panic!("docs/configs.md has no row for `{key}`"));
+        assert_eq!(cell, &stated, "docs/configs.md's default of `{key}`");
+    }
 }

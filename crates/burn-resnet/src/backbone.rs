@@ -258,22 +258,22 @@ impl ResNet {
         if batch > 1 || !autodiff {
             return Ok(());
         }
-        let run = self.spec.out_indices.last().map_or(0, |last| last + 1);
-        for (index, layer) in self.layers.iter().enumerate().take(run) {
-            let mode = self.spec.stage_mode(Some(index));
-            if let Some(Block::ResNeSt(block)) = layer.blocks.first()
-                && block.conv2.norm1.training_batch_norm(mode, true).is_some()
-            {
-                return Err(ResNetError::Incompatible {
-                    field: "input batch".into(),
-                    reason: format!(
-                        "1 image: layer{}'s split attention normalises a 1x1 map with batch \
-                         statistics in training, which needs at least 2 images (or norm_eval, \
-                         or frozen_stages)",
-                        index + 1
-                    ),
-                });
-            }
+        let Some(index) = self.spec.first_batch_statistics_attention() else {
+            return Ok(());
+        };
+        let mode = self.spec.stage_mode(Some(index));
+        if let Some(Block::ResNeSt(block)) = self.layers[index].blocks.first()
+            && block.conv2.norm1.training_batch_norm(mode, true).is_some()
+        {
+            return Err(ResNetError::Incompatible {
+                field: "input batch".into(),
+                reason: format!(
+                    "1 image: layer{}'s split attention normalises a 1x1 map with batch \
+                     statistics in training, which needs at least 2 images (or norm_eval, or \
+                     frozen_stages)",
+                    index + 1
+                ),
+            });
         }
         Ok(())
     }

@@ -3,7 +3,7 @@
 use super::{ResNetConfig, StageSpec};
 use crate::arch::BlockKind;
 use crate::dcn::DcnConfig;
-use crate::norm::StageMode;
+use crate::norm::{NormConfig, StageMode};
 
 /// A validated config with every default resolved. Built by [`ResNetConfig::validate`].
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +36,19 @@ impl ResNetSpec {
             .as_ref()
             .is_some_and(|mask| mask.get(stage) == Some(&true));
         self.config.dcn.as_ref().filter(|_| selected)
+    }
+
+    /// The first stage that runs (up to the last of `out_indices`) whose ResNeSt split attention
+    /// normalises with batch statistics in training: its `bn1` sees a 1x1 map, so there a
+    /// training batch needs at least 2 images.
+    pub fn first_batch_statistics_attention(&self) -> Option<usize> {
+        if self.block != BlockKind::ResNeStBottleneck
+            || !matches!(self.config.norm_cfg, NormConfig::Batch { .. })
+        {
+            return None;
+        }
+        let run = self.out_indices.last().map_or(0, |last| last + 1);
+        (0..run).find(|&i| self.stage_mode(Some(i)).batch_statistics)
     }
 
     /// How the stem (`None`) or stage `Some(i)` runs: its norms and `with_cp`.

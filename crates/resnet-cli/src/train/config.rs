@@ -121,6 +121,20 @@ impl TrainConfig {
                 return Err(invalid(format!("{field} must be at least 1")));
             }
         }
+        // A ResNeSt's split attention normalises a 1x1 map over the batch: a batch of one
+        // image (a whole one, or the last of an epoch) has no batch statistics there.
+        if let Some(stage) = backbone.first_batch_statistics_attention()
+            && (config.batch_size == 1 || config.train_images % config.batch_size == 1)
+        {
+            return Err(invalid(format!(
+                "batch_size: {} with train_images {} leaves a batch of 1 image, on which \
+                 layer{}'s split attention (ResNeSt) cannot train its BatchNorm; make every \
+                 batch at least 2 images",
+                config.batch_size,
+                config.train_images,
+                stage + 1
+            )));
+        }
         if config
             .epochs
             .checked_mul(config.train_images.div_ceil(config.batch_size.max(1)))

@@ -185,6 +185,33 @@ fn train_refuses_settings_that_cannot_train() {
             "{settings}: a run directory was made"
         );
     }
+    // A ResNeSt cannot train its split attention's BatchNorm on a last batch of one image.
+    let resnest = "[backbone]\ntype = \"ResNeSt\"\ndepth = 50\nbase_channels = 4\n\
+                   deep_stem = true\navg_down = true\n";
+    for (train_images, refused) in [(9, true), (10, false)] {
+        let path = dir.join("resnest.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "image_size = 32\ntrain_images = {train_images}\nvalid_images = 8\n\
+                 batch_size = 4\nepochs = 1\nlearning_rate = 0.1\n{resnest}"
+            ),
+        )
+        .unwrap();
+        let output = resnet(&[
+            "train",
+            "--config",
+            path.to_str().unwrap(),
+            "--out",
+            dir.join("run").to_str().unwrap(),
+        ]);
+        assert_eq!(!output.status.success(), refused, "{train_images} images");
+        if refused {
+            let err = String::from_utf8_lossy(&output.stderr);
+            assert!(err.contains("batch_size: 4 with train_images 9"), "{err}");
+        }
+        let _ = std::fs::remove_dir_all(dir.join("run"));
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -1,4 +1,4 @@
-"""The PyTorch twin of a burn-resnet config: mmdetection 3.3's own `ResNet`/`ResNeXt`/`Res2Net`.
+"""The PyTorch twin of a burn-resnet config: mmdetection 3.3's own `ResNet`/`ResNeXt`/`Res2Net`/`ResNeSt`.
 
 `resnet bench --torch` compares burn-resnet with PyTorch; the comparison only means something
 when both run the same network. `build(config_path)` reads a burn-resnet config TOML, applies
@@ -22,8 +22,9 @@ own init (its `g`/`phi` are wrapped in a Sequential by then). Nothing is downloa
 mmdet is loaded without compiled mmcv ops: `mmdet.models` imports every detector and those need
 `mmcv._ext`, which the pure-Python `mmcv-lite` wheel lacks, but the backbone itself only needs
 `mmcv.cnn` (conv, norm and plugin builders, ContextBlock, NonLocal2d, GeneralizedAttention). So
-`backbones/resnet.py`, `backbones/resnext.py`, `backbones/res2net.py` and `layers/res_layer.py`
-are executed straight from the installed mmdet package, skipping the package `__init__` files.
+`backbones/resnet.py`, `backbones/resnext.py`, `backbones/res2net.py`, `backbones/resnest.py` and
+`layers/res_layer.py` are executed straight from the installed mmdet package, skipping the package
+`__init__` files.
 Install:
 
     pip install mmdet==3.3.0 mmcv-lite==2.1.0 mmengine   (plus torch, torchvision)
@@ -37,11 +38,17 @@ What mmdet cannot build itself is added here, each as burn-resnet defines it:
     Bottle2neck has no `conv2`: its `scales - 1` split convs (`convs.i`) are swapped instead,
     all of a block's or none (mmdet's own Res2Net builds the same packs there, `convs.i.
     conv_offset` included, but ignores `fallback_on_stride`: its Bottleneck base pops the key
-    before Bottle2neck reads it; burn-resnet's reading is kept here too).
+    before Bottle2neck reads it; burn-resnet's reading is kept here too). A ResNeSt's
+    split-attention conv (`conv2.conv`, groups = groups * radix) is swapped likewise (mmdet's
+    own ResNeSt builds the same pack there and ignores `fallback_on_stride` the same way; with
+    `avg_down_stride` that conv is never strided anyway: the avd pool after it strides).
   * Res2Net plugins after conv1 and after conv2 (the joined splits): mmdet builds them with
     `planes` channels, but the tensor there has `width * scales` channels (burn-resnet's
     width), so mmdet's network cannot run unless the two agree; where they differ the plugins
     are rebuilt by mmcv with `width * scales` input channels. After conv3 nothing differs.
+    The same for a grouped ResNeSt (groups > 1), whose tensor there has the ResNeXt-style
+    `width = floor(planes * base_width / base_channels) * groups` channels (ResNeXt itself
+    rebuilds them; mmdet's ResNeSt does not).
   * `SE` plugins (timm's squeeze-excitation, not an mmcv plugin) and `FrozenBN` norms are
     registered in mmengine's MODELS registry under private names, so mmdet builds them.
   * Plugins on BasicBlocks (depth 18/34): mmdet asserts they are not implemented; the blocks are
@@ -52,6 +59,11 @@ What mmdet cannot build itself is added here, each as burn-resnet defines it:
 `type = "Res2Net"` builds mmdet's `Res2Net(scales, base_width, ...)`. mmdet's class forces
 `deep_stem`, `avg_down` and pytorch style whatever it is given (and takes no `groups`); a config
 that says otherwise is reported unmirrored (burn-resnet's `validate` rejects it anyway).
+
+`type = "ResNeSt"` builds mmdet's `ResNeSt(groups, base_width, radix, reduction_factor,
+avg_down_stride, ...)` (depths 50, 101, 152, 200). It is a ResNetV1d, which passes
+`deep_stem=True, avg_down=True` itself (passing them again is a TypeError): burn-resnet's config
+states them, they are not passed, and a config that says otherwise is reported unmirrored.
 
 Without mmdet, a config that is exactly a torchvision ResNet/ResNeXt (7x7 stem of 64 channels,
 pytorch style, default strides and dilations, four stages, three input channels, BatchNorm, no
@@ -74,7 +86,7 @@ _TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))
 
 # burn-resnet's `ResNetConfig` keys and serde defaults (None: derived from other keys).
 _DEFAULTS = {
-    "type": "ResNet",  # or "Res2Net"
+    "type": "ResNet",  # or "Res2Net", "ResNeSt"
     "depth": None,  # required
     "in_channels": 3,
     "stem_channels": None,  # base_channels
@@ -90,6 +102,9 @@ _DEFAULTS = {
     "groups": 1,
     "base_width": None,  # 4 (ResNeXt's width per group), 26 for Res2Net (width per split)
     "scales": None,  # Res2Net only: 4
+    "radix": None,  # ResNeSt only: 2
+    "reduction_factor": None,  # ResNeSt only: 4
+    "avg_down_stride": None,  # ResNeSt only: true
     "zero_init_residual": True,
     "frozen_stages": -1,
     "norm_eval": False,  # mmdet's class default is True; burn-resnet's is False
@@ -99,14 +114,20 @@ _DEFAULTS = {
     "dcn": None,
     "stage_with_dcn": None,  # all false
 }
-_STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
-_BOTTLENECK_DEPTHS = (50, 101, 152)
-_BACKBONE_TYPES = ("ResNet", "Res2Net")
-_RES2NET_DEPTHS = (50, 101, 152)
-_BASE_WIDTH = {"ResNet": 4, "Res2Net": 26}
+_STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3),
+                 200: (3, 24, 36, 3)}
+_BOTTLENECK_DEPTHS = (50, 101, 152, 200)
+_BACKBONE_TYPES = ("ResNet", "Res2Net", "ResNeSt")
+# The depths each type's mmdet class has.
+_DEPTHS = {"ResNet": (18, 34, 50, 101, 152), "Res2Net": (50, 101, 152), "ResNeSt": (50, 101, 152, 200)}
+_BASE_WIDTH = {"ResNet": 4, "Res2Net": 26, "ResNeSt": 4}
 _RES2NET_SCALES = 4
 # What mmdet's Res2Net builds whatever it is given (it overrides these arguments).
 _RES2NET_FORCED = {"deep_stem": True, "avg_down": True, "style": "pytorch", "groups": 1}
+# ResNeSt's own keys and their defaults (mmdet's ResNeSt arguments of the same names).
+_RESNEST_DEFAULTS = {"radix": 2, "reduction_factor": 4, "avg_down_stride": True}
+# What mmdet's ResNeSt (a ResNetV1d) passes itself: not given to it (a TypeError otherwise).
+_RESNEST_FORCED = {"deep_stem": True, "avg_down": True}
 
 # Per plugin type: burn-resnet's keys and defaults (plugin/mod.rs, generalized_attention.rs).
 _PLUGIN_DEFAULTS = {
@@ -152,14 +173,24 @@ def parse_config(text, source="<config>"):
     cfg, _ = _fill(raw, _DEFAULTS, source)
     if "depth" not in raw:
         raise ValueError(f"{source}: `depth` is required")
-    if cfg["depth"] not in _STAGE_BLOCKS:
-        raise ValueError(f"{source}: depth {cfg['depth']} is not one of {sorted(_STAGE_BLOCKS)}")
     kind = cfg["type"]
     if kind not in _BACKBONE_TYPES:
         raise ValueError(f"{source}: type {kind!r} is not one of {list(_BACKBONE_TYPES)}")
+    if cfg["depth"] not in _DEPTHS[kind]:
+        raise ValueError(f"{source}: {kind} has depths {list(_DEPTHS[kind])}, not {cfg['depth']}")
+    if kind == "ResNeSt":
+        for key, default in _RESNEST_DEFAULTS.items():
+            if cfg[key] is None:
+                cfg[key] = default
+        if cfg["radix"] < 1 or cfg["reduction_factor"] < 1:
+            raise ValueError(f"{source}: radix and reduction_factor must be at least 1")
+    else:
+        given = [key for key in _RESNEST_DEFAULTS if cfg[key] is not None]
+        if given:
+            verb = "is" if len(given) == 1 else "are"
+            raise ValueError(f"{source}: {', '.join(given)} {verb} ResNeSt's; set type = \"ResNeSt\" "
+                             "(burn-resnet rejects it too)")
     if kind == "Res2Net":
-        if cfg["depth"] not in _RES2NET_DEPTHS:
-            raise ValueError(f"{source}: Res2Net has depths {list(_RES2NET_DEPTHS)}, not {cfg['depth']}")
         if cfg["scales"] is None:
             cfg["scales"] = _RES2NET_SCALES
         if cfg["scales"] < 2:
@@ -266,8 +297,8 @@ def _load_source(name, path):
 
 
 def _mmdet():
-    """mmdet's ResNet, ResNeXt, Res2Net, their blocks and mmcv's plugin builder; ImportError if
-    absent."""
+    """mmdet's ResNet, ResNeXt, Res2Net, ResNeSt, their blocks and mmcv's plugin builder;
+    ImportError if absent."""
     global _MM
     if _MM is not None:
         return _MM
@@ -289,11 +320,13 @@ def _mmdet():
     resnext = _load_source("mmdet.models.backbones.resnext", os.path.join(root, "models", "backbones", "resnext.py"))
     # res2net.py imports `.resnet`, loaded above.
     res2net = _load_source("mmdet.models.backbones.res2net", os.path.join(root, "models", "backbones", "res2net.py"))
+    # resnest.py imports `..layers.ResLayer` (set above) and `.resnet`'s Bottleneck and ResNetV1d.
+    resnest = _load_source("mmdet.models.backbones.resnest", os.path.join(root, "models", "backbones", "resnest.py"))
 
     MODELS.register_module(_SE_TYPE, module=SqueezeExcitation, force=True)
     MODELS.register_module(_FROZEN_BN_TYPE, module=FrozenBatchNorm2d, force=True)
     _MM = types.SimpleNamespace(version=mmdet.__version__, ResNet=resnet.ResNet, ResNeXt=resnext.ResNeXt,
-                                Res2Net=res2net.Res2Net, BasicBlock=resnet.BasicBlock,
+                                Res2Net=res2net.Res2Net, ResNeSt=resnest.ResNeSt, BasicBlock=resnet.BasicBlock,
                                 build_plugin_layer=build_plugin_layer)
     return _MM
 
@@ -399,11 +432,12 @@ def _mmcv_plugin_cfg(plugin, where, unmirrored):
 
 
 def build_mmdet(cfg, mm=None):
-    """mmdet's `ResNet` (`ResNeXt` when groups > 1, `Res2Net` for type Res2Net) for a parsed
-    config; see the module doc."""
+    """mmdet's `ResNet` (`ResNeXt` when groups > 1, `Res2Net` for type Res2Net, `ResNeSt` for
+    type ResNeSt) for a parsed config; see the module doc."""
     mm = mm or _mmdet()
     unmirrored = []
     res2net = cfg["type"] == "Res2Net"
+    resnest = cfg["type"] == "ResNeSt"
     bottleneck = cfg["depth"] in _BOTTLENECK_DEPTHS
     plugins = []
     for i, entry in enumerate(cfg["plugins"]):
@@ -424,6 +458,14 @@ def build_mmdet(cfg, mm=None):
                                   f"{key} = {_toml(forced)})")
         model = mm.Res2Net(scales=cfg["scales"], base_width=cfg["base_width"], **kwargs)
         builder = f"mmdet {mm.version} Res2Net"
+    elif resnest:
+        for key, forced in _RESNEST_FORCED.items():
+            if kwargs.pop(key) != forced:
+                unmirrored.append(f"{key} = {_toml(cfg[key])} (mmdet's ResNeSt is a ResNetV1d: always "
+                                  f"{key} = {_toml(forced)})")
+        model = mm.ResNeSt(groups=cfg["groups"], base_width=cfg["base_width"], radix=cfg["radix"],
+                           reduction_factor=cfg["reduction_factor"], avg_down_stride=cfg["avg_down_stride"], **kwargs)
+        builder = f"mmdet {mm.version} ResNeSt"
     elif cfg["groups"] > 1:
         model = mm.ResNeXt(groups=cfg["groups"], base_width=cfg["base_width"], **kwargs)
         builder = f"mmdet {mm.version} ResNeXt"
@@ -437,6 +479,8 @@ def build_mmdet(cfg, mm=None):
         extras.append("BasicBlock plugins at burn-resnet's hook points")
     if plugins and res2net and _replug_res2net_inner(model, plugins, mm):
         extras.append("Res2Net after_conv1/2 plugins at width*scales channels")
+    if plugins and resnest and _replug_inner(model, plugins, mm, lambda block: block.conv2.channels):
+        extras.append("ResNeSt after_conv1/2 plugins at the grouped width")
     if cfg["dcn"] is not None and any(cfg["stage_with_dcn"]):
         _deformable_conv2(model, cfg["dcn"], cfg["stage_with_dcn"])
         extras.append(f"{cfg['dcn']['type']} from tools/reference_dcn.py")
@@ -502,12 +546,18 @@ def _basic_block_with_plugins(basic_block):
 def _replug_res2net_inner(model, plugins, mm):
     """Rebuild a Res2Net's after_conv1/after_conv2 plugins with the `width * scales` channels
     their input has (mmdet builds them with `planes`); whether any had to be."""
+    return _replug_inner(model, plugins, mm, lambda block: block.width * block.scales)
+
+
+def _replug_inner(model, plugins, mm, channels_of):
+    """Rebuild the after_conv1/after_conv2 plugins of each block with the `channels_of(block)`
+    channels their input has, where mmdet built them with `planes`; whether any had to be."""
     rebuilt = False
     for stage, layer_name in enumerate(model.res_layers):
         for position in ("after_conv1", "after_conv2"):
             chosen = [p["cfg"] for p in plugins if p["stages"][stage] and p["position"] == position]
             for block in getattr(model, layer_name) if chosen else []:
-                channels = block.width * block.scales
+                channels = channels_of(block)
                 if channels == block.planes:  # what mmdet built them with
                     continue
                 names = getattr(block, f"{position}_plugin_names")
@@ -523,8 +573,8 @@ def _replug_res2net_inner(model, plugins, mm):
 
 
 def _deformable_conv2(model, dcn, stage_with_dcn):
-    """Swap each selected Bottleneck's 3x3 `conv2` (a Bottle2neck's split convs `convs.i`) for
-    mmcv's DCN/DCNv2 on torchvision ops."""
+    """Swap each selected Bottleneck's 3x3 `conv2` (a Bottle2neck's split convs `convs.i`, a
+    ResNeSt block's split-attention conv `conv2.conv`) for mmcv's DCN/DCNv2 on torchvision ops."""
     if _TOOLS not in sys.path:
         sys.path.insert(0, _TOOLS)
     import reference_dcn
@@ -537,16 +587,20 @@ def _deformable_conv2(model, dcn, stage_with_dcn):
 
     for layer_name, selected in zip(model.res_layers, stage_with_dcn):
         for block in getattr(model, layer_name) if selected else []:
-            # Bottle2neck deletes its inherited conv2: the split convs take its place.
+            # Bottle2neck deletes its inherited conv2: the split convs take its place. A
+            # ResNeSt block's conv2 is a SplitAttentionConv2d around the 3x3 conv `conv`.
             convs = block.convs if hasattr(block, "convs") else None
-            conv = convs[0] if convs is not None else block.conv2
+            # The module holding the 3x3 conv, and the conv's name there.
+            owner, name = (block.conv2, "conv") if hasattr(block, "conv2") and hasattr(block.conv2, "rsoftmax") \
+                else (block, "conv2")
+            conv = convs[0] if convs is not None else getattr(owner, name)
             if dcn["fallback_on_stride"] and conv.stride[0] > 1:
                 continue
             if convs is not None:
                 for i, split in enumerate(convs):
                     convs[i] = deformable(split)
             else:
-                block.conv2 = deformable(conv)
+                setattr(owner, name, deformable(conv))
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Make the parity fixtures in tests/fixtures/parity/ from mmdetection's real ResNet.
 
-Each case builds mmdet's `ResNet` (or `ResNeXt`, or `Res2Net`) at tiny width, randomises every parameter
+Each case builds mmdet's `ResNet` (or `ResNeXt`, `Res2Net` or `ResNeSt`) at tiny width, randomises every parameter
 and BatchNorm statistic (so no branch is silently zero, e.g. under zero_init_residual),
 rounds the weights to float16-exact values (so they can be stored as F16 and the file stays
 small, while the reference still computes in float32), runs it in eval mode on a random input
@@ -12,7 +12,9 @@ and writes:
                                SHARED_WEIGHTS use another case's file)
   <case>.io.safetensors        `input` and `output.<i>` (float32); metadata `weights` names
                                the weights file, `mmdet` the reference's arguments
-  <case>.grads.safetensors     training cases only: gradients and updated running statistics
+  <case>.grads.safetensors     training cases only: gradients and updated running statistics;
+                               metadata `zero_in_exact_arithmetic` (when any) lists the
+                               gradients that are zero in exact arithmetic, comma-separated
 
 Run from the repository root (see ../shared/reference/mmdet_resnet.py for the environment):
     python3 tools/make_fixtures.py [--reference-dir ../shared/reference] [--only NAME ...]
@@ -96,11 +98,37 @@ CASES = {
     # downsample.
     "res2net50_w4s3_dilated": dict(type="Res2Net", depth=50, base_channels=8, base_width=4, scales=3,
                                    deep_stem=True, avg_down=True, strides=[1, 2, 2, 1], dilations=[1, 1, 1, 2]),
+    # ResNeSt-50 (mmdet's ResNeSt: split-attention conv2 `conv2.{conv,bn0,fc1,bn1,fc2}`, a 3x3
+    # avg-pool after it in strided blocks). mmdet's ResNeSt is a ResNetV1d, which passes
+    # deep_stem and avg_down itself: the config states them, `backbone()` does not pass them.
+    # Defaults: radix 2 (softmax over the radix), reduction_factor 4, avg_down_stride.
+    "resnest50_r2": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True),
+    # Radix 4 over 2 groups (conv groups = 8, fc1/fc2 grouped by 2), reduction_factor 1 (the
+    # attention width max(width * radix // 1, 32) exceeds 32 from layer2 on), the stride on the
+    # split-attention conv itself (no avd pool), stride 1 with dilation 2 in stage 4.
+    "resnest50_r4_g2_dilated": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True,
+                                    radix=4, groups=2, base_width=4, reduction_factor=1, avg_down_stride=False,
+                                    strides=[1, 2, 2, 1], dilations=[1, 1, 1, 2]),
+    # Radix 1: a sigmoid gate instead of the radix softmax; caffe style (the stride on conv1, so
+    # conv2 is never strided and no avd pool is built).
+    "resnest50_r1_caffe": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True,
+                               radix=1, style="caffe"),
+    # DCNv2 as the split-attention conv (groups = radix) on stages 2-4, with ContextBlocks after
+    # conv2 (after the avd pool) of stages 2-4 and after conv3 of stage 4. groups 1: mmdet builds
+    # after_conv2 plugins with `planes` channels, which is the width only then.
+    "resnest50_dcn_gcb": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True, radix=2,
+                              dcn=dict(type="DCNv2", deform_groups=1, fallback_on_stride=False),
+                              stage_with_dcn=(False, True, True, True), plugins=[
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4), stages=(False, True, True, True), position="after_conv2"),
+        dict(cfg=dict(type="ContextBlock", ratio=1 / 4, postfix="_1"), stages=(False, False, False, True),
+             position="after_conv3")]),
 }
 # Cases whose every conv weight is drawn at random (not only the norms).
 RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnext50_4x2d_gcb", "resnet50_plugins_train",
                 "resnet50_dcnv2", "resnext50_4x2d_dcn", "resnet50_dcn_gcb", "resnet50_dcn_train",
-                "resnet50_gen_attention", "resnet50_attention0010", "resnet50_attention_train"}
+                "resnet50_gen_attention", "resnet50_attention0010", "resnet50_attention_train",
+                "resnest50_r2", "resnest50_r4_g2_dilated", "resnest50_r1_caffe", "resnest50_dcn_gcb",
+                "resnest50_2stages_train", "resnest50_r2_g2_train"}
 # Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
 # burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
 # means for every parameter, and every BatchNorm running statistic after that one forward.
@@ -129,6 +157,19 @@ TRAIN_CASES = {
     "res2net50_2stages_train": dict(type="Res2Net", depth=50, base_channels=8, base_width=4, scales=4,
                                     deep_stem=True, avg_down=True, num_stages=2, strides=[1, 2],
                                     dilations=[1, 1], out_indices=[0, 1]),
+    # ResNeSt-50's split attention trained, in two stages: gradients through the radix softmax,
+    # the attention's fc1 -> BatchNorm -> ReLU -> fc2 on the pooled map, the avd pool of a
+    # strided block and the avg-pool downsample. The attention's norm1 normalises a
+    # [batch, inter, 1, 1] map, over `batch` values per channel only: see TRAIN_INPUT_SHAPES.
+    "resnest50_2stages_train": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True,
+                                    radix=2, groups=1, num_stages=2, strides=[1, 2], dilations=[1, 1],
+                                    out_indices=[0, 1]),
+    # Grouped split attention (groups 2, radix 2: conv groups 4, fc1/fc2 grouped by 2) trained,
+    # also in two stages: with three, PyTorch's own float32 gradients miss float64 by 2e-4 to
+    # 1e-1 depending on the seed and the input size (batch 8-48, 17x15 to 65x57).
+    "resnest50_r2_g2_train": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True,
+                                  radix=2, groups=2, base_width=4, num_stages=2, strides=[1, 2],
+                                  dilations=[1, 1], out_indices=[0, 1]),
 }
 # DCN cases draw their offset convs' weights at a fraction of the Kaiming scale (powers of two,
 # so they stay float16-exact): at full scale the offsets reach hundreds of pixels on maps of a
@@ -150,6 +191,25 @@ MMDET_ONLY = dict(norm_eval=False)
 # make float32 results ill-conditioned (PyTorch's own float32 gradients then differ from its
 # float64 ones by ~5e-3). The script prints that float32-vs-float64 gap for each case.
 TRAIN_INPUT_SHAPE = (2, 3, 97, 83)
+# Training cases with an input of their own. ResNeSt's split attention has a BatchNorm on its
+# globally pooled [batch, inter, 1, 1] map: in training it normalises `batch` values per
+# channel, which with a batch of 2 is x -> +-1 (ill-conditioned wherever the two are close),
+# and the pooled values of noise images differ little between images (less the larger the
+# map). With a batch of 16 at 17x15, PyTorch's own float32 gradients miss float64 by 2.1e-5 /
+# 1.0e-4 (the two ResNeSt cases), by 1.3e-4 / 1.2e-4 at 8x33x29, 2.6e-3 / 3.2e-3 at 2x33x29
+# and 8.5e-2 / 4.6e-2 at TRAIN_INPUT_SHAPE; that is apart from the fc1 biases, zero in exact
+# arithmetic (make_train_case), where float32 leaves 5e-7 / 7e-7 of the median gradient norm
+# at 16x17x15 (5e-3 / 7e-3 against the 1e-4 floor; 4e-6 / 3e-6 at 8x33x29, 9e-4 / 8e-4 at
+# TRAIN_INPUT_SHAPE).
+TRAIN_INPUT_SHAPES = {
+    "resnest50_2stages_train": (16, 3, 17, 15),
+    "resnest50_r2_g2_train": (16, 3, 17, 15),
+}
+
+
+def train_input_shape(case):
+    return TRAIN_INPUT_SHAPES.get(case, TRAIN_INPUT_SHAPE)
+
 
 # Cases whose state_dict is the named case's: they share its weights file. (resnet50_3stages
 # gets the same values but a file of its own: loading is strict, so layer4 would be unexpected.)
@@ -183,13 +243,26 @@ def load_backbones(reference_dir):
     import mmdet_resnet
     # res2net.py imports `.resnet`, which load_resnext has put in sys.modules.
     res2net = mmdet_resnet._load("mmdet.models.backbones.res2net", "models/backbones/res2net.py")
-    return {"ResNet": resnet, "ResNeXt": resnext, "Res2Net": res2net.Res2Net}
+    # resnest.py imports `..layers.ResLayer` (set by mmdet_resnet) and `.resnet`'s Bottleneck and
+    # ResNetV1d, both in sys.modules by now.
+    resnest = mmdet_resnet._load("mmdet.models.backbones.resnest", "models/backbones/resnest.py")
+    return {"ResNet": resnet, "ResNeXt": resnext, "Res2Net": res2net.Res2Net, "ResNeSt": resnest.ResNeSt}
+
+
+# Config keys a class sets itself, with the only value it takes: burn-resnet's config states
+# them, mmdet's constructor must not get them (ResNeSt is a ResNetV1d, which passes
+# deep_stem=True and avg_down=True to ResNet; passing them again is a TypeError).
+IMPLIED = {"ResNeSt": dict(deep_stem=True, avg_down=True)}
 
 
 def backbone(kwargs, classes):
-    """The mmdet class a case builds and its constructor arguments (the case less `type`)."""
+    """The mmdet class a case builds and its constructor arguments (the case less `type` and
+    less the keys the class sets itself, IMPLIED)."""
     kwargs = dict(kwargs)
     name = kwargs.pop("type", "ResNeXt" if "groups" in kwargs else "ResNet")
+    for key, value in IMPLIED.get(name, {}).items():
+        if key not in kwargs or kwargs.pop(key) != value:
+            raise ValueError(f"a {name} case must state {key} = {value} (mmdet's {name} always has it)")
     return classes[name], kwargs
 
 
@@ -228,11 +301,14 @@ def randomise(model, generator, convs=False, half_exact=True, offset_scale=EVAL_
                 tensor.copy_(tensor.half().float())
 
 
-def write_config(base, cls, kwargs):
+def write_config(base, cls, kwargs, mmdet_kwargs=None):
     """`kwargs` is the case (with its `type`, if any, which is written first as a config key
-    but is not an mmdet argument)."""
+    but is not an mmdet argument); `mmdet_kwargs` what the class is given (default: the case
+    less `type`), for the comment."""
+    if mmdet_kwargs is None:
+        mmdet_kwargs = {k: v for k, v in kwargs.items() if k != "type"}
     with open(base + ".toml", "w") as f:
-        arguments = ', '.join(f'{k}={v!r}' for k, v in kwargs.items() if k != "type")
+        arguments = ', '.join(f'{k}={v!r}' for k, v in mmdet_kwargs.items())
         f.write(f"# mmdet: {cls.__name__}({arguments})\n")
         f.write("# Generated by tools/make_fixtures.py; do not edit.\n")
         for key, value in kwargs.items():
@@ -283,9 +359,9 @@ def make_train_case(case, config, seed, classes, out):
         model.init_weights()
     randomise(model, generator, convs=case in RANDOM_CONVS, offset_scale=TRAIN_OFFSET_SCALE)
     base = os.path.join(out, case)
-    write_config(base, resnet, config)
+    write_config(base, resnet, config, kwargs)
     save_weights(model, base + ".weights.safetensors")
-    images = torch.randn(TRAIN_INPUT_SHAPE, generator=generator)
+    images = torch.randn(train_input_shape(case), generator=generator)
 
     # The reference is computed in float64 from the same (float16-exact) weights and input, so
     # a float32 implementation is measured against the truth, not against PyTorch's rounding.
@@ -296,7 +372,15 @@ def make_train_case(case, config, seed, classes, out):
 
     # Gradients (for parameters) and running statistics after the step (for buffers), under
     # the state_dict's key names, so the file loads like a checkpoint.
-    save_file({k: v.float().contiguous() for k, v in after.items()}, base + ".grads.safetensors")
+    # Gradients that are zero in exact arithmetic (float64 leaves ~1e-16 there): the bias of a
+    # conv followed by a train-mode BatchNorm (ResNeSt's `conv2.fc1`: the norm removes any
+    # per-channel constant), of an attention-logit conv (a softmax is shift-invariant). Their
+    # float32 values are rounding noise; listed in the metadata.
+    norms = sorted(v.norm().item() for k, v in after.items() if "running_" not in k)
+    median = norms[len(norms) // 2]
+    zero = [k for k, v in after.items() if "running_" not in k and v.norm().item() < 1e-9 * median]
+    save_file({k: v.float().contiguous() for k, v in after.items()}, base + ".grads.safetensors",
+              metadata={"zero_in_exact_arithmetic": ",".join(zero)} if zero else None)
     io = {"input": images.contiguous(), "loss": loss.detach().float().reshape(1)}
     io.update({f"output.{i}": o.detach().float().contiguous() for i, o in enumerate(outputs)})
     save_file(io, base + ".io.safetensors", metadata={
@@ -308,13 +392,20 @@ def make_train_case(case, config, seed, classes, out):
     output_gap = max(l2_relative(o32.double(), o) for o32, o in zip(outputs32, outputs))
     # Gradients that are zero in exact arithmetic (attention-logit biases) are measured against
     # 1e-4 of the median gradient norm, as the Rust tests do.
-    norms = sorted(v.norm().item() for k, v in after.items() if "running_" not in k)
-    floor = 1e-4 * norms[len(norms) // 2]
-    state_gap = max(((after32[k].double() - v).norm() / max(v.norm().item(), floor)).item() for k, v in after.items())
+    floor = 1e-4 * median
+    gaps = {k: ((after32[k].double() - v).norm() / max(v.norm().item(), floor)).item() for k, v in after.items()}
+    state_gap = max(gaps.values())
+    zero_note = ""
+    if zero:
+        # Their float32 noise relative to the median gradient norm, and the others' gap alone.
+        noise = max(after32[k].double().norm().item() for k in zero) / median
+        others = max(v for k, v in gaps.items() if k not in zero)
+        zero_note = (f" ({len(zero)} gradients zero in exact arithmetic, e.g. {zero[0]}: float32 leaves "
+                     f"{noise:.1e} of the median gradient norm there; the others {others:.1e})")
     print(f"{case}: train mode, {parameter_count(model)} parameters, loss {loss.item():.6f}, "
-          f"outputs {[tuple(o.shape) for o in outputs]}; "
+          f"input {tuple(images.shape)}, outputs {[tuple(o.shape) for o in outputs]}; "
           f"PyTorch float32 vs float64 (L2-relative): outputs {output_gap:.1e}, "
-          f"gradients and statistics {state_gap:.1e}")
+          f"gradients and statistics {state_gap:.1e}{zero_note}")
 
 
 def main():
@@ -369,7 +460,7 @@ def main():
             outputs = model(images)
 
         base = os.path.join(args.out, case)
-        write_config(base, cls, config)
+        write_config(base, cls, config, kwargs)
         if case not in SHARED_WEIGHTS:
             weights = save_weights(model, base + ".weights.safetensors")
         io = {"input": images.contiguous()}

@@ -21,7 +21,10 @@ for convolutions, linears and matrix products, which is what burn-resnet counts:
     ordinary `aten::_convolution`. The count is cross-checked against the modules' shapes;
   * not counted (fvcore's default handles set to None): batch/group/layer/instance norm,
     adaptive average pooling, bilinear/nearest upsampling, grid sampling; and everything fvcore
-    skips anyway (softmax, sigmoid, max/avg pooling, mean, elementwise add/mul/div, sin/cos, ...).
+    skips anyway (softmax, sigmoid, max/avg pooling, mean, elementwise add/mul/div, sin/cos, ...),
+    including ResNeSt's radix sums (`aten::sum`) and its attention product (`aten::mul`): its
+    split attention counts only as convs, the radix-parts conv and the 1x1 fc1/fc2 on the pooled
+    1x1 map (in/groups * out per image each).
 
 The tool checks that every op fvcore counted is one of the above and prints, per case, the
 ops counted (`by_operator()`), the ops seen but not counted (`unsupported_ops()`), the plugin
@@ -75,6 +78,9 @@ NON_MAC_OPS = {
     "aten::batch_norm", "aten::layer_norm", "aten::group_norm", "aten::instance_norm",
     "aten::upsample_bilinear2d", "aten::upsample_nearest2d", "aten::adaptive_avg_pool2d",
     "aten::relu", "aten::relu_", "aten::sqrt", "aten::neg", "aten::exp",
+    # ResNeSt's split attention: the sum over the radix parts (before the pooling, and after the
+    # attention product, an aten::mul) is additions only.
+    "aten::sum",
 }
 
 
@@ -206,6 +212,8 @@ def plugin_toml(position, cfg, stages=None):
 C3_C5 = [False, True, False, True]
 H, W = 64, 80
 PLAIN16 = "depth = 50\nbase_channels = 16\n"
+# mmdet's ResNeSt is a ResNetV1d: deep stem and avg_down always (burn-resnet's config states them).
+RESNEST16 = 'type = "ResNeSt"\ndepth = 50\nbase_channels = 16\ndeep_stem = true\navg_down = true\n'
 
 # (name, source, height, width); source: {"path": ...} or {"toml": ...}.
 CASES = [
@@ -254,9 +262,26 @@ CASES = [
      {"toml": 'type = "Res2Net"\ndepth = 50\nbase_channels = 16\nbase_width = 4\nscales = 3\n'
               'deep_stem = true\navg_down = true\nstage_with_dcn = [false, true, true, true]\n'
               'dcn = { type = "DCNv2", deform_groups = 2 }\n'}, H, W),
+    # ResNeSt: the split-attention conv (groups * radix groups, radix * width outputs) and its
+    # attention fc1/fc2, 1x1 convs on the 1x1 pooled map (in/groups * out MACs per image each,
+    # biases not counted); the radix softmax / sigmoid, the pooling, the radix sum and the
+    # attention product are not MACs.
+    ("resnest50_224", {"path": "configs/resnest50.toml"}, 224, 224),
+    ("resnest101_224", {"path": "configs/resnest101.toml"}, 224, 224),
+    ("resnest50w16_plain", {"toml": RESNEST16}, H, W),
+    ("resnest50w16_r4_g2_w4_rf1",
+     {"toml": RESNEST16 + 'radix = 4\ngroups = 2\nbase_width = 4\nreduction_factor = 1\navg_down_stride = false\n'},
+     H, W),
+    ("resnest50w16_r1_caffe", {"toml": RESNEST16 + 'radix = 1\nstyle = "caffe"\n'}, H, W),
+    ("resnest50w16_dcnv2_c3-c5",
+     {"toml": RESNEST16 + 'stage_with_dcn = [false, true, true, true]\ndcn = { type = "DCNv2", deform_groups = 1 }\n'},
+     H, W),
+    ("resnest50w16_cb_r4_after_conv2_s2s4",
+     {"toml": RESNEST16 + '\n[[plugins]]\nposition = "after_conv2"\nstages = [false, true, false, true]\n'
+                          'cfg = { type = "ContextBlock", ratio = 0.25 }\n'}, H, W),
 ]
 # Which plain case a plugin case is compared with (same base_channels and input size).
-PLAIN_OF = {"r50w16": "r50w16_plain", "resnet50": "resnet50_224"}
+PLAIN_OF = {"r50w16": "r50w16_plain", "resnet50": "resnet50_224", "resnest50w16": "resnest50w16_plain"}
 
 PLUGIN_ABBRS = {"context_block": "ContextBlock", "nonlocal_block": "NonLocal2d",
                 "gen_attention_block": "GeneralizedAttention", "se": "SE"}

@@ -3,13 +3,14 @@
 
 burn-resnet claims to build mmdet's architectures; the parameter count is the cheapest check
 that a config means the same network on both sides (every conv, norm and plugin shape enters
-it). This builds, with `bench/mmdet_model.py` (mmdet 3.3's real ResNet/ResNeXt/Res2Net, plus
-what it adds: reference DCN/DCNv2, SE, FrozenBN, BasicBlock plugins), every top-level
+it). This builds, with `bench/mmdet_model.py` (mmdet 3.3's real ResNet/ResNeXt/Res2Net/ResNeSt,
+plus what it adds: reference DCN/DCNv2, SE, FrozenBN, BasicBlock plugins), every top-level
 `configs/*.toml` and the inline configs below, which exercise each plugin type at each position,
 the plugin options that change shapes, DCN/DCNv2 with several deform groups and
 `fallback_on_stride`, GN and FrozenBN norms, ResNeXt with a plugin and with DCN, Res2Net (scales,
-base_width, stages, a plugin after conv3, DCNv2, mmdet's floating-point split width) and the
-stem/stage options. The inline configs use base_channels = 16 (or less) so the Rust test that
+base_width, stages, a plugin after conv3, DCNv2, mmdet's floating-point split width), ResNeSt
+(radix, groups, reduction_factor, avg_down_stride, caffe style, DCNv2, plugins after conv2) and
+the stem/stage options. The inline configs use base_channels = 16 (or less) so the Rust test that
 rebuilds them stays cheap.
 
 Output: a JSON list of {"name", "path" (configs/…) or "toml" (the config text), "params",
@@ -41,6 +42,8 @@ def plugin_config(name, position, cfg, stages=None, depth=50, extra=""):
 
 
 RES2NET16 = 'type = "Res2Net"\ndepth = 50\nbase_channels = 16\ndeep_stem = true\navg_down = true\n'
+# mmdet's ResNeSt is a ResNetV1d: deep stem and avg_down always (burn-resnet's config states them).
+RESNEST16 = 'type = "ResNeSt"\ndepth = 50\nbase_channels = 16\ndeep_stem = true\navg_down = true\n'
 
 EXTRA = [
     # ContextBlock: both poolings, each fusion alone and together, every position.
@@ -229,6 +232,40 @@ base_width = 15
 scales = 4
 deep_stem = true
 avg_down = true
+"""),
+    # ResNeSt (mmdet's ResNeSt: split-attention conv2 with conv groups = groups * radix,
+    # attention fc1/fc2 of max(width * radix // reduction_factor, 32) channels, grouped by
+    # `groups`, with biases). Radix 4 over 2 groups of width floor(planes * 4 / 16) * 2 =
+    # planes / 2, reduction_factor 1, no avd pool (the split-attention conv strides).
+    ("resnest50w16_r4_g2_w4_rf1", RESNEST16 + """radix = 4
+groups = 2
+base_width = 4
+reduction_factor = 1
+avg_down_stride = false
+"""),
+    # Radix 1 (a sigmoid gate): conv2 width -> width, fc2 back to width; caffe style.
+    ("resnest50w16_r1_caffe", RESNEST16 + 'radix = 1\nstyle = "caffe"\n'),
+    # DCNv2 as the split-attention conv of c3-c5 (its conv_offset reads `width` channels).
+    ("resnest50w16_dcnv2_c3-c5", RESNEST16 + """stage_with_dcn = [false, true, true, true]
+dcn = { type = "DCNv2", deform_groups = 1, fallback_on_stride = false }
+"""),
+    # A ContextBlock after conv2 (after the avd pool): `planes` channels at groups 1.
+    ("resnest50w16_cb_after_conv2", RESNEST16 + """
+[[plugins]]
+position = "after_conv2"
+stages = [false, true, true, true]
+cfg = { type = "ContextBlock", ratio = 0.25 }
+"""),
+    # Grouped, with a plugin after conv2: its input has the grouped width (planes / 2 here),
+    # where mmdet's ResNeSt builds it with `planes` and cannot run (bench/mmdet_model.py
+    # rebuilds it with the width, as mmdet's ResNeXt builds it).
+    ("resnest50w16_g2_w4_cb_after_conv2", RESNEST16 + """groups = 2
+base_width = 4
+
+[[plugins]]
+position = "after_conv2"
+stages = [false, true, true, true]
+cfg = { type = "ContextBlock", ratio = 0.25 }
 """),
 ]
 

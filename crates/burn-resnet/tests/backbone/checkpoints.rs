@@ -70,6 +70,19 @@ fn a_timm_resnet18d_pth_loads_with_its_deep_stem_and_c1_output() {
     );
 }
 
+/// A timm ResNeSt (`resnest50d`'s construction: `ResNestBottleneck`, deep stem, avg_down,
+/// radix 2, the pool after the attention) at tiny width, as timm saves it: its names are
+/// detected and its features (C1 to C5) are timm's own.
+#[test]
+fn a_timm_resnest_pth_loads_with_timms_features() {
+    check(
+        "timm_resnest_tiny",
+        "timm_resnest_tiny.pth",
+        WeightSource::Timm,
+        &["fc.bias", "fc.weight"],
+    );
+}
+
 #[test]
 fn a_timm_safetensors_file_loads_the_same() {
     check(

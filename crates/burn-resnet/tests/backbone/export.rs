@@ -36,7 +36,7 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 9] = [
+const CASES: [(&str, &str, WeightSource); 10] = [
     (
         "tests/fixtures/parity/resnet50_v1d.toml",
         "tests/fixtures/parity/resnet50_v1d.weights.safetensors",
@@ -87,6 +87,12 @@ const CASES: [(&str, &str, WeightSource); 9] = [
         "tests/fixtures/parity/resnest50_dcn_gcb.toml",
         "tests/fixtures/parity/resnest50_dcn_gcb.weights.safetensors",
         WeightSource::Mmdet,
+    ),
+    // timm's ResNeSt: the deep stem's `conv1.N` + `bn1`, mmdet's block names.
+    (
+        "tests/fixtures/checkpoints/timm_resnest_tiny.toml",
+        "tests/fixtures/checkpoints/timm_resnest_tiny.pth",
+        WeightSource::Timm,
     ),
 ];
 

@@ -6,6 +6,7 @@ use burn::tensor::{Device, Tensor};
 use burn_resnet::ResNetError;
 
 use burn_resnet::block::Block;
+use burn_resnet::norm::Norm;
 
 use crate::common::{config, values};
 
@@ -64,7 +65,7 @@ fn training_a_resnest_on_one_image_is_an_error() {
 }
 
 /// mmdet's init (Kaiming normal, fan-out, on every conv; biases 0): the attention's fc1/fc2
-/// start with weights of variance 2 / out_channels and zero biases.
+/// start with weights of variance 2 / out_channels and zero biases, `bn3` at 0.
 #[test]
 fn the_attention_convs_start_as_mmdets_do() {
     let backbone = config(RESNEST).init(&Device::default()).unwrap();
@@ -89,6 +90,12 @@ fn the_attention_convs_start_as_mmdets_do() {
                 assert!(bias.iter().all(|v| *v == 0.0));
                 convs += 1;
             }
+            // `zero_init_residual` (the default) starts every block as the identity; mmdet's
+            // own init skips ResNeSt here (docs/differences.md).
+            let Norm::Batch(norm3) = &block.norm3 else {
+                panic!("BatchNorm by default");
+            };
+            assert!(values(norm3.gamma.val()).iter().all(|v| *v == 0.0));
         }
     }
     assert_eq!(convs, 2 * 7, "fc1 and fc2 of 7 blocks");

@@ -104,6 +104,8 @@ pub struct ResNeStConvs {
     /// The stride of the 3x3 average pool after the attention (`avd_layer`), when
     /// `avg_down_stride` moves the stride there.
     pub pool_stride: Option<usize>,
+    /// mmdet `radix`: the parts the split conv makes.
+    pub radix: usize,
 }
 
 impl BlockSpec {
@@ -113,7 +115,8 @@ impl BlockSpec {
     }
 
     /// The convs of the residual branch, in order (`conv1`, `conv2`[, `conv3`]; Res2Net:
-    /// `conv1`, `convs.0…`, `conv3`).
+    /// `conv1`, `convs.0…`, `conv3`; ResNeSt: `conv1`, `conv2.conv`, `conv2.fc1`, `conv2.fc2`,
+    /// `conv3`).
     pub fn convs(&self) -> Vec<ConvSpec> {
         self.branch().iter().map(|unit| unit.conv).collect()
     }
@@ -275,6 +278,7 @@ impl BlockSpec {
             fc2: ConvSpec::new(attention.inter_channels, parts, 1).groups(self.groups),
             conv3,
             pool_stride,
+            radix: attention.radix,
         }
     }
 

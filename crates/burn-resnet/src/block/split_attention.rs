@@ -52,7 +52,7 @@ impl SplitAttentionConv {
             fc1: convs.fc1.init_with_bias(device),
             norm1: norm.init(convs.fc1.out_channels, 1.0, device),
             fc2: convs.fc2.init_with_bias(device),
-            radix: convs.split.groups / convs.fc1.groups,
+            radix: convs.radix,
             groups: convs.fc1.groups,
         }
     }

@@ -110,15 +110,26 @@ fn config_text() -> impl Strategy<Value = String> {
             )
         })
     });
-    // The backbone class, and Res2Net's splits (given to either, which one must refuse).
+    // The backbone class, Res2Net's splits and ResNeSt's attention keys (given to any, which
+    // the others must refuse).
     let variant = (
-        prop::option::of(select(vec!["ResNet", "Res2Net"])),
+        prop::option::of(select(vec!["ResNet", "Res2Net", "ResNeSt"])),
         prop::option::of(count()),
+        prop::option::of(count()),
+        prop::option::of(count()),
+        prop::option::of(any::<bool>()),
     )
-        .prop_map(|(kind, scales)| {
-            let kind = kind.map(|k| format!("type = \"{k}\"\n"));
-            let scales = scales.map(|v| format!("scales = {v}\n"));
-            format!("{}{}", kind.unwrap_or_default(), scales.unwrap_or_default())
+        .prop_map(|(kind, scales, radix, reduction, avd)| {
+            [
+                kind.map(|k| format!("type = \"{k}\"\n")),
+                scales.map(|v| format!("scales = {v}\n")),
+                radix.map(|v| format!("radix = {v}\n")),
+                reduction.map(|v| format!("reduction_factor = {v}\n")),
+                avd.map(|v| format!("avg_down_stride = {v}\n")),
+            ]
+            .into_iter()
+            .flatten()
+            .collect::<String>()
         });
     (
         depth,

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use super::avg_pool3x3;
 use super::downsample::shortcut;
-use super::{BlockSpec, Downsample, ResidualBlock};
+use super::{BlockSpec, Downsample, ResidualBlock, stack_at};
 use crate::dcn::SpatialConv;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
@@ -131,14 +131,15 @@ impl ResidualBlock for Bottle2neck {
 
     fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
         let inner = self.conv1.weight.dims()[0];
-        match position {
-            PluginPosition::AfterConv1 => Some((&mut self.after_conv1, inner)),
-            PluginPosition::AfterConv2 => Some((&mut self.after_conv2, inner)),
-            PluginPosition::AfterConv3 => {
-                let channels = self.conv3.weight.dims()[0];
-                Some((&mut self.after_conv3, channels))
-            }
-        }
+        let out = self.conv3.weight.dims()[0];
+        stack_at(
+            position,
+            [
+                (&mut self.after_conv1, inner),
+                (&mut self.after_conv2, inner),
+                (&mut self.after_conv3, out),
+            ],
+        )
     }
 
     fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {

@@ -5,7 +5,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::{Device, Tensor};
 
 use super::downsample::shortcut;
-use super::{BlockSpec, Downsample, ResidualBlock};
+use super::{BlockSpec, Downsample, ResidualBlock, stack_at};
 use crate::dcn::SpatialConv;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
@@ -108,20 +108,17 @@ impl ResidualBlock for Bottleneck {
     }
 
     fn plugin_stack_mut(&mut self, position: PluginPosition) -> Option<(&mut PluginStack, usize)> {
-        match position {
-            PluginPosition::AfterConv1 => {
-                let channels = self.conv1.weight.dims()[0];
-                Some((&mut self.after_conv1, channels))
-            }
-            PluginPosition::AfterConv2 => {
-                let channels = self.conv2.out_channels();
-                Some((&mut self.after_conv2, channels))
-            }
-            PluginPosition::AfterConv3 => {
-                let channels = self.conv3.weight.dims()[0];
-                Some((&mut self.after_conv3, channels))
-            }
-        }
+        let width = self.conv1.weight.dims()[0];
+        let inner = self.conv2.out_channels();
+        let out = self.conv3.weight.dims()[0];
+        stack_at(
+            position,
+            [
+                (&mut self.after_conv1, width),
+                (&mut self.after_conv2, inner),
+                (&mut self.after_conv3, out),
+            ],
+        )
     }
 
     fn units_mut(&mut self) -> Vec<(&mut dyn FoldNorm, &mut Norm)> {

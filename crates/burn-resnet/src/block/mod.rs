@@ -316,6 +316,19 @@ pub(super) fn avg_pool3x3(x: Tensor<4>, stride: usize) -> Tensor<4> {
     )
 }
 
+/// The stack at `position` among a three-conv block's `after_conv1/2/3` stacks, each with its
+/// input channels.
+pub(super) fn stack_at(
+    position: PluginPosition,
+    [after_conv1, after_conv2, after_conv3]: [(&mut PluginStack, usize); 3],
+) -> Option<(&mut PluginStack, usize)> {
+    Some(match position {
+        PluginPosition::AfterConv1 => after_conv1,
+        PluginPosition::AfterConv2 => after_conv2,
+        PluginPosition::AfterConv3 => after_conv3,
+    })
+}
+
 /// What each block kind provides, in its own file: adding a kind adds an implementation, a
 /// [`Block`] variant (with its arms in `as_residual`/`as_residual_mut`) and its arm in
 /// [`BlockSpec::convs`] and [`BlockSpec::init`] (docs/extending.md).

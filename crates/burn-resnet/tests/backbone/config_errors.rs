@@ -229,19 +229,22 @@ fn inputs_below_the_smallest_size_a_config_takes_are_refused_with_the_minimum() 
     }
 }
 
+/// Assert that `toml` fails validation with `Incompatible` naming `expected_field`, and that the
+/// message says `says`.
+fn incompatible(toml: &str, expected_field: &str, says: &str) {
+    let error = error_of(toml);
+    assert!(
+        matches!(&error, ResNetError::Incompatible { field, .. } if field == expected_field),
+        "{toml}: {error:?}"
+    );
+    assert!(error.to_string().contains(says), "{toml}: {error}");
+}
+
 /// Res2Net's settings: what mmdet's Res2Net forces must be stated as it forces it, `scales`
 /// belongs to Res2Net, its depths are the Bottleneck ones, and it needs two splits at least.
 #[test]
 fn res2net_settings_are_checked_and_name_the_field() {
     let res2net = "type = \"Res2Net\"\ndepth = 50\ndeep_stem = true\navg_down = true";
-    let incompatible = |toml: &str, expected_field: &str, says: &str| {
-        let error = error_of(toml);
-        assert!(
-            matches!(&error, ResNetError::Incompatible { field, .. } if field == expected_field),
-            "{toml}: {error:?}"
-        );
-        assert!(error.to_string().contains(says), "{toml}: {error}");
-    };
     incompatible(
         "type = \"Res2Net\"\ndepth = 50\navg_down = true",
         "deep_stem",
@@ -286,14 +289,6 @@ fn res2net_settings_are_checked_and_name_the_field() {
 #[test]
 fn resnest_settings_are_checked_and_name_the_field() {
     let resnest = "type = \"ResNeSt\"\ndepth = 50\ndeep_stem = true\navg_down = true";
-    let incompatible = |toml: &str, expected_field: &str, says: &str| {
-        let error = error_of(toml);
-        assert!(
-            matches!(&error, ResNetError::Incompatible { field, .. } if field == expected_field),
-            "{toml}: {error:?}"
-        );
-        assert!(error.to_string().contains(says), "{toml}: {error}");
-    };
     incompatible(
         "type = \"ResNeSt\"\ndepth = 50\navg_down = true",
         "deep_stem",

@@ -26,6 +26,15 @@ timm, torchvision-style code and mmdetection save them, with the features they c
   timm_resnest_tiny.toml             the same backbone as a burn-resnet config (type ResNeSt,
                                      depth 50, C1..C5 out)
   timm_resnest_tiny.io.safetensors   `input` and `output.<i>`: act1 (C1), layer1..layer4
+  timm_res2net_tiny.pth              timm's Res2Net (`res2net50_26w_4s`'s recipe: ResNet with
+                                     Bottle2neck, scale 4, timm's plain 64-channel 7x7 stem and
+                                     strided-1x1-conv shortcuts `downsample.0/1`) at layers
+                                     3-4-6-3, channels (4, 8, 16, 32), timm base_width 32 (split
+                                     widths 2, 4, 8, 16), with its 10-class `fc`
+  timm_res2net_tiny.toml / .io.safetensors
+  timm_res2net_d_tiny.pth            the same as `res2net50d` builds it: deep stem (stem_width 2
+                                     -> 4 channels), avg_down shortcuts (`downsample.1/2`)
+  timm_res2net_d_tiny.toml / .io.safetensors
 
 timm's ResNeSt is mmdet's network under mmdet's block names (`conv1`, `bn1`, `conv2.conv`,
 `conv2.bn0`, `conv2.fc1`, `conv2.bn1`, `conv2.fc2`, `conv3`, `bn3`, `downsample.1/2`); only the
@@ -34,6 +43,12 @@ stem differs: timm `conv1.{0,1,3,4,6}` + `bn1` = mmdet `stem.{0,1,3,4,6}` + `ste
 resnest200e (random init, random BatchNorm statistics; nothing downloaded) so renamed into
 mmdet's ResNeSt(depth=50, stem_channels=64) / (depth=101 or 200, stem_channels=128) and compares
 the stage outputs in eval mode (writes nothing).
+
+timm's Bottle2neck is mmdet's but for the stage pool: timm average-pools the last split (3x3,
+padding 1, count_include_pad) in every block with a stride or a shortcut conv, i.e. in a
+stage's first block at stride 1 too (layer1), where mmdet concatenates it unpooled
+(`stage_pool = "always"`). Its width is floor(planes * base_width / 64): burn-resnet's
+base_width (over base_channels) is chosen to give the same widths.
 
 Weights are random, BatchNorm statistics too; eval mode. Run from the repository root:
     python3 tools/make_checkpoints.py [--reference-dir ../shared/reference] [--only NAME ...]
@@ -106,6 +121,14 @@ def timm_resnest(layers, channels, stem_width, **kwargs):
     return timm_resnet.ResNet(block=ResNestBottleneck, layers=layers, channels=channels, stem_width=stem_width,
                               stem_type="deep", avg_down=True, base_width=64, cardinality=1,
                               block_args=dict(radix=2, avd=True, avd_first=False), **kwargs)
+
+
+def timm_res2net(layers, channels, base_width, **kwargs):
+    """timm's Res2Net as `res2net50_26w_4s` (plain stem) / `res2net50d` (with stem_type='deep',
+    avg_down=True, stem_width) build it (timm.models.res2net), scale 4."""
+    from timm.models.res2net import Bottle2neck
+    return timm_resnet.ResNet(block=Bottle2neck, layers=layers, channels=channels, base_width=base_width,
+                              block_args=dict(scale=4), **kwargs)
 
 
 def check_resnest(reference_dir):
@@ -237,6 +260,36 @@ def main():
                      ['type = "ResNeSt"', "depth = 50", "base_channels = 4", "stem_channels = 8", "deep_stem = true",
                       "avg_down = true", "radix = 2", "reduction_factor = 4", "avg_down_stride = true",
                       "out_indices = [0, 1, 2, 3]", "stem_output = true"])
+    # timm's Res2Nets at tiny widths: channels (4, 8, 16, 32), depth 50's 3-4-6-3 blocks. timm's
+    # split width is floor(planes * base_width / 64), so base_width 32 gives 2, 4, 8, 16; ours is
+    # floor(planes * base_width / base_channels), the same with base_channels 4, base_width 2.
+    # Own generators: the fixtures above keep their draws.
+    for name, seed, kwargs, source, lines in (
+            ("timm_res2net_tiny", 6, dict(),
+             "timm ResNet(Bottle2neck, [3,4,6,3], channels=(4,8,16,32), base_width=32, block_args=dict(scale=4)) "
+             "(res2net50_26w_4s's recipe)",
+             # timm's plain stem always has 64 channels (stem_width applies to deep stems only).
+             ["stem_channels = 64", "deep_stem = false", "avg_down = false"]),
+            ("timm_res2net_d_tiny", 7, dict(stem_type="deep", avg_down=True, stem_width=2),
+             "timm ResNet(Bottle2neck, [3,4,6,3], channels=(4,8,16,32), base_width=32, block_args=dict(scale=4), "
+             "stem_type='deep', avg_down=True, stem_width=2) (res2net50d's recipe)",
+             # The deep stem outputs stem_width * 2 = 4 = base_channels channels.
+             ["deep_stem = true", "avg_down = true"])):
+        generator = torch.Generator().manual_seed(seed)
+        model = timm_res2net([3, 4, 6, 3], (4, 8, 16, 32), 32, num_classes=10, **kwargs)
+        widths = [getattr(model, f"layer{i}")[0].convs[0].weight.shape[0] for i in range(1, 5)]
+        assert widths == [2, 4, 8, 16], widths
+        randomise(model, generator)
+        model.eval()
+        with torch.no_grad():
+            outputs = timm_features(model, images)
+        base = os.path.join(args.out, name)
+        if selected(name):
+            torch.save(model.state_dict(), base + ".pth")
+            save_io(base + ".io.safetensors", images, outputs, source)
+            write_config(base + ".toml", source,
+                         ['type = "Res2Net"', "depth = 50", "base_channels = 4", "base_width = 2", "scales = 4"]
+                         + lines + ['stage_pool = "always"', "out_indices = [0, 1, 2, 3]", "stem_output = true"])
     for name in sorted(os.listdir(args.out)):
         print(name, os.path.getsize(os.path.join(args.out, name)))
 

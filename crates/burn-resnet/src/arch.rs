@@ -117,6 +117,20 @@ impl BackboneType {
     }
 }
 
+/// Which first blocks of a Res2Net stage average-pool their last split (the one part without a
+/// conv), so that it matches the split convs' output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StagePool {
+    /// Only where the block strides (mmdet's `Bottle2neck`: `stage_type = 'stage'` and a stride
+    /// other than 1); elsewhere the last split passes through.
+    #[default]
+    Strided,
+    /// Every stage's first block, at stride 1 too (`AvgPool2d(3, 1, padding 1)`): timm's
+    /// `Bottle2neck`, whose `is_first` blocks always pool.
+    Always,
+}
+
 /// Where a Bottleneck puts its stride (mmdet `style`, default `pytorch`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

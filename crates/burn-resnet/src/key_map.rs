@@ -212,37 +212,75 @@ fn plugin_key_map(config: &crate::ResNetConfig) -> Vec<(String, String)> {
     map
 }
 
+/// The source of a checkpoint with these keys (prefixes stripped) for this backbone:
+/// [`WeightSource::detect`]'s guess, except where the backbone decides what the keys cannot.
+/// Torchvision has no Res2Net nor ResNeSt, so plain-stem names are timm's there; and a Res2Net
+/// without a deep-stem key (`stem.0`, `conv1.0`) to tell is the network of its `stage_pool`:
+/// mmdet's (`"strided"`) or timm's (`"always"`).
+pub(crate) fn detected_source<'a>(
+    keys: impl IntoIterator<Item = &'a str> + Clone,
+    backbone: &ResNet,
+) -> WeightSource {
+    let config = &backbone.spec().config;
+    let detected = WeightSource::detect(keys.clone());
+    let deep_stem_key = keys
+        .into_iter()
+        .any(|key| key.starts_with("stem.0.") || key.starts_with("conv1.0."));
+    match (config.backbone, detected) {
+        (BackboneType::Res2Net, _) if !deep_stem_key => {
+            match config.stage_pool == Some(crate::arch::StagePool::Always) {
+                true => WeightSource::Timm,
+                false => WeightSource::Mmdet,
+            }
+        }
+        (BackboneType::Res2Net | BackboneType::ResNeSt, WeightSource::Torchvision) => {
+            WeightSource::Timm
+        }
+        _ => detected,
+    }
+}
+
 /// Err where `source`'s library builds a different network from this backbone's config under
-/// the same key names, so that its weights would load and compute something else: timm's
-/// Res2Nets (`res2net50_26w_4s` has a 7x7 stem and strided-conv shortcuts; `res2net50d` has
-/// mmdet's stem and shortcuts and key names, but average-pools the last split of layer1's
-/// first block, which mmdet passes through) and torchvision, which has no Res2Net nor ResNeSt.
-/// timm's ResNeSts (`resnest50d`, `resnest101e`) are mmdet's network under mmdet's block names.
+/// the same key names, so that its weights would load and compute something else. A Res2Net
+/// with mmdet's `stage_pool = "strided"` takes mmdet's names only: timm's Res2Nets
+/// (`res2net50_26w_4s`, `res2net50d`, ...) pool the last split of layer1's first block at stride
+/// 1, which mmdet passes through; `stage_pool = "always"` is timm's network and takes timm's
+/// names only. Torchvision has no Res2Net nor ResNeSt. timm's ResNeSts (`resnest50d`,
+/// `resnest101e`) are mmdet's network under mmdet's block names.
 pub(crate) fn check_source_builds_this_network(
     source: WeightSource,
     backbone: &ResNet,
 ) -> Result<()> {
     let config = &backbone.spec().config;
-    if config.backbone == BackboneType::Res2Net && source != WeightSource::Mmdet {
-        return Err(ResNetError::Incompatible {
+    let refuse = |reason: String| {
+        Err(ResNetError::Incompatible {
             field: "weights source".into(),
-            reason: format!(
-                "{source} checkpoints are not mmdet's Res2Net: timm's res2net50_26w_4s has a 7x7 \
-                 stem and strided-conv shortcuts, its res2net50d pools layer1's first block \
-                 differently, and torchvision has no Res2Net; only mmdet's names load into \
-                 type = \"Res2Net\""
-            ),
-        });
-    }
-    if config.backbone == BackboneType::ResNeSt && source == WeightSource::Torchvision {
-        return Err(ResNetError::Incompatible {
-            field: "weights source".into(),
-            reason: "torchvision has no ResNeSt; mmdet's and timm's names (resnest50d, \
-                     resnest101e) load into type = \"ResNeSt\""
+            reason,
+        })
+    };
+    let timm_pool = config.stage_pool == Some(crate::arch::StagePool::Always);
+    match (config.backbone, source) {
+        (BackboneType::Res2Net | BackboneType::ResNeSt, WeightSource::Torchvision) => {
+            refuse(format!(
+                "torchvision has no {}; use mmdet's or timm's names",
+                config.backbone.name()
+            ))
+        }
+        (BackboneType::Res2Net, WeightSource::Timm) if !timm_pool => refuse(
+            "timm's Res2Nets pool the last split of every stage's first block, at stride 1 too, \
+             which mmdet's (this config, stage_pool = \"strided\") passes through; for timm's \
+             weights set stage_pool = \"always\" and timm's stem and shortcuts \
+             (res2net50_26w_4s: deep_stem = false, avg_down = false)"
                 .into(),
-        });
+        ),
+        (BackboneType::Res2Net, WeightSource::Mmdet) if timm_pool => refuse(
+            "mmdet's Res2Nets pass the last split of an unstrided first block through; this \
+             config (stage_pool = \"always\") is timm's network: load mmdet's weights with \
+             stage_pool = \"strided\""
+                .into(),
+        ),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `(burn-resnet path pattern, key)` pairs that name a backbone's tensors as `names` does: the

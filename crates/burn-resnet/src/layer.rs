@@ -45,6 +45,7 @@ pub fn stage_block_specs(spec: &ResNetSpec) -> Vec<Vec<BlockSpec>> {
                         dcn: None,
                         scales: stage.scales,
                         first_in_stage: index == 0,
+                        stage_pool: config.stage_pool.unwrap_or_default(),
                         attention: stage.attention,
                     };
                     // `fallback_on_stride` keeps a regular conv where the 3x3 conv is strided.

@@ -15,7 +15,7 @@ use burn::tensor::DType;
 use crate::backbone::ResNet;
 use crate::error::{ResNetError, Result};
 pub use crate::key_map::{WeightSource, file_key_namer, key_map};
-use crate::key_map::{check_source_builds_this_network, rules, strip_prefixes};
+use crate::key_map::{check_source_builds_this_network, detected_source, rules, strip_prefixes};
 
 /// What a successful load did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,7 +248,7 @@ impl ResNet {
         let stripped: Vec<&str> = keys.iter().map(|k| strip_prefixes(k)).collect();
         let (source, detected) = match source {
             Some(source) => (source, false),
-            None => (WeightSource::detect(stripped.iter().copied()), true),
+            None => (detected_source(stripped.iter().copied(), self), true),
         };
         check_source_builds_this_network(source, self)?;
         let skipped: Vec<String> = keys

@@ -10,6 +10,7 @@ use burn::tensor::{Device, Tensor};
 use super::avg_pool3x3;
 use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock, stack_at};
+use crate::arch::StagePool;
 use crate::dcn::SpatialConv;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
@@ -45,11 +46,12 @@ pub struct Bottle2neck {
     /// Channels of each split.
     pub width: usize,
     /// mmdet `stage_type = 'normal'`: each split conv also reads the previous split conv's
-    /// output; false in a stage's first block.
+    /// output; false in a stage's first block (timm: in a block that strides or projects its
+    /// shortcut).
     pub accumulate: bool,
-    /// A stage's strided first block: the last split, which has no conv, is average-pooled
-    /// with this stride (`AvgPool2d(3, stride, padding 1)`, padding counted) to match the
-    /// strided convs'.
+    /// A stage's strided first block (under `stage_pool = "always"`, timm's first blocks at
+    /// any stride): the last split, which has no conv, is average-pooled with this stride
+    /// (`AvgPool2d(3, stride, padding 1)`, padding counted) to match the split convs'.
     pub pool_stride: Option<usize>,
 }
 
@@ -64,6 +66,14 @@ impl Bottle2neck {
         let (conv1, split, conv3) = spec.bottle2neck_convs();
         let splits = spec.scales - 1;
         let last_gamma = if zero_init_residual { 0.0 } else { 1.0 };
+        // mmdet's `stage_type = 'stage'` is a stage's first block; timm's `is_first` a block
+        // that strides or has a shortcut projection (the same blocks in every config but one
+        // whose first stage neither strides nor changes channels).
+        let timm = spec.stage_pool == StagePool::Always;
+        let stage_block = match timm {
+            true => spec.stride != 1 || spec.downsample.is_some(),
+            false => spec.first_in_stage,
+        };
         Self {
             conv1: conv1.init(device),
             norm1: norm.init(conv1.out_channels, 1.0, device),
@@ -83,8 +93,8 @@ impl Bottle2neck {
             after_conv2: PluginStack::default(),
             after_conv3: PluginStack::default(),
             width: spec.width,
-            accumulate: !spec.first_in_stage,
-            pool_stride: (spec.first_in_stage && spec.stride != 1).then_some(spec.stride),
+            accumulate: !stage_block,
+            pool_stride: (stage_block && (spec.stride != 1 || timm)).then_some(spec.stride),
         }
     }
 

@@ -21,7 +21,7 @@ pub use split_attention::SplitAttentionConv;
 use burn::module::Module;
 use burn::tensor::{Device, Tensor};
 
-use crate::arch::SplitAttentionSpec;
+use crate::arch::{SplitAttentionSpec, StagePool};
 use crate::config::{BlockKind, Style};
 use crate::conv::ConvSpec;
 use crate::dcn::DcnConfig;
@@ -55,8 +55,12 @@ pub struct BlockSpec {
     /// Res2Net `scales`: the inner width's splits (1 for the other kinds).
     pub scales: usize,
     /// Res2Net's `stage_type = 'stage'`: the first block of a stage, whose splits do not add
-    /// the previous split's output and whose last split is average-pooled when it strides.
+    /// the previous split's output and whose last split is average-pooled as `stage_pool`
+    /// says.
     pub first_in_stage: bool,
+    /// Res2Net `stage_pool`: mmdet's first blocks (pooling their last split where they stride)
+    /// or timm's (blocks that stride or project their shortcut, pooling always).
+    pub stage_pool: StagePool,
     /// ResNeSt's split attention in place of the 3x3 conv.
     pub attention: Option<SplitAttentionSpec>,
 }

@@ -10,7 +10,7 @@ mod overflow;
 mod resolve;
 mod spec;
 
-pub use crate::arch::{ARCH_SETTINGS, BackboneType, BlockKind, StageSpec, Style};
+pub use crate::arch::{ARCH_SETTINGS, BackboneType, BlockKind, StagePool, StageSpec, Style};
 use crate::dcn::DcnConfig;
 use crate::error::{ResNetError, Result};
 use crate::norm::NormConfig;
@@ -85,6 +85,12 @@ pub struct ResNetConfig {
     /// [`defaults::RES2NET_SCALES`]; only for `type = "Res2Net"`.
     #[serde(default)]
     pub scales: Option<usize>,
+    /// Res2Net: which stages' first blocks average-pool their last split: `"strided"` (mmdet's:
+    /// only where the block strides) or `"always"` (timm's Res2Nets: at stride 1 too; such a
+    /// config may also have timm's 7x7 stem and strided-conv shortcuts). Default `"strided"`;
+    /// only for `type = "Res2Net"`.
+    #[serde(default)]
+    pub stage_pool: Option<StagePool>,
     /// mmdet ResNeSt `radix`: the parts of each split-attention conv, at least 1 (1: a sigmoid
     /// gate instead of the softmax over parts). Default [`defaults::RESNEST_RADIX`]; only for
     /// `type = "ResNeSt"`.

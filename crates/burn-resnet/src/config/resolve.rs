@@ -1,7 +1,9 @@
 //! Validation: every field checked, and the defaults that depend on other fields resolved, into
 //! a [`ResNetSpec`].
 
-use super::{BackboneType, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style, defaults};
+use super::{
+    BackboneType, BlockKind, ResNetConfig, ResNetSpec, StagePool, StageSpec, Style, defaults,
+};
 use crate::arch::SplitAttentionSpec;
 use crate::dcn::validate_dcn;
 use crate::error::{ResNetError, Result};
@@ -156,8 +158,13 @@ impl ResNetConfig {
             field: field.into(),
             reason,
         };
-        let own_keys: [(&str, bool, BackboneType); 4] = [
+        let own_keys: [(&str, bool, BackboneType); 5] = [
             ("scales", self.scales.is_some(), BackboneType::Res2Net),
+            (
+                "stage_pool",
+                self.stage_pool.is_some(),
+                BackboneType::Res2Net,
+            ),
             ("radix", self.radix.is_some(), BackboneType::ResNeSt),
             (
                 "reduction_factor",
@@ -183,11 +190,17 @@ impl ResNetConfig {
                 ),
             ));
         }
+        // timm's Res2Nets (`stage_pool = "always"`) come with either stem and shortcut.
+        let timm_res2net = self.stage_pool == Some(StagePool::Always);
         let forced: &[(&str, bool, &str)] = match self.backbone {
             BackboneType::ResNet => &[],
             BackboneType::Res2Net => &[
-                ("deep_stem", self.deep_stem, "deep_stem = true"),
-                ("avg_down", self.avg_down, "avg_down = true"),
+                (
+                    "deep_stem",
+                    self.deep_stem || timm_res2net,
+                    "deep_stem = true",
+                ),
+                ("avg_down", self.avg_down || timm_res2net, "avg_down = true"),
                 ("style", self.style == Style::Pytorch, "style = \"pytorch\""),
                 ("groups", self.groups == 1, "groups = 1"),
             ],
@@ -199,6 +212,10 @@ impl ResNetConfig {
         if let Some((field, _, value)) = forced.iter().find(|(_, ok, _)| !ok) {
             let how = match self.backbone {
                 BackboneType::ResNeSt => "it is a ResNetV1d",
+                _ if ["deep_stem", "avg_down"].contains(field) => {
+                    "it overrides the argument; timm's Res2Nets, with either stem and shortcut, \
+                     are stage_pool = \"always\""
+                }
                 _ => "it overrides the argument",
             };
             return Err(incompatible(

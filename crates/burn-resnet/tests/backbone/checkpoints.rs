@@ -83,6 +83,22 @@ fn a_timm_resnest_pth_loads_with_timms_features() {
     );
 }
 
+/// timm's Res2Nets (`res2net50_26w_4s`: 7x7 stem, conv shortcuts; `res2net50d`: deep stem,
+/// average-pool shortcuts) at tiny width, as timm saves them, with `stage_pool = "always"`:
+/// their names are detected as timm's (the plain stem's read as torchvision's, which has no
+/// Res2Net) and their features are timm's own, layer1's first block pooling its last split.
+#[test]
+fn timm_res2net_pths_load_with_timms_features() {
+    for case in ["timm_res2net_tiny", "timm_res2net_d_tiny"] {
+        check(
+            case,
+            &format!("{case}.pth"),
+            WeightSource::Timm,
+            &["fc.bias", "fc.weight"],
+        );
+    }
+}
+
 #[test]
 fn a_timm_safetensors_file_loads_the_same() {
     check(

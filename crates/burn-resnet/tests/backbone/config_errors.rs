@@ -268,6 +268,21 @@ fn res2net_settings_are_checked_and_name_the_field() {
         "50, 101, 152",
     );
     incompatible("depth = 50\nscales = 4", "scales", "type = \"Res2Net\"");
+    incompatible(
+        "depth = 50\nstage_pool = \"always\"",
+        "stage_pool",
+        "type = \"Res2Net\"",
+    );
+    // The stem and shortcuts are free for timm's Res2Nets, and the error says how to get one.
+    incompatible(
+        "type = \"Res2Net\"\ndepth = 50\navg_down = true",
+        "deep_stem",
+        "stage_pool = \"always\"",
+    );
+    for timm in ["", "deep_stem = true\navg_down = true"] {
+        let toml = format!("type = \"Res2Net\"\ndepth = 50\nstage_pool = \"always\"\n{timm}");
+        assert!(config(&toml).validate().is_ok(), "{toml}");
+    }
     let error = error_of("type = \"ResNeXt\"\ndepth = 50");
     assert!(
         matches!(&error, ResNetError::Parse { .. }) && error.to_string().contains("type"),

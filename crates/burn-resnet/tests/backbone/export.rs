@@ -36,7 +36,7 @@ fn assert_identical(a: &burn_resnet::ResNet, b: &burn_resnet::ResNet) {
 }
 
 /// (fixture config, weights file, names it uses)
-const CASES: [(&str, &str, WeightSource); 10] = [
+const CASES: [(&str, &str, WeightSource); 12] = [
     (
         "tests/fixtures/parity/resnet50_v1d.toml",
         "tests/fixtures/parity/resnet50_v1d.weights.safetensors",
@@ -94,30 +94,48 @@ const CASES: [(&str, &str, WeightSource); 10] = [
         "tests/fixtures/checkpoints/timm_resnest_tiny.pth",
         WeightSource::Timm,
     ),
+    // timm's Res2Nets (`stage_pool = "always"`): the 7x7 stem's `conv1`/`bn1` and the conv
+    // shortcut's `downsample.0/1`; the deep stem and `downsample.1/2`.
+    (
+        "tests/fixtures/checkpoints/timm_res2net_tiny.toml",
+        "tests/fixtures/checkpoints/timm_res2net_tiny.pth",
+        WeightSource::Timm,
+    ),
+    (
+        "tests/fixtures/checkpoints/timm_res2net_d_tiny.toml",
+        "tests/fixtures/checkpoints/timm_res2net_d_tiny.pth",
+        WeightSource::Timm,
+    ),
 ];
 
-/// Only mmdet's names go with a Res2Net: timm's Res2Nets are other networks under the same
-/// names, torchvision has none; loading and saving under them are typed errors.
+/// A Res2Net takes the names of the library whose network it is: mmdet's Res2Net
+/// (`stage_pool = "strided"`) mmdet's only, timm's (`"always"`) timm's only, torchvision's
+/// never; the others are typed errors, for loading and saving alike.
 #[test]
-fn a_res2net_refuses_timm_and_torchvision_names() {
+fn a_res2net_refuses_the_names_of_other_networks() {
     let (_, device) = devices().remove(0);
-    let config = ResNetConfig::from_toml_file(repo_path(CASES[7].0)).unwrap();
-    let backbone = config.init(&device).unwrap();
-    for source in [WeightSource::Timm, WeightSource::Torchvision] {
-        let error = backbone
-            .clone()
-            .load_weights(repo_path(CASES[7].1), Some(source))
-            .expect_err("refused");
-        assert!(
-            matches!(&error, ResNetError::Incompatible { field, .. } if field == "weights source"),
-            "{error:?}"
-        );
-        let path = std::env::temp_dir().join(format!(
-            "res2net-{source}-{}.safetensors",
-            std::process::id()
-        ));
-        assert!(backbone.save_weights(&path, source).is_err());
-        assert!(!path.exists(), "nothing written");
+    for (case, refused) in [
+        (7, [WeightSource::Timm, WeightSource::Torchvision]),
+        (10, [WeightSource::Mmdet, WeightSource::Torchvision]),
+    ] {
+        let config = ResNetConfig::from_toml_file(repo_path(CASES[case].0)).unwrap();
+        let backbone = config.init(&device).unwrap();
+        for source in refused {
+            let error = backbone
+                .clone()
+                .load_weights(repo_path(CASES[case].1), Some(source))
+                .expect_err("refused");
+            assert!(
+                matches!(&error, ResNetError::Incompatible { field, .. } if field == "weights source"),
+                "{error:?}"
+            );
+            let path = std::env::temp_dir().join(format!(
+                "res2net-{case}-{source}-{}.safetensors",
+                std::process::id()
+            ));
+            assert!(backbone.save_weights(&path, source).is_err());
+            assert!(!path.exists(), "nothing written");
+        }
     }
 }
 

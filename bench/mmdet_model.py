@@ -102,6 +102,7 @@ _DEFAULTS = {
     "groups": 1,
     "base_width": None,  # 4 (ResNeXt's width per group), 26 for Res2Net (width per split)
     "scales": None,  # Res2Net only: 4
+    "stage_pool": None,  # Res2Net only: "strided" (mmdet's) or "always" (timm's)
     "radix": None,  # ResNeSt only: 2
     "reduction_factor": None,  # ResNeSt only: 4
     "avg_down_stride": None,  # ResNeSt only: true
@@ -456,6 +457,9 @@ def build_mmdet(cfg, mm=None):
             if cfg[key] != forced:
                 unmirrored.append(f"{key} = {_toml(cfg[key])} (mmdet's Res2Net always builds with "
                                   f"{key} = {_toml(forced)})")
+        if cfg["stage_pool"] == "always":
+            unmirrored.append('stage_pool = "always" (timm\'s Res2Net: mmdet\'s pools the last split of '
+                              'strided first blocks only)')
         model = mm.Res2Net(scales=cfg["scales"], base_width=cfg["base_width"], **kwargs)
         builder = f"mmdet {mm.version} Res2Net"
     elif resnest:

@@ -11,7 +11,7 @@ const BOTTLENECK: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 16), (2048, 
 const DILATED_OS8: [(usize, usize); 4] = [(256, 4), (512, 8), (1024, 8), (2048, 8)];
 
 /// (config file, expected (channels, stride) of each output) — the published figures.
-const SHIPPED: [(&str, [(usize, usize); 4]); 19] = [
+const SHIPPED: [(&str, [(usize, usize); 4]); 20] = [
     ("resnet18", BASIC),
     ("resnet34", BASIC),
     ("resnet50", BOTTLENECK),
@@ -29,6 +29,7 @@ const SHIPPED: [(&str, [(usize, usize); 4]); 19] = [
     ("resnet50_detector", BOTTLENECK),
     ("res2net50_26w_4s", BOTTLENECK),
     ("res2net101_26w_4s", BOTTLENECK),
+    ("res2net50_26w_4s_timm", BOTTLENECK),
     ("resnest50", BOTTLENECK),
     ("resnest101", BOTTLENECK),
 ];

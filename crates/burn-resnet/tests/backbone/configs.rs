@@ -201,6 +201,13 @@ fn config_reference_states_the_defaults_of_the_code() {
             ),
         ),
         ("scales", format!("{} (Res2Net)", defaults::RES2NET_SCALES)),
+        (
+            "stage_pool",
+            format!(
+                "`{}` (Res2Net)",
+                toml::Value::try_from(burn_resnet::config::StagePool::default()).unwrap()
+            ),
+        ),
         ("radix", format!("{} (ResNeSt)", defaults::RESNEST_RADIX)),
         (
             "reduction_factor",

@@ -1,7 +1,8 @@
 //! One module type, every backend: the wgpu backend (Mesa's lavapipe on machines without a
 //! GPU) passes the mmdet fixtures in eval and training mode, and the backends compiled in agree
 //! with each other on a whole training step. The CPU backends pass every other test through
-//! `common::devices()`; wgpu gets these few small cases (kernels compile per shape on wgpu).
+//! `common::devices()`; wgpu gets these few small cases (kernels compile per shape on wgpu):
+//! one of each block kind in eval mode and in training.
 
 #[cfg(any(
     all(feature = "flex", feature = "ndarray"),
@@ -53,13 +54,15 @@ mod wgpu {
     #[test]
     fn wgpu_training_step_matches_mmdet() {
         let device = BackendKind::Wgpu.device().unwrap();
-        let expected = reference_step("resnet18_train", &device);
-        compare_steps(
-            "resnet18_train on wgpu",
-            &training_step("resnet18_train", &device),
-            &expected,
-            (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
-        );
+        for case in ["resnet18_train", "res2net50_2stages_train"] {
+            let expected = reference_step(case, &device);
+            compare_steps(
+                &format!("{case} on wgpu"),
+                &training_step(case, &device),
+                &expected,
+                (GRADIENT_TOLERANCE, STATISTICS_TOLERANCE),
+            );
+        }
     }
 
     /// ResNeSt's split attention trained on wgpu (softmax, 1x1 BatchNorm, avd pool).

@@ -15,7 +15,7 @@ pub use bottle2neck::Bottle2neck;
 pub use bottleneck::Bottleneck;
 pub use downsample::{Downsample, DownsampleSpec};
 pub(crate) use recompute::recomputed_blocks_on_this_thread;
-pub use resnest::ResNeStBottleneck;
+pub use resnest::{ResNeStBottleneck, ResNeStConvs};
 pub use split_attention::SplitAttentionConv;
 
 use burn::module::Module;
@@ -89,27 +89,6 @@ pub struct BranchConv {
     pub pool_after: Option<usize>,
     /// The plugins after it (and its norm, reduction and pool), with their input channels.
     pub plugins_after: Option<(PluginPosition, usize)>,
-}
-
-/// The convs of ResNeSt's split-attention Bottleneck (mmdet `resnest.Bottleneck`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResNeStConvs {
-    /// 1x1 to `width` (stride under `style = "caffe"`).
-    pub conv1: ConvSpec,
-    /// The split-attention 3x3 conv: `width` to `width · radix` in `groups · radix` groups.
-    pub split: ConvSpec,
-    /// The attention's 1x1 squeeze, `width` to `inter_channels` in `groups` groups, with a bias.
-    pub fc1: ConvSpec,
-    /// The attention's 1x1 expand, `inter_channels` to `width · radix` in `groups` groups, with
-    /// a bias.
-    pub fc2: ConvSpec,
-    /// 1x1 to the output channels.
-    pub conv3: ConvSpec,
-    /// The stride of the 3x3 average pool after the attention (`avd_layer`), when
-    /// `avg_down_stride` moves the stride there.
-    pub pool_stride: Option<usize>,
-    /// mmdet `radix`: the parts the split conv makes.
-    pub radix: usize,
 }
 
 impl BlockSpec {
@@ -252,38 +231,6 @@ impl BlockSpec {
                 .dilation(d),
             ConvSpec::new(inner, self.out_channels(), 1),
         )
-    }
-
-    /// ResNeSt's Bottleneck: `style` puts the stride on `conv1` (caffe) or on the 3x3 conv
-    /// (pytorch), where `avg_down_stride` moves it to an average pool after the attention.
-    ///
-    /// # Panics
-    /// On a spec without `attention` (not a ResNeSt block).
-    pub fn resnest_convs(&self) -> ResNeStConvs {
-        let attention = self
-            .attention
-            .expect("a ResNeSt block spec has its split attention");
-        let [conv1, conv2, conv3] = self.bottleneck_convs();
-        let pool_stride = (attention.avg_down_stride && conv2.stride > 1).then_some(conv2.stride);
-        let parts = self.width * attention.radix;
-        ResNeStConvs {
-            conv1,
-            split: ConvSpec {
-                out_channels: parts,
-                groups: self.groups * attention.radix,
-                stride: if pool_stride.is_some() {
-                    1
-                } else {
-                    conv2.stride
-                },
-                ..conv2
-            },
-            fc1: ConvSpec::new(self.width, attention.inter_channels, 1).groups(self.groups),
-            fc2: ConvSpec::new(attention.inter_channels, parts, 1).groups(self.groups),
-            conv3,
-            pool_stride,
-            radix: attention.radix,
-        }
     }
 
     /// Build the block. With `zero_init_residual` the last norm starts at weight 0.

@@ -9,10 +9,66 @@ use burn::tensor::{Device, Tensor};
 use super::avg_pool3x3;
 use super::downsample::shortcut;
 use super::{BlockSpec, Downsample, ResidualBlock, SplitAttentionConv, stack_at};
+use crate::conv::ConvSpec;
 use crate::fold::FoldNorm;
 use crate::norm::{Norm, NormConfig, StageMode};
 use crate::plugin::{PluginPosition, PluginStack};
 use crate::unit::{conv_norm_act, last_unit};
+
+/// The convs of ResNeSt's split-attention Bottleneck (mmdet `resnest.Bottleneck`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResNeStConvs {
+    /// 1x1 to `width` (stride under `style = "caffe"`).
+    pub conv1: ConvSpec,
+    /// The split-attention 3x3 conv: `width` to `width · radix` in `groups · radix` groups.
+    pub split: ConvSpec,
+    /// The attention's 1x1 squeeze, `width` to `inter_channels` in `groups` groups, with a bias.
+    pub fc1: ConvSpec,
+    /// The attention's 1x1 expand, `inter_channels` to `width · radix` in `groups` groups, with
+    /// a bias.
+    pub fc2: ConvSpec,
+    /// 1x1 to the output channels.
+    pub conv3: ConvSpec,
+    /// The stride of the 3x3 average pool after the attention (`avd_layer`), when
+    /// `avg_down_stride` moves the stride there.
+    pub pool_stride: Option<usize>,
+    /// mmdet `radix`: the parts the split conv makes.
+    pub radix: usize,
+}
+
+impl BlockSpec {
+    /// ResNeSt's Bottleneck: `style` puts the stride on `conv1` (caffe) or on the 3x3 conv
+    /// (pytorch), where `avg_down_stride` moves it to an average pool after the attention.
+    ///
+    /// # Panics
+    /// On a spec without `attention` (not a ResNeSt block).
+    pub fn resnest_convs(&self) -> ResNeStConvs {
+        let attention = self
+            .attention
+            .expect("a ResNeSt block spec has its split attention");
+        let [conv1, conv2, conv3] = self.bottleneck_convs();
+        let pool_stride = (attention.avg_down_stride && conv2.stride > 1).then_some(conv2.stride);
+        let parts = self.width * attention.radix;
+        ResNeStConvs {
+            conv1,
+            split: ConvSpec {
+                out_channels: parts,
+                groups: self.groups * attention.radix,
+                stride: if pool_stride.is_some() {
+                    1
+                } else {
+                    conv2.stride
+                },
+                ..conv2
+            },
+            fc1: ConvSpec::new(self.width, attention.inter_channels, 1).groups(self.groups),
+            fc2: ConvSpec::new(attention.inter_channels, parts, 1).groups(self.groups),
+            conv3,
+            pool_stride,
+            radix: attention.radix,
+        }
+    }
+}
 
 /// `conv1` → norm → ReLU → `conv2` (split attention) → [avg pool] → `conv3` → norm, plus the
 /// shortcut, then ReLU. Checkpoint names are mmdet's (and timm's): `conv1`/`bn1`,

@@ -9,6 +9,7 @@ pub mod defaults;
 mod overflow;
 mod resolve;
 mod spec;
+mod variant;
 
 pub use crate::arch::{ARCH_SETTINGS, BackboneType, BlockKind, StagePool, StageSpec, Style};
 use crate::dcn::DcnConfig;

@@ -1,10 +1,8 @@
 //! Validation: every field checked, and the defaults that depend on other fields resolved, into
 //! a [`ResNetSpec`].
 
-use super::{
-    BackboneType, BlockKind, ResNetConfig, ResNetSpec, StagePool, StageSpec, Style, defaults,
-};
-use crate::arch::SplitAttentionSpec;
+use super::variant::Variant;
+use super::{BackboneType, BlockKind, ResNetConfig, ResNetSpec, StageSpec, defaults};
 use crate::dcn::validate_dcn;
 use crate::error::{ResNetError, Result};
 use crate::plugin::validate_plugins;
@@ -149,129 +147,6 @@ impl ResNetConfig {
         })
     }
 
-    /// The settings of this backbone type, defaults resolved: what mmdet's Res2Net and ResNeSt
-    /// force (`deep_stem`, `avg_down`, Res2Net's pytorch style and no groups) must be stated as
-    /// they force it, and each type's own keys (`scales`; `radix`, `reduction_factor`,
-    /// `avg_down_stride`) belong to it only.
-    fn variant_settings(&self) -> Result<Variant> {
-        let incompatible = |field: &str, reason: String| ResNetError::Incompatible {
-            field: field.into(),
-            reason,
-        };
-        let own_keys: [(&str, bool, BackboneType); 5] = [
-            ("scales", self.scales.is_some(), BackboneType::Res2Net),
-            (
-                "stage_pool",
-                self.stage_pool.is_some(),
-                BackboneType::Res2Net,
-            ),
-            ("radix", self.radix.is_some(), BackboneType::ResNeSt),
-            (
-                "reduction_factor",
-                self.reduction_factor.is_some(),
-                BackboneType::ResNeSt,
-            ),
-            (
-                "avg_down_stride",
-                self.avg_down_stride.is_some(),
-                BackboneType::ResNeSt,
-            ),
-        ];
-        if let Some((field, _, owner)) = own_keys
-            .iter()
-            .find(|(_, given, owner)| *given && *owner != self.backbone)
-        {
-            return Err(incompatible(
-                field,
-                format!(
-                    "{field} is {}'s; set type = \"{}\"",
-                    owner.name(),
-                    owner.name()
-                ),
-            ));
-        }
-        // timm's Res2Nets (`stage_pool = "always"`) come with either stem and shortcut.
-        let timm_res2net = self.stage_pool == Some(StagePool::Always);
-        let forced: &[(&str, bool, &str)] = match self.backbone {
-            BackboneType::ResNet => &[],
-            BackboneType::Res2Net => &[
-                (
-                    "deep_stem",
-                    self.deep_stem || timm_res2net,
-                    "deep_stem = true",
-                ),
-                ("avg_down", self.avg_down || timm_res2net, "avg_down = true"),
-                ("style", self.style == Style::Pytorch, "style = \"pytorch\""),
-                ("groups", self.groups == 1, "groups = 1"),
-            ],
-            BackboneType::ResNeSt => &[
-                ("deep_stem", self.deep_stem, "deep_stem = true"),
-                ("avg_down", self.avg_down, "avg_down = true"),
-            ],
-        };
-        if let Some((field, _, value)) = forced.iter().find(|(_, ok, _)| !ok) {
-            let how = match self.backbone {
-                BackboneType::ResNeSt => "it is a ResNetV1d",
-                _ if ["deep_stem", "avg_down"].contains(field) => {
-                    "it overrides the argument; timm's Res2Nets, with either stem and shortcut, \
-                     are stage_pool = \"always\""
-                }
-                _ => "it overrides the argument",
-            };
-            return Err(incompatible(
-                field,
-                format!(
-                    "mmdet's {} always builds with {value} ({how}); state {value}",
-                    self.backbone.name()
-                ),
-            ));
-        }
-        let resnext_width = self.base_width.unwrap_or(defaults::RESNEXT_BASE_WIDTH);
-        match self.backbone {
-            BackboneType::ResNet => Ok(Variant {
-                base_width: resnext_width,
-                scales: 1,
-                attention: None,
-            }),
-            BackboneType::Res2Net => {
-                let scales = self.scales.unwrap_or(defaults::RES2NET_SCALES);
-                if scales < 2 {
-                    return Err(incompatible(
-                        "scales",
-                        format!(
-                            "scales = {scales}: Res2Net needs at least 2 splits (with 1 it is a \
-                             ResNet: type = \"ResNet\")"
-                        ),
-                    ));
-                }
-                Ok(Variant {
-                    base_width: self.base_width.unwrap_or(defaults::RES2NET_BASE_WIDTH),
-                    scales,
-                    attention: None,
-                })
-            }
-            BackboneType::ResNeSt => {
-                let radix = self.radix.unwrap_or(defaults::RESNEST_RADIX);
-                let reduction_factor = self
-                    .reduction_factor
-                    .unwrap_or(defaults::RESNEST_REDUCTION_FACTOR);
-                at_least("radix", radix, 1)?;
-                at_least("reduction_factor", reduction_factor, 1)?;
-                Ok(Variant {
-                    base_width: resnext_width,
-                    scales: 1,
-                    attention: Some(AttentionSettings {
-                        radix,
-                        reduction_factor,
-                        avg_down_stride: self
-                            .avg_down_stride
-                            .unwrap_or(defaults::RESNEST_AVG_DOWN_STRIDE),
-                    }),
-                })
-            }
-        }
-    }
-
     /// The stages' specs, with checked channel arithmetic.
     fn stage_specs(
         &self,
@@ -365,68 +240,6 @@ impl ResNetConfig {
     }
 }
 
-/// What a backbone type adds to the ResNet settings, defaults resolved.
-struct Variant {
-    /// ResNeXt's or Res2Net's `base_width`.
-    base_width: usize,
-    /// Res2Net's `scales` (1 elsewhere).
-    scales: usize,
-    /// ResNeSt's split attention.
-    attention: Option<AttentionSettings>,
-}
-
-/// ResNeSt's keys, defaults resolved.
-#[derive(Clone, Copy)]
-struct AttentionSettings {
-    radix: usize,
-    reduction_factor: usize,
-    avg_down_stride: bool,
-}
-
-impl AttentionSettings {
-    /// The split attention of a stage whose 3x3 conv is `width` channels in `groups` groups:
-    /// mmdet's `inter_channels = max(width · radix // reduction_factor, 32)`, and the grouped
-    /// convs' divisibility checked (PyTorch refuses them otherwise).
-    fn resolve(self, stage: usize, width: usize, groups: usize) -> Result<SplitAttentionSpec> {
-        let radix = self.radix;
-        let parts = width
-            .checked_mul(radix)
-            .ok_or_else(|| ResNetError::Overflow {
-                field: "radix".into(),
-                what: format!("layer{stage}'s split-attention channels (width × radix)"),
-            })?;
-        let conv_groups = groups.saturating_mul(radix);
-        if !width.is_multiple_of(conv_groups) {
-            return Err(ResNetError::Incompatible {
-                field: "radix".into(),
-                reason: format!(
-                    "layer{stage}'s split-attention conv has groups · radix = {conv_groups} \
-                     groups, which must divide its {width} input channels"
-                ),
-            });
-        }
-        let inter_channels = (parts / self.reduction_factor).max(MIN_INTER_CHANNELS);
-        if !inter_channels.is_multiple_of(groups) {
-            return Err(ResNetError::Incompatible {
-                field: "reduction_factor".into(),
-                reason: format!(
-                    "layer{stage}'s split attention squeezes to max(width · radix / \
-                     reduction_factor, {MIN_INTER_CHANNELS}) = {inter_channels} channels in \
-                     {groups} groups, which must divide them"
-                ),
-            });
-        }
-        Ok(SplitAttentionSpec {
-            radix,
-            inter_channels,
-            avg_down_stride: self.avg_down_stride,
-        })
-    }
-}
-
-/// The fewest channels mmdet's split attention squeezes to.
-const MIN_INTER_CHANNELS: usize = 32;
-
 /// mmdet's `math.floor(planes * (base_width / base_channels))`: `base_width · planes /
 /// base_channels`, except where the floating-point product lands just below it (e.g.
 /// base_channels 11, base_width 15). `None` on overflow.
@@ -443,7 +256,7 @@ fn floor_width(planes: usize, base_width: usize, base_channels: usize) -> Option
 /// The largest dilation a stage may have (`u32::MAX`).
 pub const MAX_DILATION: usize = u32::MAX as usize;
 
-fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
+pub(super) fn at_least(field: &str, value: usize, min: usize) -> Result<()> {
     if value < min {
         return Err(ResNetError::TooSmall {
             field: field.into(),

@@ -1,15 +1,16 @@
 //! `resnet bench`: time ResNet feature extraction and a training step, optionally side by side
-//! with PyTorch (`bench/torch_baseline.py`): the options and the cases here, the timings in
-//! [`timing`], the PyTorch baseline in [`torch_baseline`].
+//! with PyTorch (`bench/torch_baseline.py`) and ONNX Runtime (`bench/ort_baseline.py`): the
+//! options and the cases here, the timings in [`timing`], the baselines in [`baseline`].
 
+mod baseline;
 mod timing;
-mod torch_baseline;
 
 use std::path::PathBuf;
 
 use burn_resnet::{BackendKind, MemoryLimit, ResNetConfig};
 
 use crate::error::CliError;
+use baseline::{Baseline, Runtime};
 use timing::{measure, stage_profile};
 
 /// The options of `resnet bench`.
@@ -45,7 +46,11 @@ pub struct BenchArgs {
     /// Also run bench/torch_baseline.py with this Python and print the ratio.
     #[arg(long)]
     torch: Option<PathBuf>,
-    /// Threads for PyTorch (default: all cores, like Burn's thread pool).
+    /// Also run bench/ort_baseline.py with this Python: the same network exported to ONNX and
+    /// timed in ONNX Runtime (inference cases), with its ratio.
+    #[arg(long)]
+    ort: Option<PathBuf>,
+    /// Threads for PyTorch and ONNX Runtime (default: all cores, like Burn's thread pool).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -99,6 +104,10 @@ impl Case {
         }
     }
 
+    fn is_inference(self) -> bool {
+        matches!(self, Case::Infer(_))
+    }
+
     fn batch(self) -> usize {
         match self {
             Case::Infer(b) | Case::Train(b) => b,
@@ -136,24 +145,39 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
             .memory(case.batch(), workload)?
             .check(&what, memory_limit)?;
     }
-    let torch = match &args.torch {
-        Some(python) => Some(torch_baseline::run(python, threads, &spec, args)?),
-        None => None,
-    };
-    // A ratio only against the same network.
-    let mismatch = torch.as_ref().and_then(|t| t.mismatch(&spec, args.size));
-    if let Some(baseline) = &torch {
+    let baselines: Vec<(Baseline, Option<String>)> = [
+        (Runtime::Torch, &args.torch),
+        (Runtime::OnnxRuntime, &args.ort),
+    ]
+    .into_iter()
+    .filter_map(|(runtime, python)| Some((runtime, python.as_ref()?)))
+    .map(|(runtime, python)| {
+        let baseline = baseline::run(runtime, python, threads, &spec, args)?;
+        // A ratio only against the same network.
+        let mismatch = baseline.mismatch(&spec, args.size);
         match &mismatch {
             None => println!(
-                "PyTorch baseline: {}, {} parameters, the same as this config's",
-                baseline.builder, baseline.params
+                "{} baseline: {}, {} parameters, the same as this config's",
+                runtime.label(),
+                baseline.builder,
+                baseline.params
             ),
             Some(why) => println!(
-                "PyTorch baseline: {} is not this network ({why}): not timed, no ratio",
+                "{} baseline: {} is not this network ({why}): not timed, no ratio",
+                runtime.label(),
                 baseline.builder
             ),
         }
-    }
+        Ok((baseline, mismatch))
+    })
+    .collect::<Result<_, CliError>>()?;
+    let against: Vec<&str> = baselines
+        .iter()
+        .map(|(b, _)| match b.runtime {
+            Runtime::Torch => "PyTorch eager",
+            Runtime::OnnxRuntime => "ONNX Runtime (inference)",
+        })
+        .collect();
     println!(
         "{}-{} features, {}x{} f32, {} warm-up + {} timed runs, inference {}{}",
         spec.config.backbone.name(),
@@ -167,25 +191,23 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         } else {
             "unfolded"
         },
-        torch
-            .as_ref()
-            .map_or(String::new(), |_| ", against PyTorch eager".into())
-    );
-    println!(
-        "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}{}",
-        "backend",
-        "case",
-        "median ms",
-        "min ms",
-        "max ms",
-        "img/s",
-        "+peak MiB",
-        if torch.is_some() {
-            "   torch ms +torch MiB  time ratio"
+        if against.is_empty() {
+            String::new()
         } else {
-            ""
+            format!(", against {}", against.join(" and "))
         }
     );
+    let mut header = format!(
+        "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}",
+        "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB"
+    );
+    for (baseline, _) in &baselines {
+        header += match baseline.runtime {
+            Runtime::Torch => "   torch ms +torch MiB  time ratio",
+            Runtime::OnnxRuntime => "     ort ms   +ort MiB   ort ratio",
+        };
+    }
+    println!("{header}");
     for &backend in &backends {
         let device = backend.device()?;
         for &case in &args.cases {
@@ -200,7 +222,12 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
                 m.images_per_s,
                 m.peak_mib
             );
-            if let Some(t) = torch.as_ref().and_then(|t| t.cases.get(&case.name())) {
+            for (baseline, mismatch) in &baselines {
+                // A case the baseline did not time (ONNX Runtime does not train) shows dashes.
+                let Some(t) = baseline.cases.get(&case.name()) else {
+                    line += &format!(" {:>10} {:>10} {:>11}", "-", "-", "-");
+                    continue;
+                };
                 let ratio = match mismatch {
                     None => format!("{:>10.2}x", m.median_ms / t.median_ms),
                     Some(_) => format!("{:>11}", "-"),

@@ -108,3 +108,84 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `bench --ort` runs `bench/ort_baseline.py` with the inference cases only (ONNX Runtime does
+/// not train) and prints its columns beside PyTorch's: a ratio where it timed the case, dashes
+/// where it did not.
+#[test]
+fn bench_prints_onnx_runtime_beside_pytorch_for_inference() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("resnet-cli-fake-ort-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = "tests/fixtures/parity/resnet18_train.toml";
+    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32)
+        .unwrap()
+        .total_params();
+    // Records its script and cases, then times whatever it was asked for.
+    let python = dir.join("python");
+    let text = format!(
+        "#!/bin/sh\necho \"$1 $(echo \"$@\" | sed 's/.*--cases //')\" >> {seen}\n\
+         echo '{{\"model\": {{\"builder\": \"fake\", \"params\": {ours}, \"unmirrored\": []}}}}'\n\
+         echo '{{\"case\": \"infer b1\", \"median_ms\": 1000.0, \"min_ms\": 1.0, \"max_ms\": 1.0, \"images_per_s\": 1.0, \"peak_mib\": 1.0}}'\n\
+         case \"$1\" in *torch*) echo '{{\"case\": \"train b2\", \"median_ms\": 1000.0, \"min_ms\": 1.0, \"max_ms\": 1.0, \"images_per_s\": 1.0, \"peak_mib\": 1.0}}';; esac\n",
+        seen = dir.join("seen").display()
+    );
+    std::fs::write(&python, text).unwrap();
+    std::fs::set_permissions(&python, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let python = python.to_str().unwrap();
+    let out = stdout(&resnet(&[
+        "bench",
+        "--config",
+        config,
+        "--cases",
+        "infer b1,train b2",
+        "--size",
+        "32",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--torch",
+        python,
+        "--ort",
+        python,
+    ]));
+    assert!(out.contains("ONNX Runtime baseline: fake"), "{out}");
+    assert!(out.contains("ort ratio"), "{out}");
+    let line = |case: &str| {
+        out.lines()
+            .find(|l| l.starts_with(&format!("flex     {case}")))
+            .unwrap_or_else(|| panic!("no {case} line: {out}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    let is_ratio = |cell: &str| {
+        cell.strip_suffix('x')
+            .is_some_and(|n| n.parse::<f64>().is_ok())
+    };
+    let infer = line("infer b1");
+    let ratios: Vec<_> = infer.iter().filter(|c| is_ratio(c)).collect();
+    assert_eq!(
+        ratios.len(),
+        2,
+        "PyTorch's and ONNX Runtime's ratios: {infer:?}"
+    );
+    let train = line("train b2");
+    assert!(
+        train[train.len() - 4].ends_with('x'),
+        "PyTorch trains: {train:?}"
+    );
+    assert_eq!(&train[train.len() - 3..], ["-", "-", "-"], "{train:?}");
+    let seen = std::fs::read_to_string(dir.join("seen")).unwrap();
+    assert!(
+        seen.contains("bench/torch_baseline.py infer b1,train b2"),
+        "{seen}"
+    );
+    assert!(seen.contains("bench/ort_baseline.py infer b1\n"), "{seen}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,7 @@
-//! The PyTorch side of `resnet bench --torch`: run `bench/torch_baseline.py --json` on the same
-//! config and read what it built (to tell whether it is the same network) and measured.
+//! The other side of `resnet bench --torch` and `--ort`: run `bench/torch_baseline.py --json`
+//! (PyTorch eager) or `bench/ort_baseline.py --json` (the same network exported to ONNX Runtime)
+//! on the same config and read what it built (to tell whether it is the same network) and
+//! measured.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,7 +13,34 @@ use super::BenchArgs;
 use super::timing::Measurement;
 use crate::error::CliError;
 
-/// One line of `bench/torch_baseline.py --json`.
+/// Which baseline: PyTorch eager or ONNX Runtime.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// `bench/torch_baseline.py`.
+    Torch,
+    /// `bench/ort_baseline.py` (inference cases only).
+    OnnxRuntime,
+}
+
+impl Runtime {
+    /// The script, relative to the repository root.
+    pub fn script(self) -> &'static str {
+        match self {
+            Runtime::Torch => "bench/torch_baseline.py",
+            Runtime::OnnxRuntime => "bench/ort_baseline.py",
+        }
+    }
+
+    /// How the table and the messages name it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Runtime::Torch => "PyTorch",
+            Runtime::OnnxRuntime => "ONNX Runtime",
+        }
+    }
+}
+
+/// One line of a baseline script's `--json` output.
 #[derive(serde::Deserialize)]
 struct TorchRow {
     case: String,
@@ -19,8 +48,10 @@ struct TorchRow {
     measurement: Measurement,
 }
 
-/// What `bench/torch_baseline.py` built and measured.
+/// What a baseline script built and measured.
 pub struct Baseline {
+    /// Which runtime.
+    pub runtime: Runtime,
     /// What built the network (`mmdet 3.3.0 ResNeXt`, `torchvision …`, with additions).
     pub builder: String,
     /// Its parameters, frozen ones included.
@@ -52,7 +83,7 @@ impl Baseline {
     }
 }
 
-/// The first line of `bench/torch_baseline.py --json`.
+/// The first line of a baseline script's `--json` output.
 #[derive(serde::Deserialize)]
 struct ModelLine {
     model: ModelInfo,
@@ -65,9 +96,10 @@ struct ModelInfo {
     unmirrored: Vec<String>,
 }
 
-/// Run `bench/torch_baseline.py --json` on the same config (written out with any command-line
-/// changes) and read what it built and measured.
+/// Run the `runtime`'s script with `--json` on the same config (written out with any
+/// command-line changes) and read what it built and measured.
 pub fn run(
+    runtime: Runtime,
     python: &PathBuf,
     threads: usize,
     spec: &ResNetSpec,
@@ -78,16 +110,18 @@ pub fn run(
         .map_err(|e| bench_error(format!("cannot write the config for the baseline: {e}")))?;
     let config_file =
         std::env::temp_dir().join(format!("resnet-bench-{}.toml", std::process::id()));
+    let script = runtime.script();
     std::fs::write(&config_file, config_text)
         .map_err(|e| bench_error(format!("{}: {e}", config_file.display())))?;
-    let cases: Vec<String> = args.cases.iter().map(|c| c.name()).collect();
+    // ONNX Runtime does not train: its script gets the inference cases only.
+    let cases: Vec<String> = args
+        .cases
+        .iter()
+        .filter(|c| runtime == Runtime::Torch || c.is_inference())
+        .map(|c| c.name())
+        .collect();
     let output = Command::new(python)
-        .args([
-            "bench/torch_baseline.py",
-            "--json",
-            "--threads",
-            &threads.to_string(),
-        ])
+        .args([script, "--json", "--threads", &threads.to_string()])
         .arg("--config")
         .arg(&config_file)
         .args(["--size", &args.size.to_string()])
@@ -107,15 +141,11 @@ pub fn run(
         .args(["--cases", &cases.join(",")])
         .output();
     let _ = std::fs::remove_file(&config_file);
-    let output = output.map_err(|e| {
-        bench_error(format!(
-            "cannot run {} bench/torch_baseline.py: {e}",
-            python.display()
-        ))
-    })?;
+    let output = output
+        .map_err(|e| bench_error(format!("cannot run {} {script}: {e}", python.display())))?;
     if !output.status.success() {
         return Err(bench_error(format!(
-            "bench/torch_baseline.py failed: {}",
+            "{script} failed: {}",
             String::from_utf8_lossy(&output.stderr).trim()
         )));
     }
@@ -123,19 +153,20 @@ pub fn run(
     let mut lines = stdout.lines().filter(|l| l.starts_with('{'));
     let model = lines
         .next()
-        .ok_or_else(|| bench_error("bench/torch_baseline.py printed nothing".into()))?;
+        .ok_or_else(|| bench_error(format!("{script} printed nothing")))?;
     let ModelLine { model } = serde_json::from_str(model).map_err(|e| {
         bench_error(format!(
-            "bench/torch_baseline.py printed '{model}' where the model line belongs: {e}"
+            "{script} printed '{model}' where the model line belongs: {e}"
         ))
     })?;
     let mut cases = HashMap::new();
     for line in lines {
         let row: TorchRow = serde_json::from_str(line)
-            .map_err(|e| bench_error(format!("bench/torch_baseline.py printed '{line}': {e}")))?;
+            .map_err(|e| bench_error(format!("{script} printed '{line}': {e}")))?;
         cases.insert(row.case, row.measurement);
     }
     Ok(Baseline {
+        runtime,
         builder: model.builder,
         params: model.params,
         unmirrored: model.unmirrored,

@@ -16,6 +16,11 @@ timed case), the builder saying `ONNX Runtime <version> on <the PyTorch builder>
 measured the same way (the session is built, and its first run done, before the case starts).
 
     python3 bench/ort_baseline.py --config configs/resnet50.toml --threads 2
+
+`--profile` also times each stage (stem, layer1, ...) from ONNX Runtime's own per-node profile
+(`SessionOptions.enable_profiling`): the median over the timed runs of the summed node times of
+each stage (nodes named after the PyTorch module they came from), and of each operator type,
+printed after the cases: what `resnet bench --stages` prints for the project.
 """
 import argparse
 import json
@@ -46,9 +51,10 @@ def export(model, in_channels, size, path):
     return names
 
 
-def session(path, threads):
+def session(path, threads, profile=False):
     import onnxruntime as ort
     options = ort.SessionOptions()
+    options.enable_profiling = profile
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -65,6 +71,8 @@ def main():
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--cases", default="infer b1,infer b8")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--profile", action="store_true",
+                        help="also print each stage's and each operator type's time from ONNX Runtime's profile")
     parser.add_argument("--expect-params", type=int,
                         help="time nothing unless the network has this many parameters and nothing unmirrored "
                              "(what `resnet bench --ort` passes: its own count)")
@@ -127,8 +135,59 @@ def main():
                 print(f"{result['case']:<9} median {result['median_ms']:8.1f} ms  min {result['min_ms']:8.1f}"
                       f"  max {result['max_ms']:8.1f}  {result['images_per_s']:7.1f} img/s"
                       f"  +peak {result['peak_mib']:7.0f} MiB", flush=True)
+        if args.profile:
+            print_profile(path, args, in_channels, cases)
     if not args.json:
         print(f"onnxruntime {onnxruntime.__version__}, {args.threads} threads, {args.size}x{args.size}")
+
+
+def stage_of(node_name):
+    """The stage a node belongs to, from the module path in its name (`/layer2/layer2.0/...`)."""
+    parts = node_name.strip("/").split("/")
+    return parts[0] if parts and parts[0].startswith("layer") else "stem"
+
+
+def print_profile(path, args, in_channels, cases):
+    """Per stage and per operator type, the median over `--runs` runs of the summed node times
+    in ONNX Runtime's profile, for each inference case."""
+    import statistics
+    from collections import defaultdict
+    for name, kind, batch in cases:
+        if kind != "infer":
+            continue
+        runner = session(path, args.threads, profile=True)
+        feed = {"images": torch.randn(batch, in_channels, args.size, args.size).numpy()}
+        untimed = 1 + args.warmup  # the memory-planning run and the warm-up runs
+        for _ in range(untimed + args.runs):
+            runner.run(None, feed)
+        profile_path = runner.end_profiling()
+        with open(profile_path) as f:
+            profile = json.load(f)
+        os.remove(profile_path)
+        # Each run starts with a `model_run` session event; its nodes' kernel times follow.
+        stage_ms = defaultdict(lambda: defaultdict(float))
+        op_ms = defaultdict(lambda: defaultdict(float))
+        run = -1
+        for event in sorted(profile, key=lambda e: e.get("ts", 0)):
+            if event.get("cat") == "Session" and event.get("name") == "model_run":
+                run += 1
+            elif event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+                ms = event["dur"] / 1e3
+                stage_ms[run][stage_of(event["name"][:-len("_kernel_time")])] += ms
+                op_ms[run][event.get("args", {}).get("op_name", "?")] += ms
+        timed = [r for r in sorted(stage_ms) if r >= untimed]
+        if not timed:
+            print(f"{name}: ONNX Runtime's profile has no node events", file=sys.stderr)
+            continue
+        median = lambda table, key: statistics.median(table[r][key] for r in timed)  # noqa: E731
+        stages = sorted({s for r in timed for s in stage_ms[r]}, key=lambda s: (s != "stem", s))
+        total = sum(median(stage_ms, s) for s in stages)
+        print(f"{name}: ONNX Runtime profile, median of {len(timed)} runs (node kernel times)")
+        for stage in stages:
+            ms = median(stage_ms, stage)
+            print(f"  {stage:<7} {ms:8.1f} ms  {100 * ms / total:5.1f}%")
+        ops = sorted({o for r in timed for o in op_ms[r]}, key=lambda o: -median(op_ms, o))
+        print("  by operator: " + ", ".join(f"{op} {median(op_ms, op):.1f} ms" for op in ops))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 use crate::block::BranchConv;
 use crate::checked::mul;
 use crate::config::ResNetSpec;
-use crate::conv::ConvSpec;
+use crate::conv::{ConvSpec, checked_output_size};
 use crate::dcn::DeformConv;
 use crate::error::{ResNetError, Result};
 use crate::features::{Reductions, STAGE_NAMES};
@@ -177,11 +177,9 @@ impl ModelSummary {
                         counter.map(channels, branch).ok_or(name)?;
                     }
                     if let Some(stride) = unit.pool_after {
-                        let pool = ConvSpec::new(1, 1, 3).stride(stride).padding(1);
-                        branch = [
-                            pool.checked_output_size(branch[0]).ok_or(name)?,
-                            pool.checked_output_size(branch[1]).ok_or(name)?,
-                        ];
+                        // AvgPool2d(3, stride, padding 1).
+                        let pooled = |n| checked_output_size(n, 3, stride, 1, 1).ok_or(name);
+                        branch = [pooled(branch[0])?, pooled(branch[1])?];
                         let channels = unit.reduced_to.unwrap_or(unit.conv.out_channels);
                         counter.map(channels, branch).ok_or(name)?;
                     }

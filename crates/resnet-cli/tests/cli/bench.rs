@@ -26,6 +26,21 @@ fn bench_times_inference_and_a_training_step() {
     assert!(err.contains("'infer 1x' is not a case"), "{err}");
 }
 
+/// The config the baseline tests bench, at 32x32.
+const FIXTURE: &str = "tests/fixtures/parity/resnet18_train.toml";
+
+/// [`FIXTURE`]'s validated config and its parameter count at 32x32: what a baseline must build.
+fn fixture_spec_and_params() -> (burn_resnet::ResNetSpec, usize) {
+    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(FIXTURE))
+        .unwrap()
+        .validate()
+        .unwrap();
+    let params = burn_resnet::ModelSummary::new(&spec, 32, 32)
+        .unwrap()
+        .total_params();
+    (spec, params)
+}
+
 /// A stand-in for `python3 bench/torch_baseline.py`: prints a model line with `params` and
 /// `unmirrored`, then one timing, whatever it is asked (CI has no PyTorch). It also saves the
 /// config it was given, to check that the baseline gets the same config.
@@ -50,19 +65,12 @@ fn fake_python(dir: &std::path::Path, params: usize, unmirrored: &str) -> PathBu
 fn bench_prints_a_ratio_only_against_the_same_network() {
     let dir = std::env::temp_dir().join(format!("resnet-cli-fake-python-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = "tests/fixtures/parity/resnet18_train.toml";
-    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config))
-        .unwrap()
-        .validate()
-        .unwrap();
-    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32)
-        .unwrap()
-        .total_params();
+    let (spec, ours) = fixture_spec_and_params();
     let bench = |python: &PathBuf| {
         stdout(&resnet(&[
             "bench",
             "--config",
-            config,
+            FIXTURE,
             "--cases",
             "infer b1",
             "--size",
@@ -117,14 +125,7 @@ fn bench_prints_onnx_runtime_beside_pytorch_for_inference() {
     use std::os::unix::fs::PermissionsExt;
     let dir = std::env::temp_dir().join(format!("resnet-cli-fake-ort-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = "tests/fixtures/parity/resnet18_train.toml";
-    let spec = burn_resnet::ResNetConfig::from_toml_file(repo().join(config))
-        .unwrap()
-        .validate()
-        .unwrap();
-    let ours = burn_resnet::ModelSummary::new(&spec, 32, 32)
-        .unwrap()
-        .total_params();
+    let (_, ours) = fixture_spec_and_params();
     // Records its script and cases, then times whatever it was asked for.
     let python = dir.join("python");
     let text = format!(
@@ -140,7 +141,7 @@ fn bench_prints_onnx_runtime_beside_pytorch_for_inference() {
     let out = stdout(&resnet(&[
         "bench",
         "--config",
-        config,
+        FIXTURE,
         "--cases",
         "infer b1,train b2",
         "--size",

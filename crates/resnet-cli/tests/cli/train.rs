@@ -165,20 +165,23 @@ fn train_refuses_settings_that_cannot_train() {
         ("learning_rate = 0.1\nweight_decay = -1e-4", "weight_decay"),
         ("learning_rate = 0.1\nweight_decay = 1e40", "weight_decay"),
     ];
-    for (settings, key) in cases {
-        let path = dir.join("bad.toml");
-        std::fs::write(
-            &path,
-            format!("{base}{settings}\n[backbone]\ndepth = 18\nbase_channels = 4\n"),
-        )
-        .unwrap();
-        let err = stderr_of_failure(&resnet(&[
+    // Writes `text` as a config and trains it into `dir/run`.
+    let train = |name: &str, text: String| {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        resnet(&[
             "train",
             "--config",
             path.to_str().unwrap(),
             "--out",
             dir.join("run").to_str().unwrap(),
-        ]));
+        ])
+    };
+    for (settings, key) in cases {
+        let err = stderr_of_failure(&train(
+            "bad.toml",
+            format!("{base}{settings}\n[backbone]\ndepth = 18\nbase_channels = 4\n"),
+        ));
         assert!(err.contains(&format!("{key}: ")), "{settings}: {err}");
         assert!(
             !dir.join("run").exists(),
@@ -189,22 +192,13 @@ fn train_refuses_settings_that_cannot_train() {
     let resnest = "[backbone]\ntype = \"ResNeSt\"\ndepth = 50\nbase_channels = 4\n\
                    deep_stem = true\navg_down = true\n";
     for (train_images, refused) in [(9, true), (10, false)] {
-        let path = dir.join("resnest.toml");
-        std::fs::write(
-            &path,
+        let output = train(
+            "resnest.toml",
             format!(
                 "image_size = 32\ntrain_images = {train_images}\nvalid_images = 8\n\
                  batch_size = 4\nepochs = 1\nlearning_rate = 0.1\n{resnest}"
             ),
-        )
-        .unwrap();
-        let output = resnet(&[
-            "train",
-            "--config",
-            path.to_str().unwrap(),
-            "--out",
-            dir.join("run").to_str().unwrap(),
-        ]);
+        );
         assert_eq!(!output.status.success(), refused, "{train_images} images");
         if refused {
             let err = String::from_utf8_lossy(&output.stderr);

@@ -22,7 +22,6 @@ measured the same way (the session is built, and its first run done, before the 
 each stage (nodes named after the PyTorch module they came from), and of each operator type,
 printed after the cases: what `resnet bench --stages` prints for the project.
 """
-import argparse
 import json
 import os
 import sys
@@ -31,7 +30,6 @@ import tempfile
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import mmdet_model  # noqa: E402
 import torch_baseline  # noqa: E402
 
 OPSET = 17
@@ -63,58 +61,21 @@ def session(path, threads, profile=False):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help="burn-resnet config TOML (default: torchvision's ResNet-50 body)")
-    parser.add_argument("--size", type=int, default=224, help="input height and width")
-    parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="infer b1,infer b8")
-    parser.add_argument("--json", action="store_true")
+    parser = torch_baseline.argument_parser(__doc__.splitlines()[0], "infer b1,infer b8", "--ort")
     parser.add_argument("--profile", action="store_true",
                         help="also print each stage's and each operator type's time from ONNX Runtime's profile")
-    parser.add_argument("--expect-params", type=int,
-                        help="time nothing unless the network has this many parameters and nothing unmirrored "
-                             "(what `resnet bench --ort` passes: its own count)")
-    args = parser.parse_args()
-    try:
-        cases = [(name, *torch_baseline.parse_case(name))
-                 for name in (c.strip() for c in args.cases.split(",")) if name]
-    except ValueError as error:
-        parser.error(str(error))
-    if args.size < 1 or args.runs < 1 or args.warmup < 0:
-        parser.error("--size and --runs must be at least 1, --warmup at least 0")
+    args, cases = torch_baseline.parse_arguments(parser)
     try:
         import onnxruntime
     except ImportError as error:
         print(f"bench/ort_baseline.py: needs onnxruntime (pip install onnxruntime onnx onnxscript): {error}",
               file=sys.stderr)
         sys.exit(2)
-
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    try:
-        if args.config:
-            config = mmdet_model.load_config(args.config)
-            model, info = mmdet_model.build_from_config(config)
-        else:
-            config = None
-            model, info = mmdet_model.resnet50_body()
-    except (mmdet_model.MissingDependency, ValueError, OSError) as error:
-        print(f"bench/ort_baseline.py: {error}", file=sys.stderr)
-        sys.exit(2)
+    model, info, in_channels = torch_baseline.build_model(args, "bench/ort_baseline.py")
     info = dict(info, builder=f"ONNX Runtime {onnxruntime.__version__} on {info['builder']} (opset {OPSET})")
-    if args.json:
-        print(json.dumps({"model": info}), flush=True)
-    else:
-        unmirrored = f"; not mirrored: {', '.join(info['unmirrored'])}" if info["unmirrored"] else ""
-        print(f"{info['builder']}, {info['params']:,} parameters{unmirrored}")
-    if args.expect_params is not None and (info["params"] != args.expect_params or info["unmirrored"]):
-        if not args.json:
-            print(f"not timed: expected {args.expect_params:,} parameters and nothing unmirrored")
+    if not torch_baseline.report_model(info, args):
         return
 
-    in_channels = config["in_channels"] if config else 3
     with tempfile.TemporaryDirectory() as directory:
         path = os.path.join(directory, "model.onnx")
         export(model, in_channels, args.size, path)
@@ -128,13 +89,7 @@ def main():
 
             def step():
                 runner.run(None, feed)
-            result = torch_baseline.run_case(name, step, batch, args.warmup, args.runs)
-            if args.json:
-                print(json.dumps(result), flush=True)
-            else:
-                print(f"{result['case']:<9} median {result['median_ms']:8.1f} ms  min {result['min_ms']:8.1f}"
-                      f"  max {result['max_ms']:8.1f}  {result['images_per_s']:7.1f} img/s"
-                      f"  +peak {result['peak_mib']:7.0f} MiB", flush=True)
+            torch_baseline.report_case(torch_baseline.run_case(name, step, batch, args.warmup, args.runs), args)
         if args.profile:
             print_profile(path, args, in_channels, cases)
     if not args.json:
@@ -142,9 +97,12 @@ def main():
 
 
 def stage_of(node_name):
-    """The stage a node belongs to, from the module path in its name (`/layer2/layer2.0/...`)."""
-    parts = node_name.strip("/").split("/")
-    return parts[0] if parts and parts[0].startswith("layer") else "stem"
+    """The stage a node belongs to, from the module path in its name: mmdet's `/layer2/...`, or
+    the torchvision body's `/layers.1.0/...` (its `layers` list counts from 0)."""
+    first = node_name.strip("/").split("/")[0]
+    if first.startswith("layers."):
+        return f"layer{int(first.split('.')[1]) + 1}"
+    return first if first.startswith("layer") else "stem"
 
 
 def print_profile(path, args, in_channels, cases):

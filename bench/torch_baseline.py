@@ -113,18 +113,24 @@ def make_step(model, kind, images):
     return step
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def argument_parser(description, default_cases, runtime):
+    """The options both baselines take (`runtime` names the flag of `resnet bench` that runs it)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--config", help="burn-resnet config TOML (default: torchvision's ResNet-50 body)")
     parser.add_argument("--size", type=int, default=224, help="input height and width")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--cases", default="infer b1,infer b8,train b8")
+    parser.add_argument("--cases", default=default_cases)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--expect-params", type=int,
                         help="time nothing unless the network has this many parameters and nothing unmirrored "
-                             "(what `resnet bench --torch` passes: its own count)")
+                             f"(what `resnet bench {runtime}` passes: its own count)")
+    return parser
+
+
+def parse_arguments(parser):
+    """The parsed options and the cases as `(name, kind, batch)`; a usage error for bad ones."""
     args = parser.parse_args()
     try:
         cases = [(name, *parse_case(name)) for name in (c.strip() for c in args.cases.split(",")) if name]
@@ -132,19 +138,28 @@ def main():
         parser.error(str(error))
     if args.size < 1 or args.runs < 1 or args.warmup < 0:
         parser.error("--size and --runs must be at least 1, --warmup at least 0")
+    return args, cases
 
+
+def build_model(args, script):
+    """The config's network (`--config`, else torchvision's ResNet-50 body), what built it, and
+    its input channels; `script` names the caller in errors (exit status 2)."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     try:
         if args.config:
             config = mmdet_model.load_config(args.config)
             model, info = mmdet_model.build_from_config(config)
-        else:
-            config = None
-            model, info = mmdet_model.resnet50_body()
+            return model, info, config["in_channels"]
+        model, info = mmdet_model.resnet50_body()
+        return model, info, 3
     except (mmdet_model.MissingDependency, ValueError, OSError) as error:
-        print(f"bench/torch_baseline.py: {error}", file=sys.stderr)
+        print(f"{script}: {error}", file=sys.stderr)
         sys.exit(2)
+
+
+def report_model(info, args):
+    """Print what was built; whether to time it (`--expect-params`: only the network asked for)."""
     if args.json:
         print(json.dumps({"model": info}), flush=True)
     else:
@@ -154,18 +169,29 @@ def main():
         # Not the network asked for: no timings to compare (the model line says why).
         if not args.json:
             print(f"not timed: expected {args.expect_params:,} parameters and nothing unmirrored")
-        return
+        return False
+    return True
 
-    in_channels = config["in_channels"] if config else 3
+
+def report_case(result, args):
+    """Print one case's timings: a JSON line or a table row."""
+    if args.json:
+        print(json.dumps(result), flush=True)
+    else:
+        print(f"{result['case']:<9} median {result['median_ms']:8.1f} ms  min {result['min_ms']:8.1f}"
+              f"  max {result['max_ms']:8.1f}  {result['images_per_s']:7.1f} img/s"
+              f"  +peak {result['peak_mib']:7.0f} MiB", flush=True)
+
+
+def main():
+    parser = argument_parser(__doc__.splitlines()[0], "infer b1,infer b8,train b8", "--torch")
+    args, cases = parse_arguments(parser)
+    model, info, in_channels = build_model(args, "bench/torch_baseline.py")
+    if not report_model(info, args):
+        return
     for name, kind, batch in cases:
         images = torch.randn(batch, in_channels, args.size, args.size)
-        result = run_case(name, make_step(model, kind, images), batch, args.warmup, args.runs)
-        if args.json:
-            print(json.dumps(result), flush=True)
-        else:
-            print(f"{result['case']:<9} median {result['median_ms']:8.1f} ms  min {result['min_ms']:8.1f}"
-                  f"  max {result['max_ms']:8.1f}  {result['images_per_s']:7.1f} img/s"
-                  f"  +peak {result['peak_mib']:7.0f} MiB", flush=True)
+        report_case(run_case(name, make_step(model, kind, images), batch, args.warmup, args.runs), args)
     if not args.json:
         print(f"torch {torch.__version__}, {args.threads} threads, {args.size}x{args.size}")
 

@@ -66,6 +66,8 @@ pub use backend::BackendKind;
 pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style};
 pub use error::{ResNetError, Result};
 pub use features::FeatureInfo;
+#[cfg(feature = "flex")]
+pub use flex_kernels::conv::tiled::{ConvKernel, UnknownConvKernel};
 pub use memory::{MemoryEstimate, MemoryLimit, Workload};
 pub use summary::{ModelSummary, StageSummary};
 

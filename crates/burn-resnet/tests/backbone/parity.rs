@@ -188,6 +188,35 @@ fn resnest50_with_dcn_and_plugins_matches_mmdet() {
     check_parity("resnest50_dcn_gcb");
 }
 
+/// Every eval fixture on flex with each conv kernel this CPU runs forced: the `gemm` path, and
+/// the AVX-512, AVX2 and portable micro-kernels (each CPU path checked on one machine).
+#[cfg(feature = "flex")]
+#[test]
+fn every_eval_fixture_matches_mmdet_with_every_conv_kernel() {
+    let mut cases: Vec<String> = std::fs::read_dir(repo_path("tests/fixtures/parity"))
+        .unwrap()
+        .filter_map(|entry| {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            let case = name.strip_suffix(".io.safetensors")?;
+            (!case.ends_with("_train")).then(|| case.to_string())
+        })
+        .collect();
+    cases.sort();
+    assert_eq!(cases.len(), 22, "the eval fixtures");
+    let device = Device::flex();
+    for kernel in burn_resnet::ConvKernel::ALL {
+        if !kernel.is_supported() {
+            println!("{kernel}: not supported by this CPU, skipped");
+            continue;
+        }
+        for case in &cases {
+            kernel
+                .force(|| check_parity_on(case, BackendKind::Flex, &device))
+                .expect("a supported kernel");
+        }
+    }
+}
+
 #[test]
 fn every_fixture_has_a_test() {
     let tested = 22 + 8; // and the eight training cases in training_parity.rs

@@ -1,10 +1,12 @@
-//! The convolution: the inference kernel with its epilogue ([`forward`]), its gradients
+//! The convolution: the inference kernel with its epilogue ([`forward`], or the micro-kernels
+//! of [`tiled`] when a caller forces one), its gradients
 //! ([`backward`]) and their registration with flex's autodiff ([`autodiff`]); the entries below
 //! take Burn tensors and say `None` where the kernels do not apply.
 
 mod autodiff;
 pub(crate) mod backward;
 pub(crate) mod forward;
+pub(crate) mod tiled;
 
 use burn::nn::BatchNorm;
 use burn::nn::PaddingConfig2d;
@@ -124,12 +126,14 @@ fn conv2d_with_affine(
         residual: residual.as_ref().and_then(float_slice),
         relu,
     };
-    let values = conv2d(
-        float_slice(&input)?,
-        float_slice(&weight)?,
-        &geometry,
-        epilogue,
-    );
+    let (input, weight) = (float_slice(&input)?, float_slice(&weight)?);
+    let values = match tiled::chosen_kernel().micro_kernel() {
+        None => conv2d(input, weight, &geometry, epilogue),
+        Some(micro) => {
+            let packed = tiled::pack_weights(weight, &geometry);
+            tiled::conv2d(input, &packed, &geometry, epilogue, micro)
+        }
+    };
     Some(Tensor::from_primitive::<Flex>(into_primitive(
         values, output,
     )))

@@ -7,6 +7,7 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::relative_difference;
+use crate::ConvKernel;
 use crate::flex_kernels::conv::{try_conv2d, try_conv2d_autodiff, try_conv2d_batch_norm};
 
 struct ConvCase {
@@ -62,6 +63,11 @@ fn fused_conv_matches_burn_conv_bias_residual_relu() {
         // Dilated 3x3 (dilated stages), unpadded 3x3.
         case(1, [8, 16], [12, 12], 3, 1, 2, 2, false, true),
         case(2, [8, 16], [12, 11], 3, 1, 0, 1, true, false),
+        // Output channels that are not a multiple of a tile's 8, positions past a tile's 48,
+        // a pointwise tail tile, and a deep conv (several depth blocks of the micro-kernels).
+        case(3, [5, 13], [7, 9], 3, 1, 1, 1, true, true),
+        case(1, [300, 20], [10, 5], 1, 1, 0, 1, true, true),
+        case(1, [40, 12], [6, 7], 3, 1, 1, 1, false, true),
         // Wide rows: several row blocks per image.
         case(1, [64, 40], [20, 64], 3, 1, 1, 1, true, true),
         // Grouped (ResNeXt): 3x3 stride 2 with 4 groups, and 8 groups wide enough to split.
@@ -93,15 +99,89 @@ fn fused_conv_matches_burn_conv_bias_residual_relu() {
         if case.relu {
             expected = relu(expected);
         }
-        let actual = try_conv2d(&conv, &x, residual.as_ref(), case.relu).unwrap_or_else(|| {
-            panic!("case {index}: the fused conv declined a plain-flex f32 conv")
-        });
-        let difference = relative_difference(actual, expected);
-        assert!(
-            difference < 1e-5,
-            "case {index}: relative difference {difference:e}"
-        );
+        for kernel in supported_kernels() {
+            let actual = kernel
+                .force(|| try_conv2d(&conv, &x, residual.as_ref(), case.relu))
+                .flatten()
+                .unwrap_or_else(|| {
+                    panic!("case {index}: the fused conv declined a plain-flex f32 conv")
+                });
+            let difference = relative_difference(actual, expected.clone());
+            assert!(
+                difference < 1e-5,
+                "case {index}, {kernel}: relative difference {difference:e}"
+            );
+        }
     }
+}
+
+/// Every conv kernel this CPU runs (the default and each micro-kernel).
+fn supported_kernels() -> Vec<ConvKernel> {
+    ConvKernel::ALL
+        .into_iter()
+        .filter(|k| k.is_supported())
+        .collect()
+}
+
+#[test]
+fn every_conv_kernel_propagates_nan_and_inf_like_burn_conv() {
+    let device = Device::flex();
+    let case = ConvCase {
+        batch: 2,
+        channels: [8, 20],
+        size: [9, 11],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        residual: false,
+        relu: true,
+        groups: 1,
+    };
+    let conv = conv(&case, &device);
+    let mut values = super::values(Tensor::<4>::random(
+        [2, 8, 9, 11],
+        Distribution::Normal(0.0, 1.0),
+        &device,
+    ));
+    values[5] = f32::NAN;
+    values[400] = f32::INFINITY;
+    let x = Tensor::<4>::from_data(
+        burn::tensor::TensorData::new(values, [2, 8, 9, 11]),
+        &device,
+    );
+    let expected = super::values(relu(conv.forward(x.clone())));
+    assert!(
+        expected.iter().any(|v| v.is_nan()),
+        "the case must produce NaN"
+    );
+    for kernel in supported_kernels() {
+        let actual = kernel
+            .force(|| try_conv2d(&conv, &x, None, true))
+            .flatten()
+            .expect("plain flex f32");
+        for (i, (a, e)) in super::values(actual).iter().zip(&expected).enumerate() {
+            let same =
+                (a.is_nan() && e.is_nan()) || a == e || (a - e).abs() <= 1e-4 * e.abs().max(1.0);
+            assert!(same, "{kernel}: value {i} is {a}, Burn's conv gives {e}");
+        }
+    }
+}
+
+#[test]
+fn conv_kernels_parse_and_a_forced_kernel_is_undone_after_the_call() {
+    for kernel in ConvKernel::ALL {
+        assert_eq!(kernel.to_string().parse::<ConvKernel>(), Ok(kernel));
+    }
+    assert!("avx1024".parse::<ConvKernel>().is_err());
+    assert_eq!(
+        ConvKernel::Portable.force(crate::flex_kernels::conv::tiled::chosen_kernel),
+        Some(ConvKernel::Portable)
+    );
+    assert_eq!(
+        crate::flex_kernels::conv::tiled::chosen_kernel(),
+        ConvKernel::Im2colGemm
+    );
 }
 
 #[test]
@@ -160,13 +240,17 @@ fn conv_with_eval_batch_norm_in_the_epilogue_matches_burn_conv_then_batch_norm()
         if case.relu {
             expected = relu(expected);
         }
-        let actual = try_conv2d_batch_norm(&conv, &norm, &x, residual.as_ref(), case.relu)
-            .expect("plain flex f32");
-        let difference = relative_difference(actual, expected);
-        assert!(
-            difference < 1e-5,
-            "case {index}: relative difference {difference:e}"
-        );
+        for kernel in supported_kernels() {
+            let actual = kernel
+                .force(|| try_conv2d_batch_norm(&conv, &norm, &x, residual.as_ref(), case.relu))
+                .flatten()
+                .expect("plain flex f32");
+            let difference = relative_difference(actual, expected.clone());
+            assert!(
+                difference < 1e-5,
+                "case {index}, {kernel}: relative difference {difference:e}"
+            );
+        }
     }
 }
 

@@ -1,0 +1,125 @@
+//! Which kernel the flex inference conv runs: `im2col` + the `gemm` crate by default, or the
+//! project's own micro-kernels when a caller forces one on its thread (tests run every path on
+//! one machine; the conv profile compares them).
+
+use std::cell::Cell;
+use std::fmt;
+use std::str::FromStr;
+
+use super::microkernel::MicroKernel;
+
+/// A kernel of the flex inference convolution (inference on plain flex only; training and the
+/// other backends are unaffected).
+///
+/// The default, [`ConvKernel::Im2colGemm`], builds `im2col` blocks and multiplies them through
+/// the `gemm` crate (which picks AVX-512, AVX2 or scalar code at run time). The other three are
+/// the project's own micro-kernels (8 output channels by up to 48 positions, epilogue in
+/// registers): on the 2-core AVX-512 machine of docs/performance.md they run ResNet-50's convs
+/// at the default's speed overall (faster on the large pointwise convs at batch 8, slower on
+/// some deep ones), so they are not the default yet; they are selectable, and tested against
+/// the same fixtures, so that each CPU path can be checked on one machine.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum ConvKernel {
+    /// `im2col` blocks and the `gemm` crate (the default).
+    #[default]
+    Im2colGemm,
+    /// AVX-512F (x86-64-v4).
+    Avx512,
+    /// AVX2 and FMA (x86-64-v3), for CPUs without AVX-512.
+    Avx2,
+    /// Plain Rust, vectorised by the compiler for the build's target (SSE2 on x86-64).
+    Portable,
+}
+
+impl ConvKernel {
+    /// Every kernel.
+    pub const ALL: [ConvKernel; 4] = [Self::Im2colGemm, Self::Avx512, Self::Avx2, Self::Portable];
+
+    /// Whether this CPU can run the kernel.
+    pub fn is_supported(self) -> bool {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => std::arch::is_x86_feature_detected!("avx512f"),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => {
+                std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            Self::Avx512 | Self::Avx2 => false,
+            Self::Im2colGemm | Self::Portable => true,
+        }
+    }
+
+    /// Run `f` with this kernel forced for the inference convs the calling thread starts, or
+    /// `None` (without running `f`) when this CPU cannot run it.
+    pub fn force<R>(self, f: impl FnOnce() -> R) -> Option<R> {
+        if !self.is_supported() {
+            return None;
+        }
+        let previous = FORCED.replace(Some(self));
+        let restore = Restore(previous);
+        let result = f();
+        drop(restore);
+        Some(result)
+    }
+
+    /// The micro-kernel function, `None` for [`ConvKernel::Im2colGemm`]. Only called on a
+    /// supported kernel ([`ConvKernel::force`] checks).
+    pub(crate) fn micro_kernel(self) -> Option<MicroKernel> {
+        match self {
+            Self::Im2colGemm => None,
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx512 => Some(super::avx512::tile),
+            #[cfg(target_arch = "x86_64")]
+            Self::Avx2 => Some(super::avx2::tile),
+            _ => Some(super::portable::tile),
+        }
+    }
+}
+
+thread_local! {
+    /// The kernel [`ConvKernel::force`] put on this thread.
+    static FORCED: Cell<Option<ConvKernel>> = const { Cell::new(None) };
+}
+
+/// Puts the previously forced kernel back, also when `f` panics.
+struct Restore(Option<ConvKernel>);
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        FORCED.set(self.0);
+    }
+}
+
+/// The kernel an inference conv started on this thread runs.
+pub(crate) fn chosen_kernel() -> ConvKernel {
+    FORCED.get().unwrap_or_default()
+}
+
+impl fmt::Display for ConvKernel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Im2colGemm => "im2col-gemm",
+            Self::Avx512 => "avx512",
+            Self::Avx2 => "avx2",
+            Self::Portable => "portable",
+        })
+    }
+}
+
+/// A name that is not a [`ConvKernel`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("unknown conv kernel `{0}` (expected im2col-gemm, avx512, avx2 or portable)")]
+pub struct UnknownConvKernel(pub String);
+
+impl FromStr for ConvKernel {
+    type Err = UnknownConvKernel;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.to_string() == s)
+            .ok_or_else(|| UnknownConvKernel(s.to_string()))
+    }
+}

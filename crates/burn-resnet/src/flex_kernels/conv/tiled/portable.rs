@@ -1,0 +1,54 @@
+//! The portable micro-kernel: plain Rust that the compiler vectorises for whatever the target
+//! has (SSE2 on any x86-64). Chosen where the CPU has neither AVX-512 nor AVX2 + FMA, or when
+//! forced.
+
+use super::microkernel::{MAX_TILE_WIDTH, MR, Tile, finish_value};
+
+/// [`super::microkernel::MicroKernel`] in plain Rust.
+///
+/// # Safety
+/// The [`Tile`] contract.
+pub(crate) unsafe fn tile(t: &Tile) {
+    let mut acc = [[0.0f32; MAX_TILE_WIDTH]; MR];
+    let width = t.width;
+    if t.accumulate {
+        for (r, row) in acc.iter_mut().enumerate().take(t.rows) {
+            for (j, v) in row.iter_mut().enumerate().take(t.cols) {
+                // SAFETY: inside the output tile (the contract).
+                *v = unsafe { *t.c.add(r * t.ldc + j) };
+            }
+        }
+    }
+    for kk in 0..t.depth {
+        // SAFETY: row `kk` of the packed weights and of the columns (the contract).
+        let (a, b) = unsafe {
+            (
+                std::slice::from_raw_parts(t.a.add(kk * MR), MR),
+                std::slice::from_raw_parts(t.b.add(kk * t.ldb), width),
+            )
+        };
+        for (row, &a) in acc.iter_mut().zip(a) {
+            for (v, &b) in row[..width].iter_mut().zip(b) {
+                *v += a * b;
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(t.rows) {
+        for (j, &v) in row.iter().enumerate().take(t.cols) {
+            let v = match &t.finish {
+                Some(finish) => {
+                    let residual = if finish.residual.is_null() {
+                        0.0
+                    } else {
+                        // SAFETY: inside the residual tile (the contract).
+                        unsafe { *finish.residual.add(r * t.ldc + j) }
+                    };
+                    finish_value(v, finish, r, residual)
+                }
+                None => v,
+            };
+            // SAFETY: inside the output tile (the contract).
+            unsafe { *t.c.add(r * t.ldc + j) = v };
+        }
+    }
+}

@@ -115,6 +115,8 @@ unsafe fn block<const NV: usize>(t: &Tile, first_row: usize, first_column: usize
 /// `acc += A · B` over `depth` rows of the packed panels (`ROWS` weights of each packed row of
 /// `a`, `NV` vectors of each row of the columns `b`), the accumulators in registers (a function of its own, taking and
 /// returning them by value, so that the compiler keeps them out of memory).
+// Index loops over constant bounds: the compiler unrolls them into register operations.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn multiply<const NV: usize>(
     depth: usize,

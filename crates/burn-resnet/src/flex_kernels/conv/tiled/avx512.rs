@@ -89,6 +89,8 @@ unsafe fn tile_vectors<const NV: usize>(t: &Tile) {
 /// `acc += A · B` over `depth` rows of the packed weights `a` and the columns `b`, the accumulators in registers (a
 /// function of its own, taking and returning them by value, so that the compiler keeps them
 /// out of memory).
+// Index loops over constant bounds: the compiler unrolls them into register operations.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 unsafe fn multiply<const NV: usize>(
     depth: usize,

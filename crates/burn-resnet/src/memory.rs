@@ -36,6 +36,9 @@ pub struct MemoryEstimate {
     pub activations: u64,
     /// Gradients and optimizer state (0 for inference).
     pub training_state: u64,
+    /// The packed copy of the weights that flex's inference conv kernels keep between calls
+    /// (`ConvKernel`; inference only, and only on flex with a micro-kernel: an upper bound).
+    pub packed_weights: u64,
 }
 
 impl MemoryEstimate {
@@ -45,6 +48,7 @@ impl MemoryEstimate {
             weights: mul(&[params as u64, 4])?,
             activations: 0,
             training_state: 0,
+            packed_weights: 0,
         })
     }
 
@@ -53,6 +57,7 @@ impl MemoryEstimate {
         self.weights
             .saturating_add(self.activations)
             .saturating_add(self.training_state)
+            .saturating_add(self.packed_weights)
     }
 
     /// The parts, for a message.
@@ -65,6 +70,12 @@ impl MemoryEstimate {
             parts.push(format!(
                 "gradients and optimizer state {}",
                 format_bytes(self.training_state)
+            ));
+        }
+        if self.packed_weights > 0 {
+            parts.push(format!(
+                "packed conv weights {}",
+                format_bytes(self.packed_weights)
             ));
         }
         parts.join(" + ")
@@ -110,10 +121,15 @@ impl ModelSummary {
             Workload::Inference => 0,
             Workload::Training => mul(&[weights, 3]).ok_or_else(overflow)?,
         };
+        let packed_weights = match workload {
+            Workload::Inference => weights,
+            Workload::Training => 0,
+        };
         Ok(MemoryEstimate {
             weights,
             activations,
             training_state,
+            packed_weights,
         })
     }
 }

@@ -113,6 +113,8 @@ fn the_memory_estimate_counts_weights_activations_and_training_state() {
     let inference = summary.memory(1, Workload::Inference).unwrap();
     assert_eq!(inference.weights, 4 * summary.total_params() as u64);
     assert_eq!(inference.training_state, 0);
+    // The flex conv kernels' packed copy of the weights (at most the weights again).
+    assert_eq!(inference.packed_weights, inference.weights);
     // The largest map of a ResNet-50 at 224: layer1's 256 x 56 x 56 (the stem's 64 x 112 x 112
     // is smaller).
     assert_eq!(summary.largest_activation(), 256 * 56 * 56);
@@ -122,6 +124,7 @@ fn the_memory_estimate_counts_weights_activations_and_training_state() {
     );
     let training = summary.memory(8, Workload::Training).unwrap();
     assert_eq!(training.training_state, 3 * training.weights);
+    assert_eq!(training.packed_weights, 0);
     assert_eq!(
         training.activations,
         8 * 4 * (3 * 224 * 224 + 3 * summary.total_activations())

@@ -53,6 +53,11 @@ pub struct BenchArgs {
     /// Threads for PyTorch and ONNX Runtime (default: all cores, like Burn's thread pool).
     #[arg(long)]
     threads: Option<usize>,
+    /// The flex inference conv's kernel: avx512, avx2, portable or im2col-gemm (default: the
+    /// fastest this CPU runs).
+    #[cfg(feature = "flex")]
+    #[arg(long)]
+    conv_kernel: Option<burn_resnet::ConvKernel>,
 }
 
 impl BenchArgs {
@@ -208,10 +213,40 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         };
     }
     println!("{header}");
-    for &backend in &backends {
+    #[cfg(feature = "flex")]
+    let conv_kernel = args
+        .conv_kernel
+        .unwrap_or_else(burn_resnet::ConvKernel::best);
+    #[cfg(feature = "flex")]
+    {
+        if !conv_kernel.is_supported() {
+            return Err(CliError::Bench(format!(
+                "--conv-kernel {conv_kernel}: this CPU cannot run it"
+            )));
+        }
+        println!("flex inference conv kernel: {conv_kernel}");
+    }
+    // Every case runs on this thread, with the chosen conv kernel.
+    let in_kernel = |f: &mut dyn FnMut() -> Result<(), CliError>| -> Result<(), CliError> {
+        #[cfg(feature = "flex")]
+        return conv_kernel.force(f).expect("checked above");
+        #[cfg(not(feature = "flex"))]
+        return f();
+    };
+    in_kernel(&mut || run_cases(args, &spec, &backends, &baselines))
+}
+
+/// Time every case on every backend and print its line (and its stages).
+fn run_cases(
+    args: &BenchArgs,
+    spec: &burn_resnet::ResNetSpec,
+    backends: &[BackendKind],
+    baselines: &[(Baseline, Option<String>)],
+) -> Result<(), CliError> {
+    for &backend in backends {
         let device = backend.device()?;
         for &case in &args.cases {
-            let m = measure(&spec, &device, case, args)?;
+            let m = measure(spec, &device, case, args)?;
             let mut line = format!(
                 "{:<8} {:<9} {:>10.1} {:>10.1} {:>10.1} {:>9.1} {:>9.0}",
                 backend.name(),
@@ -222,7 +257,7 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
                 m.images_per_s,
                 m.peak_mib
             );
-            for (baseline, mismatch) in &baselines {
+            for (baseline, mismatch) in baselines {
                 // A case the baseline did not time (ONNX Runtime does not train) shows dashes.
                 let Some(t) = baseline.cases.get(&case.name()) else {
                     line += &format!(" {:>10} {:>10} {:>11}", "-", "-", "-");
@@ -236,7 +271,7 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
             }
             println!("{line}");
             if let (true, Case::Infer(batch)) = (args.stages, case) {
-                let stages = stage_profile(&spec, &device, batch, args)?;
+                let stages = stage_profile(spec, &device, batch, args)?;
                 let total: f64 = stages.iter().map(|(_, ms)| ms).sum();
                 for (name, ms) in stages {
                     println!(

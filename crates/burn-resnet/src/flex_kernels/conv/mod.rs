@@ -126,12 +126,16 @@ fn conv2d_with_affine(
         residual: residual.as_ref().and_then(float_slice),
         relu,
     };
-    let (input, weight) = (float_slice(&input)?, float_slice(&weight)?);
     let values = match tiled::chosen_kernel().micro_kernel() {
-        None => conv2d(input, weight, &geometry, epilogue),
+        None => conv2d(
+            float_slice(&input)?,
+            float_slice(&weight)?,
+            &geometry,
+            epilogue,
+        ),
         Some(micro) => {
-            let packed = tiled::pack_weights(weight, &geometry);
-            tiled::conv2d(input, &packed, &geometry, epilogue, micro)
+            let packed = tiled::packed_weights(&weight, &geometry)?;
+            tiled::conv2d(float_slice(&input)?, &packed, &geometry, epilogue, micro)
         }
     };
     Some(Tensor::from_primitive::<Flex>(into_primitive(

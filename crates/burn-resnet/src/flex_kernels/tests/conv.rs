@@ -180,7 +180,7 @@ fn conv_kernels_parse_and_a_forced_kernel_is_undone_after_the_call() {
     );
     assert_eq!(
         crate::flex_kernels::conv::tiled::chosen_kernel(),
-        ConvKernel::Im2colGemm
+        ConvKernel::best()
     );
 }
 
@@ -409,6 +409,48 @@ fn conv_of_a_channel_slice_matches_burn_conv() {
         assert!(
             difference < 1e-5,
             "{name} gradient relative difference {difference:e}"
+        );
+    }
+}
+
+#[test]
+fn packed_weights_are_kept_per_weight_and_never_stale() {
+    use crate::flex_kernels::conv::tiled::packed_weights;
+    let device = Device::flex();
+    let n = Distribution::Normal(0.0, 1.0);
+    let case = ConvCase {
+        batch: 1,
+        channels: [6, 12],
+        size: [8, 8],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        residual: false,
+        relu: false,
+        groups: 1,
+    };
+    let x = Tensor::<4>::random([1, 6, 8, 8], n, &device);
+    // New weights over and over (dropped each time): each run must use its own weights.
+    for round in 0..12 {
+        let conv = conv(&case, &device);
+        let expected = conv.forward(x.clone());
+        let actual = ConvKernel::Portable
+            .force(|| try_conv2d(&conv, &x, None, false))
+            .flatten()
+            .expect("plain flex f32");
+        let difference = relative_difference(actual, expected);
+        assert!(
+            difference < 1e-5,
+            "round {round}: relative difference {difference:e}"
+        );
+        let weight = crate::flex_kernels::flex_f32(&conv.weight.val()).expect("flex f32");
+        let geometry = crate::flex_kernels::conv::conv_geometry(&conv, x.dims()).unwrap();
+        let first = packed_weights(&weight, &geometry).unwrap();
+        let again = packed_weights(&weight, &geometry).unwrap();
+        assert!(
+            std::sync::Arc::ptr_eq(&first, &again),
+            "round {round}: packed again"
         );
     }
 }

@@ -65,13 +65,12 @@ unsafe fn block<const NV: usize>(t: &Tile, first_row: usize, first_column: usize
                 }
             }
         }
-        acc = multiply::<NV>(
-            t.depth,
-            t.a.add(first_row),
-            t.b.add(first_column),
-            t.ldb,
-            acc,
-        );
+        let (a, b) = (t.a.add(first_row), t.b.add(first_column));
+        acc = if t.b_offsets.is_null() {
+            multiply::<NV, false>(t.depth, a, b, t.ldb, t.b_offsets, acc)
+        } else {
+            multiply::<NV, true>(t.depth, a, b, t.ldb, t.b_offsets, acc)
+        };
         if let Some(finish) = &t.finish {
             let zero = _mm256_setzero_ps();
             for (r, row) in acc.iter_mut().enumerate() {
@@ -118,19 +117,25 @@ unsafe fn block<const NV: usize>(t: &Tile, first_row: usize, first_column: usize
 // Index loops over constant bounds: the compiler unrolls them into register operations.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn multiply<const NV: usize>(
+unsafe fn multiply<const NV: usize, const INDIRECT: bool>(
     depth: usize,
     mut a: *const f32,
-    mut b: *const f32,
+    b: *const f32,
     ldb: usize,
+    offsets: *const usize,
     mut acc: [[__m256; NV]; ROWS],
 ) -> [[__m256; NV]; ROWS] {
     // SAFETY: `depth` rows of the panels (the `Tile` contract).
     unsafe {
-        for _ in 0..depth {
+        for k in 0..depth {
+            let row = if INDIRECT {
+                b.add(*offsets.add(k))
+            } else {
+                b.add(k * ldb)
+            };
             let mut columns = [_mm256_setzero_ps(); NV];
             for v in 0..NV {
-                columns[v] = _mm256_loadu_ps(b.add(v * 8));
+                columns[v] = _mm256_loadu_ps(row.add(v * 8));
             }
             for r in 0..ROWS {
                 let weight = _mm256_broadcast_ss(&*a.add(r));
@@ -139,7 +144,6 @@ unsafe fn multiply<const NV: usize>(
                 }
             }
             a = a.add(MR);
-            b = b.add(ldb);
         }
     }
     acc

@@ -45,7 +45,11 @@ unsafe fn tile_vectors<const NV: usize>(t: &Tile) {
                 }
             }
         }
-        acc = multiply::<NV>(t.depth, t.a, t.b, t.ldb, acc);
+        acc = if t.b_offsets.is_null() {
+            multiply::<NV, false>(t.depth, t.a, t.b, t.ldb, t.b_offsets, acc)
+        } else {
+            multiply::<NV, true>(t.depth, t.a, t.b, t.ldb, t.b_offsets, acc)
+        };
         if let Some(finish) = &t.finish {
             let zero = _mm512_setzero_ps();
             for (r, row) in acc.iter_mut().enumerate() {
@@ -86,25 +90,32 @@ unsafe fn tile_vectors<const NV: usize>(t: &Tile) {
     }
 }
 
-/// `acc += A · B` over `depth` rows of the packed weights `a` and the columns `b`, the accumulators in registers (a
+/// `acc += A · B` over `depth` rows of the packed weights `a` and the columns from `b` (row `k` at
+/// `b + k·ldb`, or at `b + offsets[k]` when `INDIRECT`), the accumulators in registers (a
 /// function of its own, taking and returning them by value, so that the compiler keeps them
 /// out of memory).
 // Index loops over constant bounds: the compiler unrolls them into register operations.
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn multiply<const NV: usize>(
+unsafe fn multiply<const NV: usize, const INDIRECT: bool>(
     depth: usize,
     mut a: *const f32,
-    mut b: *const f32,
+    b: *const f32,
     ldb: usize,
+    offsets: *const usize,
     mut acc: [[__m512; NV]; MR],
 ) -> [[__m512; NV]; MR] {
     // SAFETY: `depth` rows of `MR` and of `width` values (the `Tile` contract).
     unsafe {
-        for _ in 0..depth {
+        for k in 0..depth {
+            let row = if INDIRECT {
+                b.add(*offsets.add(k))
+            } else {
+                b.add(k * ldb)
+            };
             let mut columns = [_mm512_setzero_ps(); NV];
             for v in 0..NV {
-                columns[v] = _mm512_loadu_ps(b.add(v * 16));
+                columns[v] = _mm512_loadu_ps(row.add(v * 16));
             }
             for r in 0..MR {
                 let weight = _mm512_set1_ps(*a.add(r));
@@ -113,7 +124,6 @@ unsafe fn multiply<const NV: usize>(
                 }
             }
             a = a.add(MR);
-            b = b.add(ldb);
         }
     }
     acc

@@ -1,6 +1,7 @@
-//! Which kernel the flex inference conv runs: `im2col` + the `gemm` crate by default, or the
-//! project's own micro-kernels when a caller forces one on its thread (tests run every path on
-//! one machine; the conv profile compares them).
+//! Which kernel the flex inference conv runs: the project's own AVX-512 or AVX2 micro-kernels
+//! where the CPU has them, `im2col` + the `gemm` crate otherwise, or whatever a caller forces on
+//! its thread (the tests run every path on one machine; `resnet bench --conv-kernel` compares
+//! them).
 
 use std::cell::Cell;
 use std::fmt;
@@ -11,17 +12,18 @@ use super::microkernel::MicroKernel;
 /// A kernel of the flex inference convolution (inference on plain flex only; training and the
 /// other backends are unaffected).
 ///
-/// The default, [`ConvKernel::Im2colGemm`], builds `im2col` blocks and multiplies them through
-/// the `gemm` crate (which picks AVX-512, AVX2 or scalar code at run time). The other three are
-/// the project's own micro-kernels (8 output channels by up to 48 positions, epilogue in
-/// registers): on the 2-core AVX-512 machine of docs/performance.md they run ResNet-50's convs
-/// at the default's speed overall (faster on the large pointwise convs at batch 8, slower on
-/// some deep ones), so they are not the default yet; they are selectable, and tested against
-/// the same fixtures, so that each CPU path can be checked on one machine.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+/// [`ConvKernel::Avx512`], [`ConvKernel::Avx2`] and [`ConvKernel::Portable`] are the project's
+/// own micro-kernels: tiles of 8 output channels by up to 48 positions, the columns read in
+/// place from the input or from a padded, stride-phase-split copy of it (no `im2col` matrix),
+/// weights packed once and cached, the epilogue in the same pass. [`ConvKernel::Im2colGemm`]
+/// builds `im2col` blocks and multiplies them through the `gemm` crate (which picks its own
+/// SIMD code at run time). [`ConvKernel::best`] is the default: the AVX-512 or AVX2 kernel where
+/// the CPU has it (faster than the `gemm` path on ResNet-50, docs/performance.md), the `gemm`
+/// path otherwise (faster than the portable kernel, which exists so that the shared code is
+/// tested on any machine). Every kernel this CPU runs is tested against the same fixtures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ConvKernel {
-    /// `im2col` blocks and the `gemm` crate (the default).
-    #[default]
+    /// `im2col` blocks and the `gemm` crate.
     Im2colGemm,
     /// AVX-512F (x86-64-v4).
     Avx512,
@@ -49,6 +51,14 @@ impl ConvKernel {
             Self::Avx512 | Self::Avx2 => false,
             Self::Im2colGemm | Self::Portable => true,
         }
+    }
+
+    /// The default: the AVX-512 micro-kernel, else the AVX2 one, else the `gemm` path.
+    pub fn best() -> ConvKernel {
+        [Self::Avx512, Self::Avx2]
+            .into_iter()
+            .find(|k| k.is_supported())
+            .unwrap_or(Self::Im2colGemm)
     }
 
     /// Run `f` with this kernel forced for the inference convs the calling thread starts, or
@@ -94,7 +104,7 @@ impl Drop for Restore {
 
 /// The kernel an inference conv started on this thread runs.
 pub(crate) fn chosen_kernel() -> ConvKernel {
-    FORCED.get().unwrap_or_default()
+    FORCED.get().unwrap_or_else(ConvKernel::best)
 }
 
 impl fmt::Display for ConvKernel {

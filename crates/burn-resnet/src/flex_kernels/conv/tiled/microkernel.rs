@@ -38,8 +38,10 @@ pub(crate) struct Tile {
     /// The columns: depth row `k`, position `j` at `b + k·ldb + j`, readable over `width`
     /// positions (packed with zeros past `cols`, or the input itself for a pointwise conv).
     pub b: *const f32,
-    /// Distance between the column rows (`width` when packed).
+    /// Distance between the column rows (`width` when packed), when `b_offsets` is null.
     pub ldb: usize,
+    /// Or, when not null: depth row `k` at `b + b_offsets[k]` (a padded input read in place).
+    pub b_offsets: *const usize,
     /// The tile's width in positions: a multiple of [`TILE_QUANTUM`], at most
     /// [`MAX_TILE_WIDTH`].
     pub width: usize,
@@ -83,4 +85,20 @@ pub(crate) fn finish_value(acc: f32, finish: &Finish, row: usize, residual: f32)
         v = crate::flex_kernels::relu(v);
     }
     v
+}
+
+/// The columns of depth row `k` of `t`.
+///
+/// # Safety
+/// `k < t.depth` (the `Tile` contract then covers the row).
+#[inline(always)]
+pub(crate) unsafe fn column_row(t: &Tile, k: usize) -> *const f32 {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        if t.b_offsets.is_null() {
+            t.b.add(k * t.ldb)
+        } else {
+            t.b.add(*t.b_offsets.add(k))
+        }
+    }
 }

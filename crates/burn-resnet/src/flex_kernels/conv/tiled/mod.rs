@@ -1,7 +1,8 @@
 //! The inference convolution on the project's own micro-kernels: tiles of 8 output channels
-//! (read from the weights as they are) by up to 48 positions (`im2col` columns packed straight
-//! from the NCHW input), one depth block at a time, and the epilogue (scale, bias, residual, ReLU)
-//! applied in registers before the tile is stored. The micro-kernel is AVX-512, AVX2 + FMA or
+//! (packed weights) by up to 48 positions, the columns read in place from the input (a
+//! pointwise conv, [`pointwise`]) or from a padded, phase-split copy of it (every other conv,
+//! [`padded`]), one depth block at a time, and the epilogue (scale, bias, residual, ReLU) in the
+//! same pass. The micro-kernel is AVX-512, AVX2 + FMA or
 //! portable Rust, as [`ConvKernel`] says.
 
 #[cfg(target_arch = "x86_64")]
@@ -11,27 +12,29 @@ mod avx512;
 mod choice;
 mod microkernel;
 mod pack;
+mod padded;
+mod pointwise;
 mod portable;
-
-use std::ops::Range;
+mod weight_cache;
 
 use rayon::prelude::*;
 
 pub(crate) use choice::chosen_kernel;
 pub use choice::{ConvKernel, UnknownConvKernel};
+use microkernel::MR;
 pub(crate) use microkernel::MicroKernel;
-use microkernel::{Finish, MR, Tile};
+#[cfg(test)]
+use microkernel::Tile;
+#[cfg(test)]
 pub(crate) use pack::pack_weights;
-use pack::{ColumnBlock, tiles};
+use padded::{GridTask, PaddedGrid};
+pub use weight_cache::clear_packed_weights;
+pub(crate) use weight_cache::packed_weights;
 
 use super::{ConvGeometry, Epilogue};
 use crate::flex_kernels::SendPtr;
 
-/// Depth rows packed and multiplied at a time: a weight panel's block (`DEPTH_BLOCK · MR`
-/// floats) stays in L1 while the column tiles stream from L2.
-const DEPTH_BLOCK: usize = 128;
-
-/// The most output positions one task packs: `DEPTH_BLOCK` rows of them (384 KiB) fit in L2.
+/// The most output positions one task computes: a depth block of their columns fits L2.
 const MAX_TASK_POSITIONS: usize = 384;
 
 /// Convolve `input` (NCHW, contiguous) with weights packed by [`pack_weights`], through
@@ -50,27 +53,51 @@ pub(crate) fn conv2d(
     let depth = geometry.patch_len();
     let panels = group.out_channels.div_ceil(MR);
     let mut output = vec![0.0f32; batch * out_channels * plane];
+    let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
+    let group_input = group.input[1] * group.input[2] * group.input[3];
+
+    // A stride-1 conv reads a padded copy of each image's groups in place (`padded`); the
+    // tasks then split the positions of the padded grid.
+    let grid = PaddedGrid::for_conv(&group);
+    let padded_inputs: Vec<Vec<f32>> = match grid {
+        Some(grid) => (0..batch * geometry.groups)
+            .into_par_iter()
+            .map(|index| {
+                let (image, g) = (index / geometry.groups, index % geometry.groups);
+                grid.pad(
+                    &input[image * in_image + g * group_input..][..group_input],
+                    &group,
+                )
+            })
+            .collect(),
+        None => Vec::new(),
+    };
+    let offsets = grid
+        .map(|grid| grid.depth_offsets(&group))
+        .unwrap_or_default();
+    let positions_per_image = grid.map_or(plane, |grid| out_h * grid.width);
 
     // Tasks: (image, group, position chunk, panel chunk), at least a few per thread so that
     // both cores stay busy at batch 1, and position chunks of whole tiles that fit L2.
     let threads = rayon::current_num_threads();
-    let mut position_chunks = plane.div_ceil(MAX_TASK_POSITIONS);
-    if batch * geometry.groups * position_chunks < 4 * threads {
-        position_chunks = position_chunks.next_multiple_of(threads);
-    }
-    let chunk = plane
-        .div_ceil(position_chunks)
-        .next_multiple_of(16)
-        .min(plane);
-    let position_chunks = plane.div_ceil(chunk);
-    let panel_splits = (2 * threads)
+    let mut position_chunks = positions_per_image.div_ceil(MAX_TASK_POSITIONS);
+    // Too few tasks for the threads (batch 1): split the channel panels first (equal tasks),
+    // then make the task count a multiple of the threads with the positions.
+    let panel_splits = (4 * threads)
         .div_ceil(batch * geometry.groups * position_chunks)
         .clamp(1, panels);
     let panel_chunk = panels.div_ceil(panel_splits);
     let panel_splits = panels.div_ceil(panel_chunk);
+    let tasks = batch * geometry.groups * position_chunks * panel_splits;
+    if tasks < 8 * threads && !tasks.is_multiple_of(threads) {
+        position_chunks = position_chunks.next_multiple_of(threads);
+    }
+    let chunk = positions_per_image
+        .div_ceil(position_chunks)
+        .next_multiple_of(16)
+        .min(positions_per_image);
+    let position_chunks = positions_per_image.div_ceil(chunk);
     let per_image = geometry.groups * position_chunks * panel_splits;
-    let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
-    let group_input = group.input[1] * group.input[2] * group.input[3];
     let image_len = out_channels * plane;
 
     let out_ptr = SendPtr(output.as_mut_ptr());
@@ -79,7 +106,8 @@ pub(crate) fn conv2d(
         let g = task % per_image / (position_chunks * panel_splits);
         let position_chunk = task % (position_chunks * panel_splits) / panel_splits;
         let panel_split = task % panel_splits;
-        let positions = position_chunk * chunk..((position_chunk + 1) * chunk).min(plane);
+        let positions =
+            position_chunk * chunk..((position_chunk + 1) * chunk).min(positions_per_image);
         let task_panels = panel_split * panel_chunk..((panel_split + 1) * panel_chunk).min(panels);
         let input = &input[image * in_image + g * group_input..][..group_input];
         let residual = epilogue
@@ -91,102 +119,44 @@ pub(crate) fn conv2d(
         let out_image = unsafe {
             std::slice::from_raw_parts_mut(out_ptr.get().add(image * image_len), image_len)
         };
-        run_task(
-            TaskArgs {
-                input,
-                weight: &packed[g * panels * depth * MR..][..panels * depth * MR],
-                geometry: &group,
+        let weight = &packed[g * panels * depth * MR..][..panels * depth * MR];
+        let epilogue = Epilogue {
+            residual,
+            ..epilogue
+        };
+        if let Some(grid) = grid {
+            let task = GridTask {
+                padded: &padded_inputs[image * geometry.groups + g],
+                offsets: &offsets,
+                weight,
+                grid,
+                channels: group.out_channels,
                 out_w,
                 plane,
                 first_channel: g * group.out_channels,
                 positions,
                 panels: task_panels,
-                epilogue: Epilogue {
-                    residual,
-                    ..epilogue
-                },
+                epilogue,
+            };
+            padded::run_task(task, out_image, micro);
+            return;
+        }
+        pointwise::run_task(
+            pointwise::TaskArgs {
+                input,
+                weight,
+                geometry: &group,
+                plane,
+                first_channel: g * group.out_channels,
+                positions,
+                panels: task_panels,
+                epilogue,
             },
             out_image,
             micro,
         );
     });
     output
-}
-
-/// One task's share of one image and group.
-struct TaskArgs<'a> {
-    input: &'a [f32],
-    /// The group's packed weights, `[panel][depth][MR]`.
-    weight: &'a [f32],
-    geometry: &'a ConvGeometry,
-    out_w: usize,
-    /// Positions per output plane.
-    plane: usize,
-    first_channel: usize,
-    positions: Range<usize>,
-    panels: Range<usize>,
-    epilogue: Epilogue<'a>,
-}
-
-/// Output positions `positions` of channel panels `panels` of one image and group.
-fn run_task(task: TaskArgs, out_image: &mut [f32], micro: MicroKernel) {
-    let geometry = task.geometry;
-    let depth = geometry.patch_len();
-    let channels = geometry.out_channels;
-    let plane = task.plane;
-    let e = task.epilogue;
-    let has_epilogue = e.scale.is_some() || e.bias.is_some() || e.residual.is_some() || e.relu;
-    let mut columns = ColumnBlock::default();
-    let in_plane = geometry.input[2] * geometry.input[3];
-    for first_depth in (0..depth).step_by(DEPTH_BLOCK) {
-        let depths = first_depth..(first_depth + DEPTH_BLOCK).min(depth);
-        let last = depths.end == depth;
-        columns.pack(
-            task.input,
-            geometry,
-            task.out_w,
-            task.positions.clone(),
-            depths.clone(),
-        );
-        for ((first, cols, width), &offset) in tiles(task.positions.clone()).zip(&columns.offsets) {
-            let (b, ldb) = if ColumnBlock::in_place(geometry, cols, width) {
-                (&task.input[first_depth * in_plane + first..], in_plane)
-            } else {
-                (&columns.values[offset..], width)
-            };
-            for panel in task.panels.clone() {
-                let rows = MR.min(channels - panel * MR);
-                let channel = task.first_channel + panel * MR;
-                let a = &task.weight[(panel * depth + first_depth) * MR..];
-                let at = channel * plane + first;
-                let finish = (last && has_epilogue).then(|| Finish {
-                    scale: e.scale.map_or(std::ptr::null(), |s| s[channel..].as_ptr()),
-                    bias: e.bias.map_or(std::ptr::null(), |b| b[channel..].as_ptr()),
-                    residual: e.residual.map_or(std::ptr::null(), |r| r[at..].as_ptr()),
-                    relu: e.relu,
-                });
-                let tile = Tile {
-                    depth: depths.len(),
-                    a: a.as_ptr(),
-                    b: b.as_ptr(),
-                    ldb,
-                    width,
-                    c: out_image[at..].as_mut_ptr(),
-                    ldc: plane,
-                    rows,
-                    cols,
-                    accumulate: first_depth > 0,
-                    finish,
-                };
-                // SAFETY: the packed panel holds `depths.len()` rows of `MR`; the
-                // columns `depths.len()` rows of `width` (packed, or a whole tile of the input's
-                // planes); rows `channel..channel + rows` and columns
-                // `first..first + cols` lie inside this image's planes (and the residual's),
-                // and scale and bias have every output channel.
-                unsafe { micro(&tile) };
-            }
-        }
-    }
 }
 
 /// GFLOP/s of `kernel` on one hot tile of `width` positions (a profile's figure).
@@ -201,6 +171,7 @@ pub(crate) fn microkernel_rate(micro: MicroKernel, width: usize) -> f64 {
         a: a.as_ptr(),
         b: b.as_ptr(),
         ldb: width,
+        b_offsets: std::ptr::null(),
         width,
         c: c.as_mut_ptr(),
         ldc: width,

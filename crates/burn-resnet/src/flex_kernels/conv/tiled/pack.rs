@@ -1,6 +1,5 @@
-//! Packing: a panel of weights (`[depth][MR]`), and a block of `im2col` columns straight from
-//! the NCHW input into tiles of positions (`[depth][width]`), so that each micro-kernel reads
-//! both contiguously. A pointwise
+//! Packing: the weights into panels (`[depth][MR]`), the positions into tiles, and a pointwise
+//! conv's tail tiles (`[depth][width]`), so that each micro-kernel reads both contiguously. A pointwise
 //! conv's whole tiles need no packing: its input already is that matrix.
 
 use std::ops::Range;
@@ -36,23 +35,62 @@ pub(crate) fn tiles(positions: Range<usize>) -> impl Iterator<Item = (usize, usi
     })
 }
 
-/// Where one depth row of the `im2col` matrix reads: an input channel, a kernel row and column
-/// offset, and the output columns whose input column lies inside the image.
-struct DepthRow {
-    channel: usize,
-    row_offset: isize,
-    column_offset: usize,
-    valid_columns: (usize, usize),
+/// How a task walks its tiles and panels within a depth block: panels outer (a weight panel
+/// stays in L1 while the columns stream from L2) when the task has more output channels than
+/// positions, tiles outer otherwise.
+#[derive(Clone, Copy)]
+pub(crate) struct Walk {
+    panels_outer: bool,
 }
 
-/// A run of output positions within one output row, and where it lands in its tile.
-struct Run {
-    out_row: usize,
-    out_columns: Range<usize>,
-    tile_column: usize,
+impl Walk {
+    pub(crate) fn new(positions: &Range<usize>, panels: &Range<usize>) -> Self {
+        Self {
+            panels_outer: panels.len() * MR > positions.len(),
+        }
+    }
+
+    /// Depth rows per block: what keeps the L1-resident block (a panel, `depth · MR` values;
+    /// or a tile, `depth · 48`) within about 24 KiB.
+    pub(crate) fn depth_block(self) -> usize {
+        if self.panels_outer { 512 } else { 128 }
+    }
+
+    /// Call `f(tile index, tile, panel)` for every tile of `positions` and every panel of
+    /// `panels`, in this walk's order.
+    pub(crate) fn for_each(
+        self,
+        positions: Range<usize>,
+        panels: Range<usize>,
+        f: impl FnMut(usize, (usize, usize, usize), usize),
+    ) {
+        for_each_tile_and_panel(self.panels_outer, positions, panels, f);
+    }
 }
 
-/// A block of packed columns: tile `i`'s values from `offsets[i]` of `values` (`[depth][width]`).
+fn for_each_tile_and_panel(
+    panels_outer: bool,
+    positions: Range<usize>,
+    panels: Range<usize>,
+    mut f: impl FnMut(usize, (usize, usize, usize), usize),
+) {
+    if panels_outer {
+        for panel in panels {
+            for (index, tile) in tiles(positions.clone()).enumerate() {
+                f(index, tile, panel);
+            }
+        }
+    } else {
+        for (index, tile) in tiles(positions).enumerate() {
+            for panel in panels.clone() {
+                f(index, tile, panel);
+            }
+        }
+    }
+}
+
+/// The tail tiles of a pointwise conv (the columns past the input's end cannot be read in
+/// place), packed: tile `i` from `offsets[i]` of `values` (`[depth][width]`).
 #[derive(Default)]
 pub(crate) struct ColumnBlock {
     pub values: Vec<f32>,
@@ -60,114 +98,41 @@ pub(crate) struct ColumnBlock {
 }
 
 impl ColumnBlock {
-    /// Whether the tile reads the input in place: a pointwise conv's whole tile.
-    pub(crate) fn in_place(geometry: &ConvGeometry, cols: usize, width: usize) -> bool {
-        geometry.is_pointwise() && cols == width
+    /// Whether the tile reads the input in place (a whole tile).
+    pub(crate) fn in_place(cols: usize, width: usize) -> bool {
+        cols == width
     }
 
-    /// Pack depth rows `depths` for output positions `positions` of one image (`input`: that
-    /// image's group's channels) into consecutive tiles (see [`tiles`]), with zeros in the
-    /// padding and past the valid columns; tiles [`Self::in_place`] are skipped.
+    /// Pack depth rows `depths` of the tail tiles of output positions `positions` of one image
+    /// (`input`: that image's channels, `plane` positions each), zeros past the valid columns.
     pub(crate) fn pack(
         &mut self,
         input: &[f32],
-        geometry: &ConvGeometry,
-        out_w: usize,
+        plane: usize,
         positions: Range<usize>,
         depths: Range<usize>,
     ) {
-        let [_, _, in_h, in_w] = geometry.input;
-        let [kernel_h, kernel_w] = geometry.kernel;
-        let plane = in_h * in_w;
         let depth = depths.len();
         self.offsets.clear();
         let mut total = 0;
         for (_, cols, width) in tiles(positions.clone()) {
             self.offsets.push(total);
-            if !Self::in_place(geometry, cols, width) {
+            if !Self::in_place(cols, width) {
                 total += width * depth;
             }
         }
-        // Every packed value is written below; growing only keeps the buffer's old values.
         if self.values.len() < total {
             self.values.resize(total, 0.0);
         }
-        let rows: Vec<DepthRow> = depths
-            .map(|k| {
-                let (kh, kw) = (k / kernel_w % kernel_h, k % kernel_w);
-                let column_offset = kw * geometry.dilation[1];
-                DepthRow {
-                    channel: k / (kernel_h * kernel_w),
-                    row_offset: (kh * geometry.dilation[0]) as isize - geometry.padding[0] as isize,
-                    column_offset,
-                    valid_columns: geometry.valid_columns(column_offset, out_w),
-                }
-            })
-            .collect();
-        let mut runs: Vec<Run> = Vec::new();
         for ((first, cols, width), &offset) in tiles(positions).zip(&self.offsets) {
-            if Self::in_place(geometry, cols, width) {
+            if Self::in_place(cols, width) {
                 continue;
             }
             let tile = &mut self.values[offset..offset + width * depth];
-            runs.clear();
-            let mut p = first;
-            while p < first + cols {
-                let (out_row, column) = (p / out_w, p % out_w);
-                let end = (column + first + cols - p).min(out_w);
-                runs.push(Run {
-                    out_row,
-                    out_columns: column..end,
-                    tile_column: p - first,
-                });
-                p += end - column;
-            }
-            for (row, depth_row) in tile.chunks_exact_mut(width).zip(&rows) {
-                let channel_input = &input[depth_row.channel * plane..][..plane];
-                for run in &runs {
-                    pack_run(row, run, depth_row, channel_input, geometry);
-                }
+            for (row, k) in tile.chunks_exact_mut(width).zip(depths.clone()) {
+                row[..cols].copy_from_slice(&input[k * plane + first..k * plane + first + cols]);
                 row[cols..].fill(0.0);
             }
-        }
-    }
-}
-
-/// One run of one depth row: the input where the kernel lands inside the image, zeros around.
-#[inline]
-fn pack_run(
-    row: &mut [f32],
-    run: &Run,
-    depth_row: &DepthRow,
-    channel_input: &[f32],
-    geometry: &ConvGeometry,
-) {
-    let [_, _, in_h, in_w] = geometry.input;
-    let (stride_h, stride_w) = (geometry.stride[0], geometry.stride[1]);
-    let out = &mut row[run.tile_column..run.tile_column + run.out_columns.len()];
-    let ih = (run.out_row * stride_h) as isize + depth_row.row_offset;
-    if ih < 0 || ih >= in_h as isize {
-        out.fill(0.0);
-        return;
-    }
-    let src = &channel_input[ih as usize * in_w..(ih as usize + 1) * in_w];
-    let (valid_first, valid_end) = depth_row.valid_columns;
-    let first = valid_first.clamp(run.out_columns.start, run.out_columns.end);
-    let end = valid_end.clamp(first, run.out_columns.end);
-    let (before, rest) = out.split_at_mut(first - run.out_columns.start);
-    let (inside, after) = rest.split_at_mut(end - first);
-    before.fill(0.0);
-    after.fill(0.0);
-    if inside.is_empty() {
-        return;
-    }
-    let iw = first * stride_w + depth_row.column_offset - geometry.padding[1];
-    if stride_w == 1 {
-        inside.copy_from_slice(&src[iw..iw + inside.len()]);
-    } else {
-        let src = &src[iw..];
-        for (i, v) in inside.iter_mut().enumerate() {
-            *v = src[i * stride_w];
         }
     }
 }

@@ -2,7 +2,7 @@
 //! has (SSE2 on any x86-64). Chosen where the CPU has neither AVX-512 nor AVX2 + FMA, or when
 //! forced.
 
-use super::microkernel::{MAX_TILE_WIDTH, MR, Tile, finish_value};
+use super::microkernel::{MAX_TILE_WIDTH, MR, Tile, column_row, finish_value};
 
 /// [`super::microkernel::MicroKernel`] in plain Rust.
 ///
@@ -24,7 +24,7 @@ pub(crate) unsafe fn tile(t: &Tile) {
         let (a, b) = unsafe {
             (
                 std::slice::from_raw_parts(t.a.add(kk * MR), MR),
-                std::slice::from_raw_parts(t.b.add(kk * t.ldb), width),
+                std::slice::from_raw_parts(column_row(t, kk), width),
             )
         };
         for (row, &a) in acc.iter_mut().zip(a) {

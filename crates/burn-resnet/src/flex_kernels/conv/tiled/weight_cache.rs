@@ -1,0 +1,109 @@
+//! Packed weights kept between calls: packing a deep conv's weights costs as much as the conv
+//! itself at batch 1, and inference calls the same weights again and again.
+//!
+//! An entry is keyed by the address and length of the weight's values and holds a clone of the
+//! weight's flex tensor. That clone is what makes the key safe: flex shares storage between
+//! clones and copies it before any in-place write while it is shared (`Arc::make_mut`), so while
+//! the entry lives, those bytes can neither change nor be freed and reused by another tensor.
+//! The cache is bounded ([`CAPACITY_FLOATS`], least recently used entries go first) and
+//! [`clear_packed_weights`] empties it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use burn_flex::FlexTensor;
+
+use super::pack::pack_weights;
+use crate::flex_kernels::conv::ConvGeometry;
+use crate::flex_kernels::float_slice;
+
+/// The most packed values kept (256 MiB of `f32`: ResNet-101 takes 170 MiB).
+const CAPACITY_FLOATS: usize = 64 << 20;
+
+/// What identifies a weight's packing: its values' address and length, and the layout it was
+/// packed for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    address: usize,
+    len: usize,
+    groups: usize,
+    out_channels: usize,
+}
+
+struct Entry {
+    /// Keeps the weight's storage alive and unshared-for-writing while the entry lives.
+    _weight: FlexTensor,
+    packed: Arc<Vec<f32>>,
+    last_use: u64,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<Key, Entry>,
+    floats: usize,
+    clock: u64,
+}
+
+static CACHE: Mutex<Option<Cache>> = Mutex::new(None);
+
+/// The packed form of `weight` (a contiguous f32 flex tensor) for `geometry`, from the cache or
+/// packed now and kept.
+pub(crate) fn packed_weights(
+    weight: &FlexTensor,
+    geometry: &ConvGeometry,
+) -> Option<Arc<Vec<f32>>> {
+    let values = float_slice(weight)?;
+    let key = Key {
+        address: values.as_ptr() as usize,
+        len: values.len(),
+        groups: geometry.groups,
+        out_channels: geometry.out_channels,
+    };
+    {
+        let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+        let cache = guard.get_or_insert_with(Cache::default);
+        cache.clock += 1;
+        let clock = cache.clock;
+        if let Some(entry) = cache.entries.get_mut(&key) {
+            entry.last_use = clock;
+            return Some(entry.packed.clone());
+        }
+    }
+    // Packed outside the lock; two threads packing the same weight both insert the same values.
+    let packed = Arc::new(pack_weights(values, geometry));
+    if packed.len() > CAPACITY_FLOATS {
+        return Some(packed);
+    }
+    let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    let cache = guard.get_or_insert_with(Cache::default);
+    while cache.floats + packed.len() > CAPACITY_FLOATS {
+        let Some(oldest) = cache
+            .entries
+            .iter()
+            .min_by_key(|(_, entry)| entry.last_use)
+            .map(|(key, _)| *key)
+        else {
+            break;
+        };
+        if let Some(entry) = cache.entries.remove(&oldest) {
+            cache.floats -= entry.packed.len();
+        }
+    }
+    cache.clock += 1;
+    let entry = Entry {
+        _weight: weight.clone(),
+        packed: packed.clone(),
+        last_use: cache.clock,
+    };
+    if let Some(previous) = cache.entries.insert(key, entry) {
+        cache.floats -= previous.packed.len();
+    }
+    cache.floats += packed.len();
+    Some(packed)
+}
+
+/// Drop every packed weight the micro-kernel convs keep (and the weights they hold on to).
+pub fn clear_packed_weights() {
+    let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    *guard = None;
+}

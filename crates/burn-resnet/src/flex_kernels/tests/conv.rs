@@ -454,3 +454,48 @@ fn packed_weights_are_kept_per_weight_and_never_stale() {
         );
     }
 }
+
+#[test]
+fn a_dropped_weight_leaves_the_packed_weight_cache() {
+    use crate::flex_kernels::conv::tiled::{is_cached, packed_weights};
+    use crate::flex_kernels::{flex_f32, float_slice};
+    let device = Device::flex();
+    let case = ConvCase {
+        batch: 1,
+        channels: [4, 8],
+        size: [6, 6],
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        dilation: 1,
+        residual: false,
+        relu: false,
+        groups: 1,
+    };
+    let geometry = |conv: &Conv2d| {
+        crate::flex_kernels::conv::conv_geometry(conv, [1, 4, 6, 6]).expect("supported")
+    };
+    let first = conv(&case, &device);
+    let weight = flex_f32(&first.weight.val()).expect("flex f32");
+    let (address, len) = {
+        let values = float_slice(&weight).unwrap();
+        (values.as_ptr() as usize, values.len())
+    };
+    packed_weights(&weight, &geometry(&first)).unwrap();
+    assert!(is_cached(address, len));
+    // While the model holds the weight, another packing keeps it.
+    let second = conv(&case, &device);
+    let other = flex_f32(&second.weight.val()).expect("flex f32");
+    packed_weights(&other, &geometry(&second)).unwrap();
+    assert!(is_cached(address, len), "swept while still held");
+    // Once the cache's clone is the last holder, the next packing drops it.
+    drop(weight);
+    drop(first);
+    let third = conv(&case, &device);
+    let another = flex_f32(&third.weight.val()).expect("flex f32");
+    packed_weights(&another, &geometry(&third)).unwrap();
+    assert!(
+        !is_cached(address, len),
+        "the dropped weight's packing is still cached"
+    );
+}

@@ -29,6 +29,8 @@ use microkernel::Tile;
 pub(crate) use pack::pack_weights;
 use padded::{GridTask, PaddedGrid};
 pub use weight_cache::clear_packed_weights;
+#[cfg(test)]
+pub(crate) use weight_cache::is_cached;
 pub(crate) use weight_cache::packed_weights;
 
 use super::{ConvGeometry, Epilogue};

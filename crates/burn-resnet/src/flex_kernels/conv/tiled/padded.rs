@@ -39,7 +39,14 @@ impl PaddedGrid {
         let [_, _, h, w] = geometry.input;
         let [stride_h, stride_w] = geometry.stride;
         let height = (h + 2 * geometry.padding[0]).div_ceil(stride_h);
-        let width = (w + 2 * geometry.padding[1]).div_ceil(stride_w);
+        // At stride 1 the rows share their padding: a row's right padding is the next row's
+        // left, read where a tap's column wraps past the row's end (the widest reach, column
+        // `w + 2·pad − 1`, lands in the next row's first `pad` zeros). Fewer junk columns.
+        let width = if stride_w == 1 {
+            w + geometry.padding[1]
+        } else {
+            (w + 2 * geometry.padding[1]).div_ceil(stride_w)
+        };
         let reach_w = geometry.dilation[1] * (geometry.kernel[1] - 1) / stride_w;
         Some(Self {
             stride: geometry.stride,
@@ -81,7 +88,7 @@ impl PaddedGrid {
                         &mut planes[(py * stride_w + px) * self.phase_len..][..self.phase_len];
                     let row_values = &mut plane[i * self.width..(i + 1) * self.width];
                     if stride_w == 1 {
-                        row_values[pad_w..pad_w + w].copy_from_slice(src_row);
+                        row_values[pad_w..].copy_from_slice(src_row);
                         continue;
                     }
                     // Input columns `c` with `(c + pad_w) % stride_w == px`, in order.

@@ -47,38 +47,36 @@ pub(super) fn run_task(task: TaskArgs, out_image: &mut [f32], micro: MicroKernel
             } else {
                 (&columns.values[columns.offsets[index]..], width)
             };
-            {
-                let rows = MR.min(channels - panel * MR);
-                let channel = task.first_channel + panel * MR;
-                let a = &task.weight[(panel * depth + first_depth) * MR..];
-                let at = channel * plane + first;
-                let finish = (last && has_epilogue).then(|| Finish {
-                    scale: e.scale.map_or(std::ptr::null(), |s| s[channel..].as_ptr()),
-                    bias: e.bias.map_or(std::ptr::null(), |b| b[channel..].as_ptr()),
-                    residual: e.residual.map_or(std::ptr::null(), |r| r[at..].as_ptr()),
-                    relu: e.relu,
-                });
-                let tile = Tile {
-                    depth: depths.len(),
-                    a: a.as_ptr(),
-                    b: b.as_ptr(),
-                    ldb,
-                    b_offsets: std::ptr::null(),
-                    width,
-                    c: out_image[at..].as_mut_ptr(),
-                    ldc: plane,
-                    rows,
-                    cols,
-                    accumulate: first_depth > 0,
-                    finish,
-                };
-                // SAFETY: the packed panel holds `depths.len()` rows of `MR`; the
-                // columns `depths.len()` rows of `width` (packed, or a whole tile of the input's
-                // planes); rows `channel..channel + rows` and columns
-                // `first..first + cols` lie inside this image's planes (and the residual's),
-                // and scale and bias have every output channel.
-                unsafe { micro(&tile) };
-            }
+            let rows = MR.min(channels - panel * MR);
+            let channel = task.first_channel + panel * MR;
+            let a = &task.weight[(panel * depth + first_depth) * MR..];
+            let at = channel * plane + first;
+            let finish = (last && has_epilogue).then(|| Finish {
+                scale: e.scale.map_or(std::ptr::null(), |s| s[channel..].as_ptr()),
+                bias: e.bias.map_or(std::ptr::null(), |b| b[channel..].as_ptr()),
+                residual: e.residual.map_or(std::ptr::null(), |r| r[at..].as_ptr()),
+                relu: e.relu,
+            });
+            let tile = Tile {
+                depth: depths.len(),
+                a: a.as_ptr(),
+                b: b.as_ptr(),
+                ldb,
+                b_offsets: std::ptr::null(),
+                width,
+                c: out_image[at..].as_mut_ptr(),
+                ldc: plane,
+                rows,
+                cols,
+                accumulate: first_depth > 0,
+                finish,
+            };
+            // SAFETY: the packed panel holds `depths.len()` rows of `MR`; the
+            // columns `depths.len()` rows of `width` (packed, or a whole tile of the input's
+            // planes); rows `channel..channel + rows` and columns
+            // `first..first + cols` lie inside this image's planes (and the residual's),
+            // and scale and bias have every output channel.
+            unsafe { micro(&tile) };
         });
     }
 }

@@ -5,8 +5,9 @@
 //! weight's flex tensor. That clone is what makes the key safe: flex shares storage between
 //! clones and copies it before any in-place write while it is shared (`Arc::make_mut`), so while
 //! the entry lives, those bytes can neither change nor be freed and reused by another tensor.
-//! The cache is bounded ([`CAPACITY_FLOATS`], least recently used entries go first) and
-//! [`clear_packed_weights`] empties it.
+//! An entry whose clone is the weight's last holder (the model was dropped, or its weights
+//! replaced) is dropped at the next packing; the cache is also bounded ([`CAPACITY_FLOATS`],
+//! least recently used entries go first), and [`clear_packed_weights`] empties it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -32,7 +33,7 @@ struct Key {
 
 struct Entry {
     /// Keeps the weight's storage alive and unshared-for-writing while the entry lives.
-    _weight: FlexTensor,
+    weight: FlexTensor,
     packed: Arc<Vec<f32>>,
     last_use: u64,
 }
@@ -76,6 +77,16 @@ pub(crate) fn packed_weights(
     }
     let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     let cache = guard.get_or_insert_with(Cache::default);
+    // Weights nobody else holds any more.
+    let mut freed = 0;
+    cache.entries.retain(|_, entry| {
+        let orphan = entry.weight.is_unique();
+        if orphan {
+            freed += entry.packed.len();
+        }
+        !orphan
+    });
+    cache.floats -= freed;
     while cache.floats + packed.len() > CAPACITY_FLOATS {
         let Some(oldest) = cache
             .entries
@@ -91,7 +102,7 @@ pub(crate) fn packed_weights(
     }
     cache.clock += 1;
     let entry = Entry {
-        _weight: weight.clone(),
+        weight: weight.clone(),
         packed: packed.clone(),
         last_use: cache.clock,
     };
@@ -106,4 +117,19 @@ pub(crate) fn packed_weights(
 pub fn clear_packed_weights() {
     let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     *guard = None;
+}
+
+/// Whether the weight whose values start at `address` (`len` of them) is cached.
+#[cfg(test)]
+pub(crate) fn is_cached(address: usize, len: usize) -> bool {
+    CACHE
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .as_ref()
+        .is_some_and(|cache| {
+            cache
+                .entries
+                .keys()
+                .any(|key| key.address == address && key.len == len)
+        })
 }

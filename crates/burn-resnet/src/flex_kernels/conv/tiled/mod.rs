@@ -2,8 +2,7 @@
 //! (packed weights) by up to 48 positions, the columns read in place from the input (a
 //! pointwise conv, [`pointwise`]) or from a padded, phase-split copy of it (every other conv,
 //! [`padded`]), one depth block at a time, and the epilogue (scale, bias, residual, ReLU) in the
-//! same pass. The micro-kernel is AVX-512, AVX2 + FMA or
-//! portable Rust, as [`ConvKernel`] says.
+//! same pass. The micro-kernel is AVX-512, AVX2 + FMA or portable Rust, as [`ConvKernel`] says.
 
 #[cfg(target_arch = "x86_64")]
 mod avx2;
@@ -39,9 +38,9 @@ use crate::flex_kernels::SendPtr;
 /// The most output positions one task computes: a depth block of their columns fits L2.
 const MAX_TASK_POSITIONS: usize = 384;
 
-/// Convolve `input` (NCHW, contiguous) with weights packed by [`pack_weights`], through
-///
-/// `micro`. The caller checks the slice lengths against `geometry`.
+/// Convolve `input` (NCHW, contiguous) with weights packed by `pack_weights` (the
+/// [`packed_weights`] cache) through `micro`. The caller checks the slice lengths against
+/// `geometry`.
 pub(crate) fn conv2d(
     input: &[f32],
     packed: &[f32],
@@ -58,8 +57,8 @@ pub(crate) fn conv2d(
     let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
     let group_input = group.input[1] * group.input[2] * group.input[3];
 
-    // A stride-1 conv reads a padded copy of each image's groups in place (`padded`); the
-    // tasks then split the positions of the padded grid.
+    // Anything but a pointwise conv reads a padded, phase-split copy of each image's groups
+    // (`padded`); its tasks then split the positions of the padded grid.
     let grid = PaddedGrid::for_conv(&group);
     let padded_inputs: Vec<Vec<f32>> = match grid {
         Some(grid) => (0..batch * geometry.groups)

@@ -3,6 +3,7 @@
 
 mod batch_norm;
 mod conv;
+mod conv_kernels;
 mod conv_profile;
 mod deform;
 mod max_pool;

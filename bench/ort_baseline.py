@@ -105,6 +105,20 @@ def stage_of(node_name):
     return first if first.startswith("layer") else "stem"
 
 
+def conv_shape(node_args):
+    """`(in channels, out channels, input side, kernel, stride)` of a Conv node from its profile
+    arguments (the NCHW input and OIHW weight shapes ONNX Runtime records), or None."""
+    if node_args.get("op_name") != "Conv":
+        return None
+    try:
+        inputs = [next(iter(s.values())) for s in node_args["input_type_shape"]]
+        output = next(iter(node_args["output_type_shape"][0].values()))
+        x, w = inputs[0], inputs[1]
+        return (x[1], w[0], x[2], w[2], max(1, round(x[2] / output[2])))
+    except (KeyError, IndexError, StopIteration, ZeroDivisionError):
+        return None
+
+
 def print_profile(path, args, in_channels, cases):
     """Per stage and per operator type, the median over `--runs` runs of the summed node times
     in ONNX Runtime's profile, for each inference case."""
@@ -125,6 +139,7 @@ def print_profile(path, args, in_channels, cases):
         # Each run starts with a `model_run` session event; its nodes' kernel times follow.
         stage_ms = defaultdict(lambda: defaultdict(float))
         op_ms = defaultdict(lambda: defaultdict(float))
+        conv_ms = defaultdict(lambda: defaultdict(list))
         run = -1
         for event in sorted(profile, key=lambda e: e.get("ts", 0)):
             if event.get("cat") == "Session" and event.get("name") == "model_run":
@@ -133,6 +148,9 @@ def print_profile(path, args, in_channels, cases):
                 ms = event["dur"] / 1e3
                 stage_ms[run][stage_of(event["name"][:-len("_kernel_time")])] += ms
                 op_ms[run][event.get("args", {}).get("op_name", "?")] += ms
+                shape = conv_shape(event.get("args", {}))
+                if shape:
+                    conv_ms[run][shape].append(ms)
         timed = [r for r in sorted(stage_ms) if r >= untimed]
         if not timed:
             print(f"{name}: ONNX Runtime's profile has no node events", file=sys.stderr)
@@ -146,6 +164,17 @@ def print_profile(path, args, in_channels, cases):
             print(f"  {stage:<7} {ms:8.1f} ms  {100 * ms / total:5.1f}%")
         ops = sorted({o for r in timed for o in op_ms[r]}, key=lambda o: -median(op_ms, o))
         print("  by operator: " + ", ".join(f"{op} {median(op_ms, op):.1f} ms" for op in ops))
+        # Per conv shape (as the project's `conv_profile` lists them): the median over runs of
+        # the mean time of that shape's nodes, and how many nodes have it.
+        print("  by conv shape (in>out channels, kernel/stride, input side): ms per node x nodes")
+        shapes = sorted({c for r in timed for c in conv_ms[r]}, key=lambda c: (-c[2], c[3] != 7, c))
+        for shape in shapes:
+            per_node = statistics.median(
+                sum(conv_ms[r][shape]) / len(conv_ms[r][shape]) for r in timed if conv_ms[r][shape])
+            nodes = len(conv_ms[timed[0]][shape])
+            cin, cout, side, kernel, stride = shape
+            label = f"{kernel}x{kernel}" + (f"/{stride}" if stride > 1 else "") + f" {cin}>{cout} @{side}"
+            print(f"    {label:<24} {per_node:8.3f} ms x{nodes}")
 
 
 if __name__ == "__main__":

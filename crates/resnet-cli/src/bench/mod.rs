@@ -123,6 +123,16 @@ impl Case {
 /// Run every case on every backend and print one line per case. Every case's estimated memory
 /// must fit in `memory_limit`.
 pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    #[cfg(feature = "flex")]
+    let conv_kernel = args
+        .conv_kernel
+        .unwrap_or_else(burn_resnet::ConvKernel::best);
+    #[cfg(feature = "flex")]
+    if !conv_kernel.is_supported() {
+        return Err(CliError::Bench(format!(
+            "--conv-kernel {conv_kernel}: this CPU cannot run it"
+        )));
+    }
     let mut config = ResNetConfig::from_toml_file(&args.config)?;
     config.with_cp |= args.with_cp;
     let spec = config.validate()?;
@@ -202,6 +212,8 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
             format!(", against {}", against.join(" and "))
         }
     );
+    #[cfg(feature = "flex")]
+    println!("flex inference conv kernel: {conv_kernel}");
     let mut header = format!(
         "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}",
         "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB"
@@ -213,19 +225,6 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         };
     }
     println!("{header}");
-    #[cfg(feature = "flex")]
-    let conv_kernel = args
-        .conv_kernel
-        .unwrap_or_else(burn_resnet::ConvKernel::best);
-    #[cfg(feature = "flex")]
-    {
-        if !conv_kernel.is_supported() {
-            return Err(CliError::Bench(format!(
-                "--conv-kernel {conv_kernel}: this CPU cannot run it"
-            )));
-        }
-        println!("flex inference conv kernel: {conv_kernel}");
-    }
     // Every case runs on this thread, with the chosen conv kernel.
     let in_kernel = |f: &mut dyn FnMut() -> Result<(), CliError>| -> Result<(), CliError> {
         #[cfg(feature = "flex")]

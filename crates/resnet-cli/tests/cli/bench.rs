@@ -26,6 +26,35 @@ fn bench_times_inference_and_a_training_step() {
     assert!(err.contains("'infer 1x' is not a case"), "{err}");
 }
 
+#[test]
+fn bench_runs_the_conv_kernel_it_is_given() {
+    let out = stdout(&resnet(&[
+        "bench",
+        "--config",
+        FIXTURE,
+        "--cases",
+        "infer b1",
+        "--size",
+        "32",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--conv-kernel",
+        "portable",
+    ]));
+    assert!(
+        out.contains("flex inference conv kernel: portable"),
+        "{out}"
+    );
+    assert!(out.contains("flex     infer b1"), "{out}");
+    let err = stderr_of_failure(&resnet(&["bench", "--conv-kernel", "avx1024"]));
+    assert!(
+        err.contains("unknown conv kernel `avx1024`") && err.contains("avx512, avx2 or portable"),
+        "{err}"
+    );
+}
+
 /// The config the baseline tests bench, at 32x32.
 const FIXTURE: &str = "tests/fixtures/parity/resnet18_train.toml";
 

@@ -226,13 +226,12 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
     }
     println!("{header}");
     // Every case runs on this thread, with the chosen conv kernel.
-    let in_kernel = |f: &mut dyn FnMut() -> Result<(), CliError>| -> Result<(), CliError> {
-        #[cfg(feature = "flex")]
-        return conv_kernel.force(f).expect("checked above");
-        #[cfg(not(feature = "flex"))]
-        return f();
-    };
-    in_kernel(&mut || run_cases(args, &spec, &backends, &baselines))
+    #[cfg(feature = "flex")]
+    return conv_kernel
+        .force(|| run_cases(args, &spec, &backends, &baselines))
+        .expect("checked above");
+    #[cfg(not(feature = "flex"))]
+    run_cases(args, &spec, &backends, &baselines)
 }
 
 /// Time every case on every backend and print its line (and its stages).

@@ -67,24 +67,31 @@ pub(crate) struct Tile {
 /// `rows` entries.
 pub(crate) type MicroKernel = unsafe fn(&Tile);
 
-/// The epilogue of one output value (the portable kernel's and every kernel's reference).
+/// The epilogue of one output value, `relu?(acc · scale + bias + residual)`, in the order the
+/// vector kernels apply it: the portable kernel's and the padded grid's compaction.
 #[inline(always)]
-pub(crate) fn finish_value(acc: f32, finish: &Finish, row: usize, residual: f32) -> f32 {
-    // SAFETY: the caller's `Tile` contract covers `row`.
+pub(crate) fn epilogue_value(
+    acc: f32,
+    scale: Option<f32>,
+    bias: Option<f32>,
+    residual: Option<f32>,
+    relu: bool,
+) -> f32 {
     let mut v = acc;
-    if !finish.scale.is_null() {
-        v *= unsafe { *finish.scale.add(row) };
+    if let Some(scale) = scale {
+        v *= scale;
     }
-    if !finish.bias.is_null() {
-        v += unsafe { *finish.bias.add(row) };
+    if let Some(bias) = bias {
+        v += bias;
     }
-    if !finish.residual.is_null() {
+    if let Some(residual) = residual {
         v += residual;
     }
-    if finish.relu {
-        v = crate::flex_kernels::relu(v);
+    if relu {
+        crate::flex_kernels::relu(v)
+    } else {
+        v
     }
-    v
 }
 
 /// The columns of depth row `k` of `t`.

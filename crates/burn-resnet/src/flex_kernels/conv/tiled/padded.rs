@@ -8,7 +8,7 @@
 use std::ops::Range;
 
 use super::Epilogue;
-use super::microkernel::{MAX_TILE_WIDTH, MR, MicroKernel, Tile};
+use super::microkernel::{MAX_TILE_WIDTH, MR, MicroKernel, Tile, epilogue_value};
 use super::pack::Walk;
 use crate::flex_kernels::conv::ConvGeometry;
 
@@ -212,7 +212,7 @@ pub(super) fn run_task(task: GridTask, out_image: &mut [f32], micro: MicroKernel
     }
 }
 
-/// `dst = relu?(src · scale + bias + residual)` (the same order as the kernels' epilogue).
+/// `dst = relu?(src · scale + bias + residual)`, value by value.
 fn finish_run(
     dst: &mut [f32],
     src: &[f32],
@@ -222,20 +222,6 @@ fn finish_run(
     relu: bool,
 ) {
     for (i, (d, &s)) in dst.iter_mut().zip(src).enumerate() {
-        let mut v = s;
-        if let Some(scale) = scale {
-            v *= scale;
-        }
-        if let Some(bias) = bias {
-            v += bias;
-        }
-        if let Some(residual) = residual {
-            v += residual[i];
-        }
-        *d = if relu {
-            crate::flex_kernels::relu(v)
-        } else {
-            v
-        };
+        *d = epilogue_value(s, scale, bias, residual.map(|r| r[i]), relu);
     }
 }

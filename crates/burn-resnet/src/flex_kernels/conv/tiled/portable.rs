@@ -2,7 +2,7 @@
 //! has (SSE2 on any x86-64). Chosen where the CPU has neither AVX-512 nor AVX2 + FMA, or when
 //! forced.
 
-use super::microkernel::{MAX_TILE_WIDTH, MR, Tile, column_row, finish_value};
+use super::microkernel::{MAX_TILE_WIDTH, MR, Tile, column_row, epilogue_value};
 
 /// [`super::microkernel::MicroKernel`] in plain Rust.
 ///
@@ -34,16 +34,17 @@ pub(crate) unsafe fn tile(t: &Tile) {
         }
     }
     for (r, row) in acc.iter().enumerate().take(t.rows) {
+        // SAFETY (reads below): row `r` of scale, bias and the residual tile (the contract).
+        let read = |p: *const f32, at: usize| (!p.is_null()).then(|| unsafe { *p.add(at) });
+        let (scale, bias) = match &t.finish {
+            Some(finish) => (read(finish.scale, r), read(finish.bias, r)),
+            None => (None, None),
+        };
         for (j, &v) in row.iter().enumerate().take(t.cols) {
             let v = match &t.finish {
                 Some(finish) => {
-                    let residual = if finish.residual.is_null() {
-                        0.0
-                    } else {
-                        // SAFETY: inside the residual tile (the contract).
-                        unsafe { *finish.residual.add(r * t.ldc + j) }
-                    };
-                    finish_value(v, finish, r, residual)
+                    let residual = read(finish.residual, r * t.ldc + j);
+                    epilogue_value(v, scale, bias, residual, finish.relu)
                 }
                 None => v,
             };

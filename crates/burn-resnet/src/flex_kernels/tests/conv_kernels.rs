@@ -10,20 +10,28 @@ use super::relative_difference;
 use crate::ConvKernel;
 use crate::flex_kernels::conv::try_conv2d;
 
-#[test]
-fn every_conv_kernel_propagates_nan_and_inf_like_burn_conv() {
-    let device = Device::flex();
-    let case = ConvCase {
-        batch: 2,
-        channels: [8, 20],
-        size: [9, 11],
+/// A padded ("same") 3x3 stride-1 conv without residual or ReLU.
+fn same_3x3(batch: usize, channels: [usize; 2], size: [usize; 2]) -> ConvCase {
+    ConvCase {
+        batch,
+        channels,
+        size,
         kernel: 3,
         stride: 1,
         padding: 1,
         dilation: 1,
         residual: false,
-        relu: true,
+        relu: false,
         groups: 1,
+    }
+}
+
+#[test]
+fn every_conv_kernel_propagates_nan_and_inf_like_burn_conv() {
+    let device = Device::flex();
+    let case = ConvCase {
+        relu: true,
+        ..same_3x3(2, [8, 20], [9, 11])
     };
     let conv = conv(&case, &device);
     let mut values = super::values(Tensor::<4>::random(
@@ -76,18 +84,7 @@ fn packed_weights_are_kept_per_weight_and_never_stale() {
     use crate::flex_kernels::conv::tiled::packed_weights;
     let device = Device::flex();
     let n = Distribution::Normal(0.0, 1.0);
-    let case = ConvCase {
-        batch: 1,
-        channels: [6, 12],
-        size: [8, 8],
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        residual: false,
-        relu: false,
-        groups: 1,
-    };
+    let case = same_3x3(1, [6, 12], [8, 8]);
     let x = Tensor::<4>::random([1, 6, 8, 8], n, &device);
     // New weights over and over (dropped each time): each run must use its own weights.
     for round in 0..12 {
@@ -118,18 +115,7 @@ fn a_dropped_weight_leaves_the_packed_weight_cache() {
     use crate::flex_kernels::conv::tiled::{is_cached, packed_weights};
     use crate::flex_kernels::{flex_f32, float_slice};
     let device = Device::flex();
-    let case = ConvCase {
-        batch: 1,
-        channels: [4, 8],
-        size: [6, 6],
-        kernel: 3,
-        stride: 1,
-        padding: 1,
-        dilation: 1,
-        residual: false,
-        relu: false,
-        groups: 1,
-    };
+    let case = same_3x3(1, [4, 8], [6, 6]);
     let geometry = |conv: &Conv2d| {
         crate::flex_kernels::conv::conv_geometry(conv, [1, 4, 6, 6]).expect("supported")
     };

@@ -129,9 +129,10 @@ RANDOM_CONVS = {"resnet50_gcb", "resnet50_nonlocal_gcb", "resnext50_4x2d_gcb", "
                 "resnet50_gen_attention", "resnet50_attention0010", "resnet50_attention_train",
                 "resnest50_r2", "resnest50_r4_g2_dilated", "resnest50_r1_caffe", "resnest50_dcn_gcb",
                 "resnest50_2stages_train", "resnest50_r2_g2_train"}
-# Training-mode cases (BatchNorm on batch statistics; mmdet's `norm_eval` is turned off, which
-# burn-resnet's config has no key for yet): also saves the gradient of loss = sum of the outputs'
-# means for every parameter, and every BatchNorm running statistic after that one forward.
+# Training-mode cases (BatchNorm on batch statistics: mmdet's `norm_eval` default, True, is
+# turned off unless a case sets it): also saves the gradient of loss = sum of the outputs' means
+# for every parameter (zeros for a frozen one, which gets none), and every BatchNorm running
+# statistic after that one forward.
 TRAIN_CASES = {
     "resnet18_train": dict(depth=18, base_channels=4),
     "resnet50_v1d_train": dict(depth=50, base_channels=4, deep_stem=True, avg_down=True),
@@ -170,6 +171,9 @@ TRAIN_CASES = {
     "resnest50_r2_g2_train": dict(type="ResNeSt", depth=50, base_channels=8, deep_stem=True, avg_down=True,
                                   radix=2, groups=2, base_width=4, num_stages=2, strides=[1, 2],
                                   dilations=[1, 1], out_indices=[0, 1]),
+    # mmdet's detector setting (the `resnet50_detector` config): stem and layer1 frozen, every
+    # BatchNorm on its (random) running statistics with its affine parameters trained.
+    "resnet50_detector_train": dict(depth=50, base_channels=4, frozen_stages=1, norm_eval=True),
 }
 # DCN cases draw their offset convs' weights at a fraction of the Kaiming scale (powers of two,
 # so they stay float16-exact): at full scale the offsets reach hundreds of pixels on maps of a
@@ -336,7 +340,8 @@ def train_step(model, images):
     outputs = model(images)
     loss = sum(o.mean() for o in outputs)
     loss.backward()
-    after = {name: param.grad for name, param in model.named_parameters()}
+    after = {name: torch.zeros_like(param) if param.grad is None else param.grad
+             for name, param in model.named_parameters()}
     after.update({name: buffer for name, buffer in model.named_buffers()
                   if not name.endswith("num_batches_tracked")})
     return outputs, loss, after
@@ -354,7 +359,8 @@ def make_train_case(case, config, seed, classes, out):
     resnet, kwargs = backbone(config, classes)
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = resnet(**copy.deepcopy(kwargs), **MMDET_ONLY)
+    kwargs = {**MMDET_ONLY, **kwargs}
+    model = resnet(**copy.deepcopy(kwargs))
     if case not in RANDOM_CONVS:
         model.init_weights()
     randomise(model, generator, convs=case in RANDOM_CONVS, offset_scale=TRAIN_OFFSET_SCALE)
@@ -365,7 +371,7 @@ def make_train_case(case, config, seed, classes, out):
 
     # The reference is computed in float64 from the same (float16-exact) weights and input, so
     # a float32 implementation is measured against the truth, not against PyTorch's rounding.
-    model64 = resnet(**copy.deepcopy(kwargs), **MMDET_ONLY).double()
+    model64 = resnet(**copy.deepcopy(kwargs)).double()
     state = {k: v.double() for k, v in load_file(base + ".weights.safetensors").items()}
     model64.load_state_dict(state, strict=False)  # num_batches_tracked is not saved
     outputs, loss, after = train_step(model64, images.double())
@@ -376,15 +382,18 @@ def make_train_case(case, config, seed, classes, out):
     # conv followed by a train-mode BatchNorm (ResNeSt's `conv2.fc1`: the norm removes any
     # per-channel constant), of an attention-logit conv (a softmax is shift-invariant). Their
     # float32 values are rounding noise; listed in the metadata.
-    norms = sorted(v.norm().item() for k, v in after.items() if "running_" not in k)
+    # Frozen parameters (no gradient, saved as zeros) are left out of both.
+    frozen = {name for name, param in model64.named_parameters() if not param.requires_grad}
+    trained = {k: v for k, v in after.items() if "running_" not in k and k not in frozen}
+    norms = sorted(v.norm().item() for v in trained.values())
     median = norms[len(norms) // 2]
-    zero = [k for k, v in after.items() if "running_" not in k and v.norm().item() < 1e-9 * median]
+    zero = [k for k, v in trained.items() if v.norm().item() < 1e-9 * median]
     save_file({k: v.float().contiguous() for k, v in after.items()}, base + ".grads.safetensors",
               metadata={"zero_in_exact_arithmetic": ",".join(zero)} if zero else None)
     io = {"input": images.contiguous(), "loss": loss.detach().float().reshape(1)}
     io.update({f"output.{i}": o.detach().float().contiguous() for i, o in enumerate(outputs)})
     save_file(io, base + ".io.safetensors", metadata={
-        "mmdet": f"{resnet.__name__}{dict(**kwargs, **MMDET_ONLY)} in train mode, float64 reference",
+        "mmdet": f"{resnet.__name__}{kwargs} in train mode, float64 reference",
         "weights": f"{case}.weights.safetensors",
     })
     # What float32 costs PyTorch itself on this case: the bar for burn-resnet's float32.

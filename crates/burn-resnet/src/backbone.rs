@@ -153,30 +153,33 @@ impl ResNet {
     /// [`ResNet::try_forward`] to get an error instead.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<4>> {
         let mut outputs = Vec::with_capacity(self.spec.out_indices.len() + 1);
-        // Frozen parts (`frozen_stages`) run with frozen norms, on parameters that require no
-        // gradient, so no autodiff graph is recorded for them (nor memory kept) and their
-        // output is a detached tensor: no gradient reaches their parameters.
+        // Frozen parts (`frozen_stages`) run on the plain device, as for inference (their
+        // modules through `Module::valid`, which shares the parameters' storage): no autodiff
+        // graph is recorded for them (nor memory kept), their BatchNorms ride in the convs'
+        // epilogue, and their output comes back on the input's device as a constant, so no
+        // gradient reaches their parameters.
+        let strategy = images.gradient_checkpointing_strategy();
+        let on_input_device = |x: Tensor<4>| match strategy {
+            Some(strategy) => x.autodiff().with_gradient_checkpointing_strategy(strategy),
+            None => x,
+        };
         let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
         let stem_mode = self.spec.stage_mode(None);
         let c1 = match frozen(None) {
-            true => self
-                .stem
-                .clone()
-                .no_grad()
-                .forward(images.detach(), stem_mode),
+            true => self.stem.valid().forward(images.inner(), stem_mode),
             false => self.stem.forward(images, stem_mode),
         };
         if self.spec.config.stem_output {
-            outputs.push(c1.clone());
+            outputs.push(on_input_device(c1.clone()));
         }
         let Some(last) = self.spec.out_indices.last().map(|last| last + 1) else {
             return outputs; // only the stem was asked for
         };
-        let mut x = Stem::pool(c1);
+        let mut x = on_input_device(Stem::pool(c1));
         for (index, layer) in self.layers.iter().enumerate().take(last) {
             let mode = self.spec.stage_mode(Some(index));
             x = match frozen(Some(index)) {
-                true => layer.clone().no_grad().forward(x.detach(), mode),
+                true => on_input_device(layer.valid().forward(x.inner(), mode)),
                 false => layer.forward(x, mode),
             };
             if self.spec.out_indices.contains(&index) {

@@ -1,6 +1,7 @@
 //! One `conv → norm → (+ residual) → (ReLU)` unit, the step every stem layer and block is made
 //! of: in one pass where the project's kernel applies (plain flex, folded or eval-mode
-//! BatchNorms), else the conv and the norm with its ReLU as separate ops.
+//! BatchNorms), else the conv, then the norm with its residual and ReLU (one op for a BatchNorm
+//! on flex's autodiff device).
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -31,14 +32,7 @@ pub(crate) fn conv_norm_act(
     if let Some(out) = fused {
         return out;
     }
-    let out = ops::conv2d(conv, x);
-    match residual {
-        None => norm.forward_relu(out, apply_relu, mode),
-        Some(residual) => {
-            let out = norm.forward(out, mode) + residual;
-            if apply_relu { relu(out) } else { out }
-        }
-    }
+    norm.forward_add_relu(ops::conv2d(conv, x), residual, apply_relu, mode)
 }
 
 /// [`conv_norm_act`] with a ReLU for a regular-or-deformable 3x3 conv (a Bottleneck's `conv2`,

@@ -92,11 +92,10 @@ fn run(input: &[f32], main: &mut [Unit], shortcut: Option<&mut Unit>) -> Activat
             .expect("checked when the op was built");
         let (normalised, stats) = batch_norm_forward(
             &conv,
-            &unit.gamma,
-            &unit.beta,
+            (&unit.gamma, &unit.beta),
             shape,
             unit.epsilon,
-            unit.relu,
+            (None, unit.relu),
             unit.stats.as_ref().map(|s| (&s.mean[..], &s.variance[..])),
         );
         unit.stats = Some(stats);

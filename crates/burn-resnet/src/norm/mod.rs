@@ -78,8 +78,21 @@ impl Norm {
     /// [`Norm::forward`], then a ReLU if `apply_relu`; BatchNorm training on flex runs the two
     /// as one op (`crate::ops::batch_norm_train`).
     pub fn forward_relu(&self, x: Tensor<4>, apply_relu: bool, mode: StageMode) -> Tensor<4> {
+        self.forward_add_relu(x, None, apply_relu, mode)
+    }
+
+    /// `relu?(norm(x) + residual?)`: a block's last unit after its conv. A BatchNorm on flex's
+    /// autodiff device runs it as one op (`crate::ops::batch_norm_train`, `batch_norm_eval`).
+    pub(crate) fn forward_add_relu(
+        &self,
+        x: Tensor<4>,
+        residual: Option<Tensor<4>>,
+        apply_relu: bool,
+        mode: StageMode,
+    ) -> Tensor<4> {
+        let tail = (residual, apply_relu);
         if let Some(norm) = self.training_batch_norm(mode, x.device().is_autodiff()) {
-            return batch_norm_train(norm, x, apply_relu, mode.train_affine);
+            return batch_norm_train(norm, x, tail, mode.train_affine);
         }
         let affine = |param: &Param<Tensor<1>>, train: bool| {
             if train {
@@ -89,8 +102,8 @@ impl Norm {
             }
         };
         let out = match self {
-            Norm::Batch(norm) => return batch_norm_eval(norm, x, mode.train_affine, apply_relu),
-            Norm::Frozen(norm) => return batch_norm_eval(norm, x, false, apply_relu),
+            Norm::Batch(norm) => return batch_norm_eval(norm, x, mode.train_affine, tail),
+            Norm::Frozen(norm) => return batch_norm_eval(norm, x, false, tail),
             Norm::Group(norm) => {
                 let (gamma, beta) = match (&norm.gamma, &norm.beta) {
                     (Some(gamma), Some(beta)) => (
@@ -102,6 +115,11 @@ impl Norm {
                 group_norm(x, gamma, beta, norm.num_groups, norm.epsilon)
             }
             Norm::Folded(_) => x,
+        };
+        let (residual, apply_relu) = tail;
+        let out = match residual {
+            Some(residual) => out + residual,
+            None => out,
         };
         if apply_relu { relu(out) } else { out }
     }
@@ -178,12 +196,12 @@ impl Norm {
 fn batch_norm_train(
     norm: &BatchNorm,
     x: Tensor<4>,
-    apply_relu: bool,
+    tail: (Option<Tensor<4>>, bool),
     train_affine: bool,
 ) -> Tensor<4> {
     let dims = x.dims();
     let (gamma, beta) = affine_values(norm, train_affine);
-    let step = ops::batch_norm_train(x, gamma, beta, norm.epsilon, apply_relu);
+    let step = ops::batch_norm_train(x, gamma, beta, norm.epsilon, tail);
     update_running_statistics(norm, step.mean, step.variance, dims);
     step.output
 }
@@ -228,25 +246,21 @@ pub(crate) fn affine_values(norm: &BatchNorm, train: bool) -> (Tensor<1>, Tensor
     }
 }
 
-/// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen), then a ReLU if
-/// `apply_relu`: the statistics are read, never updated, whatever the layer's training flag
+/// BatchNorm with its running statistics (eval mode, `norm_eval`, frozen), then the `tail`
+/// (residual, ReLU): the statistics are read, never updated, whatever the layer's training flag
 /// says. On flex's autodiff device it runs as one op (`crate::ops::batch_norm_eval`).
 fn batch_norm_eval(
     norm: &BatchNorm,
     x: Tensor<4>,
     train_affine: bool,
-    apply_relu: bool,
+    tail: (Option<Tensor<4>>, bool),
 ) -> Tensor<4> {
-    let (gamma, beta) = affine_values(norm, train_affine);
-    ops::batch_norm_eval(
-        x,
-        gamma,
-        beta,
+    let statistics = (
         norm.running_mean.value_sync(),
         norm.running_var.value_sync(),
-        norm.epsilon,
-        apply_relu,
-    )
+    );
+    let affine = affine_values(norm, train_affine);
+    ops::batch_norm_eval(x, affine, statistics, norm.epsilon, tail)
 }
 
 /// GroupNorm: each sample's channels in `groups` groups, normalised by their own mean and

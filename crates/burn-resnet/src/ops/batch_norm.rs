@@ -1,5 +1,5 @@
 //! BatchNorm with batch statistics (training) and with given statistics (eval mode,
-//! `norm_eval`, frozen stages), each with an optional ReLU.
+//! `norm_eval`, frozen stages), each with an optional residual add and ReLU after it.
 
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
@@ -15,18 +15,32 @@ pub(crate) struct BatchNormStep {
     pub variance: Tensor<1>,
 }
 
-/// BatchNorm of `[batch, channels, height, width]` with the batch's statistics, then a ReLU if
-/// `apply_relu`; one differentiable op on flex's autodiff device.
+/// `relu?(norm(x) + residual?)`, the output after the norm, `apply_relu` saying whether the
+/// ReLU follows.
+fn residual_relu(out: Tensor<4>, residual: Option<Tensor<4>>, apply_relu: bool) -> Tensor<4> {
+    let out = match residual {
+        Some(residual) => out + residual,
+        None => out,
+    };
+    if apply_relu { relu(out) } else { out }
+}
+
+/// BatchNorm of `[batch, channels, height, width]` with the batch's statistics, then
+/// `+ residual` if given, then a ReLU if `apply_relu`; one differentiable op on flex's
+/// autodiff device.
 pub(crate) fn batch_norm_train(
     x: Tensor<4>,
     gamma: Tensor<1>,
     beta: Tensor<1>,
     epsilon: f64,
-    apply_relu: bool,
+    (residual, apply_relu): (Option<Tensor<4>>, bool),
 ) -> BatchNormStep {
     #[cfg(feature = "flex")]
     if let Some(result) = crate::flex_kernels::batch_norm::try_batch_norm_train(
-        &x, &gamma, &beta, epsilon, apply_relu,
+        &x,
+        (&gamma, &beta),
+        epsilon,
+        (residual.as_ref(), apply_relu),
     ) {
         let device = x.device();
         let channels = [result.mean.len()];
@@ -40,33 +54,31 @@ pub(crate) fn batch_norm_train(
     }
     let result = module::batch_norm_train(x, gamma, beta, epsilon);
     BatchNormStep {
-        output: if apply_relu {
-            relu(result.output)
-        } else {
-            result.output
-        },
+        output: residual_relu(result.output, residual, apply_relu),
         mean: result.mean,
         variance: result.variance,
     }
 }
 
-/// BatchNorm on the given statistics (`mean`, biased `variance`), then a ReLU if
-/// `apply_relu`; one differentiable op on flex's autodiff device.
+/// BatchNorm on the given statistics (`mean`, biased `variance`), then `+ residual` if given,
+/// then a ReLU if `apply_relu`; one differentiable op on flex's autodiff device.
 pub(crate) fn batch_norm_eval(
     x: Tensor<4>,
-    gamma: Tensor<1>,
-    beta: Tensor<1>,
-    mean: Tensor<1>,
-    variance: Tensor<1>,
+    (gamma, beta): (Tensor<1>, Tensor<1>),
+    (mean, variance): (Tensor<1>, Tensor<1>),
     epsilon: f64,
-    apply_relu: bool,
+    (residual, apply_relu): (Option<Tensor<4>>, bool),
 ) -> Tensor<4> {
     #[cfg(feature = "flex")]
     if x.device().is_autodiff() {
         let read = |t: &Tensor<1>| t.clone().into_data().try_to_vec::<f32>().ok();
         if let (Some(mean), Some(variance)) = (read(&mean), read(&variance))
             && let Some(out) = crate::flex_kernels::batch_norm::try_batch_norm_eval(
-                &x, &gamma, &beta, &mean, &variance, epsilon, apply_relu,
+                &x,
+                (&gamma, &beta),
+                (&mean, &variance),
+                epsilon,
+                (residual.as_ref(), apply_relu),
             )
         {
             return out;
@@ -81,5 +93,5 @@ pub(crate) fn batch_norm_eval(
         variance.to_device(&device),
         epsilon,
     );
-    if apply_relu { relu(out) } else { out }
+    residual_relu(out, residual, apply_relu)
 }

@@ -9,7 +9,7 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use super::backward::{batch_norm_backward, batch_norm_eval_backward};
+use super::backward::{NormGradients, Tail, backward};
 use super::forward::batch_norm_forward;
 use super::{BatchNormTrainOutput, ChannelStats};
 use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
@@ -23,6 +23,9 @@ struct Saved {
     shape: [usize; 4],
     epsilon: f64,
     relu: bool,
+    /// The op's output, when a residual was added (the ReLU's mask is read there). The next
+    /// op keeps the same tensor, so saving it costs no memory.
+    residual_output: Option<FlexTensor>,
     /// Normalised with the batch's statistics (training) or fixed ones (running statistics).
     batch_statistics: bool,
 }
@@ -36,64 +39,68 @@ impl std::fmt::Debug for Saved {
     }
 }
 
+/// The backward step of the op with `N` parents: the input, γ, β, and the residual when one
+/// was added (`N = 4`).
 #[derive(Debug)]
-struct BatchNormBackward;
+struct BatchNormBackward<const N: usize>;
 
-impl Backward<Flex, 3> for BatchNormBackward {
+impl<const N: usize> Backward<Flex, N> for BatchNormBackward<N> {
     type State = Saved;
 
-    fn backward(self, ops: Ops<Saved, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
-        let [node_input, node_gamma, node_beta] = ops.parents;
+    fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
         let saved = ops.state;
         let (Some(dy), Some(x)) = (float_slice(&grad_out), float_slice(&saved.input)) else {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
-        let (dx, dgamma, dbeta) = match saved.batch_statistics {
-            true => batch_norm_backward(
-                x,
-                &saved.gamma,
-                &saved.stats,
-                dy,
-                saved.shape,
-                saved.epsilon,
-                saved.relu,
-            ),
-            false => batch_norm_eval_backward(
-                x,
-                &saved.stats,
-                dy,
-                saved.shape,
-                saved.epsilon,
-                saved.relu,
-            ),
+        let tail = Tail {
+            relu: saved.relu,
+            residual_output: saved.residual_output.as_ref().and_then(float_slice),
         };
+        let batch_gamma = saved.batch_statistics.then_some(&saved.gamma[..]);
+        let NormGradients {
+            input,
+            gamma,
+            beta,
+            residual,
+        } = backward(
+            x,
+            batch_gamma,
+            &saved.stats,
+            dy,
+            saved.shape,
+            saved.epsilon,
+            tail,
+        );
         let channels = [saved.shape[1]];
-        for (node, grad) in [
-            (node_input, into_primitive(dx, saved.shape)),
-            (node_gamma, into_primitive(dgamma, channels)),
-            (node_beta, into_primitive(dbeta, channels)),
-        ] {
-            if let Some(node) = node {
+        let results = [
+            Some(into_primitive(input, saved.shape)),
+            Some(into_primitive(gamma, channels)),
+            Some(into_primitive(beta, channels)),
+            residual.map(|r| into_primitive(r, saved.shape)),
+        ];
+        for (node, grad) in ops.parents.into_iter().zip(results) {
+            if let (Some(node), Some(grad)) = (node, grad) {
                 grads.register::<Flex>(node.id, grad);
             }
         }
     }
 }
 
-/// The op behind [`try_batch_norm_train`] (`known = None`: batch statistics) and
-/// [`try_batch_norm_eval`] (`known`: running statistics).
+/// The op behind [`try_batch_norm_train`](super::try_batch_norm_train) (`known = None`: batch
+/// statistics) and [`try_batch_norm_eval`](super::try_batch_norm_eval) (`known`: running
+/// statistics): `relu?(norm(x) + residual?)`.
 pub(super) fn batch_norm_op(
     x: &Tensor<4>,
-    gamma: &Tensor<1>,
-    beta: &Tensor<1>,
+    (gamma, beta): (&Tensor<1>, &Tensor<1>),
     epsilon: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor<4>>, bool),
     known: Option<(&[f32], &[f32])>,
 ) -> Option<BatchNormTrainOutput> {
     let shape = x.dims();
     if gamma.dims() != [shape[1]]
         || beta.dims() != [shape[1]]
+        || residual.is_some_and(|r| r.dims() != shape)
         || shape[0] * shape[2] * shape[3] == 0
     {
         return None;
@@ -101,37 +108,60 @@ pub(super) fn batch_norm_op(
     let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let gamma = gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+    let residual = match residual {
+        Some(r) => {
+            let r = r.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+            let values = r.primitive().clone().to_contiguous();
+            float_slice(&values)?;
+            Some((r, values))
+        }
+        None => None,
+    };
     let gamma_values = float_slice(gamma.primitive())?.to_vec();
-    let batch_statistics = known.is_none();
     let (output, stats) = batch_norm_forward(
         float_slice(x.primitive())?,
-        &gamma_values,
-        float_slice(beta.primitive())?,
+        (&gamma_values, float_slice(beta.primitive())?),
         shape,
         epsilon,
-        relu,
+        (residual.as_ref().and_then(|(_, v)| float_slice(v)), relu),
         known,
     );
     let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
     let output = into_primitive(output, shape);
-    let output = match BatchNormBackward
-        .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                input: x.into_primitive(),
-                gamma: gamma_values,
-                stats,
-                shape,
-                epsilon,
-                relu,
-                batch_statistics,
-            };
-            prep.finish(saved, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
+    let with_residual = residual.is_some();
+    let saved = |input: FlexTensor, output: &FlexTensor| Saved {
+        input,
+        gamma: gamma_values,
+        stats,
+        shape,
+        epsilon,
+        relu,
+        residual_output: with_residual.then(|| output.clone()),
+        batch_statistics: known.is_none(),
+    };
+    let output = match residual {
+        None => match BatchNormBackward::<3>
+            .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = saved(x.into_primitive(), &output);
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        },
+        Some((r, _)) => match BatchNormBackward::<4>
+            .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node(), r.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let state = saved(x.into_primitive(), &output);
+                prep.finish(state, output)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(output),
+        },
     };
     Some(BatchNormTrainOutput {
         output: Tensor::from_primitive::<FlexAutodiff>(output),

@@ -24,16 +24,16 @@ fn for_each_plane(
     });
 }
 
-/// The output of BatchNorm (+ ReLU) with batch statistics, and those statistics; `known`
-/// `(mean, variance)` (from an earlier pass over the same `x`, or running statistics) are used
-/// instead of computing them.
+/// The output of BatchNorm (+ residual) (+ ReLU) with batch statistics, and those statistics;
+/// `known` `(mean, variance)` (from an earlier pass over the same `x`, or running statistics)
+/// are used instead of computing them. The residual is added to the norm's output, before the
+/// ReLU, as mmdet's blocks do.
 pub(crate) fn batch_norm_forward(
     x: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
+    (gamma, beta): (&[f32], &[f32]),
     shape: [usize; 4],
     epsilon: f64,
-    relu: bool,
+    (residual, relu): (Option<&[f32]>, bool),
     known: Option<(&[f32], &[f32])>,
 ) -> (Vec<f32>, ChannelStats) {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
@@ -48,16 +48,28 @@ pub(crate) fn batch_norm_forward(
         scale,
         shift,
     };
+    let activation = |y: f32| {
+        if relu {
+            crate::flex_kernels::relu(y)
+        } else {
+            y
+        }
+    };
     let mut output = vec![0.0f32; x.len()];
     for_each_plane(&mut output, shape, |channel, range, out| {
         let (scale, shift) = (stats.scale[channel], stats.shift[channel]);
-        for (o, &v) in out.iter_mut().zip(&x[range]) {
-            let y = v * scale + shift;
-            *o = if relu {
-                crate::flex_kernels::relu(y)
-            } else {
-                y
-            };
+        match residual {
+            None => {
+                for (o, &v) in out.iter_mut().zip(&x[range]) {
+                    *o = activation(v * scale + shift);
+                }
+            }
+            Some(residual) => {
+                let inputs = x[range.clone()].iter().zip(&residual[range]);
+                for (o, (&v, &r)) in out.iter_mut().zip(inputs) {
+                    *o = activation((v * scale + shift) + r);
+                }
+            }
         }
     });
     (output, stats)

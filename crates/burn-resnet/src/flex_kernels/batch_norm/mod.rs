@@ -1,8 +1,9 @@
-//! BatchNorm's training step (batch statistics), optionally followed by a ReLU, as one
-//! differentiable op on flex's autodiff device: one pass for the statistics, one for the
-//! output, and two for the gradients, per channel and in cache, statistics accumulated in f64.
-//! Also BatchNorm on its running statistics (`norm_eval`, frozen stages) with trainable affine
-//! parameters, + ReLU, as one op: one pass forward, one backward.
+//! BatchNorm's training step (batch statistics), optionally followed by a residual add and a
+//! ReLU (a block's last unit), as one differentiable op on flex's autodiff device: one pass for
+//! the statistics, one for the output, and two for the gradients, per channel and in cache,
+//! statistics accumulated in f64. Also BatchNorm on its running statistics (`norm_eval`,
+//! frozen stages) with trainable affine parameters, + residual, + ReLU, as one op: one pass
+//! forward, one backward (two with a residual).
 //!
 //! The forward pass is [`forward`], the gradients [`backward`], their registration with flex's
 //! autodiff [`autodiff`].
@@ -71,33 +72,32 @@ pub(super) unsafe fn channel_planes<'a>(
     })
 }
 
-/// BatchNorm with batch statistics (training), then a ReLU if `relu`, when `x`, `gamma` and
-/// `beta` live on flex's autodiff device as contiguous f32; `None` otherwise.
+/// BatchNorm with batch statistics (training), then `+ residual` if one is given, then a ReLU
+/// if `relu`, when the tensors live on flex's autodiff device as f32 (`x` contiguous);
+/// `None` otherwise.
 pub fn try_batch_norm_train(
     x: &Tensor<4>,
-    gamma: &Tensor<1>,
-    beta: &Tensor<1>,
+    (gamma, beta): (&Tensor<1>, &Tensor<1>),
     epsilon: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor<4>>, bool),
 ) -> Option<BatchNormTrainOutput> {
-    autodiff::batch_norm_op(x, gamma, beta, epsilon, relu, None)
+    autodiff::batch_norm_op(x, (gamma, beta), epsilon, (residual, relu), None)
 }
 
-/// BatchNorm on the given running statistics (`mean`, `variance`), then a ReLU if `relu`,
-/// differentiable in `x`, `gamma` and `beta`, on flex's autodiff device; `None` where it does
-/// not apply.
+/// BatchNorm on the given running statistics (`mean`, `variance`), then `+ residual` if one is
+/// given, then a ReLU if `relu`, differentiable in `x`, `gamma`, `beta` and the residual, on
+/// flex's autodiff device; `None` where it does not apply.
 pub fn try_batch_norm_eval(
     x: &Tensor<4>,
-    gamma: &Tensor<1>,
-    beta: &Tensor<1>,
-    mean: &[f32],
-    variance: &[f32],
+    (gamma, beta): (&Tensor<1>, &Tensor<1>),
+    (mean, variance): (&[f32], &[f32]),
     epsilon: f64,
-    relu: bool,
+    (residual, relu): (Option<&Tensor<4>>, bool),
 ) -> Option<Tensor<4>> {
     if mean.len() != x.dims()[1] || variance.len() != x.dims()[1] {
         return None;
     }
-    autodiff::batch_norm_op(x, gamma, beta, epsilon, relu, Some((mean, variance)))
+    let known = Some((mean, variance));
+    autodiff::batch_norm_op(x, (gamma, beta), epsilon, (residual, relu), known)
         .map(|result| result.output)
 }

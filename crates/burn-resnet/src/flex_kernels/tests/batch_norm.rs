@@ -1,4 +1,4 @@
-//! BatchNorm with batch and running statistics, + ReLU, and NaN handling.
+//! BatchNorm with batch and running statistics, + residual, + ReLU, and NaN handling.
 
 use burn::tensor::activation::relu;
 use burn::tensor::module::batch_norm_train;
@@ -7,29 +7,45 @@ use burn::tensor::{Device, Distribution, Tensor};
 use super::{relative_difference, values};
 use crate::flex_kernels::batch_norm::{try_batch_norm_eval, try_batch_norm_train};
 
+/// `(shape, ReLU, residual)` cases; odd plane sizes exercise the lanes' tails.
+const CASES: [([usize; 4], bool, bool); 5] = [
+    ([4, 6, 7, 5], true, false),
+    ([2, 3, 9, 9], false, false),
+    ([1, 5, 1, 3], true, false),
+    ([3, 4, 6, 7], true, true),
+    ([2, 3, 5, 5], false, true),
+];
+
+/// A residual to add (requiring its gradient) when `with` holds.
+fn residual(shape: [usize; 4], with: bool, device: &Device) -> Option<Tensor<4>> {
+    with.then(|| Tensor::<4>::random(shape, Distribution::Normal(0.0, 2.0), device).require_grad())
+}
+
+/// Burn's ops after a norm's output: `+ residual`, then ReLU.
+fn stock_tail(out: Tensor<4>, residual: Option<&Tensor<4>>, relu_after: bool) -> Tensor<4> {
+    let out = match residual {
+        Some(residual) => out + residual.clone(),
+        None => out,
+    };
+    if relu_after { relu(out) } else { out }
+}
+
 #[test]
-fn batch_norm_train_matches_burn_batch_norm_and_relu() {
+fn batch_norm_train_matches_burn_batch_norm_residual_and_relu() {
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
-    for (shape, relu_after) in [
-        ([4, 6, 7, 5], true),
-        ([2, 3, 9, 9], false),
-        ([1, 5, 1, 3], true),
-    ] {
+    for (shape, relu_after, with_residual) in CASES {
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
         let gamma = Tensor::<1>::random([shape[1]], n, &device).require_grad();
         let beta = Tensor::<1>::random([shape[1]], n, &device).require_grad();
+        let residual = residual(shape, with_residual, &device);
         let stock = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-5);
-        let expected = if relu_after {
-            relu(stock.output)
-        } else {
-            stock.output
-        };
+        let expected = stock_tail(stock.output, residual.as_ref(), relu_after);
         let weights = Tensor::<4>::random(shape, n, &device);
         let expected_grads = (expected.clone() * weights.clone()).sum().backward();
-        let ours =
-            try_batch_norm_train(&x, &gamma, &beta, 1e-5, relu_after).expect("flex autodiff f32");
-        let label = format!("{shape:?} relu {relu_after}");
+        let ours = try_batch_norm_train(&x, (&gamma, &beta), 1e-5, (residual.as_ref(), relu_after))
+            .expect("flex autodiff f32");
+        let label = format!("{shape:?} relu {relu_after} residual {with_residual}");
         let difference = relative_difference(ours.output.clone(), expected);
         assert!(
             difference < 1e-5,
@@ -50,19 +66,22 @@ fn batch_norm_train_matches_burn_batch_norm_and_relu() {
             );
         }
         let grads = (ours.output * weights).sum().backward();
-        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
+        let inputs = (&x, &gamma, &beta, residual.as_ref());
+        assert_norm_gradients_match(&label, inputs, &grads, &expected_grads);
     }
 }
 
-/// The gradients of a norm's input, gamma and beta in `grads` against `expected` (1e-4).
+/// The gradients of a norm's input, gamma, beta and residual (if any) in `grads` against
+/// `expected` (1e-4).
 fn assert_norm_gradients_match(
     label: &str,
-    (x, gamma, beta): (&Tensor<4>, &Tensor<1>, &Tensor<1>),
+    (x, gamma, beta, residual): (&Tensor<4>, &Tensor<1>, &Tensor<1>, Option<&Tensor<4>>),
     grads: &burn::tensor::Gradients,
     expected: &burn::tensor::Gradients,
 ) {
     let channels = gamma.dims()[0];
     let reshape = |t: Tensor<1>| t.reshape([1, channels, 1, 1]);
+    let residual = residual.map(|r| ("residual", r.grad(grads), r.grad(expected)));
     for (name, actual, reference) in [
         ("input", x.grad(grads), x.grad(expected)),
         (
@@ -75,7 +94,10 @@ fn assert_norm_gradients_match(
             beta.grad(grads).map(reshape),
             beta.grad(expected).map(reshape),
         ),
-    ] {
+    ]
+    .into_iter()
+    .chain(residual)
+    {
         let difference =
             relative_difference(actual.expect("gradient"), reference.expect("gradient"));
         assert!(
@@ -85,19 +107,16 @@ fn assert_norm_gradients_match(
     }
 }
 
-/// BatchNorm on running statistics with trainable affine parameters (`norm_eval`), + ReLU.
+/// BatchNorm on running statistics with trainable affine parameters (`norm_eval`),
+/// + residual, + ReLU.
 #[test]
-fn batch_norm_eval_matches_burn_batch_norm_and_relu() {
+fn batch_norm_eval_matches_burn_batch_norm_residual_and_relu() {
     use burn::tensor::module::batch_norm;
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
-    // Odd plane sizes exercise the lanes' tails.
-    for (shape, relu_after) in [
-        ([4, 6, 7, 5], true),
-        ([2, 3, 9, 9], false),
-        ([1, 5, 4, 4], true),
-    ] {
+    for (shape, relu_after, with_residual) in CASES {
         let channels = shape[1];
+        let residual = residual(shape, with_residual, &device);
         let x = Tensor::<4>::random(shape, Distribution::Normal(0.5, 2.0), &device).require_grad();
         let gamma = Tensor::<1>::random([channels], n, &device).require_grad();
         let beta = Tensor::<1>::random([channels], n, &device).require_grad();
@@ -111,27 +130,26 @@ fn batch_norm_eval_matches_burn_batch_norm_and_relu() {
             variance.clone(),
             1e-5,
         );
-        let expected = if relu_after { relu(stock) } else { stock };
+        let expected = stock_tail(stock, residual.as_ref(), relu_after);
         let weights = Tensor::<4>::random(shape, n, &device);
         let expected_grads = (expected.clone() * weights.clone()).sum().backward();
         let ours = try_batch_norm_eval(
             &x,
-            &gamma,
-            &beta,
-            &values(mean),
-            &values(variance),
+            (&gamma, &beta),
+            (&values(mean), &values(variance)),
             1e-5,
-            relu_after,
+            (residual.as_ref(), relu_after),
         )
         .expect("flex autodiff f32");
-        let label = format!("{shape:?} relu {relu_after}");
+        let label = format!("{shape:?} relu {relu_after} residual {with_residual}");
         let difference = relative_difference(ours.clone(), expected);
         assert!(
             difference < 1e-5,
             "{label}: output relative difference {difference:e}"
         );
         let grads = (ours * weights).sum().backward();
-        assert_norm_gradients_match(&label, (&x, &gamma, &beta), &grads, &expected_grads);
+        let inputs = (&x, &gamma, &beta, residual.as_ref());
+        assert_norm_gradients_match(&label, inputs, &grads, &expected_grads);
     }
 }
 
@@ -154,7 +172,7 @@ fn batch_norm_relu_keeps_nan_and_selects_gradients_as_pytorch() {
     let gamma = Tensor::<1>::from_data([1.5f32, -0.5, 2.0], &device).require_grad();
     let beta = Tensor::<1>::from_data([0.1f32, 0.2, -0.3], &device).require_grad();
     let (mean, variance) = ([0.1f32, -0.2, 0.3], [1.0f32, 2.0, 0.5]);
-    let ours = try_batch_norm_eval(&x, &gamma, &beta, &mean, &variance, 1e-5, true)
+    let ours = try_batch_norm_eval(&x, (&gamma, &beta), (&mean, &variance), 1e-5, (None, true))
         .expect("flex autodiff f32");
     let stock = relu(burn::tensor::module::batch_norm(
         x.clone(),

@@ -119,12 +119,10 @@ fn op_profile() {
         time("  project batch-norm (eval) + relu forward", runs, || {
             let out = try_batch_norm_eval(
                 &x.clone().detach(),
-                &gamma.clone().detach(),
-                &beta.clone().detach(),
-                &mean_values,
-                &variance_values,
+                (&gamma.clone().detach(), &beta.clone().detach()),
+                (&mean_values, &variance_values),
                 1e-5,
-                true,
+                (None, true),
             )
             .unwrap();
             let _ = out.sum().into_scalar::<f32>();
@@ -146,12 +144,10 @@ fn op_profile() {
             || {
                 let out = try_batch_norm_eval(
                     &x,
-                    &gamma,
-                    &beta,
-                    &mean_values,
-                    &variance_values,
+                    (&gamma, &beta),
+                    (&mean_values, &variance_values),
                     1e-5,
-                    true,
+                    (None, true),
                 )
                 .unwrap();
                 let _ = (out * probe.clone()).sum().backward();

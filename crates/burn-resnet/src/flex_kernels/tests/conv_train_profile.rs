@@ -1,0 +1,69 @@
+//! The training conv's three products on each of ResNet-50's conv shapes at batch 8: the forward
+//! conv, the input gradient and the weight gradient, time per call (the fastest of several),
+//! GFLOP/s and each one's share of a step's conv time. A profile, not a check (ignored by
+//! default): `cargo test --release --workspace --features burn-resnet/ndarray,burn-resnet/wgpu
+//! --lib -- --ignored --nocapture conv_train_profile`; `bench/torch_conv_profile.py` prints
+//! PyTorch's times for the same shapes under the same labels.
+
+use std::time::Instant;
+
+use super::conv_profile::{RESNET50_CONVS, fill, geometry};
+use crate::flex_kernels::conv::backward::{input_grad, weight_grad};
+use crate::flex_kernels::conv::{Epilogue, conv2d};
+
+/// The fastest of `runs` calls, in ms, after one warm-up call.
+fn fastest(runs: usize, f: &dyn Fn() -> Vec<f32>) -> f64 {
+    let _ = f();
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(f());
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
+#[test]
+#[ignore = "a profile: run with --release --ignored --nocapture"]
+fn conv_train_profile() {
+    let batch = 8;
+    let mut totals = [0.0f64; 3];
+    let mut rows = Vec::new();
+    for (index, (name, cin, cout, side, k, stride, uses)) in RESNET50_CONVS.into_iter().enumerate()
+    {
+        let g = geometry(batch, (cin, cout, side, k, stride));
+        let out = g.output().unwrap();
+        let input = fill(batch * cin * side * side, 1);
+        let weight = fill(cout * cin * k * k, 2);
+        let grad_out = fill(out.iter().product(), 3);
+        let flop = 2.0 * (out.iter().product::<usize>() * cin * k * k) as f64;
+        let runs = 3;
+        let forward = fastest(runs, &|| conv2d(&input, &weight, &g, Epilogue::default()));
+        // The stem's input is the image: no gradient is asked for it.
+        let input_time = if index == 0 {
+            0.0
+        } else {
+            fastest(runs, &|| input_grad(&weight, &grad_out, &g))
+        };
+        let weight_time = fastest(runs, &|| weight_grad(&input, &grad_out, &g));
+        let times = [forward, input_time, weight_time];
+        for (total, t) in totals.iter_mut().zip(times) {
+            *total += t * uses as f64;
+        }
+        rows.push((name, uses, times, flop));
+    }
+    println!(
+        "batch {batch}: per step forward {:.1} ms, input grad {:.1}, weight grad {:.1}, all {:.1}",
+        totals[0],
+        totals[1],
+        totals[2],
+        totals.iter().sum::<f64>()
+    );
+    for (name, uses, times, flop) in rows {
+        print!("  {name:<20} x{uses}");
+        for t in times {
+            print!("  {t:8.3} ms {:6.1} GF/s", flop / t / 1e6);
+        }
+        println!();
+    }
+}

@@ -5,6 +5,7 @@ mod batch_norm;
 mod conv;
 mod conv_kernels;
 mod conv_profile;
+mod conv_train_profile;
 mod deform;
 mod max_pool;
 mod profile;

@@ -81,13 +81,34 @@ fn batch_statistics(x: &[f32], shape: [usize; 4], count: f64) -> (Vec<f32>, Vec<
         .into_par_iter()
         .map(|channel| {
             let sum: f64 = planes(shape, channel)
-                .map(|r| x[r].iter().map(|&v| v as f64).sum::<f64>())
+                .map(|r| lane_sum(&x[r], |v| v as f64))
                 .sum();
             let mean = sum / count;
             let squares: f64 = planes(shape, channel)
-                .map(|r| x[r].iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>())
+                .map(|r| lane_sum(&x[r], |v| (v as f64 - mean).powi(2)))
                 .sum();
             (mean as f32, (squares / count) as f32)
         })
         .unzip()
 }
+
+/// `Σ f(v)` over `values` in f64, in [`SUM_LANES`] independent partial sums added in a fixed
+/// order at the end: the loop vectorises (one f64 sum in element order cannot, and runs at one
+/// add per add latency).
+fn lane_sum(values: &[f32], f: impl Fn(f32) -> f64) -> f64 {
+    let mut lanes = [0f64; SUM_LANES];
+    let chunks = values.chunks_exact(SUM_LANES);
+    let tail = chunks.remainder();
+    for chunk in chunks {
+        for (lane, &v) in lanes.iter_mut().zip(chunk) {
+            *lane += f(v);
+        }
+    }
+    for (lane, &v) in lanes.iter_mut().zip(tail) {
+        *lane += f(v);
+    }
+    lanes.iter().sum()
+}
+
+/// Partial sums of [`lane_sum`]: two AVX-512 registers of f64.
+const SUM_LANES: usize = 16;

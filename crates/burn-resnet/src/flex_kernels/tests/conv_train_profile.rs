@@ -37,7 +37,7 @@ fn conv_train_profile() {
         let weight = fill(cout * cin * k * k, 2);
         let grad_out = fill(out.iter().product(), 3);
         let flop = 2.0 * (out.iter().product::<usize>() * cin * k * k) as f64;
-        let runs = 3;
+        let runs = 7;
         let forward = fastest(runs, &|| conv2d(&input, &weight, &g, Epilogue::default()));
         // The stem's input is the image: no gradient is asked for it.
         let input_time = if index == 0 {

@@ -10,7 +10,7 @@ use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use crate::flex_kernels::batch_norm::try_batch_norm_eval;
+use crate::flex_kernels::batch_norm::{try_batch_norm_eval, try_batch_norm_train};
 use crate::flex_kernels::conv::try_conv2d_autodiff;
 
 fn time(label: &str, runs: usize, mut f: impl FnMut()) {
@@ -93,6 +93,10 @@ fn op_profile() {
                 let _ = relu(bn(x.clone())).sum().backward();
             },
         );
+        time("  project batch-norm (train) + relu forward", runs, || {
+            let out = try_batch_norm_train(&x, (&gamma, &beta), 1e-5, (None, true)).unwrap();
+            let _ = out.output.sum().into_scalar::<f32>();
+        });
         // norm_eval: running statistics, trainable affine. The probe makes the incoming gradient
         // a dense tensor, as in a network (the gradient of a plain sum is a broadcast scalar).
         let probe = Tensor::<4>::random([batch, width, side, side], n, &device);

@@ -6,7 +6,7 @@ use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
 use super::backward::{NormGradients, Tail, backward};
@@ -129,8 +129,8 @@ pub(super) fn batch_norm_op(
     let (mean, variance) = (stats.mean.clone(), stats.variance.clone());
     let output = into_primitive(output, shape);
     let with_residual = residual.is_some();
-    let saved = |input: FlexTensor, output: &FlexTensor| Saved {
-        input,
+    let saved = |output: &FlexTensor| Saved {
+        input: x.primitive().clone(),
         gamma: gamma_values,
         stats,
         shape,
@@ -140,32 +140,37 @@ pub(super) fn batch_norm_op(
         batch_statistics: known.is_none(),
     };
     let output = match residual {
-        None => match BatchNormBackward::<3>
-            .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = saved(x.into_primitive(), &output);
-                prep.finish(state, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        },
-        Some((r, _)) => match BatchNormBackward::<4>
-            .prepare::<NoCheckpointing>([x.node(), gamma.node(), beta.node(), r.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let state = saved(x.into_primitive(), &output);
-                prep.finish(state, output)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(output),
-        },
+        None => record([x.node(), gamma.node(), beta.node()], saved, output),
+        Some((r, _)) => record(
+            [x.node(), gamma.node(), beta.node(), r.node()],
+            saved,
+            output,
+        ),
     };
     Some(BatchNormTrainOutput {
-        output: Tensor::from_primitive::<FlexAutodiff>(output),
+        output,
         mean,
         variance,
     })
+}
+
+/// `output` as the op's result in the graph, with its `N` parents, and what its backward step
+/// needs (built only when some parent is tracked).
+fn record<const N: usize>(
+    parents: [NodeGuard; N],
+    saved: impl FnOnce(&FlexTensor) -> Saved,
+    output: FlexTensor,
+) -> Tensor<4> {
+    let output = match BatchNormBackward::<N>
+        .prepare::<NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = saved(&output);
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Tensor::from_primitive::<FlexAutodiff>(output)
 }

@@ -10,7 +10,6 @@ use burn::module::{Module, Param, RunningState};
 use burn::nn::conv::Conv2d;
 use burn::nn::{BatchNorm, GroupNorm, Identity};
 use burn::tensor::Tensor;
-use burn::tensor::activation::relu;
 
 use crate::ops;
 
@@ -117,11 +116,7 @@ impl Norm {
             Norm::Folded(_) => x,
         };
         let (residual, apply_relu) = tail;
-        let out = match residual {
-            Some(residual) => out + residual,
-            None => out,
-        };
-        if apply_relu { relu(out) } else { out }
+        ops::residual_relu(out, residual, apply_relu)
     }
 
     /// The BatchNorm that normalises with batch statistics (and updates its running ones) in

@@ -15,9 +15,13 @@ pub(crate) struct BatchNormStep {
     pub variance: Tensor<1>,
 }
 
-/// `relu?(norm(x) + residual?)`, the output after the norm, `apply_relu` saying whether the
-/// ReLU follows.
-fn residual_relu(out: Tensor<4>, residual: Option<Tensor<4>>, apply_relu: bool) -> Tensor<4> {
+/// `relu?(out + residual?)` for a norm's output `out`, `apply_relu` saying whether the ReLU
+/// follows: what the fused ops do after the norm, in Burn's ops.
+pub(crate) fn residual_relu(
+    out: Tensor<4>,
+    residual: Option<Tensor<4>>,
+    apply_relu: bool,
+) -> Tensor<4> {
     let out = match residual {
         Some(residual) => out + residual,
         None => out,

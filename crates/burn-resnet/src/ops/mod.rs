@@ -11,7 +11,7 @@ mod deform;
 mod max_pool;
 mod recompute;
 
-pub(crate) use batch_norm::{batch_norm_eval, batch_norm_train};
+pub(crate) use batch_norm::{batch_norm_eval, batch_norm_train, residual_relu};
 pub(crate) use conv::{conv2d, try_fused_conv2d};
 pub(crate) use deform::deform_conv2d;
 pub(crate) use max_pool::max_pool2d;

@@ -50,6 +50,19 @@ pub(crate) fn fill(len: usize, seed: u32) -> Vec<f32> {
         .collect()
 }
 
+/// The fastest of `runs` calls, in ms, after one warm-up call: the run least disturbed by
+/// whatever else the machine does.
+pub(crate) fn fastest(runs: usize, f: &dyn Fn() -> Vec<f32>) -> f64 {
+    let _ = f();
+    (0..runs)
+        .map(|_| {
+            let started = Instant::now();
+            std::hint::black_box(f());
+            started.elapsed().as_secs_f64() * 1e3
+        })
+        .fold(f64::INFINITY, f64::min)
+}
+
 pub(crate) fn geometry(batch: usize, conv: (usize, usize, usize, usize, usize)) -> ConvGeometry {
     let (cin, cout, side, k, stride) = conv;
     ConvGeometry {
@@ -83,17 +96,7 @@ fn conv_profile() {
             };
             let runs = if batch == 1 { 20 } else { 4 };
             let flop = 2.0 * (out.iter().product::<usize>() * cin * k * k) as f64;
-            // The fastest run: the least disturbed by whatever else the machine does.
-            let time = |f: &dyn Fn() -> Vec<f32>| {
-                let _ = f();
-                (0..runs)
-                    .map(|_| {
-                        let started = Instant::now();
-                        std::hint::black_box(f());
-                        started.elapsed().as_secs_f64() * 1e3
-                    })
-                    .fold(f64::INFINITY, f64::min)
-            };
+            let time = |f: &dyn Fn() -> Vec<f32>| fastest(runs, f);
             let reference = conv2d(&input, &weight, &g, epilogue);
             let mut times = vec![time(&|| conv2d(&input, &weight, &g, epilogue))];
             for kernel in [ConvKernel::Avx512, ConvKernel::Avx2] {

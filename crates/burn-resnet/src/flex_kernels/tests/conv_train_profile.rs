@@ -5,23 +5,9 @@
 //! --lib -- --ignored --nocapture conv_train_profile`; `bench/torch_conv_profile.py` prints
 //! PyTorch's times for the same shapes under the same labels.
 
-use std::time::Instant;
-
-use super::conv_profile::{RESNET50_CONVS, fill, geometry};
+use super::conv_profile::{RESNET50_CONVS, fastest, fill, geometry};
 use crate::flex_kernels::conv::backward::{input_grad, weight_grad};
 use crate::flex_kernels::conv::{Epilogue, conv2d};
-
-/// The fastest of `runs` calls, in ms, after one warm-up call.
-fn fastest(runs: usize, f: &dyn Fn() -> Vec<f32>) -> f64 {
-    let _ = f();
-    (0..runs)
-        .map(|_| {
-            let started = Instant::now();
-            std::hint::black_box(f());
-            started.elapsed().as_secs_f64() * 1e3
-        })
-        .fold(f64::INFINITY, f64::min)
-}
 
 #[test]
 #[ignore = "a profile: run with --release --ignored --nocapture"]

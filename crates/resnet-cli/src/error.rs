@@ -11,6 +11,10 @@ pub enum CliError {
     #[error(transparent)]
     ResNet(#[from] ResNetError),
 
+    /// A COCO annotation or results file is unreadable or invalid.
+    #[error(transparent)]
+    Coco(#[from] crate::coco::CocoError),
+
     /// The image could not be read or decoded.
     #[error("image {path}: {message}", path = .path.display())]
     Image {

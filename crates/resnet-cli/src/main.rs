@@ -4,8 +4,10 @@
 //! it; this file holds the command line's top level, the global options, and the dispatch.
 
 mod bench;
+mod coco;
 mod convert;
 mod error;
+mod evaluate;
 mod extract;
 mod image_input;
 mod info;
@@ -50,6 +52,9 @@ enum Command {
     /// with a detection head, on generated shapes (burn-train: progress display, validation
     /// split, metrics, checkpoints every epoch; mAP@0.5 and pictures for detection).
     Train(train::TrainArgs),
+    /// Score detections (a COCO results file) against COCO annotations: AP@[.50:.95], AP50,
+    /// AP75, AP and AR by object size, as pycocotools computes them, and each category's AP.
+    Evaluate(evaluate::EvaluateArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -63,6 +68,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Convert(args) => convert::run(args, &memory_limit),
         Command::Bench(args) => bench::run(args, &memory_limit),
         Command::Train(args) => train::run(args, &memory_limit),
+        Command::Evaluate(args) => evaluate::run(args),
     }
 }
 

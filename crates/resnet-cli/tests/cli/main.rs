@@ -14,6 +14,8 @@ mod bench;
 #[cfg(not(no_workspace_files))]
 mod convert;
 #[cfg(not(no_workspace_files))]
+mod evaluate;
+#[cfg(not(no_workspace_files))]
 mod extract;
 #[cfg(not(no_workspace_files))]
 mod info;

@@ -55,6 +55,9 @@ enum Command {
     /// Score detections (a COCO results file) against COCO annotations: AP@[.50:.95], AP50,
     /// AP75, AP and AR by object size, as pycocotools computes them, and each category's AP.
     Evaluate(evaluate::EvaluateArgs),
+    /// Write a training config's generated shapes to disk: an image folder (classification)
+    /// or a COCO set of PNGs and annotation files (detection).
+    ExportShapes(train::export_shapes::ExportShapesArgs),
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
@@ -69,6 +72,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Bench(args) => bench::run(args, &memory_limit),
         Command::Train(args) => train::run(args, &memory_limit),
         Command::Evaluate(args) => evaluate::run(args),
+        Command::ExportShapes(args) => train::export_shapes::run(args),
     }
 }
 

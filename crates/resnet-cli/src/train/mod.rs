@@ -7,7 +7,8 @@
 //! - the tasks, each a training loop with its evaluation: [`classification`], [`detection`]
 //!   (scored by [`average_precision`], drawn by [`pictures`]);
 //! - their models around the backbone: [`models`];
-//! - their generated data: [`data`];
+//! - their generated data: [`data`], which `resnet export-shapes` writes to disk
+//!   ([`export_shapes`]);
 //! - what both share: the config ([`config`]), the run and its resuming ([`session`],
 //!   [`run_dir`]), the optimizer ([`optimizer`]), the guard against non-finite steps
 //!   ([`guard`]) and the progress lines ([`renderer`]).
@@ -17,6 +18,7 @@ mod classification;
 mod config;
 mod data;
 mod detection;
+pub mod export_shapes;
 mod guard;
 mod models;
 mod optimizer;

@@ -2,6 +2,7 @@
 //! and the detector's boxes drawn on it, as a PNG (`OUT/detections/valid_N.png`).
 
 use super::data::detection::DetectionDataset;
+use super::data::shapes::to_rgb8;
 use super::models::detector::Detection;
 use crate::error::CliError;
 
@@ -18,16 +19,13 @@ pub fn draw(
 ) -> Result<(), CliError> {
     const SCALE: usize = 4;
     let item = dataset.item(index);
-    let (size, plane) = (dataset.size, dataset.size * dataset.size);
-    let side = size * SCALE;
-    let mut image = image::RgbImage::new(side as u32, side as u32);
-    for (x, y, pixel) in image.enumerate_pixels_mut() {
-        let at = (y as usize / SCALE) * size + x as usize / SCALE;
-        let value = |channel: usize| {
-            ((item.pixels[channel * plane + at] * 0.25 + 0.5).clamp(0.0, 1.0) * 255.0) as u8
-        };
-        *pixel = image::Rgb([value(0), value(1), value(2)]);
-    }
+    let side = dataset.size * SCALE;
+    let mut image = image::imageops::resize(
+        &to_rgb8(&item.pixels, dataset.size),
+        side as u32,
+        side as u32,
+        image::imageops::FilterType::Nearest,
+    );
     let mut rectangle = |bbox: &[f32; 4], colour: [u8; 3]| {
         let [x0, y0, x1, y1] =
             bbox.map(|v| ((v * SCALE as f32).round().max(0.0) as usize).min(side - 1));

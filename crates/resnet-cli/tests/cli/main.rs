@@ -16,6 +16,8 @@ mod convert;
 #[cfg(not(no_workspace_files))]
 mod evaluate;
 #[cfg(not(no_workspace_files))]
+mod export_shapes;
+#[cfg(not(no_workspace_files))]
 mod extract;
 #[cfg(not(no_workspace_files))]
 mod info;

@@ -8,7 +8,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use super::shapes::{CLASSES, Rng, shape_contains};
+use super::shapes::{CLASSES, PIXEL_MEAN, PIXEL_STD, Rng, shape_contains};
 
 /// One generated image and its class.
 #[derive(Clone, Debug)]
@@ -60,7 +60,7 @@ impl ShapesDataset {
                 let base = if inside { colour } else { background };
                 for (channel, value) in base.iter().enumerate() {
                     let noisy = value + rng.uniform(-0.1, 0.1);
-                    pixels[channel * plane + y * self.size + x] = (noisy - 0.5) / 0.25;
+                    pixels[channel * plane + y * self.size + x] = (noisy - PIXEL_MEAN) / PIXEL_STD;
                 }
             }
         }

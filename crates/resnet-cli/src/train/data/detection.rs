@@ -7,7 +7,7 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use super::shapes::{CLASSES, Rng, shape_box, shape_contains};
+use super::shapes::{CLASSES, PIXEL_MEAN, PIXEL_STD, Rng, shape_box, shape_contains};
 
 /// One object: class and box `[x0, y0, x1, y1]` in pixels.
 #[derive(Clone, Debug, PartialEq)]
@@ -78,7 +78,7 @@ impl DetectionDataset {
                 let base = inside.map_or(background, |shape| shape.4);
                 for (channel, value) in base.iter().enumerate() {
                     let noisy = value + rng.uniform(-0.1, 0.1);
-                    pixels[channel * plane + y * self.size + x] = (noisy - 0.5) / 0.25;
+                    pixels[channel * plane + y * self.size + x] = (noisy - PIXEL_MEAN) / PIXEL_STD;
                 }
             }
         }

@@ -4,6 +4,24 @@
 /// The classes, in label order.
 pub const CLASSES: [&str; 4] = ["circle", "square", "triangle", "cross"];
 
+/// Mean and standard deviation of every channel of the generated images' normalised pixels
+/// (`(value - mean) / std`, values in `[0, 1]`).
+pub const PIXEL_MEAN: f32 = 0.5;
+pub const PIXEL_STD: f32 = 0.25;
+
+/// A generated image's normalised pixels (`3 × size × size`, channel-major) as 8-bit RGB.
+pub fn to_rgb8(pixels: &[f32], size: usize) -> image::RgbImage {
+    let plane = size * size;
+    image::RgbImage::from_fn(size as u32, size as u32, |x, y| {
+        let at = y as usize * size + x as usize;
+        let value = |channel: usize| {
+            let unit = pixels[channel * plane + at] * PIXEL_STD + PIXEL_MEAN;
+            (unit.clamp(0.0, 1.0) * 255.0).round() as u8
+        };
+        image::Rgb([value(0), value(1), value(2)])
+    })
+}
+
 /// SplitMix64: a tiny, good-enough generator, seeded per image so any image can be drawn
 /// without the ones before it.
 pub(super) struct Rng(pub(super) u64);

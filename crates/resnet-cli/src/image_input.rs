@@ -59,6 +59,52 @@ pub fn jpeg_is_complete(bytes: &[u8]) -> bool {
     }
 }
 
+/// Read and decode a PNG or JPEG file, refusing a JPEG cut short (the decoder alone would fill
+/// the missing part with grey and report nothing).
+pub fn decode(path: &Path) -> Result<image::DynamicImage, CliError> {
+    let bytes = std::fs::read(path).map_err(|e| CliError::Image {
+        path: path.into(),
+        message: e.to_string(),
+    })?;
+    if image::guess_format(&bytes).ok() == Some(image::ImageFormat::Jpeg)
+        && !jpeg_is_complete(&bytes)
+    {
+        return Err(CliError::Image {
+            path: path.into(),
+            message:
+                "the JPEG data ends before the image's end-of-image marker: the file is truncated"
+                    .into(),
+        });
+    }
+    image::load_from_memory(&bytes).map_err(|e| CliError::Image {
+        path: path.into(),
+        message: format!("not a decodable PNG or JPEG image ({e})"),
+    })
+}
+
+impl Preprocessing {
+    /// Normalise `rgb` into `values` (`3 × height × width`, channel-major, `height × width`
+    /// at least the image's), the image at the top left; the rest is left as it is.
+    pub fn normalise_into(
+        self,
+        rgb: &image::RgbImage,
+        values: &mut [f32],
+        [height, width]: [usize; 2],
+    ) {
+        let (mean, std) = self.mean_std();
+        for (x, y, pixel) in rgb.enumerate_pixels() {
+            for channel in 0..3 {
+                let source = match self {
+                    Preprocessing::Pytorch => channel,
+                    Preprocessing::Caffe => 2 - channel, // BGR
+                };
+                let index = channel * height * width + y as usize * width + x as usize;
+                values[index] = (pixel[source] as f32 - mean[channel]) / std[channel];
+            }
+        }
+    }
+}
+
 /// Decode `path` (or the bundled sample), resize to `[height, width]`, normalise as
 /// `preprocessing` says, and return a `[1, 3, height, width]` tensor.
 pub fn load(
@@ -68,25 +114,7 @@ pub fn load(
     device: &Device,
 ) -> Result<Tensor<4>, CliError> {
     let decoded = match path {
-        Some(path) => {
-            let bytes = std::fs::read(path).map_err(|e| CliError::Image {
-                path: path.into(),
-                message: e.to_string(),
-            })?;
-            if image::guess_format(&bytes).ok() == Some(image::ImageFormat::Jpeg)
-                && !jpeg_is_complete(&bytes)
-            {
-                // The decoder fills what is missing with grey and reports nothing.
-                return Err(CliError::Image {
-                    path: path.into(),
-                    message: "the JPEG data ends before the image's end-of-image marker: the file is truncated".into(),
-                });
-            }
-            image::load_from_memory(&bytes).map_err(|e| CliError::Image {
-                path: path.into(),
-                message: format!("not a decodable PNG or JPEG image ({e})"),
-            })?
-        }
+        Some(path) => decode(path)?,
         None => image::load_from_memory(SAMPLE_PNG).map_err(|e| CliError::Image {
             path: "<bundled sample>".into(),
             message: e.to_string(),
@@ -95,18 +123,8 @@ pub fn load(
     let rgb = decoded
         .resize_exact(width as u32, height as u32, FilterType::Triangle)
         .to_rgb8();
-    let (mean, std) = preprocessing.mean_std();
     let mut values = vec![0f32; 3 * height * width];
-    for (x, y, pixel) in rgb.enumerate_pixels() {
-        for channel in 0..3 {
-            let source = match preprocessing {
-                Preprocessing::Pytorch => channel,
-                Preprocessing::Caffe => 2 - channel, // BGR
-            };
-            let index = channel * height * width + y as usize * width + x as usize;
-            values[index] = (pixel[source] as f32 - mean[channel]) / std[channel];
-        }
-    }
+    preprocessing.normalise_into(&rgb, &mut values, [height, width]);
     Ok(Tensor::from_data(
         TensorData::new(values, [1, 3, height, width]),
         device,

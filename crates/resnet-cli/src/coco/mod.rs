@@ -13,8 +13,8 @@ mod summary;
 #[cfg(test)]
 mod tests;
 
-pub use annotations::CocoAnnotations;
+pub use annotations::{CocoAnnotations, CocoImage};
 pub use error::CocoError;
 pub use evaluation::evaluate;
-pub use results::read_results;
+pub use results::{CocoDetection, read_results, write_results};
 pub use summary::Summary;

@@ -83,3 +83,17 @@ fn check(
     }
     Ok(())
 }
+/// Write detections as a COCO results file, replacing `path` only once the whole file is
+/// written (a temporary file beside it, then renamed).
+pub fn write_results(path: &Path, detections: &[CocoDetection]) -> Result<(), CocoError> {
+    let file_error = |message: String| CocoError::File {
+        path: path.to_path_buf(),
+        message,
+    };
+    let text = serde_json::to_string(detections).map_err(|e| file_error(e.to_string()))?;
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = Path::new(&partial);
+    std::fs::write(partial, text).map_err(|e| file_error(e.to_string()))?;
+    std::fs::rename(partial, path).map_err(|e| file_error(e.to_string()))
+}

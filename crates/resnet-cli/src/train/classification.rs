@@ -1,20 +1,116 @@
 //! The classification task of `resnet train` (`task = "classify"`, the default): the backbone
 //! with a pooled linear classifier ([`ShapeClassifier`]) learns the one shape in each image of
-//! the shapes dataset ([`ShapesDataset`]), through burn-train; validation accuracy and loss
-//! before and after.
+//! the shapes dataset ([`ShapesDataset`]), or the class of each image of an image folder on disk
+//! (`[data]`, [`ImageFolderDataset`]), through burn-train; validation accuracy and loss before
+//! and after.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
 
 use burn::data::dataloader::DataLoaderBuilder;
+use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::tensor::Device;
 use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
-use super::data::classification::{ShapeBatcher, ShapesDataset};
+use super::data::classification::{ShapeBatcher, ShapeItem, ShapesDataset};
+use super::data::image_folder::{ImageFolder, ImageFolderDataset};
 use super::data::shapes::CLASSES;
 use super::models::classifier::ShapeClassifier;
 use super::session::Session;
 use super::{optimizer, run_dir};
 use crate::error::CliError;
+use crate::image_input::Preprocessing;
+
+/// A split of images and labels, generated or from disk.
+type Split = Arc<dyn Dataset<ShapeItem>>;
+
+/// The training and validation splits and the class names.
+struct Data {
+    train: Split,
+    valid: Split,
+    classes: Vec<String>,
+    /// Loader threads (disk data), or none (generated data: drawing is cheap).
+    workers: Option<usize>,
+}
+
+/// The config's data: the generated shapes, or `[data]`'s image folders (their class lists must
+/// agree). Training images are flipped from `first_epoch` on (0-based), so that a resumed run
+/// flips as an uninterrupted one.
+fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
+    let config = &session.config;
+    let Some(disk) = &config.data else {
+        let split = |len, seed| -> Split {
+            Arc::new(ShapesDataset {
+                len,
+                size: config.image_size,
+                seed,
+            })
+        };
+        return Ok(Data {
+            train: split(config.train_images, config.seed),
+            valid: split(config.valid_images, config.seed.wrapping_add(1)),
+            classes: CLASSES.iter().map(|c| c.to_string()).collect(),
+            workers: None,
+        });
+    };
+    let (train, valid) = (
+        ImageFolder::scan(&disk.train)?,
+        ImageFolder::scan(&disk.valid)?,
+    );
+    if train.classes != valid.classes {
+        return Err(CliError::Train(format!(
+            "{} has classes {:?}, {} has {:?}: both splits need the same class folders",
+            disk.train.display(),
+            train.classes,
+            disk.valid.display(),
+            valid.classes
+        )));
+    }
+    if config
+        .backbone
+        .validate()?
+        .first_batch_statistics_attention()
+        .is_some()
+        && train.items.len() % config.batch_size == 1
+    {
+        return Err(CliError::Train(format!(
+            "{}: {} images at batch_size {} leave a last batch of 1 image, on which a ResNeSt's split attention cannot train its BatchNorm",
+            disk.train.display(),
+            train.items.len(),
+            config.batch_size
+        )));
+    }
+    for (name, folder) in [("train", &train), ("valid", &valid)] {
+        println!(
+            "{name}: {} images of {} classes from {}{}",
+            folder.items.len(),
+            folder.classes.len(),
+            folder.root.display(),
+            match folder.skipped {
+                0 => String::new(),
+                n => format!(" ({n} other files left out)"),
+            }
+        );
+    }
+    let preprocessing = Preprocessing::for_style(config.backbone.style);
+    let classes = train.classes.clone();
+    let served = (first_epoch * train.items.len()) as u64;
+    let dataset = |folder, flip_seed, served| ImageFolderDataset {
+        folder,
+        size: config.image_size,
+        preprocessing,
+        flip_seed,
+        served: Arc::new(AtomicU64::new(served)),
+    };
+    Ok(Data {
+        train: Arc::new(dataset(train, disk.flip.then_some(config.seed), served)),
+        valid: Arc::new(dataset(valid, None, 0)),
+        classes,
+        workers: Some(disk.workers),
+    })
+}
 
 /// Train the classifier, then print its validation accuracy and loss.
 pub fn run(session: &Session) -> Result<(), CliError> {
@@ -22,38 +118,32 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let device = session.backend.device()?.autodiff();
     let (last_epoch, checkpoint) = session.epochs()?;
 
-    let train = ShapesDataset {
-        len: config.train_images,
-        size: config.image_size,
-        seed: config.seed,
-    };
-    let valid = ShapesDataset {
-        len: config.valid_images,
-        size: config.image_size,
-        seed: config.seed.wrapping_add(1),
-    };
+    let data = data(session, checkpoint.unwrap_or(0))?;
     let batcher = ShapeBatcher {
         size: config.image_size,
     };
-    // No shuffling: the images are random draws already, and a fixed order makes a resumed
-    // run see exactly what an uninterrupted one does.
-    let loader_train = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(train);
-    let loader_valid = DataLoaderBuilder::new(batcher)
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(valid.clone());
+    // No shuffling: the images are random draws already (or read in folder order), and a fixed
+    // order makes a resumed run see exactly what an uninterrupted one does.
+    let loader = |split: &Split| {
+        let builder = DataLoaderBuilder::new(batcher.clone())
+            .batch_size(config.batch_size)
+            .set_device(device.clone());
+        match data.workers {
+            Some(workers) => builder.num_workers(workers),
+            None => builder,
+        }
+        .build(split.clone())
+    };
+    let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
     // Memory checked by the caller, against the run's limit.
     let backbone = config.backbone.validate()?.init(&device);
-    let guard = session.guard(checkpoint);
+    let guard = session.guard(checkpoint, data.train.len());
     let model = ShapeClassifier {
         guard: Some(guard.clone()),
-        ..ShapeClassifier::new(backbone, CLASSES.len(), &device)
+        ..ShapeClassifier::new(backbone, data.classes.len(), &device)
     };
     if let Some(epoch) = checkpoint {
         run_dir::check_checkpoint(&args.out, epoch, &model)?;
@@ -62,12 +152,12 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     if checkpoint.is_none() {
         report(
             "before training",
-            evaluate(&model, &valid, config.batch_size, &plain),
-            &valid,
+            evaluate(&model, &data.valid, &batcher, config.batch_size, &plain)?,
+            &data,
         );
     }
     let (scheduler, optimizer) = (
-        optimizer::scheduler(config, model.backbone.param_group())?,
+        optimizer::scheduler(config, data.train.len(), model.backbone.param_group())?,
         optimizer::optimizer(config),
     );
 
@@ -80,41 +170,48 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let result = session
         .presented(training, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));
-    session.stopped(&guard)?;
+    session.stopped(&guard, result.error)?;
 
     report(
         "after training",
-        evaluate(&result.model, &valid, config.batch_size, &plain),
-        &valid,
+        evaluate(
+            &result.model,
+            &data.valid,
+            &batcher,
+            config.batch_size,
+            &plain,
+        )?,
+        &data,
     );
     Ok(())
 }
 
-fn report(when: &str, (accuracy, loss): (f64, f64), valid: &ShapesDataset) {
+fn report(when: &str, (accuracy, loss): (f64, f64), data: &Data) {
     println!(
         "validation {when}: accuracy {:.1}% (chance {:.1}%), loss {loss:.6}, over {} images of {} classes",
         accuracy * 100.0,
-        100.0 / CLASSES.len() as f64,
-        valid.len,
-        CLASSES.len()
+        100.0 / data.classes.len() as f64,
+        data.valid.len(),
+        data.classes.len()
     );
 }
 
 /// Accuracy and mean loss of `model` on `dataset`, on a plain (inference) device.
 fn evaluate(
     model: &ShapeClassifier,
-    dataset: &ShapesDataset,
+    dataset: &Split,
+    batcher: &ShapeBatcher,
     batch_size: usize,
     device: &Device,
-) -> (f64, f64) {
+) -> Result<(f64, f64), CliError> {
     use burn::data::dataloader::batcher::Batcher;
     let model = model.valid().fork(device);
-    let batcher = ShapeBatcher { size: dataset.size };
     let (mut correct, mut loss_sum) = (0usize, 0f64);
-    for start in (0..dataset.len).step_by(batch_size) {
-        let items = (start..(start + batch_size).min(dataset.len))
-            .map(|i| dataset.item(i))
-            .collect::<Vec<_>>();
+    let len = dataset.len();
+    for start in (0..len).step_by(batch_size) {
+        let items = dataset
+            .get_many((start..(start + batch_size).min(len)).collect())
+            .map_err(|e| CliError::Train(e.to_string()))?;
         let count = items.len();
         let batch = batcher.batch(items, device);
         let output = model.classify(batch.images, batch.labels.clone());
@@ -126,8 +223,5 @@ fn evaluate(
             .into_scalar::<i64>() as usize;
         loss_sum += output.loss.into_scalar::<f32>() as f64 * count as f64;
     }
-    (
-        correct as f64 / dataset.len as f64,
-        loss_sum / dataset.len as f64,
-    )
+    Ok((correct as f64 / len as f64, loss_sum / len as f64))
 }

@@ -2,7 +2,7 @@
 //! for how long and how fast; read and checked before anything is allocated, with the memory
 //! estimate of training it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use burn_resnet::fpn::FpnConfig;
 use burn_resnet::{MemoryEstimate, ModelSummary, ResNetConfig, Workload};
@@ -34,10 +34,15 @@ pub struct TrainConfig {
     pub seed: u64,
     /// Image side in pixels.
     pub image_size: usize,
-    /// Images in the training split.
+    /// Images in the generated training split (not with `[data]`, whose folders say).
+    #[serde(default)]
     pub train_images: usize,
-    /// Images in the validation split.
+    /// Images in the generated validation split (not with `[data]`).
+    #[serde(default)]
     pub valid_images: usize,
+    /// Data from disk instead of the generated shapes.
+    #[serde(default)]
+    pub data: Option<DataConfig>,
     /// Images per step.
     pub batch_size: usize,
     /// Epochs (passes over the training split).
@@ -63,6 +68,39 @@ pub struct TrainConfig {
     /// The config file's text, saved with the run (not a key).
     #[serde(skip)]
     pub source: String,
+}
+
+/// `[data]`: a dataset on disk. Classification reads image folders (`ROOT/<class>/*.png`);
+/// detection reads COCO sets (an annotation file and the folder its `file_name`s are in).
+/// Relative paths are relative to the directory `resnet train` runs in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// The training images: the image folder, or the COCO set's image folder.
+    pub train: PathBuf,
+    /// The validation images, the same way.
+    pub valid: PathBuf,
+    /// The training set's COCO annotation file (detection only).
+    #[serde(default)]
+    pub train_annotations: Option<PathBuf>,
+    /// The validation set's COCO annotation file (detection only).
+    #[serde(default)]
+    pub valid_annotations: Option<PathBuf>,
+    /// Mirror training images at random (half of them, a fresh choice each epoch). Default
+    /// true.
+    #[serde(default = "default_flip")]
+    pub flip: bool,
+    /// Threads that decode and prepare images while the model trains (burn's data loader
+    /// workers). Default 2.
+    #[serde(default = "default_workers")]
+    pub workers: usize,
+}
+
+fn default_flip() -> bool {
+    true
+}
+fn default_workers() -> usize {
+    2
 }
 
 fn default_seed() -> u64 {
@@ -112,8 +150,6 @@ impl TrainConfig {
         }
         for (field, value) in [
             ("image_size", config.image_size),
-            ("train_images", config.train_images),
-            ("valid_images", config.valid_images),
             ("batch_size", config.batch_size),
             ("epochs", config.epochs),
         ] {
@@ -121,10 +157,13 @@ impl TrainConfig {
                 return Err(invalid(format!("{field} must be at least 1")));
             }
         }
+        config.check_data().map_err(invalid)?;
         // A ResNeSt's split attention normalises a 1x1 map over the batch: a batch of one
-        // image (a whole one, or the last of an epoch) has no batch statistics there.
+        // image (a whole one, or the last of an epoch) has no batch statistics there. (With
+        // data from disk, the split's size is checked once the folder is read.)
         if let Some(stage) = backbone.first_batch_statistics_attention()
-            && (config.batch_size == 1 || config.train_images % config.batch_size == 1)
+            && (config.batch_size == 1
+                || (config.data.is_none() && config.train_images % config.batch_size == 1))
         {
             return Err(invalid(format!(
                 "batch_size: {} with train_images {} leaves a batch of 1 image, on which \
@@ -172,6 +211,56 @@ impl TrainConfig {
             )));
         }
         Ok(config)
+    }
+
+    /// The generated splits' sizes, or `[data]` alone, as the task needs.
+    fn check_data(&self) -> Result<(), String> {
+        let Some(data) = &self.data else {
+            for (field, value) in [
+                ("train_images", self.train_images),
+                ("valid_images", self.valid_images),
+            ] {
+                if value == 0 {
+                    return Err(format!(
+                        "{field} must be at least 1 (or read data from disk with a [data] table)"
+                    ));
+                }
+            }
+            return Ok(());
+        };
+        for (field, value) in [
+            ("train_images", self.train_images),
+            ("valid_images", self.valid_images),
+        ] {
+            if value != 0 {
+                return Err(format!(
+                    "{field} sizes the generated data; with [data] the folders give the images"
+                ));
+            }
+        }
+        if data.workers == 0 {
+            return Err("data.workers must be at least 1".into());
+        }
+        let annotations = [
+            ("data.train_annotations", &data.train_annotations),
+            ("data.valid_annotations", &data.valid_annotations),
+        ];
+        for (field, value) in annotations {
+            match (self.task, value) {
+                (Task::Detect, None) => {
+                    return Err(format!(
+                        "{field} is missing: detection reads COCO annotation files"
+                    ));
+                }
+                (Task::Classify, Some(_)) => {
+                    return Err(format!(
+                        "{field}: classification reads image folders (ROOT/<class>/*.png), not COCO files"
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// The estimated memory of training this config (backbone, neck, one batch; the heads are

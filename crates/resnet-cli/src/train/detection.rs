@@ -1,32 +1,36 @@
 //! The detection task of `resnet train` (`task = "detect"`): the backbone under an FPN with a
-//! CenterNet-style head ([`ShapeDetector`]) on the detection shapes ([`DetectionDataset`]),
-//! trained with burn-train; mAP@0.5 on the validation split before and after
-//! ([`super::average_precision`]), and a few validation images with their boxes drawn, as PNG
+//! CenterNet-style head ([`ShapeDetector`]) on the detection shapes, or on a COCO set from disk
+//! (`[data]`, [`DetectionData`]), trained with burn-train. The validation split is scored
+//! before and after: mAP@0.5 on the shapes ([`super::average_precision`]); COCO's metrics on a
+//! COCO set, as pycocotools computes them, with the detections written as a COCO results file
+//! (`OUT/detections_valid.json`). A few validation images are drawn with their boxes, as PNG
 //! files in `OUT/detections/` ([`super::pictures`]).
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::tensor::Device;
 use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use super::average_precision::mean_average_precision;
-use super::data::detection::{DetectionBatcher, DetectionDataset, Object};
-use super::data::shapes::CLASSES;
+use super::data::detection::{DetectionBatcher, Object};
+use super::detection_data::{DetectionData, Split};
 use super::models::detector::{Detection, ShapeDetector, decode};
 use super::pictures::draw;
 use super::session::Session;
-use super::{optimizer, run_dir};
+use super::{coco_results, optimizer, run_dir};
 use crate::error::CliError;
 
-/// Detections scored below this are dropped; at most this many per image.
+/// Detections scored below this are dropped; at most this many per image (COCO's metrics
+/// count up to 100).
 const SCORE_THRESHOLD: f32 = 0.05;
-const TOP: usize = 20;
+const TOP: usize = 100;
 /// Validation images drawn to PNG after training.
 const PICTURES: usize = 6;
 
-/// Train the detector, then print its validation mAP and draw its boxes on a few validation
+/// Train the detector, then print its validation scores and draw its boxes on a few validation
 /// images.
 pub fn run(session: &Session) -> Result<(), CliError> {
     let (args, config) = (session.args, &session.config);
@@ -36,6 +40,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         .ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
     let device = session.backend.device()?.autodiff();
     let (last_epoch, checkpoint) = session.epochs()?;
+    let data = DetectionData::new(session, checkpoint.unwrap_or(0))?;
 
     device.seed(config.seed);
     // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
@@ -43,47 +48,44 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let features = backbone.feature_info();
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
-    let guard = session.guard(checkpoint);
+    let guard = session.guard(checkpoint, data.train.len());
     let model = ShapeDetector {
         guard: Some(guard.clone()),
-        ..ShapeDetector::new(backbone, neck, CLASSES.len(), &device)
+        ..ShapeDetector::new(backbone, neck, data.classes.len(), &device)
     };
     if let Some(epoch) = checkpoint {
         run_dir::check_checkpoint(&args.out, epoch, &model)?;
     }
 
-    let train = DetectionDataset {
-        len: config.train_images,
-        size: config.image_size,
-        seed: config.seed,
-    };
-    let valid = DetectionDataset {
-        len: config.valid_images,
-        size: config.image_size,
-        seed: config.seed.wrapping_add(1),
-    };
     let batcher = DetectionBatcher {
         size: config.image_size,
         stride,
     };
-    let loader_train = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(train);
-    let loader_valid = DataLoaderBuilder::new(batcher.clone())
-        .batch_size(config.batch_size)
-        .set_device(device.clone())
-        .build(valid.clone());
+    let loader = |split: &Split| {
+        let builder = DataLoaderBuilder::new(batcher.clone())
+            .batch_size(config.batch_size)
+            .set_device(device.clone());
+        match data.workers {
+            Some(workers) => builder.num_workers(workers),
+            None => builder,
+        }
+        .build(split.clone())
+    };
+    let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 
     let plain = session.backend.device()?;
     if checkpoint.is_none() {
+        let evaluation = evaluate(&model, &data.valid, &batcher, config.batch_size, &plain)?;
         report(
             "before training",
-            &evaluate(&model, &valid, &batcher, config.batch_size, &plain),
-        );
+            &evaluation,
+            &data,
+            config.image_size,
+            None,
+        )?;
     }
     let (scheduler, optimizer) = (
-        optimizer::scheduler(config, model.backbone.param_group())?,
+        optimizer::scheduler(config, data.train.len(), model.backbone.param_group())?,
         optimizer::optimizer(config),
     );
     let training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
@@ -95,49 +97,65 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let result = session
         .presented(training, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));
-    session.stopped(&guard)?;
+    session.stopped(&guard, result.error)?;
 
-    let evaluation = evaluate(&result.model, &valid, &batcher, config.batch_size, &plain);
-    report("after training", &evaluation);
+    let evaluation = evaluate(
+        &result.model,
+        &data.valid,
+        &batcher,
+        config.batch_size,
+        &plain,
+    )?;
+    let results = args.out.join("detections_valid.json");
+    report(
+        "after training",
+        &evaluation,
+        &data,
+        config.image_size,
+        Some(&results),
+    )?;
     let pictures = args.out.join("detections");
     std::fs::create_dir_all(&pictures)
         .map_err(|e| CliError::Train(format!("{}: {e}", pictures.display())))?;
-    for index in 0..PICTURES.min(valid.len) {
+    let drawn = PICTURES.min(data.valid.len());
+    for index in 0..drawn {
         let path = pictures.join(format!("valid_{index}.png"));
-        draw(&valid, index, &evaluation.detections[index], &path)?;
+        let picture = data.valid_picture(index, config.image_size)?;
+        draw(
+            &picture,
+            &evaluation.objects[index],
+            &evaluation.detections[index],
+            &path,
+        )?;
     }
     println!(
-        "boxes drawn on {} validation images in {} (white: truth; coloured: detections by class)",
-        PICTURES.min(valid.len),
+        "boxes drawn on {drawn} validation images in {} (white: truth; coloured: detections by class)",
         pictures.display()
     );
     Ok(())
 }
 
-/// Detections and mAP of a model on a split.
+/// A model's detections on a split, and the split's objects, on the model's input canvas.
 pub struct Evaluation {
     pub detections: Vec<Vec<Detection>>,
-    pub map: f64,
-    pub per_class: Vec<Option<f64>>,
-    pub images: usize,
-    pub objects: usize,
+    pub objects: Vec<Vec<Object>>,
 }
 
-/// Run `model` over `dataset` on a plain device and score it.
+/// Run `model` over `dataset` on a plain device.
 pub fn evaluate(
     model: &ShapeDetector,
-    dataset: &DetectionDataset,
+    dataset: &Split,
     batcher: &DetectionBatcher,
     batch_size: usize,
     device: &Device,
-) -> Evaluation {
+) -> Result<Evaluation, CliError> {
     let model = model.valid().fork(device);
-    let (mut detections, mut objects): (Vec<Vec<Detection>>, Vec<Vec<Object>>) =
-        (Vec::new(), Vec::new());
-    for start in (0..dataset.len).step_by(batch_size) {
-        let items = (start..(start + batch_size).min(dataset.len))
-            .map(|i| dataset.item(i))
-            .collect::<Vec<_>>();
+    let (mut detections, mut objects) = (Vec::new(), Vec::new());
+    let len = dataset.len();
+    for start in (0..len).step_by(batch_size) {
+        let items = dataset
+            .get_many((start..(start + batch_size).min(len)).collect())
+            .map_err(|e| CliError::Train(e.to_string()))?;
         let batch = batcher.batch(items, device);
         detections.extend(decode(
             &model.predict(batch.images),
@@ -147,20 +165,34 @@ pub fn evaluate(
         ));
         objects.extend(batch.objects);
     }
-    let (map, per_class) = mean_average_precision(&detections, &objects, CLASSES.len(), 0.5);
-    Evaluation {
+    Ok(Evaluation {
         detections,
-        map,
-        per_class,
-        images: dataset.len,
-        objects: objects.iter().map(Vec::len).sum(),
-    }
+        objects,
+    })
 }
 
-fn report(when: &str, evaluation: &Evaluation) {
-    let classes: Vec<String> = CLASSES
+/// Print the scores: mAP@0.5 per class on the shapes; COCO's metrics on a COCO set (and, with
+/// `results`, the detections written there as a COCO results file).
+fn report(
+    when: &str,
+    evaluation: &Evaluation,
+    data: &DetectionData,
+    size: usize,
+    results: Option<&std::path::Path>,
+) -> Result<(), CliError> {
+    if let Some(set) = &data.coco_valid {
+        return coco_results::report(when, &evaluation.detections, set, size, results);
+    }
+    let (map, per_class) = mean_average_precision(
+        &evaluation.detections,
+        &evaluation.objects,
+        data.classes.len(),
+        0.5,
+    );
+    let classes: Vec<String> = data
+        .classes
         .iter()
-        .zip(&evaluation.per_class)
+        .zip(&per_class)
         .map(|(name, ap)| {
             format!(
                 "{name} {}",
@@ -170,9 +202,10 @@ fn report(when: &str, evaluation: &Evaluation) {
         .collect();
     println!(
         "validation {when}: mAP@0.5 {:.1}% ({}) over {} images, {} objects",
-        evaluation.map * 100.0,
+        map * 100.0,
         classes.join(", "),
-        evaluation.images,
-        evaluation.objects
+        evaluation.objects.len(),
+        evaluation.objects.iter().map(Vec::len).sum::<usize>()
     );
+    Ok(())
 }

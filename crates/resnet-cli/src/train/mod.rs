@@ -15,9 +15,11 @@
 
 mod average_precision;
 mod classification;
+mod coco_results;
 mod config;
 mod data;
 mod detection;
+mod detection_data;
 pub mod export_shapes;
 mod guard;
 mod models;

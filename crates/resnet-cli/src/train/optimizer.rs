@@ -11,13 +11,22 @@ use burn::optim::momentum::MomentumConfig;
 use super::config::TrainConfig;
 use crate::error::CliError;
 
-/// Cosine schedules over the whole run: `learning_rate` for the head, times
-/// `backbone_lr_factor` for the backbone's parameter group.
+/// Cosine schedules over the whole run (`train_images` per epoch): `learning_rate` for the
+/// head, times `backbone_lr_factor` for the backbone's parameter group.
 pub fn scheduler(
     config: &TrainConfig,
+    train_images: usize,
     backbone: burn::module::ParamGroup,
 ) -> Result<burn::lr_scheduler::module_lr_scheduler::ModuleLrScheduler, CliError> {
-    let steps = config.epochs * config.train_images.div_ceil(config.batch_size);
+    let steps = config
+        .epochs
+        .checked_mul(train_images.div_ceil(config.batch_size))
+        .ok_or_else(|| {
+            CliError::Train(format!(
+                "epochs × steps per epoch ({} × ⌈{train_images} / {}⌉) overflows",
+                config.epochs, config.batch_size
+            ))
+        })?;
     let schedule = |lr: f64| CosineAnnealingLrSchedulerConfig::new(lr, steps);
     ModuleLrSchedulerConfig::new(schedule(config.learning_rate).into())
         .with_group(

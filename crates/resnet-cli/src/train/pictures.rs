@@ -1,29 +1,27 @@
 //! Pictures of the detection task's results: a validation image, enlarged, with its true boxes
 //! and the detector's boxes drawn on it, as a PNG (`OUT/detections/valid_N.png`).
 
-use super::data::detection::DetectionDataset;
-use super::data::shapes::to_rgb8;
+use super::data::detection::Object;
 use super::models::detector::Detection;
 use crate::error::CliError;
 
 /// Colours of the classes' boxes.
 const COLOURS: [[u8; 3]; 4] = [[255, 80, 80], [80, 200, 255], [255, 220, 0], [200, 90, 255]];
 
-/// Image `index` of `dataset`, 4x enlarged, with its true boxes (white) and `detections`
-/// (by class colour, scores ≥ 0.3), as a PNG.
+/// `picture` (the image as the model saw it), 4x enlarged, with its true boxes (white) and
+/// `detections` (by class colour, scores ≥ 0.3), as a PNG.
 pub fn draw(
-    dataset: &DetectionDataset,
-    index: usize,
+    picture: &image::RgbImage,
+    objects: &[Object],
     detections: &[Detection],
     path: &std::path::Path,
 ) -> Result<(), CliError> {
     const SCALE: usize = 4;
-    let item = dataset.item(index);
-    let side = dataset.size * SCALE;
+    let side = picture.width().max(picture.height()) as usize * SCALE;
     let mut image = image::imageops::resize(
-        &to_rgb8(&item.pixels, dataset.size),
-        side as u32,
-        side as u32,
+        picture,
+        picture.width() * SCALE as u32,
+        picture.height() * SCALE as u32,
         image::imageops::FilterType::Nearest,
     );
     let mut rectangle = |bbox: &[f32; 4], colour: [u8; 3]| {
@@ -40,7 +38,7 @@ pub fn draw(
             }
         }
     };
-    for object in &item.objects {
+    for object in objects {
         rectangle(&object.bbox, [255, 255, 255]);
     }
     for detection in detections.iter().filter(|d| d.score >= 0.3) {

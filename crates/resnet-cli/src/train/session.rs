@@ -44,9 +44,10 @@ impl Session<'_> {
         Ok((last_epoch, checkpoint))
     }
 
-    /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any).
-    pub fn guard(&self, checkpoint: Option<usize>) -> NonFiniteGuard {
-        let steps_per_epoch = self.config.train_images.div_ceil(self.config.batch_size);
+    /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any) on
+    /// `train_images` images per epoch.
+    pub fn guard(&self, checkpoint: Option<usize>, train_images: usize) -> NonFiniteGuard {
+        let steps_per_epoch = train_images.div_ceil(self.config.batch_size);
         NonFiniteGuard::new(
             Interrupter::new(),
             checkpoint.map_or(1, |epoch| epoch + 1),
@@ -54,11 +55,20 @@ impl Session<'_> {
         )
     }
 
-    /// The error of a run the guard stopped: which epoch and step, and what is left on disk.
-    pub fn stopped(&self, guard: &NonFiniteGuard) -> Result<(), CliError> {
+    /// The error of a run the guard stopped (which epoch and step, and what is left on disk),
+    /// or of one burn-train stopped with `error` (an image that failed to load, a checkpoint
+    /// that could not be written).
+    pub fn stopped(
+        &self,
+        guard: &NonFiniteGuard,
+        error: Option<std::sync::Arc<burn::train::TrainingError>>,
+    ) -> Result<(), CliError> {
         let out = &self.args.out;
         match guard.failure() {
-            None => Ok(()),
+            None => match error {
+                None => Ok(()),
+                Some(error) => Err(CliError::Train(format!("training stopped: {error}"))),
+            },
             Some(failure) => Err(CliError::Train(match run_dir::last_checkpoint(out) {
                 Ok(epoch) => format!(
                     "{failure}; the last checkpoint is epoch {epoch} in {}",

@@ -4,5 +4,8 @@
 //! boxed shapes per image with the detector's targets for detection ([`detection`]).
 
 pub mod classification;
+pub mod coco_set;
 pub mod detection;
+pub mod image_folder;
+pub mod letterbox;
 pub mod shapes;

@@ -5,7 +5,6 @@
 //! and after.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
@@ -15,6 +14,7 @@ use burn::train::metric::{AccuracyMetric, LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use super::data::classification::{ShapeBatcher, ShapeItem, ShapesDataset};
+use super::data::epoch_order::EpochOrder;
 use super::data::image_folder::{ImageFolder, ImageFolderDataset};
 use super::data::shapes::CLASSES;
 use super::models::classifier::ShapeClassifier;
@@ -31,13 +31,11 @@ struct Data {
     train: Split,
     valid: Split,
     classes: Vec<String>,
-    /// Loader threads (disk data), or none (generated data: drawing is cheap).
-    workers: Option<usize>,
 }
 
 /// The config's data: the generated shapes, or `[data]`'s image folders (their class lists must
-/// agree). Training images are flipped from `first_epoch` on (0-based), so that a resumed run
-/// flips as an uninterrupted one.
+/// agree). Training images are ordered and flipped from `first_epoch` on (0-based), so that a
+/// resumed run sees them as an uninterrupted one.
 fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
     let config = &session.config;
     let Some(disk) = &config.data else {
@@ -52,7 +50,6 @@ fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
             train: split(config.train_images, config.seed),
             valid: split(config.valid_images, config.seed.wrapping_add(1)),
             classes: CLASSES.iter().map(|c| c.to_string()).collect(),
-            workers: None,
         });
     };
     let (train, valid) = (
@@ -96,19 +93,18 @@ fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
     }
     let preprocessing = Preprocessing::for_style(config.backbone.style);
     let classes = train.classes.clone();
-    let served = (first_epoch * train.items.len()) as u64;
-    let dataset = |folder, flip_seed, served| ImageFolderDataset {
+    let order = EpochOrder::new(config.seed, disk.flip, train.items.len(), first_epoch);
+    let dataset = |folder, order| ImageFolderDataset {
         folder,
         size: config.image_size,
         preprocessing,
-        flip_seed,
-        served: Arc::new(AtomicU64::new(served)),
+        order,
+        threads: disk.threads,
     };
     Ok(Data {
-        train: Arc::new(dataset(train, disk.flip.then_some(config.seed), served)),
-        valid: Arc::new(dataset(valid, None, 0)),
+        train: Arc::new(dataset(train, Some(Arc::new(order)))),
+        valid: Arc::new(dataset(valid, None)),
         classes,
-        workers: Some(disk.workers),
     })
 }
 
@@ -122,17 +118,14 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let batcher = ShapeBatcher {
         size: config.image_size,
     };
-    // No shuffling: the images are random draws already (or read in folder order), and a fixed
-    // order makes a resumed run see exactly what an uninterrupted one does.
+    // No loader shuffling: generated images are random draws already, and images from disk
+    // come in each epoch's order (EpochOrder), so a resumed run sees what an uninterrupted one
+    // does.
     let loader = |split: &Split| {
-        let builder = DataLoaderBuilder::new(batcher.clone())
+        DataLoaderBuilder::new(batcher.clone())
             .batch_size(config.batch_size)
-            .set_device(device.clone());
-        match data.workers {
-            Some(workers) => builder.num_workers(workers),
-            None => builder,
-        }
-        .build(split.clone())
+            .set_device(device.clone())
+            .build(split.clone())
     };
     let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 

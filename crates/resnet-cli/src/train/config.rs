@@ -90,16 +90,16 @@ pub struct DataConfig {
     /// true.
     #[serde(default = "default_flip")]
     pub flip: bool,
-    /// Threads that decode and prepare images while the model trains (burn's data loader
-    /// workers). Default 2.
-    #[serde(default = "default_workers")]
-    pub workers: usize,
+    /// Threads that decode and prepare each batch's images (in the batch's order, so runs stay
+    /// reproducible). Default 2.
+    #[serde(default = "default_threads")]
+    pub threads: usize,
 }
 
 fn default_flip() -> bool {
     true
 }
-fn default_workers() -> usize {
+fn default_threads() -> usize {
     2
 }
 
@@ -238,8 +238,8 @@ impl TrainConfig {
                 ));
             }
         }
-        if data.workers == 0 {
-            return Err("data.workers must be at least 1".into());
+        if data.threads == 0 {
+            return Err("data.threads must be at least 1".into());
         }
         let annotations = [
             ("data.train_annotations", &data.train_annotations),

@@ -62,14 +62,10 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         stride,
     };
     let loader = |split: &Split| {
-        let builder = DataLoaderBuilder::new(batcher.clone())
+        DataLoaderBuilder::new(batcher.clone())
             .batch_size(config.batch_size)
-            .set_device(device.clone());
-        match data.workers {
-            Some(workers) => builder.num_workers(workers),
-            None => builder,
-        }
-        .build(split.clone())
+            .set_device(device.clone())
+            .build(split.clone())
     };
     let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 

@@ -2,12 +2,12 @@
 //! what evaluation and the pictures need of each.
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use burn::data::dataset::Dataset;
 
 use super::data::coco_set::{CocoDataset, CocoSet};
 use super::data::detection::{DetectionDataset, DetectionItem};
+use super::data::epoch_order::EpochOrder;
 use super::data::letterbox::Placement;
 use super::data::shapes::{CLASSES, to_rgb8};
 use super::session::Session;
@@ -23,15 +23,13 @@ pub struct DetectionData {
     pub train: Split,
     pub valid: Split,
     pub classes: Vec<String>,
-    /// Loader threads (disk data), or none (generated data: drawing is cheap).
-    pub workers: Option<usize>,
     /// The validation COCO set, which COCO's metrics score against.
     pub coco_valid: Option<Arc<CocoSet>>,
 }
 
 impl DetectionData {
-    /// The config's data. Training images are flipped from `first_epoch` on (0-based), so
-    /// that a resumed run flips as an uninterrupted one.
+    /// The config's data. Training images are ordered and flipped from `first_epoch` on
+    /// (0-based), so that a resumed run sees them as an uninterrupted one.
     pub fn new(session: &Session, first_epoch: usize) -> Result<Self, CliError> {
         let config = &session.config;
         let Some(disk) = &config.data else {
@@ -46,7 +44,6 @@ impl DetectionData {
                 train: split(config.train_images, config.seed),
                 valid: split(config.valid_images, config.seed.wrapping_add(1)),
                 classes: CLASSES.iter().map(|c| c.to_string()).collect(),
-                workers: None,
                 coco_valid: None,
             });
         };
@@ -96,20 +93,19 @@ impl DetectionData {
         }
         let preprocessing = Preprocessing::for_style(config.backbone.style);
         let classes = train.names.clone();
-        let served = (first_epoch * train.images.len()) as u64;
+        let order = EpochOrder::new(config.seed, disk.flip, train.images.len(), first_epoch);
         let (train, valid) = (Arc::new(train), Arc::new(valid));
-        let dataset = |set: &Arc<CocoSet>, flip_seed, served| CocoDataset {
+        let dataset = |set: &Arc<CocoSet>, order| CocoDataset {
             set: set.clone(),
             size: config.image_size,
             preprocessing,
-            flip_seed,
-            served: Arc::new(AtomicU64::new(served)),
+            order,
+            threads: disk.threads,
         };
         Ok(DetectionData {
-            train: Arc::new(dataset(&train, disk.flip.then_some(config.seed), served)),
-            valid: Arc::new(dataset(&valid, None, 0)),
+            train: Arc::new(dataset(&train, Some(Arc::new(order)))),
+            valid: Arc::new(dataset(&valid, None)),
             classes,
-            workers: Some(disk.workers),
             coco_valid: Some(valid),
         })
     }

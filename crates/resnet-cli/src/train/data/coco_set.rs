@@ -12,13 +12,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::data::dataset::{Dataset, DatasetError};
 
 use super::detection::{DetectionItem, Object};
-use super::image_folder::flipped;
+use super::epoch_order::EpochOrder;
 use super::letterbox::{Placement, letterbox};
+use super::parallel::load_in_order;
 use crate::coco::{CocoAnnotations, CocoImage};
 use crate::error::CliError;
 use crate::image_input::{Preprocessing, decode};
@@ -156,11 +156,10 @@ pub struct CocoDataset {
     pub set: Arc<CocoSet>,
     pub size: usize,
     pub preprocessing: Preprocessing,
-    /// Mirror images at random (half of them, a fresh choice each epoch), from this seed.
-    pub flip_seed: Option<u64>,
-    /// Images handed out so far in this run, counted from the first epoch it trains (see
-    /// [`super::image_folder::ImageFolderDataset::served`]).
-    pub served: Arc<AtomicU64>,
+    /// Training: each epoch's order and mirroring; validation: none (the file's order).
+    pub order: Option<Arc<EpochOrder>>,
+    /// Threads that decode a batch's images.
+    pub threads: usize,
 }
 
 impl Dataset<DetectionItem> for CocoDataset {
@@ -170,14 +169,18 @@ impl Dataset<DetectionItem> for CocoDataset {
                 "no image {index}"
             ))));
         }
-        let epoch = self.served.fetch_add(1, Ordering::Relaxed) / self.len() as u64;
-        let flip = self
-            .flip_seed
-            .is_some_and(|seed| flipped(seed, epoch, index));
+        let (image, flip) = self
+            .order
+            .as_ref()
+            .map_or((index, false), |o| o.pick(index));
         self.set
-            .load(index, self.size, self.preprocessing, flip)
+            .load(image, self.size, self.preprocessing, flip)
             .map(|(item, _)| item)
             .map_err(|e| DatasetError::new(std::io::Error::other(e.to_string())))
+    }
+
+    fn get_many(&self, indexes: Vec<usize>) -> Result<Vec<DetectionItem>, DatasetError> {
+        load_in_order(&indexes, self.threads, |index| self.get(index))
     }
 
     fn len(&self) -> usize {

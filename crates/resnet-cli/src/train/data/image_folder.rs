@@ -5,16 +5,18 @@
 //! `vision` feature, which also builds its download support (an HTTP client) and decodes each
 //! image into a vector of per-pixel enum values without resizing or flipping; this one walks the
 //! folders itself, names the file of any image that fails to decode, and letterboxes, flips and
-//! normalises as the model's input needs ([`super::letterbox`]).
+//! normalises as the model's input needs ([`super::letterbox`]), in an order shuffled each
+//! epoch ([`super::epoch_order`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use burn::data::dataset::{Dataset, DatasetError};
 
 use super::classification::ShapeItem;
+use super::epoch_order::EpochOrder;
 use super::letterbox::letterbox;
+use super::parallel::load_in_order;
 use crate::error::CliError;
 use crate::image_input::{Preprocessing, decode};
 
@@ -94,47 +96,40 @@ impl ImageFolder {
     }
 }
 
-/// An image folder as training or validation data: each image letterboxed to `size`,
-/// normalised, and (training) mirrored at random.
+/// An image folder as training or validation data: each image letterboxed to `size` and
+/// normalised; training images in each epoch's order, half of them mirrored.
 #[derive(Debug, Clone)]
 pub struct ImageFolderDataset {
     pub folder: ImageFolder,
     pub size: usize,
     pub preprocessing: Preprocessing,
-    /// Mirror images at random (half of them, a fresh choice each epoch), from this seed.
-    pub flip_seed: Option<u64>,
-    /// Images handed out so far (from the first epoch trained in this run): with the
-    /// dataset's length, the epoch, so that each epoch's flips are the same in a resumed run.
-    pub served: Arc<AtomicU64>,
-}
-
-/// Whether image `index` is mirrored in `epoch` (half of them, from `seed`).
-pub fn flipped(seed: u64, epoch: u64, index: usize) -> bool {
-    let mut z = seed
-        ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        ^ (index as u64).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    z = (z ^ (z >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    z = (z ^ (z >> 32)).wrapping_mul(0xD6E8_FEB8_6659_FD93);
-    (z >> 63) == 1
+    /// Training: each epoch's order and mirroring; validation: none (folder order).
+    pub order: Option<Arc<EpochOrder>>,
+    /// Threads that decode a batch's images.
+    pub threads: usize,
 }
 
 impl Dataset<ShapeItem> for ImageFolderDataset {
     fn get(&self, index: usize) -> Result<ShapeItem, DatasetError> {
+        let (image, flip) = self
+            .order
+            .as_ref()
+            .map_or((index, false), |o| o.pick(index));
         let (path, label) =
-            self.folder.items.get(index).ok_or_else(|| {
+            self.folder.items.get(image).ok_or_else(|| {
                 DatasetError::new(std::io::Error::other(format!("no image {index}")))
             })?;
-        let epoch = self.served.fetch_add(1, Ordering::Relaxed) / self.len().max(1) as u64;
-        let flip = self
-            .flip_seed
-            .is_some_and(|seed| flipped(seed, epoch, index));
-        let image =
+        let decoded =
             decode(path).map_err(|e| DatasetError::new(std::io::Error::other(e.to_string())))?;
-        let (pixels, _) = letterbox(&image, self.size, self.preprocessing, flip);
+        let (pixels, _) = letterbox(&decoded, self.size, self.preprocessing, flip);
         Ok(ShapeItem {
             pixels,
             label: *label,
         })
+    }
+
+    fn get_many(&self, indexes: Vec<usize>) -> Result<Vec<ShapeItem>, DatasetError> {
+        load_in_order(&indexes, self.threads, |index| self.get(index))
     }
 
     fn len(&self) -> usize {

@@ -24,6 +24,8 @@ mod info;
 #[cfg(not(no_workspace_files))]
 mod train;
 #[cfg(not(no_workspace_files))]
+mod train_from_disk;
+#[cfg(not(no_workspace_files))]
 mod writes;
 
 #[cfg_attr(no_workspace_files, allow(dead_code))]

@@ -1,0 +1,231 @@
+//! `resnet train` on data from disk (`[data]`): an image folder and a COCO set that
+//! `resnet export-shapes` writes, read back by the real loaders; and bad data refused.
+
+use std::path::Path;
+
+use super::*;
+
+/// Export a training config's shapes to `dir/data`; the config's text without its split sizes
+/// plus `[data]` (`data` the table's lines), written to `dir/disk.toml`.
+fn exported(dir: &Path, task_lines: &str, data: &str) -> PathBuf {
+    let generated = dir.join("generated.toml");
+    std::fs::write(
+        &generated,
+        format!("train_images = 512\nvalid_images = 64\n{task_lines}"),
+    )
+    .unwrap();
+    let out = dir.join("data");
+    stdout(&resnet(&[
+        "export-shapes",
+        "--config",
+        generated.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+    let config = dir.join("disk.toml");
+    let data = data.replace("DATA", out.to_str().unwrap());
+    // `[data]` before the backbone's tables.
+    let (head, tables) = task_lines.split_at(task_lines.find('[').unwrap());
+    std::fs::write(&config, format!("{head}[data]\n{data}\n{tables}")).unwrap();
+    config
+}
+
+fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    resnet(&args)
+}
+
+/// `validation <when>: accuracy …, loss L, …` → L.
+fn loss(out: &str, when: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(&format!("validation {when}:")))
+        .unwrap_or_else(|| panic!("{out}"));
+    line.split("loss ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn classification_trains_on_an_image_folder_and_resumes_exactly() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-folder-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let task = "image_size = 48\nbatch_size = 16\nepochs = 2\nlearning_rate = 0.05\n[backbone]\ndepth = 18\n\
+                base_channels = 8\nzero_init_residual = false\n[backbone.norm_cfg]\ntype = \"BN\"\nmomentum = 0.5\n";
+    let config = exported(&dir, task, "train = \"DATA/train\"\nvalid = \"DATA/valid\"");
+    // A stray file is left out and counted.
+    std::fs::write(dir.join("data/train/notes.txt"), "not an image").unwrap();
+
+    let straight = stdout(&train(&config, &dir.join("straight"), &[]));
+    assert!(
+        straight.contains("train: 512 images of 4 classes from"),
+        "{straight}"
+    );
+    assert!(straight.contains("(1 other files left out)"), "{straight}");
+    let (before, after) = (
+        loss(&straight, "before training"),
+        loss(&straight, "after training"),
+    );
+    assert!(
+        after < 0.8 * before,
+        "validation loss {before} -> {after}\n{straight}"
+    );
+    // Learned the labels the folders give: well above chance.
+    let accuracy: f64 = straight
+        .lines()
+        .find(|l| l.starts_with("validation after"))
+        .unwrap()
+        .split("accuracy ")
+        .nth(1)
+        .unwrap()
+        .split('%')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(accuracy > 50.0, "{straight}");
+
+    // Stopped after epoch 1 and resumed: the same order and flips, the same final model.
+    stdout(&train(
+        &config,
+        &dir.join("resumed"),
+        &["--stop-after", "1"],
+    ));
+    let resumed = stdout(&train(&config, &dir.join("resumed"), &["--resume"]));
+    assert_eq!(loss(&resumed, "after training"), after, "{resumed}");
+
+    // An image that does not decode stops the run with its file named, not a panic.
+    std::fs::write(dir.join("data/train/circle/000003.png"), "garbage").unwrap();
+    let error = stderr_of_failure(&train(&config, &dir.join("broken"), &[]));
+    assert!(
+        error.contains("circle/000003.png: not a decodable PNG or JPEG image"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn detection_trains_on_a_coco_set_and_writes_coco_results() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-coco-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let task = "task = \"detect\"\nimage_size = 48\nbatch_size = 16\nepochs = 3\nlearning_rate = 0.002\n\
+                [backbone]\ndepth = 18\nbase_channels = 8\nzero_init_residual = false\n\
+                [neck]\nout_channels = 16\nnum_outs = 4\n";
+    let data = "train = \"DATA/train\"\nvalid = \"DATA/valid\"\n\
+                train_annotations = \"DATA/annotations/instances_train.json\"\n\
+                valid_annotations = \"DATA/annotations/instances_valid.json\"";
+    let config = exported(&dir, task, data);
+    let out_dir = dir.join("run");
+    let out = stdout(&train(&config, &out_dir, &[]));
+    assert!(out.contains("valid: 64 images, "), "{out}");
+    let ap = |when: &str| -> f64 {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("validation {when}: COCO AP ")))
+            .unwrap_or_else(|| panic!("{out}"));
+        line.split("COCO AP ")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert!(ap("after training") > ap("before training"), "{out}");
+    assert!(
+        out.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"),
+        "{out}"
+    );
+    // The results file re-scores to the printed figures.
+    let results = out_dir.join("detections_valid.json");
+    let rescored = stdout(&resnet(&[
+        "evaluate",
+        "--annotations",
+        dir.join("data/annotations/instances_valid.json")
+            .to_str()
+            .unwrap(),
+        "--results",
+        results.to_str().unwrap(),
+    ]));
+    let summary = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|l| l.contains("maxDets="))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(summary(&rescored), summary(&out));
+    assert_eq!(summary(&out).len(), 12);
+    assert!(out_dir.join("detections/valid_0.png").is_file());
+
+    // An image missing from the folder is named before training starts.
+    std::fs::remove_file(dir.join("data/valid/000005.png")).unwrap();
+    let error = stderr_of_failure(&train(&config, &dir.join("missing"), &[]));
+    assert!(
+        error.contains("000005.png: image 5 of") && error.contains("is not a file"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn data_settings_that_cannot_work_are_refused() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-data-settings-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("empty/some_class")).unwrap();
+    let backbone = "[backbone]\ndepth = 18\nbase_channels = 8\n";
+    let cases = [
+        (
+            "image_size = 32\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n",
+            "train_images must be at least 1 (or read data from disk with a [data] table)",
+        ),
+        (
+            "image_size = 32\ntrain_images = 8\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n[data]\ntrain = \"a\"\nvalid = \"b\"\n",
+            "train_images sizes the generated data; with [data] the folders give the images",
+        ),
+        (
+            "image_size = 32\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n[data]\ntrain = \"a\"\nvalid = \"b\"\ntrain_annotations = \"x.json\"\n",
+            "data.train_annotations: classification reads image folders",
+        ),
+        (
+            "image_size = 32\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n[data]\ntrain = \"EMPTY\"\nvalid = \"EMPTY\"\n",
+            "its 1 class folders hold no .png, .jpg or .jpeg images",
+        ),
+        (
+            "image_size = 32\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n[data]\ntrain = \"NOWHERE\"\nvalid = \"NOWHERE\"\n",
+            "nowhere: ",
+        ),
+        (
+            "task = \"detect\"\nimage_size = 32\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n[data]\ntrain = \"a\"\nvalid = \"b\"\n[neck]\nout_channels = 8\nnum_outs = 4\n",
+            "data.train_annotations is missing: detection reads COCO annotation files",
+        ),
+    ];
+    for (index, (text, message)) in cases.iter().enumerate() {
+        let config = dir.join(format!("case{index}.toml"));
+        let text = text
+            .replace("EMPTY", dir.join("empty").to_str().unwrap())
+            .replace("NOWHERE", dir.join("nowhere").to_str().unwrap());
+        let (head, tail) = match text.find("[neck]") {
+            Some(at) => text.split_at(at),
+            None => (text.as_str(), ""),
+        };
+        std::fs::write(&config, format!("{head}{backbone}{tail}")).unwrap();
+        let error = stderr_of_failure(&train(&config, &dir.join(format!("run{index}")), &[]));
+        assert!(
+            error.contains(message),
+            "case {index}: {error:?} lacks {message:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

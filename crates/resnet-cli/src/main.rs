@@ -49,8 +49,9 @@ enum Command {
     /// Time inference and a training step (median, min/max, images/s, peak memory).
     Bench(bench::BenchArgs),
     /// Train the backbone with a small classification head, or (`task = "detect"`) under an FPN
-    /// with a detection head, on generated shapes (burn-train: progress display, validation
-    /// split, metrics, checkpoints every epoch; mAP@0.5 and pictures for detection).
+    /// with a detection head, on generated shapes or on an image folder / COCO set from disk
+    /// (`[data]`) (burn-train: progress display, validation split, metrics, checkpoints every
+    /// epoch; mAP@0.5 or COCO's metrics, and pictures, for detection).
     Train(train::TrainArgs),
     /// Score detections (a COCO results file) against COCO annotations: AP@[.50:.95], AP50,
     /// AP75, AP and AR by object size, as pycocotools computes them, and each category's AP.

@@ -1,14 +1,15 @@
-//! `resnet train`: train a backbone with a small classification head on the program's own
-//! shapes dataset ([`classification`]), or (`task = "detect"`) under an FPN with a
-//! CenterNet-style detection head ([`detection`]), through burn-train (progress display,
-//! validation split, loss and accuracy metrics, cosine learning-rate schedule, a checkpoint
-//! every epoch, `--resume`).
+//! `resnet train`: train a backbone with a small classification head ([`classification`]), or
+//! (`task = "detect"`) under an FPN with a CenterNet-style detection head ([`detection`]), on
+//! the program's own shapes or on data from disk (`[data]`), through burn-train (progress
+//! display, validation split, loss and accuracy metrics, cosine learning-rate schedule, a
+//! checkpoint every epoch, `--resume`).
 //!
 //! - the tasks, each a training loop with its evaluation: [`classification`], [`detection`]
-//!   (scored by [`average_precision`], drawn by [`pictures`]);
+//!   (its data in [`detection_data`]; scored by [`average_precision`] on the shapes and by
+//!   COCO's metrics on a COCO set, [`coco_results`]; drawn by [`pictures`]);
 //! - their models around the backbone: [`models`];
-//! - their generated data: [`data`], which `resnet export-shapes` writes to disk
-//!   ([`export_shapes`]);
+//! - their data, generated or from disk: [`data`]; `resnet export-shapes` writes the generated
+//!   data to disk ([`export_shapes`]);
 //! - what both share: the config ([`config`]), the run and its resuming ([`session`],
 //!   [`run_dir`]), the optimizer ([`optimizer`]), the guard against non-finite steps
 //!   ([`guard`]) and the progress lines ([`renderer`]).

@@ -12,6 +12,7 @@ use burn_resnet::{
 
 use crate::error::CliError;
 use crate::image_input::{self, Preprocessing};
+use crate::weights_report;
 use crate::{options, output};
 
 /// The options of `resnet extract`.
@@ -77,30 +78,8 @@ pub fn run(args: &ExtractArgs, memory_limit: &MemoryLimit) -> Result<(), CliErro
             false => backbone.load_weights(weights, args.weights_source)?,
         };
         backbone = loaded;
-        println!(
-            "weights: {} ({} names{}; {} non-backbone tensors skipped{})",
-            weights.display(),
-            report.source,
-            if report.detected { ", detected" } else { "" },
-            report.skipped.len(),
-            if report.skipped.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", report.skipped.join(", "))
-            }
-        );
-        if !report.zero_offsets.is_empty() {
-            println!(
-                "weights: the file has no DCN offset convs; {} offset tensors keep their zero init (each DCN starts as a regular conv)",
-                report.zero_offsets.len()
-            );
-        }
-        if !report.not_loaded.is_empty() {
-            println!(
-                "--partial: {} tensors keep their initial values:\n  {}",
-                report.not_loaded.len(),
-                report.not_loaded.join("\n  ")
-            );
+        for line in weights_report::describe(weights, &report) {
+            println!("{line}");
         }
     }
     let preprocessing = Preprocessing::for_style(spec.config.style);

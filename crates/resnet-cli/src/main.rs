@@ -14,6 +14,7 @@ mod info;
 mod options;
 mod output;
 mod train;
+mod weights_report;
 
 use std::process::ExitCode;
 

@@ -132,7 +132,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
     // Memory checked by the caller, against the run's limit.
-    let backbone = config.backbone.validate()?.init(&device);
+    let backbone = session.backbone(&device, checkpoint)?;
     let guard = session.guard(checkpoint, data.train.len());
     let model = ShapeClassifier {
         guard: Some(guard.clone()),

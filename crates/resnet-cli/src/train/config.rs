@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use burn_resnet::fpn::FpnConfig;
+use burn_resnet::weights::WeightSource;
 use burn_resnet::{MemoryEstimate, ModelSummary, ResNetConfig, Workload};
 use serde::Deserialize;
 
@@ -61,6 +62,14 @@ pub struct TrainConfig {
     pub weight_decay: f32,
     /// The backbone, as in `configs/*.toml` (`frozen_stages`, `norm_eval`, `norm_cfg` apply).
     pub backbone: ResNetConfig,
+    /// A checkpoint to start the backbone from (fine-tuning): torchvision, timm or mmdet, `.pth`
+    /// or `.safetensors`, as `resnet extract --weights` reads them (the file must hold the whole
+    /// backbone). A resumed run takes its weights from its own checkpoint.
+    #[serde(default)]
+    pub weights: Option<PathBuf>,
+    /// The checkpoint's key names: `"mmdet"`, `"torchvision"` or `"timm"`; default: detected.
+    #[serde(default, deserialize_with = "weight_source")]
+    pub weights_source: Option<WeightSource>,
     /// The FPN of the detection task (mmdet's `FPN` arguments; `in_channels` from the
     /// backbone). Required with `task = "detect"`.
     #[serde(default)]
@@ -101,6 +110,13 @@ fn default_flip() -> bool {
 }
 fn default_threads() -> usize {
     2
+}
+
+fn weight_source<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<WeightSource>, D::Error> {
+    let name = String::deserialize(deserializer)?;
+    name.parse().map(Some).map_err(serde::de::Error::custom)
 }
 
 fn default_seed() -> u64 {
@@ -158,6 +174,19 @@ impl TrainConfig {
             }
         }
         config.check_data().map_err(invalid)?;
+        if let Some(weights) = &config.weights
+            && !weights.is_file()
+        {
+            return Err(invalid(format!(
+                "weights: {} is not a file",
+                weights.display()
+            )));
+        }
+        if config.weights_source.is_some() && config.weights.is_none() {
+            return Err(invalid(
+                "weights_source names the key names of `weights`, which is not given".into(),
+            ));
+        }
         // A ResNeSt's split attention normalises a 1x1 map over the batch: a batch of one
         // image (a whole one, or the last of an epoch) has no batch statistics there. (With
         // data from disk, the split's size is checked once the folder is read.)

@@ -44,7 +44,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
 
     device.seed(config.seed);
     // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
-    let backbone = config.backbone.validate()?.init(&device);
+    let backbone = session.backbone(&device, checkpoint)?;
     let features = backbone.feature_info();
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;

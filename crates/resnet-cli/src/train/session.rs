@@ -44,6 +44,27 @@ impl Session<'_> {
         Ok((last_epoch, checkpoint))
     }
 
+    /// The backbone a run starts from on `device`: mmdet's initialisation from the seed (set
+    /// by the caller), then, unless the run resumes from `checkpoint`, the config's `weights`.
+    pub fn backbone(
+        &self,
+        device: &burn::tensor::Device,
+        checkpoint: Option<usize>,
+    ) -> Result<burn_resnet::ResNet, CliError> {
+        let backbone = self.config.backbone.validate()?.init(device);
+        match (&self.config.weights, checkpoint) {
+            (Some(weights), None) => {
+                let (loaded, report) =
+                    backbone.load_weights(weights, self.config.weights_source)?;
+                for line in crate::weights_report::describe(weights, &report) {
+                    println!("{line}");
+                }
+                Ok(loaded)
+            }
+            _ => Ok(backbone),
+        }
+    }
+
     /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any) on
     /// `train_images` images per epoch.
     pub fn guard(&self, checkpoint: Option<usize>, train_images: usize) -> NonFiniteGuard {

@@ -1,5 +1,6 @@
 //! `resnet train` on data from disk (`[data]`): an image folder and a COCO set that
-//! `resnet export-shapes` writes, read back by the real loaders; and bad data refused.
+//! `resnet export-shapes` writes, read back by the real loaders; bad data refused; and a
+//! backbone fine-tuned from a checkpoint (`weights`).
 
 use std::path::Path;
 
@@ -211,6 +212,26 @@ fn data_settings_that_cannot_work_are_refused() {
             "data.train_annotations is missing: detection reads COCO annotation files",
         ),
     ];
+    let base = "image_size = 32\ntrain_images = 8\nvalid_images = 4\nbatch_size = 2\nepochs = 1\nlearning_rate = 0.1\n";
+    let weights_cases = [
+        (
+            format!("{base}weights_source = \"timm\"\n"),
+            "weights_source names the key names of `weights`, which is not given",
+        ),
+        (
+            format!("{base}weights = \"w.pth\"\nweights_source = \"keras\"\n"),
+            "unknown source 'keras'; expected one of mmdet, torchvision, timm",
+        ),
+        (
+            format!("{base}weights = \"NOWHERE/w.pth\"\n"),
+            "nowhere/w.pth is not a file",
+        ),
+    ];
+    let cases: Vec<(String, &str)> = cases
+        .iter()
+        .map(|(text, message)| (text.to_string(), *message))
+        .chain(weights_cases)
+        .collect();
     for (index, (text, message)) in cases.iter().enumerate() {
         let config = dir.join(format!("case{index}.toml"));
         let text = text
@@ -227,5 +248,55 @@ fn data_settings_that_cannot_work_are_refused() {
             "case {index}: {error:?} lacks {message:?}"
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// `weights = ...`: the backbone starts from a torchvision checkpoint (fine-tuning, with a
+/// frozen stem and a backbone learning rate of 0.1x); a resumed run does not reload it.
+#[test]
+fn fine_tuning_starts_the_backbone_from_a_checkpoint() {
+    let dir = std::env::temp_dir().join(format!("resnet-cli-fine-tune-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let write = |name: &str, weights: &str| {
+        let path = dir.join(name);
+        let text = format!(
+            "image_size = 32\ntrain_images = 64\nvalid_images = 32\nbatch_size = 16\nepochs = 2\n\
+             learning_rate = 0.05\nbackbone_lr_factor = 0.1\n{weights}\
+             [backbone]\ndepth = 18\nbase_channels = 8\nstem_channels = 64\nfrozen_stages = 1\n"
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let tuned = write(
+        "tuned.toml",
+        "weights = \"tests/fixtures/checkpoints/torchvision_resnet18.pth\"\nweights_source = \"torchvision\"\n",
+    );
+    let scratch = write("scratch.toml", "");
+    let out = stdout(&train(&tuned, &dir.join("tuned"), &["--stop-after", "1"]));
+    assert!(
+        out.contains("weights: tests/fixtures/checkpoints/torchvision_resnet18.pth (torchvision names; 2 non-backbone tensors skipped: fc.bias, fc.weight)"),
+        "{out}"
+    );
+    let from_scratch = stdout(&train(
+        &scratch,
+        &dir.join("scratch"),
+        &["--stop-after", "1"],
+    ));
+    assert!(!from_scratch.contains("weights:"), "{from_scratch}");
+    // The loaded weights, not the seeded initialisation, are what the model starts from.
+    assert_ne!(
+        loss(&out, "before training"),
+        loss(&from_scratch, "before training")
+    );
+    let resumed = stdout(&train(&tuned, &dir.join("tuned"), &["--resume"]));
+    assert!(!resumed.contains("weights:"), "{resumed}");
+
+    // A checkpoint of another architecture is refused, naming what does not fit.
+    let wrong = write(
+        "wrong.toml",
+        "weights = \"tests/fixtures/checkpoints/timm_resnet18d.pth\"\n",
+    );
+    let error = stderr_of_failure(&train(&wrong, &dir.join("wrong"), &[]));
+    assert!(error.contains("timm_resnet18d.pth"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

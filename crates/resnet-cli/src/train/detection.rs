@@ -15,18 +15,15 @@ use burn::train::metric::{LearningRateMetric, LossMetric};
 use burn::train::{Learner, SupervisedTraining};
 
 use super::average_precision::mean_average_precision;
+use super::coco_metric::CocoApMetric;
 use super::data::detection::{DetectionBatcher, Object};
 use super::detection_data::{DetectionData, Split};
-use super::models::detector::{Detection, ShapeDetector, decode};
+use super::models::detector::{Detection, SCORE_THRESHOLD, ShapeDetector, TOP, decode};
 use super::pictures::draw;
 use super::session::Session;
 use super::{coco_results, optimizer, run_dir};
 use crate::error::CliError;
 
-/// Detections scored below this are dropped; at most this many per image (COCO's metrics
-/// count up to 100).
-const SCORE_THRESHOLD: f32 = 0.05;
-const TOP: usize = 100;
 /// Validation images drawn to PNG after training.
 const PICTURES: usize = 6;
 
@@ -59,6 +56,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
 
     let batcher = DetectionBatcher {
         size: config.image_size,
+        classes: data.classes.len(),
         stride,
     };
     let loader = |split: &Split| {
@@ -84,12 +82,15 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         optimizer::scheduler(config, data.train.len(), model.backbone.param_group())?,
         optimizer::optimizer(config),
     );
-    let training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
+    let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)
         .metrics((LossMetric::new(),))
         .metric_train_numeric(LearningRateMetric::new())
         .with_default_checkpointers()
         .num_epochs(last_epoch)
         .summary();
+    if let Some(set) = &data.coco_valid {
+        training = training.metric_valid_numeric(CocoApMetric::new(set.clone(), config.image_size));
+    }
     let result = session
         .presented(training, checkpoint, &guard)
         .launch(Learner::new(model, optimizer, scheduler));

@@ -16,6 +16,7 @@
 
 mod average_precision;
 mod classification;
+mod coco_metric;
 mod coco_results;
 mod config;
 mod data;

@@ -1,17 +1,22 @@
 //! Progress lines for `resnet train` when stdout is not a terminal (logs, CI, pipes): one line
-//! per quarter of each split instead of burn-train's line per batch. In a terminal burn-train's
-//! own full-screen display is used.
+//! per quarter of each split instead of burn-train's line per batch, and each validation
+//! metric's value for the epoch (the loss, COCO's AP). In a terminal burn-train's own
+//! full-screen display is used.
+
+use std::collections::HashMap;
 
 use burn::train::logger::{EvaluationProgressLogger, TrainingProgressLogger};
-use burn::train::metric::MetricDefinition;
+use burn::train::metric::{MetricDefinition, MetricId, NumericEntry};
 use burn::train::renderer::{
     EvaluationName, MetricState, MetricsRenderer, MetricsRendererEvaluation,
     MetricsRendererTraining,
 };
 
-/// Prints `epoch 1/3 train: 50% of 2048 images` lines.
+/// Prints `epoch 1/3 train: 50% of 2048 images` and `epoch 1/3 valid: COCO AP 12.34 %` lines.
 #[derive(Default)]
 pub struct LineRenderer {
+    /// Registered metrics' names.
+    names: HashMap<MetricId, String>,
     epoch: usize,
     epochs: usize,
     split: String,
@@ -65,7 +70,25 @@ impl TrainingProgressLogger for LineRenderer {
 impl MetricsRendererTraining for LineRenderer {
     fn update_train(&mut self, _state: MetricState) {}
 
-    fn update_valid(&mut self, _state: MetricState) {}
+    fn update_valid(&mut self, state: MetricState) {
+        // The epoch's own value arrives once, at the end of the split (batches' entries are
+        // running aggregates or none).
+        if let MetricState::Numeric(
+            entry,
+            Some(NumericEntry::Final(value) | NumericEntry::Value(value)),
+        ) = state
+        {
+            let name = self
+                .names
+                .get(&entry.metric_id)
+                .map_or("metric", String::as_str);
+            let unit = if name == "COCO AP" { " %" } else { "" };
+            println!(
+                "epoch {}/{} valid: {name} {value:.4}{unit}",
+                self.epoch, self.epochs
+            );
+        }
+    }
 }
 
 impl EvaluationProgressLogger for LineRenderer {
@@ -89,5 +112,8 @@ impl MetricsRendererEvaluation for LineRenderer {
 impl MetricsRenderer for LineRenderer {
     fn manual_close(&mut self) {}
 
-    fn register_metric(&mut self, _definition: MetricDefinition) {}
+    fn register_metric(&mut self, definition: MetricDefinition) {
+        self.names
+            .insert(definition.metric_id, definition.name.to_string());
+    }
 }

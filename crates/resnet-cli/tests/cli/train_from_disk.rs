@@ -128,9 +128,46 @@ fn detection_trains_on_a_coco_set_and_writes_coco_results() {
                 train_annotations = \"DATA/annotations/instances_train.json\"\n\
                 valid_annotations = \"DATA/annotations/instances_valid.json\"";
     let config = exported(&dir, task, data);
+    // As real COCO sets have: a category without annotations (a fifth heatmap channel), crowd
+    // regions, and a training image whose only objects are crowd regions (left out).
+    let edit = |split: &str, edit: &dyn Fn(&mut serde_json::Value)| {
+        let path = dir.join(format!("data/annotations/instances_{split}.json"));
+        let mut root: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        root["categories"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({"id": 9, "name": "unused"}));
+        edit(&mut root);
+        std::fs::write(&path, root.to_string()).unwrap();
+    };
+    edit("train", &|root| {
+        for annotation in root["annotations"].as_array_mut().unwrap() {
+            if annotation["image_id"] == 1 {
+                annotation["iscrowd"] = 1.into();
+            }
+        }
+    });
+    edit("valid", &|root| {
+        root["annotations"][0]["iscrowd"] = 1.into()
+    });
     let out_dir = dir.join("run");
     let out = stdout(&train(&config, &out_dir, &[]));
+    assert!(out.contains("train: 511 images, "), "{out}");
+    assert!(out.contains("of 5 categories"), "{out}");
+    assert!(
+        out.contains("(1 images without annotations left out, as mmdet's filter_empty_gt)"),
+        "{out}"
+    );
     assert!(out.contains("valid: 64 images, "), "{out}");
+    // COCO's AP after every epoch, the last one that of the final model.
+    let last_epoch: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("epoch 3/3 valid: COCO AP "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .trim_end_matches(" %")
+        .parse()
+        .unwrap();
     let ap = |when: &str| -> f64 {
         let line = out
             .lines()
@@ -146,6 +183,10 @@ fn detection_trains_on_a_coco_set_and_writes_coco_results() {
             .unwrap()
     };
     assert!(ap("after training") > ap("before training"), "{out}");
+    assert!(
+        (ap("after training") - last_epoch).abs() <= 0.05,
+        "{last_epoch}\n{out}"
+    );
     assert!(
         out.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"),
         "{out}"

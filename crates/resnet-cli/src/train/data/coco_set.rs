@@ -146,7 +146,14 @@ impl CocoSet {
                 bbox: placement.to_canvas(o.bbox),
             })
             .collect();
-        Ok((DetectionItem { pixels, objects }, placement))
+        Ok((
+            DetectionItem {
+                pixels,
+                objects,
+                index,
+            },
+            placement,
+        ))
     }
 }
 

@@ -22,6 +22,8 @@ pub struct DetectionItem {
     /// `3 × size × size`, channel-major, normalised as the classification images.
     pub pixels: Vec<f32>,
     pub objects: Vec<Object>,
+    /// The image's position in its dataset (what COCO scoring maps back to an image id).
+    pub index: usize,
 }
 
 /// A split: `len` images of side `size` drawn from `seed`.
@@ -89,7 +91,11 @@ impl DetectionDataset {
                 bbox: shape_box(label, cx, cy, r),
             })
             .collect();
-        DetectionItem { pixels, objects }
+        DetectionItem {
+            pixels,
+            objects,
+            index,
+        }
     }
 }
 
@@ -117,19 +123,23 @@ pub struct DetectionBatch {
     pub mask: Tensor<4>,
     /// The objects, for evaluation.
     pub objects: Vec<Vec<Object>>,
+    /// The images' positions in their dataset.
+    pub indices: Vec<usize>,
 }
 
 /// Stacks items and draws their targets.
 #[derive(Clone, Debug)]
 pub struct DetectionBatcher {
     pub size: usize,
+    /// Object classes (heatmap channels).
+    pub classes: usize,
     /// The head's output stride.
     pub stride: usize,
 }
 
 impl Batcher<DetectionItem, DetectionBatch> for DetectionBatcher {
     fn batch(&self, items: Vec<DetectionItem>, device: &Device) -> DetectionBatch {
-        let (batch, classes, cells) = (items.len(), CLASSES.len(), self.size / self.stride);
+        let (batch, classes, cells) = (items.len(), self.classes, self.size / self.stride);
         let plane = cells * cells;
         let mut heatmap = vec![0.0f32; batch * classes * plane];
         let mut sizes = vec![0.0f32; batch * 2 * plane];
@@ -177,6 +187,7 @@ impl Batcher<DetectionItem, DetectionBatch> for DetectionBatcher {
             sizes: tensor(sizes, 2),
             offsets: tensor(offsets, 2),
             mask: tensor(mask, 1),
+            indices: items.iter().map(|item| item.index).collect(),
             objects: items.into_iter().map(|item| item.objects).collect(),
         }
     }
@@ -198,6 +209,7 @@ mod tests {
         let items: Vec<_> = (0..4).map(|i| dataset.item(i)).collect();
         let batch = DetectionBatcher {
             size: 64,
+            classes: CLASSES.len(),
             stride: 4,
         }
         .batch(items.clone(), &device);
@@ -218,5 +230,6 @@ mod tests {
                 assert!((sizes[b * 2 * plane + at] - (x1 - x0)).abs() < 1e-6);
             }
         }
+        assert_eq!(batch.indices, [0, 1, 2, 3]);
     }
 }

@@ -6,11 +6,13 @@
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::tensor::ExecutionError;
 use burn::tensor::activation::{relu, sigmoid};
 use burn::tensor::module::max_pool2d;
 use burn::tensor::ops::MaxPoolOptions;
 use burn::tensor::{Device, Tensor};
-use burn::train::{InferenceStep, RegressionOutput, TrainOutput, TrainStep};
+use burn::train::metric::{Adaptor, LossInput};
+use burn::train::{InferenceStep, ItemLazy, RegressionOutput, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 use burn_resnet::fpn::Fpn;
 
@@ -19,6 +21,10 @@ use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Weight of the size loss (CenterNet's 0.1); the offset loss has weight 1.
 const SIZE_WEIGHT: f32 = 0.1;
+/// Detections scored below this are dropped; at most this many per image (COCO's metrics
+/// count up to 100).
+pub const SCORE_THRESHOLD: f32 = 0.05;
+pub const TOP: usize = 100;
 
 /// A 3x3 conv + ReLU, then a 1x1 conv to `outputs` channels.
 #[derive(Module, Debug)]
@@ -85,10 +91,18 @@ impl ShapeDetector {
         }
     }
 
+    /// The head's output stride (of the finest pyramid level), in input pixels.
+    pub fn stride(&self) -> usize {
+        self.backbone.feature_info()[self.neck.spec.start_level].reduction
+    }
+
     /// Focal loss on the heatmap plus the box losses at the object centres, each divided by the
     /// number of objects. Returns the total and its parts `[1, 2]` (heatmap, boxes).
     pub fn loss(&self, batch: &DetectionBatch) -> (Tensor<1>, Tensor<2>) {
-        let prediction = self.predict(batch.images.clone());
+        self.loss_of(self.predict(batch.images.clone()), batch)
+    }
+
+    fn loss_of(&self, prediction: Prediction, batch: &DetectionBatch) -> (Tensor<1>, Tensor<2>) {
         let objects = batch.mask.clone().sum().clamp_min(1.0);
         // CenterNet's penalty-reduced focal loss: at the peaks −(1 − p)² log p; elsewhere
         // −(1 − y)⁴ p² log(1 − p).
@@ -116,10 +130,7 @@ impl ShapeDetector {
     }
 
     fn output(&self, batch: &DetectionBatch) -> RegressionOutput {
-        let (loss, parts) = self.loss(batch);
-        // burn-train's loss metric reads `loss`; the parts ride along as the "output".
-        let targets = parts.zeros_like();
-        RegressionOutput::new(loss, parts, targets)
+        regression(self.loss(batch))
     }
 }
 
@@ -142,12 +153,59 @@ impl TrainStep for ShapeDetector {
     }
 }
 
+/// burn-train's loss metric reads `loss`; the parts ride along as the "output".
+fn regression((loss, parts): (Tensor<1>, Tensor<2>)) -> RegressionOutput {
+    let targets = parts.zeros_like();
+    RegressionOutput::new(loss, parts, targets)
+}
+
+/// A validation step's output: the loss (for burn-train's loss metric) and the batch's
+/// detections (for COCO's metrics, [`crate::train::coco_metric`]).
+pub struct ValidationOutput {
+    pub loss: RegressionOutput,
+    pub detections: DetectionsInput,
+}
+
+/// Each image's detections on the model's canvas, by the image's position in its dataset.
+#[derive(Clone, Debug)]
+pub struct DetectionsInput {
+    pub images: Vec<(usize, Vec<Detection>)>,
+}
+
+impl ItemLazy for ValidationOutput {
+    fn sync(self) -> Result<Self, ExecutionError> {
+        Ok(ValidationOutput {
+            loss: self.loss.sync()?,
+            detections: self.detections,
+        })
+    }
+}
+
+impl Adaptor<LossInput> for ValidationOutput {
+    fn adapt(&self) -> LossInput {
+        self.loss.adapt()
+    }
+}
+
+impl Adaptor<DetectionsInput> for ValidationOutput {
+    fn adapt(&self) -> DetectionsInput {
+        self.detections.clone()
+    }
+}
+
 impl InferenceStep for ShapeDetector {
     type Input = DetectionBatch;
-    type Output = RegressionOutput;
+    type Output = ValidationOutput;
 
-    fn step(&self, batch: DetectionBatch) -> RegressionOutput {
-        self.output(&batch)
+    fn step(&self, batch: DetectionBatch) -> ValidationOutput {
+        let prediction = self.predict(batch.images.clone());
+        let found = decode(&prediction, self.stride(), SCORE_THRESHOLD, TOP);
+        ValidationOutput {
+            loss: regression(self.loss_of(prediction, &batch)),
+            detections: DetectionsInput {
+                images: batch.indices.iter().copied().zip(found).collect(),
+            },
+        }
     }
 }
 

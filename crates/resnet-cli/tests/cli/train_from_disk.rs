@@ -212,6 +212,16 @@ fn detection_trains_on_a_coco_set_and_writes_coco_results() {
     assert_eq!(summary(&out).len(), 12);
     assert!(out_dir.join("detections/valid_0.png").is_file());
 
+    // An image whose size is not its annotation file's is named, before training starts.
+    image::RgbImage::new(10, 12)
+        .save(dir.join("data/valid/000002.png"))
+        .unwrap();
+    let error = stderr_of_failure(&train(&config, &dir.join("resized"), &[]));
+    assert!(
+        error.contains("000002.png: is 10 x 12 pixels;")
+            && error.contains("says image 2 is 48 x 48"),
+        "{error}"
+    );
     // An image missing from the folder is named before training starts.
     std::fs::remove_file(dir.join("data/valid/000005.png")).unwrap();
     let error = stderr_of_failure(&train(&config, &dir.join("missing"), &[]));

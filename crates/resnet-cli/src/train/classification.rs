@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
 use burn::tensor::Device;
@@ -65,20 +64,7 @@ fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
             valid.classes
         )));
     }
-    if config
-        .backbone
-        .validate()?
-        .first_batch_statistics_attention()
-        .is_some()
-        && train.items.len() % config.batch_size == 1
-    {
-        return Err(CliError::Train(format!(
-            "{}: {} images at batch_size {} leave a last batch of 1 image, on which a ResNeSt's split attention cannot train its BatchNorm",
-            disk.train.display(),
-            train.items.len(),
-            config.batch_size
-        )));
-    }
+    config.check_train_split(train.items.len(), &disk.train)?;
     for (name, folder) in [("train", &train), ("valid", &valid)] {
         println!(
             "{name}: {} images of {} classes from {}{}",
@@ -118,15 +104,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let batcher = ShapeBatcher {
         size: config.image_size,
     };
-    // No loader shuffling: generated images are random draws already, and images from disk
-    // come in each epoch's order (EpochOrder), so a resumed run sees what an uninterrupted one
-    // does.
-    let loader = |split: &Split| {
-        DataLoaderBuilder::new(batcher.clone())
-            .batch_size(config.batch_size)
-            .set_device(device.clone())
-            .build(split.clone())
-    };
+    let loader = |split: &Split| session.loader(batcher.clone(), split.clone(), &device);
     let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).

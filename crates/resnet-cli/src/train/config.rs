@@ -292,6 +292,25 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// A training split of `images` read from `source` (disk data): an error when a ResNeSt
+    /// would meet a last batch of one image (its split attention normalises over the batch).
+    pub fn check_train_split(&self, images: usize, source: &Path) -> Result<(), CliError> {
+        if self
+            .backbone
+            .validate()?
+            .first_batch_statistics_attention()
+            .is_some()
+            && images % self.batch_size == 1
+        {
+            return Err(CliError::Train(format!(
+                "{}: {images} images at batch_size {} leave a last batch of 1 image, on which a ResNeSt's split attention cannot train its BatchNorm",
+                source.display(),
+                self.batch_size
+            )));
+        }
+        Ok(())
+    }
+
     /// The estimated memory of training this config (backbone, neck, one batch; the heads are
     /// small), for checking before anything is allocated.
     pub fn memory(&self) -> Result<MemoryEstimate, CliError> {

@@ -6,7 +6,6 @@
 //! (`OUT/detections_valid.json`). A few validation images are drawn with their boxes, as PNG
 //! files in `OUT/detections/` ([`super::pictures`]).
 
-use burn::data::dataloader::DataLoaderBuilder;
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
 use burn::module::Module;
@@ -59,12 +58,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         classes: data.classes.len(),
         stride,
     };
-    let loader = |split: &Split| {
-        DataLoaderBuilder::new(batcher.clone())
-            .batch_size(config.batch_size)
-            .set_device(device.clone())
-            .build(split.clone())
-    };
+    let loader = |split: &Split| session.loader(batcher.clone(), split.clone(), &device);
     let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
 
     let plain = session.backend.device()?;

@@ -62,20 +62,7 @@ impl DetectionData {
                 valid.category_ids
             )));
         }
-        if config
-            .backbone
-            .validate()?
-            .first_batch_statistics_attention()
-            .is_some()
-            && train.images.len() % config.batch_size == 1
-        {
-            return Err(CliError::Train(format!(
-                "{}: {} images at batch_size {} leave a last batch of 1 image, on which a ResNeSt's split attention cannot train its BatchNorm",
-                train.annotations_path.display(),
-                train.images.len(),
-                config.batch_size
-            )));
-        }
+        config.check_train_split(train.images.len(), &train.annotations_path)?;
         for (name, set) in [("train", &train), ("valid", &valid)] {
             let objects: usize = set.objects.iter().map(Vec::len).sum();
             println!(

@@ -2,6 +2,12 @@
 //! and the checkpoint to resume from, the guard that stops a run at a non-finite step, the
 //! error of a stopped run, and burn-train's display.
 
+use std::sync::Arc;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::data::dataset::Dataset;
+use burn::tensor::Device;
 use burn::train::{Interrupter, SupervisedTraining};
 use burn_resnet::BackendKind;
 
@@ -63,6 +69,25 @@ impl Session<'_> {
             }
             _ => Ok(backbone),
         }
+    }
+
+    /// A loader of `split` in batches of the config's size, in order (generated data is drawn
+    /// at random already; data from disk comes in each epoch's order, `EpochOrder`), so that a
+    /// resumed run sees what an uninterrupted one does.
+    pub fn loader<I, O>(
+        &self,
+        batcher: impl Batcher<I, O> + 'static,
+        split: Arc<dyn Dataset<I>>,
+        device: &Device,
+    ) -> Arc<dyn DataLoader<O>>
+    where
+        I: Send + Sync + Clone + std::fmt::Debug + 'static,
+        O: Send + Clone + std::fmt::Debug + 'static,
+    {
+        DataLoaderBuilder::new(batcher)
+            .batch_size(self.config.batch_size)
+            .set_device(device.clone())
+            .build(split)
     }
 
     /// The guard of a run that starts after `checkpoint` (the epoch resumed from, if any) on

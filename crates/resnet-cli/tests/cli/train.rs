@@ -17,7 +17,7 @@ fn tiny_train_config(dir: &std::path::Path) -> PathBuf {
 }
 
 /// `validation <when>: accuracy …, loss L, …` → L.
-fn validation_loss(out: &str, when: &str) -> f64 {
+pub(super) fn validation_loss(out: &str, when: &str) -> f64 {
     let line = out
         .lines()
         .find(|l| l.starts_with(&format!("validation {when}:")))

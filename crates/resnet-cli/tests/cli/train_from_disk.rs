@@ -4,6 +4,7 @@
 
 use std::path::Path;
 
+use super::train::validation_loss;
 use super::*;
 
 /// Export a training config's shapes to `dir/data`; the config's text without its split sizes
@@ -43,22 +44,6 @@ fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
     resnet(&args)
 }
 
-/// `validation <when>: accuracy …, loss L, …` → L.
-fn loss(out: &str, when: &str) -> f64 {
-    let line = out
-        .lines()
-        .find(|l| l.starts_with(&format!("validation {when}:")))
-        .unwrap_or_else(|| panic!("{out}"));
-    line.split("loss ")
-        .nth(1)
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[test]
 fn classification_trains_on_an_image_folder_and_resumes_exactly() {
     let dir = std::env::temp_dir().join(format!("resnet-cli-folder-{}", std::process::id()));
@@ -76,8 +61,8 @@ fn classification_trains_on_an_image_folder_and_resumes_exactly() {
     );
     assert!(straight.contains("(1 other files left out)"), "{straight}");
     let (before, after) = (
-        loss(&straight, "before training"),
-        loss(&straight, "after training"),
+        validation_loss(&straight, "before training"),
+        validation_loss(&straight, "after training"),
     );
     assert!(
         after < 0.8 * before,
@@ -105,7 +90,11 @@ fn classification_trains_on_an_image_folder_and_resumes_exactly() {
         &["--stop-after", "1"],
     ));
     let resumed = stdout(&train(&config, &dir.join("resumed"), &["--resume"]));
-    assert_eq!(loss(&resumed, "after training"), after, "{resumed}");
+    assert_eq!(
+        validation_loss(&resumed, "after training"),
+        after,
+        "{resumed}"
+    );
 
     // An image that does not decode stops the run with its file named, not a panic.
     std::fs::write(dir.join("data/train/circle/000003.png"), "garbage").unwrap();
@@ -336,8 +325,8 @@ fn fine_tuning_starts_the_backbone_from_a_checkpoint() {
     assert!(!from_scratch.contains("weights:"), "{from_scratch}");
     // The loaded weights, not the seeded initialisation, are what the model starts from.
     assert_ne!(
-        loss(&out, "before training"),
-        loss(&from_scratch, "before training")
+        validation_loss(&out, "before training"),
+        validation_loss(&from_scratch, "before training")
     );
     let resumed = stdout(&train(&tuned, &dir.join("tuned"), &["--resume"]));
     assert!(!resumed.contains("weights:"), "{resumed}");

@@ -17,11 +17,18 @@ pub enum BackendKind {
     /// GPU through wgpu (feature `wgpu`): Vulkan, Metal or DX12; Mesa's lavapipe on a machine
     /// without a GPU.
     Wgpu,
+    /// NVIDIA GPU through CUDA (feature `cuda`; a CUDA 12 driver at run time), the first GPU.
+    Cuda,
 }
 
 impl BackendKind {
     /// Every backend the crate knows, compiled in or not.
-    pub const ALL: [BackendKind; 3] = [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Flex,
+        BackendKind::Ndarray,
+        BackendKind::Wgpu,
+        BackendKind::Cuda,
+    ];
 
     /// The name used on the command line and in messages.
     pub fn name(self) -> &'static str {
@@ -29,6 +36,7 @@ impl BackendKind {
             BackendKind::Flex => "flex",
             BackendKind::Ndarray => "ndarray",
             BackendKind::Wgpu => "wgpu",
+            BackendKind::Cuda => "cuda",
         }
     }
 
@@ -43,6 +51,7 @@ impl BackendKind {
             BackendKind::Flex => cfg!(feature = "flex"),
             BackendKind::Ndarray => cfg!(feature = "ndarray"),
             BackendKind::Wgpu => cfg!(feature = "wgpu"),
+            BackendKind::Cuda => cfg!(feature = "cuda"),
         }
     }
 
@@ -51,7 +60,8 @@ impl BackendKind {
         Self::ALL.into_iter().filter(|b| b.is_enabled()).collect()
     }
 
-    /// The default: the fastest CPU backend compiled in (flex, else ndarray, else wgpu).
+    /// The default: the fastest CPU backend compiled in (flex, else ndarray, else wgpu, else
+    /// cuda).
     pub fn default_enabled() -> Option<BackendKind> {
         Self::enabled().into_iter().next()
     }
@@ -68,6 +78,8 @@ impl BackendKind {
             BackendKind::Ndarray => Ok(Device::ndarray()),
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice)),
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => Ok(Device::cuda(0usize)),
             #[allow(unreachable_patterns)]
             other => Err(ResNetError::BackendNotEnabled {
                 backend: other.name(),

@@ -46,6 +46,6 @@ pub enum CliError {
     Bench(String),
 
     /// The binary was built without any backend feature.
-    #[error("this build has no backend; rebuild with `--features flex` (or ndarray, wgpu)")]
+    #[error("this build has no backend; rebuild with `--features flex` (or ndarray, wgpu, cuda)")]
     NoBackend,
 }

@@ -37,7 +37,7 @@ pub struct ExtractArgs {
     /// Load what matches, keep the initial values of the rest, and list it.
     #[arg(long)]
     partial: bool,
-    /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+    /// flex, ndarray, wgpu or cuda; default: the fastest CPU backend compiled in (flex).
     #[arg(long, value_parser = options::backend())]
     backend: Option<BackendKind>,
     /// Write the features (keys C1..C5) and the preprocessed image (`input`) to this

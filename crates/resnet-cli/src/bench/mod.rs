@@ -19,7 +19,7 @@ pub struct BenchArgs {
     /// A backbone config (TOML).
     #[arg(long, default_value = "configs/resnet50.toml")]
     config: PathBuf,
-    /// flex, ndarray, wgpu, or `all` (every backend compiled in); default: flex.
+    /// flex, ndarray, wgpu, cuda, or `all` (every backend compiled in); default: flex.
     #[arg(long, default_value = "default")]
     backend: String,
     /// Comma-separated cases: `infer bN`, `train bN`.

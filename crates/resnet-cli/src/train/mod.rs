@@ -46,7 +46,7 @@ pub struct TrainArgs {
     /// A training config (TOML), e.g. configs/train/shapes_r18.toml or shapes_detect_r18.toml.
     #[arg(long)]
     config: PathBuf,
-    /// flex, ndarray or wgpu; default: the fastest CPU backend compiled in (flex).
+    /// flex, ndarray, wgpu or cuda; default: the fastest CPU backend compiled in (flex).
     #[arg(long, value_parser = options::backend())]
     backend: Option<BackendKind>,
     /// Run directory for logs and checkpoints.

@@ -33,7 +33,7 @@ fn bad_input_gets_a_clear_error() {
                 "--backend",
                 "tpu",
             ],
-            "invalid value 'tpu' for '--backend <BACKEND>'\n  [possible values: flex, ndarray, wgpu]",
+            "invalid value 'tpu' for '--backend <BACKEND>'\n  [possible values: flex, ndarray, wgpu, cuda]",
         ),
         (
             &["info", "--config", "configs/nope.toml"],

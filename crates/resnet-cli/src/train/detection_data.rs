@@ -8,7 +8,7 @@ use burn::data::dataset::Dataset;
 use super::data::coco_set::{CocoDataset, CocoSet};
 use super::data::detection::{DetectionDataset, DetectionItem};
 use super::data::epoch_order::EpochOrder;
-use super::data::letterbox::Placement;
+use super::data::letterbox::resized;
 use super::data::shapes::{CLASSES, to_rgb8};
 use super::session::Session;
 use crate::error::CliError;
@@ -110,13 +110,9 @@ impl DetectionData {
             Some(set) => {
                 let image = &set.images[index];
                 let decoded = decode(&set.images_dir.join(&image.file_name))?;
-                let placement = Placement::new([decoded.width(), decoded.height()], size, false);
-                let [width, height] = placement.resized.map(|v| v as u32);
+                let (rgb, _) = resized(&decoded, size, false);
                 let mut canvas = image::RgbImage::new(size as u32, size as u32);
-                let resized = decoded
-                    .resize_exact(width, height, image::imageops::FilterType::Triangle)
-                    .to_rgb8();
-                image::imageops::replace(&mut canvas, &resized, 0, 0);
+                image::imageops::replace(&mut canvas, &rgb, 0, 0);
                 Ok(canvas)
             }
         }

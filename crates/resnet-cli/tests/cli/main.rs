@@ -42,6 +42,20 @@ fn resnet(args: &[&str]) -> Output {
         .expect("run resnet")
 }
 
+/// `resnet train --config CONFIG --out OUT EXTRA…`.
+#[cfg_attr(no_workspace_files, allow(dead_code))]
+fn train(config: &std::path::Path, out: &std::path::Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    resnet(&args)
+}
+
 #[cfg_attr(no_workspace_files, allow(dead_code))]
 fn stdout(output: &Output) -> String {
     assert!(

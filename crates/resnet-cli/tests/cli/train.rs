@@ -37,18 +37,7 @@ fn train_lowers_the_validation_loss_and_resumes_exactly_where_it_stopped() {
     let dir = std::env::temp_dir().join(format!("resnet-train-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = tiny_train_config(&dir);
-    let run = |out: &str, extra: &[&str]| {
-        let out_dir = dir.join(out);
-        let mut args = vec![
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        resnet(&args)
-    };
+    let run = |out: &str, extra: &[&str]| train(&config, &dir.join(out), extra);
 
     // Uninterrupted: two epochs.
     let straight = stdout(&run("straight", &[]));
@@ -108,13 +97,7 @@ fn train_detect_learns_to_find_shapes_and_draws_its_boxes() {
                 [neck]\nout_channels = 16\nnum_outs = 4\n";
     std::fs::write(&config, text).unwrap();
     let out_dir = dir.join("run");
-    let out = stdout(&resnet(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]));
+    let out = stdout(&train(&config, &out_dir, &[]));
     let map = |when: &str| -> f64 {
         let line = out
             .lines()
@@ -138,13 +121,7 @@ fn train_detect_learns_to_find_shapes_and_draws_its_boxes() {
     }
     // The detection task needs its neck.
     std::fs::write(&config, text.split("[neck]").next().unwrap()).unwrap();
-    let error = stderr_of_failure(&resnet(&[
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]));
+    let error = stderr_of_failure(&train(&config, &out_dir, &[]));
     assert!(error.contains("needs a [neck]"), "{error}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -169,13 +146,7 @@ fn train_refuses_settings_that_cannot_train() {
     let train = |name: &str, text: String| {
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
-        resnet(&[
-            "train",
-            "--config",
-            path.to_str().unwrap(),
-            "--out",
-            dir.join("run").to_str().unwrap(),
-        ])
+        train(&path, &dir.join("run"), &[])
     };
     for (settings, key) in cases {
         let err = stderr_of_failure(&train(
@@ -226,17 +197,7 @@ fn train_runs_never_mix_in_one_directory() {
         path
     };
     let out = dir.join("run");
-    let train = |config: &PathBuf, extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        resnet(&args)
-    };
+    let train = |config: &PathBuf, extra: &[&str]| train(config, &out, extra);
     let first = config(2, 1);
     stdout(&train(&first, &["--stop-after", "1"]));
     assert_eq!(
@@ -293,17 +254,7 @@ fn resume_names_a_damaged_checkpoint_instead_of_panicking() {
     )
     .unwrap();
     let out = dir.join("run");
-    let train = |extra: &[&str]| {
-        let mut args = vec![
-            "train",
-            "--config",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        resnet(&args)
-    };
+    let train = |extra: &[&str]| train(&config, &out, extra);
     stdout(&train(&["--stop-after", "1"]));
     let checkpoint = out.join("checkpoint");
     let saved: Vec<(PathBuf, Vec<u8>)> = ["model-1.bpk", "optim-1.bpk", "scheduler-1.bpk"]

@@ -32,18 +32,6 @@ fn exported(dir: &Path, task_lines: &str, data: &str) -> PathBuf {
     config
 }
 
-fn train(config: &Path, out: &Path, extra: &[&str]) -> Output {
-    let mut args = vec![
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    resnet(&args)
-}
-
 #[test]
 fn classification_trains_on_an_image_folder_and_resumes_exactly() {
     let dir = std::env::temp_dir().join(format!("resnet-cli-folder-{}", std::process::id()));

@@ -17,7 +17,7 @@ use burn::data::dataset::{Dataset, DatasetError};
 
 use super::detection::{DetectionItem, Object};
 use super::epoch_order::EpochOrder;
-use super::letterbox::{Placement, letterbox};
+use super::letterbox::letterbox;
 use super::parallel::load_in_order;
 use crate::coco::{CocoAnnotations, CocoImage};
 use crate::error::CliError;
@@ -113,14 +113,14 @@ impl CocoSet {
     }
 
     /// Decode image `index`, check its size against the annotation file, and fit it onto the
-    /// canvas: its pixels, its objects on the canvas, and where it went.
+    /// canvas with its objects.
     pub fn load(
         &self,
         index: usize,
         size: usize,
         preprocessing: Preprocessing,
         flip: bool,
-    ) -> Result<(DetectionItem, Placement), CliError> {
+    ) -> Result<DetectionItem, CliError> {
         let image = &self.images[index];
         let path = self.images_dir.join(&image.file_name);
         let decoded = decode(&path)?;
@@ -146,14 +146,11 @@ impl CocoSet {
                 bbox: placement.to_canvas(o.bbox),
             })
             .collect();
-        Ok((
-            DetectionItem {
-                pixels,
-                objects,
-                index,
-            },
-            placement,
-        ))
+        Ok(DetectionItem {
+            pixels,
+            objects,
+            index,
+        })
     }
 }
 
@@ -182,7 +179,6 @@ impl Dataset<DetectionItem> for CocoDataset {
             .map_or((index, false), |o| o.pick(index));
         self.set
             .load(image, self.size, self.preprocessing, flip)
-            .map(|(item, _)| item)
             .map_err(|e| DatasetError::new(std::io::Error::other(e.to_string())))
     }
 

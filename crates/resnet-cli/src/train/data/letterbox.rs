@@ -54,13 +54,13 @@ impl Placement {
     }
 }
 
-/// `image` placed on a `size × size` canvas and normalised (`3 × size × size`, channel-major).
-pub fn letterbox(
+/// `image` scaled (bilinear) so its longer side is `size`, mirrored if `flipped`, as 8-bit RGB,
+/// and where it goes on the `size × size` canvas.
+pub fn resized(
     image: &image::DynamicImage,
     size: usize,
-    preprocessing: Preprocessing,
     flipped: bool,
-) -> (Vec<f32>, Placement) {
+) -> (image::RgbImage, Placement) {
     let placement = Placement::new([image.width(), image.height()], size, flipped);
     let [width, height] = placement.resized;
     let mut rgb = image
@@ -73,6 +73,17 @@ pub fn letterbox(
     if flipped {
         image::imageops::flip_horizontal_in_place(&mut rgb);
     }
+    (rgb, placement)
+}
+
+/// `image` placed on a `size × size` canvas and normalised (`3 × size × size`, channel-major).
+pub fn letterbox(
+    image: &image::DynamicImage,
+    size: usize,
+    preprocessing: Preprocessing,
+    flipped: bool,
+) -> (Vec<f32>, Placement) {
+    let (rgb, placement) = resized(image, size, flipped);
     let mut pixels = vec![0.0f32; 3 * size * size];
     preprocessing.normalise_into(&rgb, &mut pixels, [size, size]);
     (pixels, placement)

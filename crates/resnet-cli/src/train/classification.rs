@@ -47,7 +47,7 @@ fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
         };
         return Ok(Data {
             train: split(config.train_images, config.seed),
-            valid: split(config.valid_images, config.seed.wrapping_add(1)),
+            valid: split(config.valid_images, config.valid_seed()),
             classes: CLASSES.iter().map(|c| c.to_string()).collect(),
         });
     };

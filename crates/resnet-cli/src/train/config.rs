@@ -292,6 +292,12 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The seed of the generated validation split (the training split's `seed` plus one,
+    /// wrapping), so that the two splits never share an image.
+    pub fn valid_seed(&self) -> u64 {
+        self.seed.wrapping_add(1)
+    }
+
     /// A training split of `images` read from `source` (disk data): an error when a ResNeSt
     /// would meet a last batch of one image (its split attention normalises over the batch).
     pub fn check_train_split(&self, images: usize, source: &Path) -> Result<(), CliError> {

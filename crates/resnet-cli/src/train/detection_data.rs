@@ -42,7 +42,7 @@ impl DetectionData {
             };
             return Ok(DetectionData {
                 train: split(config.train_images, config.seed),
-                valid: split(config.valid_images, config.seed.wrapping_add(1)),
+                valid: split(config.valid_images, config.valid_seed()),
                 classes: CLASSES.iter().map(|c| c.to_string()).collect(),
                 coco_valid: None,
             });

@@ -38,7 +38,7 @@ pub fn run(args: &ExportShapesArgs) -> Result<(), CliError> {
     }
     let splits = [
         ("train", config.train_images, config.seed),
-        ("valid", config.valid_images, config.seed.wrapping_add(1)),
+        ("valid", config.valid_images, config.valid_seed()),
     ];
     for (split, len, seed) in splits {
         match config.task {

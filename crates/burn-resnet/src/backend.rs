@@ -93,6 +93,27 @@ impl BackendKind {
     }
 }
 
+impl BackendKind {
+    /// `count` devices of this backend for data-parallel training (burn-train's
+    /// `ExecutionStrategy::multi`), plain (call `.autodiff()` on each to train): the GPUs
+    /// `0..count` for cuda, the discrete GPUs `0..count` for wgpu (its default adapter when
+    /// `count` is 1), and for the CPU backends, which have one device, that device `count`
+    /// times: burn-train then runs `count` workers on it, each on its share of the batch.
+    pub fn devices(self, count: std::num::NonZeroUsize) -> Result<Vec<Device>> {
+        let (first, count) = (self.device()?, count.get());
+        Ok(match self {
+            _ if count == 1 => vec![first],
+            #[cfg(feature = "cuda")]
+            BackendKind::Cuda => (0..count).map(Device::cuda).collect(),
+            #[cfg(feature = "wgpu")]
+            BackendKind::Wgpu => (0..count)
+                .map(|index| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)))
+                .collect(),
+            _ => vec![first; count],
+        })
+    }
+}
+
 /// Whether Burn's own max-pool on `device` gives NaN for a window holding a NaN, as PyTorch's
 /// does: flex's does (plain and autodiff); ndarray's drops it (`tests/backbone/non_finite.rs` fails
 /// without the mask), and wgpu's is not relied on (shader `max` leaves NaN unspecified).

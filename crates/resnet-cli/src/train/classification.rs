@@ -17,7 +17,7 @@ use super::data::epoch_order::EpochOrder;
 use super::data::image_folder::{ImageFolder, ImageFolderDataset};
 use super::data::shapes::CLASSES;
 use super::models::classifier::ShapeClassifier;
-use super::session::Session;
+use super::session::{LoaderRole, Session};
 use super::{optimizer, run_dir};
 use crate::error::CliError;
 use crate::image_input::Preprocessing;
@@ -97,29 +97,34 @@ fn data(session: &Session, first_epoch: usize) -> Result<Data, CliError> {
 /// Train the classifier, then print its validation accuracy and loss.
 pub fn run(session: &Session) -> Result<(), CliError> {
     let (args, config) = (session.args, &session.config);
-    let device = session.backend.device()?.autodiff();
+    let device = session.main_device().autodiff();
     let (last_epoch, checkpoint) = session.epochs()?;
 
     let data = data(session, checkpoint.unwrap_or(0))?;
     let batcher = ShapeBatcher {
         size: config.image_size,
     };
-    let loader = |split: &Split| session.loader(batcher.clone(), split.clone(), &device);
-    let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
+    let train = session.train_split(data.train.clone())?;
+    let loader = |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
+    let (loader_train, loader_valid) = (
+        loader(&train, LoaderRole::Train),
+        loader(&data.valid, LoaderRole::Valid),
+    );
 
     // Seeded initialisation: the same config gives the same run (and `--resume` continues it).
     device.seed(config.seed);
     // Memory checked by the caller, against the run's limit.
     let backbone = session.backbone(&device, checkpoint)?;
-    let guard = session.guard(checkpoint, data.train.len());
+    let guard = session.guard(checkpoint, train.len());
     let model = ShapeClassifier {
         guard: Some(guard.clone()),
+        devices: session.devices.len(),
         ..ShapeClassifier::new(backbone, data.classes.len(), &device)
     };
     if let Some(epoch) = checkpoint {
         run_dir::check_checkpoint(&args.out, epoch, &model)?;
     }
-    let plain = session.backend.device()?;
+    let plain = session.main_device();
     if checkpoint.is_none() {
         report(
             "before training",
@@ -128,7 +133,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         );
     }
     let (scheduler, optimizer) = (
-        optimizer::scheduler(config, data.train.len(), model.backbone.param_group())?,
+        optimizer::scheduler(config, train.len(), model.backbone.param_group())?,
         optimizer::optimizer(config),
     );
 

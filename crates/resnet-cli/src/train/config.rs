@@ -317,6 +317,30 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// Whether a step's batch splits over `devices` devices: evenly (`batch_size` is the whole
+    /// step's batch; each device takes `batch_size / devices`), and, for a ResNeSt, into shares
+    /// of more than one image (its split attention normalises over the batch).
+    pub fn check_devices(&self, devices: usize) -> Result<(), CliError> {
+        let fault = if self.batch_size % devices != 0 {
+            "does not split evenly over them"
+        } else if self.batch_size / devices == 1
+            && devices > 1
+            && self
+                .backbone
+                .validate()?
+                .first_batch_statistics_attention()
+                .is_some()
+        {
+            "leaves one image per device, on which a ResNeSt's split attention cannot train its BatchNorm"
+        } else {
+            return Ok(());
+        };
+        Err(CliError::Train(format!(
+            "--devices {devices}: batch_size {} {fault} (batch_size is the whole step's batch; each device takes batch_size / devices)",
+            self.batch_size
+        )))
+    }
+
     /// The estimated memory of training this config (backbone, neck, one batch; the heads are
     /// small), for checking before anything is allocated.
     pub fn memory(&self) -> Result<MemoryEstimate, CliError> {

@@ -19,7 +19,7 @@ use super::data::detection::{DetectionBatcher, Object};
 use super::detection_data::{DetectionData, Split};
 use super::models::detector::{Detection, SCORE_THRESHOLD, ShapeDetector, TOP, decode};
 use super::pictures::draw;
-use super::session::Session;
+use super::session::{LoaderRole, Session};
 use super::{coco_results, optimizer, run_dir};
 use crate::error::CliError;
 
@@ -34,9 +34,10 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         .neck
         .as_ref()
         .ok_or_else(|| CliError::Train("task = \"detect\" needs [neck]".into()))?;
-    let device = session.backend.device()?.autodiff();
+    let device = session.main_device().autodiff();
     let (last_epoch, checkpoint) = session.epochs()?;
     let data = DetectionData::new(session, checkpoint.unwrap_or(0))?;
+    let train = session.train_split(data.train.clone())?;
 
     device.seed(config.seed);
     // Validated (image_size a multiple of the head's stride) and memory-checked by the caller.
@@ -44,9 +45,10 @@ pub fn run(session: &Session) -> Result<(), CliError> {
     let features = backbone.feature_info();
     let neck = neck_config.validate(&features)?.init(&device);
     let stride = features[neck.spec.start_level].reduction;
-    let guard = session.guard(checkpoint, data.train.len());
+    let guard = session.guard(checkpoint, train.len());
     let model = ShapeDetector {
         guard: Some(guard.clone()),
+        devices: session.devices.len(),
         ..ShapeDetector::new(backbone, neck, data.classes.len(), &device)
     };
     if let Some(epoch) = checkpoint {
@@ -58,10 +60,13 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         classes: data.classes.len(),
         stride,
     };
-    let loader = |split: &Split| session.loader(batcher.clone(), split.clone(), &device);
-    let (loader_train, loader_valid) = (loader(&data.train), loader(&data.valid));
+    let loader = |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
+    let (loader_train, loader_valid) = (
+        loader(&train, LoaderRole::Train),
+        loader(&data.valid, LoaderRole::Valid),
+    );
 
-    let plain = session.backend.device()?;
+    let plain = session.main_device();
     if checkpoint.is_none() {
         let evaluation = evaluate(&model, &data.valid, &batcher, config.batch_size, &plain)?;
         report(
@@ -73,7 +78,7 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         )?;
     }
     let (scheduler, optimizer) = (
-        optimizer::scheduler(config, data.train.len(), model.backbone.param_group())?,
+        optimizer::scheduler(config, train.len(), model.backbone.param_group())?,
         optimizer::optimizer(config),
     );
     let mut training = SupervisedTraining::new(&args.out, loader_train, loader_valid)

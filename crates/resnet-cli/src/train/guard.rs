@@ -22,6 +22,8 @@ pub struct NonFiniteGuard {
     /// Epoch of the first step this guard sees (1, or the one after a resumed checkpoint).
     first_epoch: usize,
     steps_per_epoch: usize,
+    /// Devices each step runs on: each checks its own share, so a step is that many checks.
+    devices: usize,
     state: Arc<Mutex<State>>,
 }
 
@@ -48,7 +50,17 @@ impl NonFiniteGuard {
             interrupter,
             first_epoch,
             steps_per_epoch: steps_per_epoch.max(1),
+            devices: 1,
             state: Arc::default(),
+        }
+    }
+
+    /// The guard of a run whose steps are split over `devices` devices (burn-train's
+    /// multi-device strategy): every device checks its share of each step.
+    pub fn with_devices(self, devices: usize) -> Self {
+        Self {
+            devices: devices.max(1),
+            ..self
         }
     }
 
@@ -78,9 +90,15 @@ impl NonFiniteGuard {
         } else {
             return GradientsParams::from_grads(grads, module);
         };
-        let step = state.steps - 1;
+        let step = (state.steps - 1) / self.devices;
+        // burn-train adds up the devices' gradients as they come: a device that finished
+        // before this one may already have handed over its (finite) share.
+        let applied = match self.devices {
+            1 => "no update was applied",
+            _ => "this device's share was not applied (the other devices' shares may have been)",
+        };
         let message = format!(
-            "stopped at epoch {}, step {} of {}: {fault}; no update was applied and no checkpoint of this epoch was saved",
+            "stopped at epoch {}, step {} of {}: {fault}; {applied} and no checkpoint of this epoch was saved",
             self.first_epoch + step / self.steps_per_epoch,
             step % self.steps_per_epoch + 1,
             self.steps_per_epoch,
@@ -194,6 +212,23 @@ mod tests {
         // Later steps apply nothing, and the first failure is the one reported.
         assert_eq!(step(&guard, &linear, 0.0), 0);
         assert_eq!(guard.failure().unwrap(), failure);
+    }
+
+    #[test]
+    fn a_step_split_over_devices_counts_once() {
+        let linear = LinearConfig::new(3, 2).init(&device());
+        // Two devices, four steps per epoch: the seventh check is the second device's share
+        // of step 4 of epoch 1.
+        let guard = NonFiniteGuard::new(Interrupter::new(), 1, 4).with_devices(2);
+        for _ in 0..6 {
+            step(&guard, &linear, 0.0);
+        }
+        assert_eq!(step(&guard, &linear, f32::INFINITY), 0);
+        let failure = guard.failure().expect("a failure");
+        assert!(
+            failure.contains("epoch 1, step 4 of 4") && failure.contains("other devices' shares"),
+            "{failure}"
+        );
     }
 
     #[test]

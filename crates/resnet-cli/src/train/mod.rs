@@ -64,17 +64,24 @@ pub struct TrainArgs {
     /// run's own config (saved as OUT/train.toml).
     #[arg(long)]
     force: bool,
+    /// Split each training step over this many devices of the backend (burn-train's
+    /// multi-device strategy): GPUs 0..N for cuda and wgpu, N workers on the one CPU device
+    /// for flex and ndarray. The config's batch_size stays the whole step's batch.
+    #[arg(long, default_value = "1")]
+    devices: std::num::NonZeroUsize,
 }
 
 /// Train, then print the validation accuracy (or mAP) of the final model. The estimated
 /// memory of the run must fit in `memory_limit`.
 pub fn run(args: &TrainArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+    let backend = options::backend_or_default(args.backend)?;
     let session = Session {
         config: TrainConfig::from_file(&args.config)?,
-        backend: options::backend_or_default(args.backend)?,
+        devices: backend.devices(args.devices)?,
         args,
     };
     let config = &session.config;
+    config.check_devices(args.devices.get())?;
     let what = format!(
         "training at batch {} on {}x{} images",
         config.batch_size, config.image_size, config.image_size

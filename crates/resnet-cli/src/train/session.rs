@@ -8,13 +8,20 @@ use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::data::dataset::Dataset;
 use burn::tensor::Device;
-use burn::train::{Interrupter, SupervisedTraining};
-use burn_resnet::BackendKind;
+use burn::train::{ExecutionStrategy, Interrupter, MultiDeviceOptim, SupervisedTraining};
 
 use super::config::TrainConfig;
+use super::data::device_shards::DeviceShards;
 use super::guard::NonFiniteGuard;
 use super::{TrainArgs, renderer, run_dir};
 use crate::error::CliError;
+
+/// Which split a loader reads: training batches are split over the devices, validation runs
+/// whole batches on the first.
+pub enum LoaderRole {
+    Train,
+    Valid,
+}
 
 /// One `resnet train` run: its options, the training config they name, and the backend.
 pub struct Session<'a> {
@@ -22,11 +29,47 @@ pub struct Session<'a> {
     pub args: &'a TrainArgs,
     /// The training config `--config` names, read and checked.
     pub config: TrainConfig,
-    /// `--backend`, or the default one.
-    pub backend: BackendKind,
+    /// The (plain) devices of `--backend` (or the default one) the training steps run on (`--devices`), the model's
+    /// first; every other part of the run (initialisation, validation) is on the first.
+    pub devices: Vec<Device>,
 }
 
 impl Session<'_> {
+    /// The device the model lives on, plain: the first of `devices`.
+    pub fn main_device(&self) -> Device {
+        self.devices[0].clone()
+    }
+
+    /// The training split as this run's steps read it: on several devices, re-laid out so
+    /// that each step's shares make up one batch of the split's order, a last batch that would
+    /// not fill every device left out ([`DeviceShards`]). An error when no step is left.
+    pub fn train_split<I: Send + Sync + 'static>(
+        &self,
+        split: Arc<dyn Dataset<I>>,
+    ) -> Result<Arc<dyn Dataset<I>>, CliError> {
+        let devices = self.devices.len();
+        if devices == 1 {
+            return Ok(split);
+        }
+        let batch = self.config.batch_size;
+        let images = split.len();
+        let shards = DeviceShards::new(split, devices, batch / devices);
+        if shards.len() == 0 {
+            return Err(CliError::Train(format!(
+                "--devices {devices}: the training split's {images} images do not fill one step's batch of {batch}"
+            )));
+        }
+        println!(
+            "{devices} devices: each step's batch of {batch} split into {devices} shares of {}{}",
+            batch / devices,
+            match shards.dropped() {
+                0 => String::new(),
+                n => format!("; the last {n} images of each epoch's order are left out"),
+            }
+        );
+        Ok(Arc::new(shards))
+    }
+
     /// The last epoch to train and the checkpoint to resume from, checked.
     pub fn epochs(&self) -> Result<(usize, Option<usize>), CliError> {
         let (args, config) = (self.args, &self.config);
@@ -71,21 +114,27 @@ impl Session<'_> {
         }
     }
 
-    /// A loader of `split` in batches of the config's size, in order (generated data is drawn
-    /// at random already; data from disk comes in each epoch's order, `EpochOrder`), so that a
-    /// resumed run sees what an uninterrupted one does.
+    /// A loader of `split` in batches of the config's size (for training on several devices,
+    /// one device's share of it: burn-train hands each device its part of the loader), in
+    /// order (generated data is drawn at random already; data from disk comes in each epoch's
+    /// order, `EpochOrder`), so that a resumed run sees what an uninterrupted one does.
     pub fn loader<I, O>(
         &self,
         batcher: impl Batcher<I, O> + 'static,
         split: Arc<dyn Dataset<I>>,
         device: &Device,
+        role: LoaderRole,
     ) -> Arc<dyn DataLoader<O>>
     where
         I: Send + Sync + Clone + std::fmt::Debug + 'static,
         O: Send + Clone + std::fmt::Debug + 'static,
     {
+        let batch_size = match role {
+            LoaderRole::Train => self.config.batch_size / self.devices.len(),
+            LoaderRole::Valid => self.config.batch_size,
+        };
         DataLoaderBuilder::new(batcher)
-            .batch_size(self.config.batch_size)
+            .batch_size(batch_size)
             .set_device(device.clone())
             .build(split)
     }
@@ -99,6 +148,7 @@ impl Session<'_> {
             checkpoint.map_or(1, |epoch| epoch + 1),
             steps_per_epoch,
         )
+        .with_devices(self.devices.len())
     }
 
     /// The error of a run the guard stopped (which epoch and step, and what is left on disk),
@@ -134,6 +184,17 @@ impl Session<'_> {
         guard: &NonFiniteGuard,
     ) -> SupervisedTraining<M> {
         training = training.with_interrupter(guard.interrupter());
+        if self.devices.len() > 1 {
+            // The shares' gradients are added up on the first device, which steps the
+            // optimizer; BatchNorm normalises each share by its own statistics.
+            training = training.with_training_strategy(
+                ExecutionStrategy::multi(
+                    self.devices.iter().cloned().map(Device::autodiff).collect(),
+                    MultiDeviceOptim::OptimMainDevice,
+                )
+                .into(),
+            );
+        }
         if !std::io::IsTerminal::is_terminal(&std::io::stdout()) {
             training = training.renderer(Box::new(renderer::LineRenderer::default()));
         }

@@ -22,6 +22,8 @@ mod extract;
 #[cfg(not(no_workspace_files))]
 mod info;
 #[cfg(not(no_workspace_files))]
+mod multi_device;
+#[cfg(not(no_workspace_files))]
 mod train;
 #[cfg(not(no_workspace_files))]
 mod train_from_disk;

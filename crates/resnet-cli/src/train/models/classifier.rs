@@ -10,6 +10,7 @@ use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 
 use crate::train::data::classification::ShapeBatch;
+use super::share_gradients;
 use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Backbone + pooled linear head.
@@ -22,6 +23,9 @@ pub struct ShapeClassifier {
     /// Stops training at a non-finite loss or gradient (none: every step applies).
     #[module(skip)]
     pub guard: Option<NonFiniteGuard>,
+    /// Devices each training step's batch is split over (1: one device).
+    #[module(skip)]
+    pub devices: usize,
 }
 
 impl ShapeClassifier {
@@ -36,6 +40,7 @@ impl ShapeClassifier {
             backbone,
             head,
             guard: None,
+            devices: 1,
         }
     }
 
@@ -71,7 +76,7 @@ impl TrainStep for ShapeClassifier {
             self.guard.as_ref(),
             self,
             &output.loss,
-            output.loss.backward(),
+            share_gradients(&output.loss, self.devices),
         );
         TrainOutput {
             grads,

@@ -17,6 +17,7 @@ use burn_resnet::ResNet;
 use burn_resnet::fpn::Fpn;
 
 use crate::train::data::detection::DetectionBatch;
+use super::share_gradients;
 use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Weight of the size loss (CenterNet's 0.1); the offset loss has weight 1.
@@ -60,6 +61,10 @@ pub struct ShapeDetector {
     /// Stops training at a non-finite loss or gradient (none: every step applies).
     #[module(skip)]
     pub guard: Option<NonFiniteGuard>,
+    /// Devices each training step's batch is split over (1: one device). Each device's loss
+    /// is divided by its own share's object count, as mmdet's CenterNet head does per GPU.
+    #[module(skip)]
+    pub devices: usize,
 }
 
 /// What the head predicts for a batch.
@@ -79,6 +84,7 @@ impl ShapeDetector {
             heatmap: HeadBranch::new(channels, classes, -2.19, device),
             boxes: HeadBranch::new(channels, 4, 0.0, device),
             guard: None,
+            devices: 1,
         }
     }
 
@@ -144,7 +150,7 @@ impl TrainStep for ShapeDetector {
             self.guard.as_ref(),
             self,
             &output.loss,
-            output.loss.backward(),
+            share_gradients(&output.loss, self.devices),
         );
         TrainOutput {
             grads,

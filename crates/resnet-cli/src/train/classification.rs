@@ -105,7 +105,8 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         size: config.image_size,
     };
     let train = session.train_split(data.train.clone())?;
-    let loader = |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
+    let loader =
+        |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
     let (loader_train, loader_valid) = (
         loader(&train, LoaderRole::Train),
         loader(&data.valid, LoaderRole::Valid),

@@ -60,7 +60,8 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         classes: data.classes.len(),
         stride,
     };
-    let loader = |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
+    let loader =
+        |split: &Split, role| session.loader(batcher.clone(), split.clone(), &device, role);
     let (loader_train, loader_valid) = (
         loader(&train, LoaderRole::Train),
         loader(&data.valid, LoaderRole::Valid),

@@ -9,8 +9,8 @@ use burn::tensor::{Device, Int, Tensor};
 use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 use burn_resnet::ResNet;
 
-use crate::train::data::classification::ShapeBatch;
 use super::share_gradients;
+use crate::train::data::classification::ShapeBatch;
 use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Backbone + pooled linear head.

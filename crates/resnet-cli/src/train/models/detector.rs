@@ -16,8 +16,8 @@ use burn::train::{InferenceStep, ItemLazy, RegressionOutput, TrainOutput, TrainS
 use burn_resnet::ResNet;
 use burn_resnet::fpn::Fpn;
 
-use crate::train::data::detection::DetectionBatch;
 use super::share_gradients;
+use crate::train::data::detection::DetectionBatch;
 use crate::train::guard::{NonFiniteGuard, checked_gradients};
 
 /// Weight of the size loss (CenterNet's 0.1); the offset loss has weight 1.

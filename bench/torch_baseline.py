@@ -61,25 +61,35 @@ def memory_mib(field):
     return float("nan")
 
 
-def run_case(name, step, batch, warmup, runs):
+def run_case(name, step, batch, warmup, runs, device="cpu"):
     # Measured from just before the first step: weights and input are in memory, activations,
-    # gradients and optimizer state are not.
-    baseline = reset_peak()
+    # gradients and optimizer state are not. On a GPU: the GPU memory PyTorch allocated, and
+    # each step waits for the GPU to finish.
+    gpu = device != "cpu"
+    if gpu:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        baseline = torch.cuda.memory_allocated(device) / 2**20
+    else:
+        baseline = reset_peak()
     for _ in range(warmup):
         step()
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         step()
+        if gpu:
+            torch.cuda.synchronize(device)
         times.append((time.perf_counter() - start) * 1e3)
     median = statistics.median(times)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if gpu else memory_mib("VmHWM:")
     return {
         "case": name,
         "median_ms": median,
         "min_ms": min(times),
         "max_ms": max(times),
         "images_per_s": batch * 1e3 / median,
-        "peak_mib": memory_mib("VmHWM:") - baseline,
+        "peak_mib": peak - baseline,
     }
 
 
@@ -185,15 +195,22 @@ def report_case(result, args):
 
 def main():
     parser = argument_parser(__doc__.splitlines()[0], "infer b1,infer b8,train b8", "--torch")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu, or a CUDA GPU (cuda, cuda:1): time the model there (`resnet bench --torch-device`)")
     args, cases = parse_arguments(parser)
     model, info, in_channels = build_model(args, "bench/torch_baseline.py")
     if not report_model(info, args):
         return
+    if args.device != "cpu" and not torch.cuda.is_available():
+        print(f"bench/torch_baseline.py: --device {args.device}: this PyTorch sees no CUDA GPU", file=sys.stderr)
+        sys.exit(2)
+    model = model.to(args.device)
     for name, kind, batch in cases:
-        images = torch.randn(batch, in_channels, args.size, args.size)
-        report_case(run_case(name, make_step(model, kind, images), batch, args.warmup, args.runs), args)
+        images = torch.randn(batch, in_channels, args.size, args.size, device=args.device)
+        step = make_step(model, kind, images)
+        report_case(run_case(name, step, batch, args.warmup, args.runs, args.device), args)
     if not args.json:
-        print(f"torch {torch.__version__}, {args.threads} threads, {args.size}x{args.size}")
+        print(f"torch {torch.__version__}, {args.device}, {args.threads} threads, {args.size}x{args.size}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,10 @@ pub fn run(
             &args.runs.to_string(),
         ])
         .args(["--cases", &cases.join(",")])
+        .args(match runtime {
+            Runtime::Torch => vec!["--device", args.torch_device.as_str()],
+            Runtime::OnnxRuntime => vec![],
+        })
         .output();
     let _ = std::fs::remove_file(&config_file);
     let output = output

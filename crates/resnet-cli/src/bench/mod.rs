@@ -43,9 +43,17 @@ pub struct BenchArgs {
     /// Train with `with_cp = true` (blocks recompute their activations in the backward pass).
     #[arg(long)]
     with_cp: bool,
+    /// Train on Burn's autodiff device with its gradient checkpointing (the `Balanced`
+    /// strategy: memory-bound ops recomputed in the backward pass), on any backend.
+    #[arg(long)]
+    burn_checkpointing: bool,
     /// Also run bench/torch_baseline.py with this Python and print the ratio.
     #[arg(long)]
     torch: Option<PathBuf>,
+    /// Where bench/torch_baseline.py runs the model: cpu, or a CUDA GPU (cuda, cuda:1) to
+    /// compare with `--backend cuda` or `wgpu` on the same GPU.
+    #[arg(long, default_value = "cpu")]
+    torch_device: String,
     /// Also run bench/ort_baseline.py with this Python: the same network exported to ONNX and
     /// timed in ONNX Runtime (inference cases), with its ratio.
     #[arg(long)]

@@ -321,7 +321,7 @@ impl TrainConfig {
     /// step's batch; each device takes `batch_size / devices`), and, for a ResNeSt, into shares
     /// of more than one image (its split attention normalises over the batch).
     pub fn check_devices(&self, devices: usize) -> Result<(), CliError> {
-        let fault = if self.batch_size % devices != 0 {
+        let fault = if !self.batch_size.is_multiple_of(devices) {
             "does not split evenly over them"
         } else if self.batch_size / devices == 1
             && devices > 1

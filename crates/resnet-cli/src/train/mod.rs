@@ -82,6 +82,11 @@ pub fn run(args: &TrainArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
     };
     let config = &session.config;
     config.check_devices(args.devices.get())?;
+    if config.backbone.with_cp && backend != BackendKind::Flex {
+        println!(
+            "with_cp: the blocks recompute their activations on flex only; on {backend} they run as usual and save no memory (docs/configs.md)"
+        );
+    }
     let what = format!(
         "training at batch {} on {}x{} images",
         config.batch_size, config.image_size, config.image_size

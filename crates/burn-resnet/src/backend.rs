@@ -97,7 +97,7 @@ impl BackendKind {
     /// `count` devices of this backend for data-parallel training (burn-train's
     /// `ExecutionStrategy::multi`), plain (call `.autodiff()` on each to train): the GPUs
     /// `0..count` for cuda, the discrete GPUs `0..count` for wgpu (its default adapter when
-    /// `count` is 1), and for the CPU backends, which have one device, that device `count`
+    /// `count` is 1; an error naming the first one missing), and for the CPU backends, which have one device, that device `count`
     /// times: burn-train then runs `count` workers on it, each on its share of the batch.
     pub fn devices(self, count: std::num::NonZeroUsize) -> Result<Vec<Device>> {
         let (first, count) = (self.device()?, count.get());
@@ -105,10 +105,22 @@ impl BackendKind {
             _ if count == 1 => vec![first],
             #[cfg(feature = "cuda")]
             BackendKind::Cuda => (0..count).map(Device::cuda).collect(),
+            // Acquired here, so that a GPU the machine lacks is an error rather than a panic
+            // at the first tensor.
             #[cfg(feature = "wgpu")]
             BackendKind::Wgpu => (0..count)
-                .map(|index| Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(index)))
-                .collect(),
+                .map(|index| {
+                    Device::wgpu_options()
+                        .device_kind(burn::tensor::DeviceKind::DiscreteGpu(index))
+                        .init()
+                        .map_err(|e| ResNetError::DeviceUnavailable {
+                            backend: "wgpu",
+                            index,
+                            count,
+                            reason: e.to_string(),
+                        })
+                })
+                .collect::<Result<_>>()?,
             _ => vec![first; count],
         })
     }

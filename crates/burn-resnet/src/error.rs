@@ -121,6 +121,21 @@ pub enum ResNetError {
         known: String,
     },
 
+    /// A device of a multi-device run that the machine does not have.
+    #[error(
+        "devices: {backend} device {index} of the {count} asked for is not available: {reason}"
+    )]
+    DeviceUnavailable {
+        /// The backend.
+        backend: &'static str,
+        /// The device's index (0-based).
+        index: usize,
+        /// How many devices were asked for.
+        count: usize,
+        /// What the backend said.
+        reason: String,
+    },
+
     /// A backend whose cargo feature this build lacks.
     #[error(
         "backend: '{backend}' is not compiled into this build (enabled: {enabled}); rebuild with `--features {backend}`"

@@ -23,14 +23,15 @@ pub enum LoaderRole {
     Valid,
 }
 
-/// One `resnet train` run: its options, the training config they name, and the backend.
+/// One `resnet train` run: its options, the training config they name, and the devices.
 pub struct Session<'a> {
-    /// The command line: `--config`, `--out`, `--resume`, `--stop-after`, `--force`.
+    /// The command line: `--config`, `--out`, `--resume`, `--stop-after`, `--force`,
+    /// `--devices`.
     pub args: &'a TrainArgs,
     /// The training config `--config` names, read and checked.
     pub config: TrainConfig,
-    /// The (plain) devices of `--backend` (or the default one) the training steps run on (`--devices`), the model's
-    /// first; every other part of the run (initialisation, validation) is on the first.
+    /// The (plain) devices of `--backend` (or the default one) the training steps run on
+    /// (`--devices`); the model, its initialisation and the validation are on the first.
     pub devices: Vec<Device>,
 }
 

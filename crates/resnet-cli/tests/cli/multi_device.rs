@@ -114,5 +114,20 @@ fn a_batch_that_does_not_split_over_the_devices_is_refused_before_anything_is_wr
     assert!(!out.exists(), "the run directory was created");
     let err = stderr_of_failure(&train(&config, &out, &["--devices", "0"]));
     assert!(err.contains("--devices"), "{err}");
+    // GPUs the machine lacks are named (wgpu acquires each before training; a build without
+    // wgpu says so instead), never a panic at the first tensor.
+    let err = stderr_of_failure(&train(
+        &config,
+        &out,
+        &["--backend", "wgpu", "--devices", "64"],
+    ));
+    assert!(
+        err.contains("devices: wgpu device")
+            && err.contains("of the 64 asked for is not available")
+            || err.contains("'wgpu' is not compiled into this build"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "the run directory was created");
     std::fs::remove_dir_all(&dir).ok();
 }

@@ -53,6 +53,7 @@ pub mod layer;
 pub mod memory;
 pub mod norm;
 mod ops;
+mod param_init;
 pub mod plugin;
 pub mod stem;
 pub mod summary;

@@ -126,7 +126,7 @@ impl NormConfig {
     pub fn init(&self, channels: usize, gamma: f32, device: &Device) -> Norm {
         let scale = |param: Param<Tensor<1>>| {
             if gamma != 1.0 {
-                param.map(|g| g.mul_scalar(gamma))
+                crate::param_init::remade(param, |g| g.mul_scalar(gamma))
             } else {
                 param
             }

@@ -125,7 +125,7 @@ impl ContextBlockConfig {
             let mut conv_mask = conv(self.channels, 1)
                 .with_initializer(kaiming)
                 .init(device);
-            conv_mask.bias = conv_mask.bias.take().map(|b| b.map(|b| b.zeros_like()));
+            conv_mask.bias = conv_mask.bias.take().map(crate::param_init::zeroed);
             conv_mask
         };
         ContextBlock {

@@ -99,7 +99,7 @@ impl NonLocal2dConfig {
             config: *self,
         };
         let zero_bias =
-            |conv: &mut Conv2d| conv.bias = conv.bias.take().map(|b| b.map(|b| b.zeros_like()));
+            |conv: &mut Conv2d| conv.bias = conv.bias.take().map(crate::param_init::zeroed);
         zero_bias(&mut block.g);
         block
             .theta

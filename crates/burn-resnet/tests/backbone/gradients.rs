@@ -69,3 +69,55 @@ fn every_parameter_of_a_v1d_resnext_gets_a_gradient() {
         9 + 16 * 9 + 4 * 3,
     );
 }
+
+/// Built directly on an autodiff device (as `resnet train` and most Burn code build a model),
+/// the parameters whose initial value the init derives from another (norm weights zeroed by
+/// `zero_init_residual`, the plugins' zeroed biases) are trainable leaves like the rest: each
+/// gets a gradient, as when the backbone is built on a plain device and moved over, and
+/// `train()` accepts the module (it panicked on the derived ones).
+#[test]
+fn a_backbone_built_on_an_autodiff_device_trains_its_zero_initialised_parameters() {
+    let plugins = "[[plugins]]\nposition = \"after_conv3\"\nstages = [false, false, true, true]\n\
+                   cfg = { type = \"ContextBlock\", ratio = 0.25 }\n\
+                   [[plugins]]\nposition = \"after_conv2\"\nstages = [false, false, false, true]\n\
+                   cfg = { type = \"GeneralizedAttention\", num_heads = 2, attention_type = \"1111\", kv_stride = 2 }\n\
+                   [[plugins]]\nposition = \"after_conv2\"\nstages = [false, false, true, false]\n\
+                   cfg = { type = \"NonLocal2d\", sub_sample = true }\n";
+    let tomls = [
+        "depth = 18\nbase_channels = 4\n".to_string(),
+        format!("depth = 50\nbase_channels = 8\n{plugins}"),
+        "depth = 50\nbase_channels = 8\nnorm_cfg = { type = \"GN\", num_groups = 4 }\n".to_string(),
+    ];
+    let device = devices()[0].1.clone();
+    let training = device.clone().autodiff();
+    for toml in &tomls {
+        let config = config(toml);
+        let gradients = |backbone: burn_resnet::ResNet| {
+            let images = Tensor::<4>::random(
+                [2, 3, 64, 64],
+                burn::tensor::Distribution::Normal(0.0, 1.0),
+                &training,
+            );
+            let loss = backbone
+                .forward(images)
+                .into_iter()
+                .map(|f| f.mean())
+                .reduce(|a, b| a + b)
+                .unwrap();
+            let grads = loss.backward();
+            float_tensors(&backbone, Some(&grads))
+                .into_iter()
+                .filter(|t| t.trainable)
+                .map(|t| (t.path, t.grad.is_some()))
+                .collect::<Vec<_>>()
+        };
+        let moved = gradients(config.init(&device).unwrap().fork(&training).train());
+        assert!(moved.iter().all(|(_, has)| *has), "{toml}");
+        let built_there = config.init(&training).unwrap();
+        let there = gradients(built_there.clone());
+        let missing: Vec<_> = moved.iter().filter(|t| !there.contains(t)).collect();
+        assert!(missing.is_empty(), "{toml}: no gradient for {missing:#?}");
+        assert_eq!(there, moved, "{toml}");
+        assert_eq!(gradients(built_there.train()), moved, "{toml}");
+    }
+}

@@ -65,7 +65,7 @@ impl GeneralizedAttentionConfig {
                 .with_bias(bias)
                 .with_initializer(uniform(inputs))
                 .init(device);
-            conv.bias = conv.bias.take().map(|b| b.map(|b| b.zeros_like()));
+            conv.bias = conv.bias.take().map(crate::param_init::zeroed);
             conv
         };
         let linear = || {

@@ -28,8 +28,11 @@ mod group_norm;
 mod init;
 #[cfg(not(no_workspace_files))]
 mod non_finite;
+mod param_groups;
 #[cfg(not(no_workspace_files))]
 mod parity;
+#[cfg(not(no_workspace_files))]
+mod plugin_parity;
 #[cfg(not(no_workspace_files))]
 mod plugins;
 #[cfg(not(no_workspace_files))]
@@ -44,6 +47,7 @@ mod training_controls;
 mod training_parity;
 #[cfg(not(no_workspace_files))]
 mod weights;
+mod with_cp;
 
 /// What a published package's test run leaves out, said where `cargo test` shows it.
 #[cfg(no_workspace_files)]

@@ -235,3 +235,7 @@ fn f16_to_f32(bits: u16) -> f32 {
         e => (1.0 + mantissa / 1024.0) * 2f32.powi(e - 15),
     }
 }
+
+/// A ResNet-18 at width 8 for training tests, without zero-init residuals: with a frozen last
+/// norm at weight 0 a block's convs would (rightly) get no gradient at all.
+pub const TINY: &str = "depth = 18\nbase_channels = 8\nzero_init_residual = false\n";

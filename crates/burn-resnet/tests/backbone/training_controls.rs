@@ -13,7 +13,6 @@ use crate::common::{
     values,
 };
 
-
 /// Every float tensor before and after `steps` SGD steps (momentum 0.9), toggling the model
 /// through `valid()` and back to `train()` between steps (mmdet PR #577: a frozen stage that
 /// came back to life after such a switch).

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{GradientsParams, SgdConfig};
 use burn::tensor::{Device, Distribution, Tensor};
@@ -111,12 +111,11 @@ pub fn measure(
         Case::Train(_) => {
             let training = device.clone().autodiff();
             let mut model = match args.burn_checkpointing {
-                // Copied onto the checkpointing device: Burn 0.22's `Device` equality ignores
-                // autodiff and its checkpointing strategy, so a fork to it leaves the
+                // Built on the checkpointing device: Burn 0.22's `Device` equality ignores
+                // autodiff and its checkpointing strategy, so a fork to it would leave the
                 // parameters where they are (and their ops then refuse to mix strategies).
                 true => spec
-                    .init(device)
-                    .map(&mut CopiedTo(training.clone().gradient_checkpointing()))
+                    .init(&training.clone().gradient_checkpointing())
                     .train(),
                 false => spec.init(device).fork(&training).train(),
             };
@@ -199,14 +198,4 @@ fn memory_mib(field: &str) -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-/// Every parameter and running statistic copied onto a device, whatever `fork` would make of it.
-struct CopiedTo(Device);
-
-impl ModuleMapper for CopiedTo {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let device = self.0.clone();
-        param.map(move |tensor| Tensor::from_data(tensor.into_data(), &device))
-    }
 }

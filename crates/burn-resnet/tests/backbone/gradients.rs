@@ -87,6 +87,15 @@ fn a_backbone_built_on_an_autodiff_device_trains_its_zero_initialised_parameters
         "depth = 18\nbase_channels = 4\n".to_string(),
         format!("depth = 50\nbase_channels = 8\n{plugins}"),
         "depth = 50\nbase_channels = 8\nnorm_cfg = { type = \"GN\", num_groups = 4 }\n".to_string(),
+        "depth = 50\nbase_channels = 8\nstage_with_dcn = [false, true, true, true]\n\
+         dcn = { type = \"DCNv2\", deform_groups = 1, fallback_on_stride = false }\n"
+            .to_string(),
+        "type = \"Res2Net\"\ndepth = 50\nbase_channels = 8\nstem_channels = 8\nbase_width = 4\n\
+         deep_stem = true\navg_down = true\n"
+            .to_string(),
+        "type = \"ResNeSt\"\ndepth = 50\nbase_channels = 8\nstem_channels = 16\nradix = 2\n\
+         avg_down_stride = true\ndeep_stem = true\navg_down = true\n"
+            .to_string(),
     ];
     let device = devices()[0].1.clone();
     let training = device.clone().autodiff();

@@ -220,6 +220,17 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
             format!(", against {}", against.join(" and "))
         }
     );
+    for (baseline, _) in &baselines {
+        let on_cpu = baseline_on_cpu(baseline, args);
+        if backends.iter().any(|b| b.is_cpu() != on_cpu) {
+            println!(
+                "{} runs on the {}: no ratio for the {} backends (other hardware)",
+                baseline.runtime.label(),
+                if on_cpu { "CPU" } else { "GPU" },
+                if on_cpu { "GPU" } else { "CPU" },
+            );
+        }
+    }
     #[cfg(feature = "flex")]
     println!("flex inference conv kernel: {conv_kernel}");
     let mut header = format!(
@@ -240,6 +251,15 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         .expect("checked above");
     #[cfg(not(feature = "flex"))]
     run_cases(args, &spec, &backends, &baselines)
+}
+
+/// Whether `baseline` runs on the CPU: ONNX Runtime's script always does, PyTorch's unless
+/// `--torch-device` names a GPU.
+fn baseline_on_cpu(baseline: &Baseline, args: &BenchArgs) -> bool {
+    match baseline.runtime {
+        Runtime::Torch => args.torch_device == "cpu",
+        Runtime::OnnxRuntime => true,
+    }
 }
 
 /// Time every case on every backend and print its line (and its stages).
@@ -269,9 +289,13 @@ fn run_cases(
                     line += &format!(" {:>10} {:>10} {:>11}", "-", "-", "-");
                     continue;
                 };
-                let ratio = match mismatch {
-                    None => format!("{:>10.2}x", m.median_ms / t.median_ms),
-                    Some(_) => format!("{:>11}", "-"),
+                // A ratio only against the same network on the same kind of hardware.
+                let ratio = match (
+                    mismatch,
+                    backend.is_cpu() == baseline_on_cpu(baseline, args),
+                ) {
+                    (None, true) => format!("{:>10.2}x", m.median_ms / t.median_ms),
+                    _ => format!("{:>11}", "-"),
                 };
                 line += &format!(" {:>10.1} {:>10.0} {ratio}", t.median_ms, t.peak_mib);
             }

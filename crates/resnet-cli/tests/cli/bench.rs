@@ -143,6 +143,29 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
         );
         assert_eq!(ratio(&out), "-", "a ratio against another network: {out}");
     }
+    // The same network on other hardware: PyTorch on a GPU against a CPU backend.
+    let out = stdout(&resnet(&[
+        "bench",
+        "--config",
+        FIXTURE,
+        "--cases",
+        "infer b1",
+        "--size",
+        "32",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+        "--torch",
+        fake_python(&dir, ours, "").to_str().unwrap(),
+        "--torch-device",
+        "cuda",
+    ]));
+    assert!(
+        out.contains("runs on the GPU: no ratio for the CPU backends"),
+        "{out}"
+    );
+    assert_eq!(ratio(&out), "-", "a GPU-vs-CPU ratio: {out}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

@@ -97,8 +97,9 @@ impl BackendKind {
     /// `count` devices of this backend for data-parallel training (burn-train's
     /// `ExecutionStrategy::multi`), plain (call `.autodiff()` on each to train): the GPUs
     /// `0..count` for cuda, the discrete GPUs `0..count` for wgpu (its default adapter when
-    /// `count` is 1; an error naming the first one missing), and for the CPU backends, which have one device, that device `count`
-    /// times: burn-train then runs `count` workers on it, each on its share of the batch.
+    /// `count` is 1; an error naming the first one missing), and for the CPU backends, which
+    /// have one device, that device `count` times: burn-train then runs `count` workers on it,
+    /// each on its share of the batch.
     pub fn devices(self, count: std::num::NonZeroUsize) -> Result<Vec<Device>> {
         let (first, count) = (self.device()?, count.get());
         Ok(match self {

@@ -9,20 +9,15 @@ use burn_resnet::ResNetError;
 use burn_resnet::fpn::FpnConfig;
 
 use crate::common::{
-    devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, values,
+    devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, tensor_named,
+    values,
 };
 
 #[test]
 fn fpn_matches_mmdet_outputs_and_gradients() {
     let path = repo_path("tests/fixtures/fpn.safetensors");
     let (tensors, metadata) = read_safetensors(&path);
-    let get = |key: &str| {
-        &tensors
-            .iter()
-            .find(|(name, _)| name == key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .1
-    };
+    let get = |key: &str| tensor_named(&tensors, key);
     assert_eq!(metadata.len(), 6);
     for (case, arguments) in &metadata {
         let config: FpnConfig = toml::from_str(arguments).unwrap();

@@ -10,7 +10,8 @@ use burn_resnet::plugin::{
 use burn::module::Module;
 
 use crate::common::{
-    devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, values,
+    devices, float_tensors, l2_relative, read_safetensors, relative_error, repo_path, tensor_named,
+    values,
 };
 
 /// mmcv's arguments from a fixture's description (`in_channels=16 num_heads=2 …`), mmcv's
@@ -43,13 +44,7 @@ fn config_of(description: &str) -> GeneralizedAttentionConfig {
 fn generalized_attention_matches_mmcv() {
     let path = repo_path("tests/fixtures/plugins/generalized_attention.safetensors");
     let (tensors, metadata) = read_safetensors(&path);
-    let get = |key: &str| {
-        &tensors
-            .iter()
-            .find(|(name, _)| name == key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .1
-    };
+    let get = |key: &str| tensor_named(&tensors, key);
     assert_eq!(metadata.len(), 9);
     let metadata: std::collections::HashMap<_, _> = metadata;
     for (case, description) in &metadata {
@@ -103,13 +98,7 @@ fn generalized_attention_matches_mmcv() {
 fn generalized_attention_gradients_match_mmcv() {
     let path = repo_path("tests/fixtures/plugins/generalized_attention.safetensors");
     let (tensors, metadata) = read_safetensors(&path);
-    let get = |key: &str| {
-        &tensors
-            .iter()
-            .find(|(name, _)| name == key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .1
-    };
+    let get = |key: &str| tensor_named(&tensors, key);
     for (case, description) in &metadata {
         let config = config_of(description);
         for (backend, device) in devices() {

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Tensor};
 
-use crate::common::devices;
+use crate::common::{devices, tensor_named};
 
 /// mmcv's ContextBlock with random weights (`tools/make_plugin_fixtures.py`), every pooling and
 /// fusion variant: the same output.
@@ -19,13 +19,7 @@ fn context_block_matches_mmcv() {
     let (tensors, metadata) = read_safetensors(&repo_path(
         "tests/fixtures/plugins/context_block.safetensors",
     ));
-    let get = |key: &str| {
-        &tensors
-            .iter()
-            .find(|(name, _)| name == key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .1
-    };
+    let get = |key: &str| tensor_named(&tensors, key);
     let vector = |t: &NamedTensor, device: &Device| -> Tensor<1> {
         Tensor::from_data(
             burn::tensor::TensorData::new(t.values.clone(), [t.values.len()]),
@@ -99,13 +93,7 @@ fn non_local_matches_mmcv() {
 
     let (tensors, metadata) =
         read_safetensors(&repo_path("tests/fixtures/plugins/non_local.safetensors"));
-    let get = |key: &str| {
-        &tensors
-            .iter()
-            .find(|(name, _)| name == key)
-            .unwrap_or_else(|| panic!("{key}"))
-            .1
-    };
+    let get = |key: &str| tensor_named(&tensors, key);
     for (case, description) in &metadata {
         let f: Vec<&str> = description.split(' ').collect();
         let config = NonLocal2dConfig {

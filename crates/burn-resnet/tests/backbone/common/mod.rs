@@ -54,6 +54,16 @@ impl NamedTensor {
     }
 }
 
+/// The tensor called `key` among `tensors` (as [`read_safetensors`] returns them); panics
+/// naming the key when the fixture has none.
+pub fn tensor_named<'a>(tensors: &'a [(String, NamedTensor)], key: &str) -> &'a NamedTensor {
+    &tensors
+        .iter()
+        .find(|(name, _)| name == key)
+        .unwrap_or_else(|| panic!("{key}"))
+        .1
+}
+
 /// Read the float32 tensors and the metadata of a safetensors file.
 pub fn read_safetensors(
     path: &PathBuf,

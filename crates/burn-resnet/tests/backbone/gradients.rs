@@ -1,31 +1,38 @@
 //! On an autodiff device every trainable parameter receives a finite, non-zero gradient.
 
 use burn::module::Module;
-use burn::tensor::Tensor;
+use burn::tensor::{Device, Tensor};
+use burn_resnet::ResNet;
 
-use crate::common::{config, devices, float_tensors};
+use crate::common::{FloatTensor, config, devices, float_tensors};
+
+/// The trainable tensors of `backbone` (BatchNorm running statistics are state, not
+/// parameters) with their gradients after one backward pass of the sum of its outputs' means,
+/// on two random `size`x`size` images on `device`.
+fn trainable_after_backward(backbone: &ResNet, size: usize, device: &Device) -> Vec<FloatTensor> {
+    let images = Tensor::<4>::random(
+        [2, 3, size, size],
+        burn::tensor::Distribution::Normal(0.0, 1.0),
+        device,
+    );
+    let loss = backbone
+        .forward(images)
+        .into_iter()
+        .map(|f| f.mean())
+        .reduce(|a, b| a + b)
+        .unwrap();
+    let grads = loss.backward();
+    float_tensors(backbone, Some(&grads))
+        .into_iter()
+        .filter(|t| t.trainable)
+        .collect()
+}
 
 fn check_gradients(toml: &str, expected_params: usize) {
     for (backend, device) in devices() {
         let training = device.clone().autodiff();
         let backbone = config(toml).init(&device).unwrap().fork(&training).train();
-        let images = Tensor::<4>::random(
-            [2, 3, 40, 40],
-            burn::tensor::Distribution::Normal(0.0, 1.0),
-            &training,
-        );
-        let loss = backbone
-            .forward(images)
-            .into_iter()
-            .map(|f| f.mean())
-            .reduce(|a, b| a + b)
-            .unwrap();
-        let grads = loss.backward();
-        // BatchNorm running statistics are state, not parameters: not trainable.
-        let trainable: Vec<_> = float_tensors(&backbone, Some(&grads))
-            .into_iter()
-            .filter(|t| t.trainable)
-            .collect();
+        let trainable = trainable_after_backward(&backbone, 40, &training);
         assert_eq!(
             trainable.len(),
             expected_params,
@@ -101,22 +108,9 @@ fn a_backbone_built_on_an_autodiff_device_trains_its_zero_initialised_parameters
     let training = device.clone().autodiff();
     for toml in &tomls {
         let config = config(toml);
-        let gradients = |backbone: burn_resnet::ResNet| {
-            let images = Tensor::<4>::random(
-                [2, 3, 64, 64],
-                burn::tensor::Distribution::Normal(0.0, 1.0),
-                &training,
-            );
-            let loss = backbone
-                .forward(images)
+        let gradients = |backbone: ResNet| {
+            trainable_after_backward(&backbone, 64, &training)
                 .into_iter()
-                .map(|f| f.mean())
-                .reduce(|a, b| a + b)
-                .unwrap();
-            let grads = loss.backward();
-            float_tensors(&backbone, Some(&grads))
-                .into_iter()
-                .filter(|t| t.trainable)
                 .map(|t| (t.path, t.grad.is_some()))
                 .collect::<Vec<_>>()
         };

@@ -95,8 +95,8 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
     let dir = std::env::temp_dir().join(format!("resnet-cli-fake-python-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let (spec, ours) = fixture_spec_and_params();
-    let bench = |python: &PathBuf| {
-        stdout(&resnet(&[
+    let bench = |python: &PathBuf, extra: &[&str]| {
+        let mut args = vec![
             "bench",
             "--config",
             FIXTURE,
@@ -110,9 +110,11 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
             "1",
             "--torch",
             python.to_str().unwrap(),
-        ]))
+        ];
+        args.extend_from_slice(extra);
+        stdout(&resnet(&args))
     };
-    let same = bench(&fake_python(&dir, ours, ""));
+    let same = bench(&fake_python(&dir, ours, ""), &[]);
     let ratio = |out: &str| {
         out.lines()
             .find(|l| l.starts_with("flex     infer b1"))
@@ -136,7 +138,7 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
         (ours + 1, "", "parameters"),
         (ours, "\"spatial_range\"", "cannot mirror spatial_range"),
     ] {
-        let out = bench(&fake_python(&dir, params, unmirrored));
+        let out = bench(&fake_python(&dir, params, unmirrored), &[]);
         assert!(
             out.contains("is not this network") && out.contains(why),
             "{out}"
@@ -144,23 +146,7 @@ fn bench_prints_a_ratio_only_against_the_same_network() {
         assert_eq!(ratio(&out), "-", "a ratio against another network: {out}");
     }
     // The same network on other hardware: PyTorch on a GPU against a CPU backend.
-    let out = stdout(&resnet(&[
-        "bench",
-        "--config",
-        FIXTURE,
-        "--cases",
-        "infer b1",
-        "--size",
-        "32",
-        "--warmup",
-        "0",
-        "--runs",
-        "1",
-        "--torch",
-        fake_python(&dir, ours, "").to_str().unwrap(),
-        "--torch-device",
-        "cuda",
-    ]));
+    let out = bench(&fake_python(&dir, ours, ""), &["--torch-device", "cuda"]);
     assert!(
         out.contains("runs on the GPU: no ratio for the CPU backends"),
         "{out}"

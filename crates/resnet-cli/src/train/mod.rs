@@ -75,13 +75,15 @@ pub struct TrainArgs {
 /// memory of the run must fit in `memory_limit`.
 pub fn run(args: &TrainArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
     let backend = options::backend_or_default(args.backend)?;
+    let config = TrainConfig::from_file(&args.config)?;
+    // The config's check first: acquiring GPUs is the costlier step.
+    config.check_devices(args.devices.get())?;
     let session = Session {
-        config: TrainConfig::from_file(&args.config)?,
+        config,
         devices: backend.devices(args.devices)?,
         args,
     };
     let config = &session.config;
-    config.check_devices(args.devices.get())?;
     if config.backbone.with_cp && backend != BackendKind::Flex {
         println!(
             "with_cp: the blocks recompute their activations on flex only; on {backend} they run as usual and save no memory (docs/configs.md)"

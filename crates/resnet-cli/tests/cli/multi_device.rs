@@ -119,11 +119,11 @@ fn a_batch_that_does_not_split_over_the_devices_is_refused_before_anything_is_wr
     let err = stderr_of_failure(&train(
         &config,
         &out,
-        &["--backend", "wgpu", "--devices", "64"],
+        &["--backend", "wgpu", "--devices", "16"],
     ));
     assert!(
         err.contains("devices: wgpu device")
-            && err.contains("of the 64 asked for is not available")
+            && err.contains("of the 16 asked for is not available")
             || err.contains("'wgpu' is not compiled into this build"),
         "{err}"
     );

@@ -152,6 +152,17 @@ impl ResNet {
     /// When the input's channels differ from `in_channels` or a side is 0; use
     /// [`ResNet::try_forward`] to get an error instead.
     pub fn forward(&self, images: Tensor<4>) -> Vec<Tensor<4>> {
+        // Inference on plain flex: the whole backbone in the blocked layout where it applies.
+        #[cfg(feature = "flex")]
+        if let Some(outputs) = crate::flex_kernels::blocked::try_forward(
+            &self.stem,
+            &self.layers,
+            &self.spec.out_indices,
+            self.spec.config.stem_output,
+            &images,
+        ) {
+            return outputs;
+        }
         let mut outputs = Vec::with_capacity(self.spec.out_indices.len() + 1);
         // Frozen parts (`frozen_stages`) run on the plain device, as for inference (their
         // modules through `Module::valid`, which shares the parameters' storage): no autodiff

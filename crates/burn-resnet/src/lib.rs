@@ -68,6 +68,8 @@ pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, 
 pub use error::{ResNetError, Result};
 pub use features::FeatureInfo;
 #[cfg(feature = "flex")]
+pub use flex_kernels::blocked::{InferenceLayout, UnknownInferenceLayout};
+#[cfg(feature = "flex")]
 pub use flex_kernels::conv::tiled::{ConvKernel, UnknownConvKernel, clear_packed_weights};
 pub use memory::{MemoryEstimate, MemoryLimit, Workload};
 pub use summary::{ModelSummary, StageSummary};

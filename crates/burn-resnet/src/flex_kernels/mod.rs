@@ -15,6 +15,7 @@
 //! Burn's stock ops. Parity between the two paths is tested (`tests.rs`).
 
 pub(crate) mod batch_norm;
+pub(crate) mod blocked;
 pub(crate) mod conv;
 pub(crate) mod deform;
 pub(crate) mod max_pool;

@@ -66,6 +66,11 @@ pub struct BenchArgs {
     #[cfg(feature = "flex")]
     #[arg(long)]
     conv_kernel: Option<burn_resnet::ConvKernel>,
+    /// The flex inference layout: nchwc (16-channel blocks kept through the whole backbone,
+    /// where it supports them; the default) or nchw (conv by conv).
+    #[cfg(feature = "flex")]
+    #[arg(long, default_value = "nchwc")]
+    layout: burn_resnet::InferenceLayout,
 }
 
 impl BenchArgs {
@@ -232,7 +237,10 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         }
     }
     #[cfg(feature = "flex")]
-    println!("flex inference conv kernel: {conv_kernel}");
+    println!(
+        "flex inference conv kernel: {conv_kernel}, layout: {}",
+        args.layout
+    );
     let mut header = format!(
         "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}",
         "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB"
@@ -247,7 +255,10 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
     // Every case runs on this thread, with the chosen conv kernel.
     #[cfg(feature = "flex")]
     return conv_kernel
-        .force(|| run_cases(args, &spec, &backends, &baselines))
+        .force(|| {
+            args.layout
+                .force(|| run_cases(args, &spec, &backends, &baselines))
+        })
         .expect("checked above");
     #[cfg(not(feature = "flex"))]
     run_cases(args, &spec, &backends, &baselines)

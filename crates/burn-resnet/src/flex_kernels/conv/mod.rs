@@ -67,13 +67,25 @@ pub fn try_conv2d_batch_norm(
     residual: Option<&Tensor<4>>,
     relu: bool,
 ) -> Option<Tensor<4>> {
+    let (scale, shift) = running_affine(norm)?;
+    conv2d_with_affine(conv, x, residual, relu, Some((&scale, &shift)))
+}
+
+/// An eval-mode BatchNorm's `(scale, shift)` from its running statistics, if its tensors are
+/// plain flex f32.
+pub(crate) fn running_affine(norm: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
     let read = |t: Tensor<1>| flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec));
     let gamma = read(norm.gamma.val())?;
     let beta = read(norm.beta.val())?;
     let mean = read(norm.running_mean.value_sync())?;
     let variance = read(norm.running_var.value_sync())?;
-    let (scale, shift) = batch_norm_affine(&gamma, &beta, &mean, &variance, norm.epsilon);
-    conv2d_with_affine(conv, x, residual, relu, Some((&scale, &shift)))
+    Some(batch_norm_affine(
+        &gamma,
+        &beta,
+        &mean,
+        &variance,
+        norm.epsilon,
+    ))
 }
 
 /// [`try_conv2d`] with an optional per-channel `(scale, shift)` applied after the conv (and

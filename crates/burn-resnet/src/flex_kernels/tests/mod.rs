@@ -4,7 +4,7 @@
 mod batch_norm;
 mod conv;
 mod conv_kernels;
-mod conv_profile;
+pub(crate) mod conv_profile;
 mod conv_train_profile;
 mod deform;
 mod max_pool;

@@ -30,7 +30,7 @@ use padded::{GridTask, PaddedGrid};
 pub use weight_cache::clear_packed_weights;
 #[cfg(test)]
 pub(crate) use weight_cache::is_cached;
-pub(crate) use weight_cache::packed_weights;
+pub(crate) use weight_cache::{Packing, cached_packing, packed_weights};
 
 use super::{ConvGeometry, Epilogue};
 use crate::flex_kernels::SendPtr;

@@ -21,6 +21,16 @@ use crate::flex_kernels::float_slice;
 /// The most packed values kept (256 MiB of `f32`: ResNet-101 takes 170 MiB).
 const CAPACITY_FLOATS: usize = 64 << 20;
 
+/// Which packing an entry holds: the micro-kernels' panels or the blocked conv's layout
+/// (`crate::flex_kernels::blocked`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Packing {
+    /// `[group][panel][depth][MR]`.
+    Panels,
+    /// `[out block][in block][kh][kw][16][16]`.
+    Blocked,
+}
+
 /// What identifies a weight's packing: its values' address and length, and the layout it was
 /// packed for.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
@@ -29,6 +39,7 @@ struct Key {
     len: usize,
     groups: usize,
     out_channels: usize,
+    packing: Packing,
 }
 
 struct Entry {
@@ -53,12 +64,24 @@ pub(crate) fn packed_weights(
     weight: &FlexTensor,
     geometry: &ConvGeometry,
 ) -> Option<Arc<Vec<f32>>> {
+    let layout = (geometry.groups, geometry.out_channels, Packing::Panels);
+    cached_packing(weight, layout, |values| pack_weights(values, geometry))
+}
+
+/// The packing `pack` makes of `weight` (a contiguous f32 flex tensor) for `(groups, output
+/// channels, packing)`, from the cache or packed now and kept.
+pub(crate) fn cached_packing(
+    weight: &FlexTensor,
+    (groups, out_channels, packing): (usize, usize, Packing),
+    pack: impl FnOnce(&[f32]) -> Vec<f32>,
+) -> Option<Arc<Vec<f32>>> {
     let values = float_slice(weight)?;
     let key = Key {
         address: values.as_ptr() as usize,
         len: values.len(),
-        groups: geometry.groups,
-        out_channels: geometry.out_channels,
+        groups,
+        out_channels,
+        packing,
     };
     {
         let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
@@ -71,7 +94,7 @@ pub(crate) fn packed_weights(
         }
     }
     // Packed outside the lock; two threads packing the same weight both insert the same values.
-    let packed = Arc::new(pack_weights(values, geometry));
+    let packed = Arc::new(pack(values));
     if packed.len() > CAPACITY_FLOATS {
         return Some(packed);
     }

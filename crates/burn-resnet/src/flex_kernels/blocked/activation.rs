@@ -1,0 +1,307 @@
+//! Activations between the blocked convs: NCHWc (`[batch][channel block][h][w][16]`, channels
+//! past the last real one zero) with a zero border (`halo`) around every plane wide enough for
+//! the padding of the convs that read it, so that no kernel checks bounds; and the conversions
+//! from the NCHW input image and back to NCHW at each returned output.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use super::lanes::BLOCK;
+use crate::flex_kernels::SendPtr;
+
+/// How an activation's values are laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Layout {
+    /// `[batch][block][h + 2·halo][w + 2·halo][16]`.
+    Blocked,
+    /// `[batch][channel][h + 2·halo][w + 2·halo]` (the image, read by the first conv).
+    Planar,
+}
+
+/// A batch of feature maps in one of the [`Layout`]s.
+pub(super) struct Activation {
+    pub values: Vec<f32>,
+    pub layout: Layout,
+    pub batch: usize,
+    pub channels: usize,
+    pub height: usize,
+    pub width: usize,
+    /// Zero rows and columns on each side of every plane.
+    pub halo: usize,
+}
+
+impl Activation {
+    /// A blocked activation whose border is zero and whose interior the caller overwrites
+    /// entirely (every lane of every position): a buffer from the forward pass's
+    /// [`BufferPool`] when one is large enough (its interior holds stale values), else a fresh
+    /// zeroed one.
+    pub fn for_writing(batch: usize, channels: usize, size: [usize; 2], halo: usize) -> Self {
+        let mut a = Self {
+            values: Vec::new(),
+            layout: Layout::Blocked,
+            batch,
+            channels,
+            height: size[0],
+            width: size[1],
+            halo,
+        };
+        let len = batch * a.blocks() * a.block_stride();
+        match BufferPool::take(len) {
+            Some(mut values) => {
+                values.truncate(len);
+                a.values = values;
+                a.zero_border();
+            }
+            None => a.values = vec![0.0; len],
+        }
+        a
+    }
+
+    /// Zero the border of every plane.
+    fn zero_border(&mut self) {
+        if self.halo == 0 {
+            return;
+        }
+        let (row, halo) = (self.row_stride(), self.halo * self.position_stride());
+        let plane = (self.height + 2 * self.halo) * row;
+        for plane in self.values.chunks_exact_mut(plane) {
+            let (top, rest) = plane.split_at_mut(self.halo * row);
+            top.fill(0.0);
+            let (middle, bottom) = rest.split_at_mut(self.height * row);
+            bottom.fill(0.0);
+            for r in middle.chunks_exact_mut(row) {
+                r[..halo].fill(0.0);
+                r[row - halo..].fill(0.0);
+            }
+        }
+    }
+
+    /// A zeroed activation in `layout`.
+    fn allocate(
+        layout: Layout,
+        batch: usize,
+        channels: usize,
+        [height, width]: [usize; 2],
+        halo: usize,
+    ) -> Self {
+        let mut a = Self {
+            values: Vec::new(),
+            layout,
+            batch,
+            channels,
+            height,
+            width,
+            halo,
+        };
+        a.values = vec![0.0; batch * a.blocks() * a.block_stride()];
+        a
+    }
+
+    /// Channel blocks (16 channels each; one for a planar image of up to 16 channels).
+    pub fn blocks(&self) -> usize {
+        match self.layout {
+            Layout::Blocked => self.channels.div_ceil(BLOCK),
+            Layout::Planar => 1,
+        }
+    }
+
+    /// Values in one row of a plane, border included, times the values per position.
+    pub fn row_stride(&self) -> usize {
+        (self.width + 2 * self.halo) * self.position_stride()
+    }
+
+    /// Between consecutive positions of a row.
+    pub fn position_stride(&self) -> usize {
+        match self.layout {
+            Layout::Blocked => BLOCK,
+            Layout::Planar => 1,
+        }
+    }
+
+    /// Between consecutive channels of one block.
+    pub fn lane_stride(&self) -> usize {
+        match self.layout {
+            Layout::Blocked => 1,
+            Layout::Planar => self.plane_len(),
+        }
+    }
+
+    /// One plane's values, border included (per lane for planar).
+    fn plane_len(&self) -> usize {
+        (self.height + 2 * self.halo) * (self.width + 2 * self.halo)
+    }
+
+    /// Between consecutive channel blocks (for planar: one image).
+    pub fn block_stride(&self) -> usize {
+        match self.layout {
+            Layout::Blocked => self.plane_len() * BLOCK,
+            Layout::Planar => self.plane_len() * self.channels,
+        }
+    }
+
+    /// Offset of (image, block, row `y`, column `x`) where `y`/`x` count from the border's
+    /// outer edge (so `halo` is the first real row).
+    pub fn offset(&self, image: usize, block: usize, y: usize, x: usize) -> usize {
+        ((image * self.blocks() + block) * self.block_stride())
+            + y * self.row_stride()
+            + x * self.position_stride()
+    }
+
+    /// The NCHW `image` (`[batch, channels, h, w]`) as a planar activation with a border of
+    /// `halo` (for a first conv with up to 16 input channels), or blocked otherwise.
+    pub fn from_image(image: &[f32], dims: [usize; 4], halo: usize) -> Self {
+        let [batch, channels, height, width] = dims;
+        let layout = if channels <= BLOCK {
+            Layout::Planar
+        } else {
+            Layout::Blocked
+        };
+        let mut a = Self::allocate(layout, batch, channels, [height, width], halo);
+        let (plane, block_stride) = (height * width, a.block_stride());
+        let (row_stride, position_stride) = (a.row_stride(), a.position_stride());
+        let lane_stride = a.lane_stride();
+        let blocks = a.blocks();
+        a.values
+            .par_chunks_mut(block_stride)
+            .enumerate()
+            .for_each(|(index, dst)| {
+                let (n, b) = (index / blocks, index % blocks);
+                let lanes = match layout {
+                    Layout::Blocked => (channels - b * BLOCK).min(BLOCK),
+                    Layout::Planar => channels,
+                };
+                let first = match layout {
+                    Layout::Blocked => b * BLOCK,
+                    Layout::Planar => 0,
+                };
+                for lane in 0..lanes {
+                    let src = &image[(n * channels + first + lane) * plane..][..plane];
+                    for (y, row) in src.chunks_exact(width).enumerate() {
+                        let start = (y + halo) * row_stride + halo * position_stride;
+                        for (x, &v) in row.iter().enumerate() {
+                            dst[start + x * position_stride + lane * lane_stride] = v;
+                        }
+                    }
+                }
+            });
+        a
+    }
+
+    /// The same values with a border of `halo` (a copy; the planner avoids it).
+    pub fn with_halo(&self, halo: usize) -> Self {
+        let size = [self.height, self.width];
+        let mut a = Self::allocate(self.layout, self.batch, self.channels, size, halo);
+        let row_len = self.width * self.position_stride();
+        let rows = match self.layout {
+            Layout::Blocked => self.batch * self.blocks(),
+            Layout::Planar => self.batch * self.channels,
+        };
+        let (src_plane, dst_plane) = (
+            self.plane_len() * self.position_stride(),
+            a.plane_len() * a.position_stride(),
+        );
+        for p in 0..rows {
+            for y in 0..self.height {
+                let src = p * src_plane
+                    + (y + self.halo) * self.row_stride()
+                    + self.halo * self.position_stride();
+                let dst = p * dst_plane + (y + halo) * a.row_stride() + halo * a.position_stride();
+                a.values[dst..dst + row_len].copy_from_slice(&self.values[src..src + row_len]);
+            }
+        }
+        a
+    }
+
+    /// The real channels as NCHW `[batch, channels, h, w]`.
+    pub fn to_nchw(&self) -> Vec<f32> {
+        assert_eq!(
+            self.layout,
+            Layout::Blocked,
+            "only blocked activations are returned"
+        );
+        let plane = self.height * self.width;
+        let mut out = vec![0.0f32; self.batch * self.channels * plane];
+        let out_ptr = SendPtr(out.as_mut_ptr());
+        let blocks = self.blocks();
+        (0..self.batch * blocks).into_par_iter().for_each(|index| {
+            let (n, b) = (index / blocks, index % blocks);
+            let lanes = (self.channels - b * BLOCK).min(BLOCK);
+            for y in 0..self.height {
+                let src = &self.values[self.offset(n, b, y + self.halo, self.halo)..]
+                    [..self.width * BLOCK];
+                for lane in 0..lanes {
+                    let c = b * BLOCK + lane;
+                    // SAFETY: task (n, b) writes only the planes of its own channels of image n.
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            out_ptr
+                                .get()
+                                .add((n * self.channels + c) * plane + y * self.width),
+                            self.width,
+                        )
+                    };
+                    for (x, d) in dst.iter_mut().enumerate() {
+                        *d = src[x * BLOCK + lane];
+                    }
+                }
+            }
+        });
+        out
+    }
+}
+
+impl Drop for Activation {
+    fn drop(&mut self) {
+        BufferPool::give(std::mem::take(&mut self.values));
+    }
+}
+
+thread_local! {
+    /// The buffers freed during the forward pass running on this thread, while one runs.
+    static POOL: RefCell<Option<Vec<Vec<f32>>>> = const { RefCell::new(None) };
+}
+
+/// Buffers reused between the activations of one forward pass: a conv's output takes the
+/// buffer of an activation nobody reads any more instead of new memory, whose pages the kernel
+/// would fault in and zero again (a quarter of the time of a memory-bound 1x1 conv at batch 8).
+/// Active while the guard lives, on the thread that made it (the one that allocates and drops
+/// the activations); everything is freed when it drops, so nothing is kept between passes.
+pub(super) struct BufferPool(());
+
+impl BufferPool {
+    /// Start pooling on this thread.
+    pub fn start() -> Self {
+        POOL.set(Some(Vec::new()));
+        Self(())
+    }
+
+    /// The smallest pooled buffer holding at least `len` values.
+    fn take(len: usize) -> Option<Vec<f32>> {
+        POOL.with_borrow_mut(|pool| {
+            let pool = pool.as_mut()?;
+            let best = (0..pool.len())
+                .filter(|&i| pool[i].len() >= len)
+                .min_by_key(|&i| pool[i].len())?;
+            Some(pool.swap_remove(best))
+        })
+    }
+
+    /// Keep `values` for a later activation (dropped if no pass is pooling).
+    fn give(values: Vec<f32>) {
+        if values.is_empty() {
+            return;
+        }
+        POOL.with_borrow_mut(|pool| {
+            if let Some(pool) = pool.as_mut() {
+                pool.push(values);
+            }
+        });
+    }
+}
+
+impl Drop for BufferPool {
+    fn drop(&mut self) {
+        POOL.set(None);
+    }
+}

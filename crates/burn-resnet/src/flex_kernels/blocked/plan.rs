@@ -1,0 +1,243 @@
+//! A ResNet's inference as blocked convs: each conv → norm unit becomes a [`BlockedConv`] (packed
+//! weights from the cache, the norm in its epilogue), every shape is checked before anything
+//! runs, and each activation gets the border its readers' padding needs.
+
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::Conv2d;
+
+use super::activation::{Activation, BufferPool};
+use super::conv::{BlockedConv, pack_blocked, padded};
+use super::pool::{avg_pool, max_pool};
+use super::tile::Isa;
+use crate::block::{Block, Downsample};
+use crate::dcn::SpatialConv;
+use crate::flex_kernels::conv::running_affine;
+use crate::flex_kernels::conv::tiled::{Packing, cached_packing};
+use crate::flex_kernels::{flex_f32, float_slice};
+use crate::layer::ResLayer;
+use crate::norm::Norm;
+use crate::stem::{STEM_POOL, Stem};
+
+/// The blocked form of a conv → norm unit; `None` where the blocked conv does not apply (groups,
+/// asymmetric or `Same` padding, GroupNorm, tensors not on plain flex).
+fn blocked_conv(conv: &Conv2d, norm: &Norm) -> Option<BlockedConv> {
+    let padding = match conv.padding {
+        PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
+            [top, left]
+        }
+        PaddingConfig2d::Valid => [0, 0],
+        _ => return None,
+    };
+    if conv.groups != 1 {
+        return None;
+    }
+    let weight = flex_f32(&conv.weight.val())?;
+    let [out_channels, in_channels, kh, kw] = conv.weight.dims();
+    let conv_bias = match &conv.bias {
+        Some(bias) => Some(float_slice(&flex_f32(&bias.val())?)?.to_vec()),
+        None => None,
+    };
+    let conv_bias = conv_bias.unwrap_or_else(|| vec![0.0; out_channels]);
+    let (scale, bias) = match norm {
+        Norm::Folded(_) => (None, conv_bias),
+        // On a plain device a BatchNorm runs on its running statistics.
+        Norm::Batch(bn) | Norm::Frozen(bn) => {
+            let (scale, shift) = running_affine(bn)?;
+            // `(conv + b) · scale + shift = conv · scale + (b · scale + shift)`.
+            let bias = conv_bias
+                .iter()
+                .zip(&scale)
+                .zip(&shift)
+                .map(|((b, s), t)| b * s + t)
+                .collect();
+            (Some(padded(&scale)), bias)
+        }
+        Norm::Group(_) => return None,
+    };
+    if bias.len() != out_channels {
+        return None;
+    }
+    let key = (1, out_channels, Packing::Blocked);
+    let weights = cached_packing(&weight, key, |values| {
+        pack_blocked(values, out_channels, in_channels, [kh, kw])
+    })?;
+    Some(BlockedConv {
+        weights,
+        scale,
+        bias: padded(&bias),
+        in_channels,
+        out_channels,
+        kernel: [kh, kw],
+        stride: conv.stride,
+        padding,
+        dilation: conv.dilation,
+    })
+}
+
+/// A residual block: its main convs in order, the last one taking the shortcut, and the
+/// shortcut's projection (`avg_down`'s pool stride, the conv).
+struct BlockPlan {
+    main: Vec<BlockedConv>,
+    downsample: Option<(Option<usize>, BlockedConv)>,
+}
+
+impl BlockPlan {
+    fn new(block: &Block) -> Option<Self> {
+        let main = match block {
+            Block::Basic(b) if b.after_conv1.is_empty() && b.after_conv2.is_empty() => vec![
+                blocked_conv(&b.conv1, &b.norm1)?,
+                blocked_conv(&b.conv2, &b.norm2)?,
+            ],
+            Block::Bottleneck(b)
+                if b.after_conv1.is_empty()
+                    && b.after_conv2.is_empty()
+                    && b.after_conv3.is_empty() =>
+            {
+                let SpatialConv::Regular(conv2) = &b.conv2 else {
+                    return None;
+                };
+                vec![
+                    blocked_conv(&b.conv1, &b.norm1)?,
+                    blocked_conv(conv2, &b.norm2)?,
+                    blocked_conv(&b.conv3, &b.norm3)?,
+                ]
+            }
+            _ => return None,
+        };
+        let downsample = match block {
+            Block::Basic(b) => b.downsample.as_ref(),
+            Block::Bottleneck(b) => b.downsample.as_ref(),
+            _ => None,
+        };
+        let downsample = match downsample {
+            Some(Downsample {
+                avg_pool,
+                conv,
+                norm,
+            }) => Some((avg_pool.filter(|&s| s > 1), blocked_conv(conv, norm)?)),
+            None => None,
+        };
+        Some(Self { main, downsample })
+    }
+
+    /// The border the block's input needs (its first conv's padding).
+    fn input_halo(&self) -> usize {
+        self.main[0].halo()
+    }
+
+    /// The output `[channels, height, width]` for an input of that shape, `None` where a conv
+    /// does not fit or the channels do not chain.
+    fn output_shape(&self, [c, h, w]: [usize; 3]) -> Option<[usize; 3]> {
+        let mut shape = [c, h, w];
+        for conv in &self.main {
+            shape = conv_shape(conv, shape)?;
+        }
+        let identity = match &self.downsample {
+            Some((pool, conv)) => {
+                let [h, w] = pool.map_or([h, w], |s| [h.div_ceil(s), w.div_ceil(s)]);
+                conv_shape(conv, [c, h, w])?
+            }
+            None => [c, h, w],
+        };
+        (identity == shape).then_some(shape)
+    }
+
+    fn run(&self, x: &Activation, out_halo: usize, isa: Isa) -> Activation {
+        let projected = self.downsample.as_ref().map(|(pool, conv)| match pool {
+            Some(stride) => conv.run(&avg_pool(x, *stride), None, false, 0, isa),
+            None => conv.run(x, None, false, 0, isa),
+        });
+        let identity = projected.as_ref().unwrap_or(x);
+        let mut out: Option<Activation> = None;
+        for (i, conv) in self.main.iter().enumerate() {
+            let input = out.as_ref().unwrap_or(x);
+            out = Some(match self.main.get(i + 1) {
+                Some(next) => conv.run(input, None, true, next.halo(), isa),
+                None => conv.run(input, Some(identity), true, out_halo, isa),
+            });
+        }
+        out.expect("a block has convs")
+    }
+}
+
+/// The output shape of `conv` on `[channels, height, width]`.
+fn conv_shape(conv: &BlockedConv, [c, h, w]: [usize; 3]) -> Option<[usize; 3]> {
+    let [h, w] = conv.output_size([h, w])?;
+    (c == conv.in_channels).then_some([conv.out_channels, h, w])
+}
+
+/// A whole backbone's blocked inference.
+pub(super) struct Plan {
+    stem: Vec<BlockedConv>,
+    stages: Vec<Vec<BlockPlan>>,
+}
+
+impl Plan {
+    /// The plan of `stem` and the first `stages` of `layers`; `None` where any unit is not
+    /// supported (the caller then runs the regular path).
+    pub fn new(stem: &Stem, layers: &[ResLayer], stages: usize) -> Option<Self> {
+        let stem = stem
+            .layers
+            .iter()
+            .map(|l| blocked_conv(&l.conv, &l.norm))
+            .collect::<Option<Vec<_>>>()?;
+        let stages = layers
+            .iter()
+            .take(stages)
+            .map(|layer| layer.blocks.iter().map(BlockPlan::new).collect())
+            .collect::<Option<Vec<_>>>()?;
+        (!stem.is_empty()).then_some(Self { stem, stages })
+    }
+
+    /// Whether an input `[batch, channels, height, width]` runs through every unit.
+    pub fn fits(&self, [_, c, h, w]: [usize; 4]) -> bool {
+        let mut shape = Some([c, h, w]);
+        for conv in &self.stem {
+            shape = shape.and_then(|s| conv_shape(conv, s));
+        }
+        let mut shape = shape.and_then(|[c, h, w]| Some([c, pooled(h)?, pooled(w)?]));
+        for block in self.stages.iter().flatten() {
+            shape = shape.and_then(|s| block.output_shape(s));
+        }
+        shape.is_some()
+    }
+
+    /// Run on `image` (NCHW); `emit(None, c1)` for the stem's activation and `emit(Some(i),
+    /// x)` after stage `i`.
+    pub fn run(
+        &self,
+        image: &[f32],
+        dims: [usize; 4],
+        isa: Isa,
+        mut emit: impl FnMut(Option<usize>, &Activation),
+    ) {
+        let _pool = BufferPool::start();
+        let mut x = Activation::from_image(image, dims, self.stem[0].halo());
+        for (i, conv) in self.stem.iter().enumerate() {
+            let halo = self.stem.get(i + 1).map_or(0, BlockedConv::halo);
+            x = conv.run(&x, None, true, halo, isa);
+        }
+        emit(None, &x);
+        let blocks: Vec<&BlockPlan> = self.stages.iter().flatten().collect();
+        let Some(first) = blocks.first() else {
+            return;
+        };
+        let (kernel, stride, padding) = STEM_POOL;
+        let size = [pooled(x.height), pooled(x.width)].map(|s| s.expect("checked by `fits`"));
+        x = max_pool(&x, [kernel, stride, padding], size, first.input_halo());
+        let mut next = 1;
+        for (stage, plans) in self.stages.iter().enumerate() {
+            for _ in plans {
+                let halo = blocks.get(next).map_or(0, |b| b.input_halo());
+                x = blocks[next - 1].run(&x, halo, isa);
+                next += 1;
+            }
+            emit(Some(stage), &x);
+        }
+    }
+}
+
+/// A side after the stem's max-pool.
+fn pooled(side: usize) -> Option<usize> {
+    crate::stem::stem_pool_output_size(side)
+}

@@ -1,0 +1,74 @@
+//! The blocked conv's speed on each of ResNet-50's conv shapes (batch 1 and 8), with the
+//! residual add in the epilogue of the blocks' last 1x1 convs, as `conv_profile` times the NCHW
+//! kernels. A profile, not a check (ignored by default): `cargo test --release --workspace
+//! --features burn-resnet/ndarray,burn-resnet/wgpu --lib -- --ignored --nocapture
+//! blocked_profile`.
+
+use std::sync::Arc;
+
+use super::activation::{Activation, BufferPool};
+use super::conv::{BlockedConv, pack_blocked, padded};
+use super::tile::Isa;
+use crate::flex_kernels::conv::tiled::ConvKernel;
+use crate::flex_kernels::tests::conv_profile::{RESNET50_CONVS, fastest, fill};
+
+#[test]
+#[ignore = "a profile: run with --release --ignored --nocapture"]
+fn blocked_profile() {
+    for kernel in [ConvKernel::Avx512, ConvKernel::Avx2] {
+        if !kernel.is_supported() {
+            continue;
+        }
+        let isa = super::isa(kernel).expect("a micro-kernel");
+        for batch in [1, 8] {
+            println!("{kernel} batch {batch}: ms per conv (fastest run), GFLOP/s");
+            let mut total = 0.0;
+            for (name, cin, cout, side, k, stride, uses) in RESNET50_CONVS {
+                let ms = time_conv(isa, batch, [cin, cout, side, k, stride], name);
+                let out = (side + 2 * (k / 2) - k) / stride + 1;
+                let flops = 2.0 * (batch * cout * out * out * cin * k * k) as f64;
+                println!(
+                    "  {name:<22} {ms:>7.2} ms {:>6.1} GFLOP/s x{uses}",
+                    flops / ms / 1e6
+                );
+                total += ms * uses as f64;
+            }
+            println!("  all 53 convs: {total:.1} ms");
+        }
+    }
+}
+
+fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], name: &str) -> f64 {
+    let weights = pack_blocked(&fill(cout * cin * k * k, 7), cout, cin, [k, k]);
+    let conv = BlockedConv {
+        weights: Arc::new(weights),
+        scale: None,
+        bias: padded(&fill(cout, 3)),
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [k, k],
+        stride: [stride, stride],
+        padding: [k / 2, k / 2],
+        dilation: [1, 1],
+    };
+    let image = fill(batch * cin * side * side, 5);
+    let input = Activation::from_image(&image, [batch, cin, side, side], k / 2);
+    // The blocks' last 1x1 convs (to 4x their input) add the shortcut.
+    let residual = (k == 1 && stride == 1 && cout == 4 * cin).then(|| {
+        let out = fill(batch * cout * side * side, 9);
+        Activation::from_image(&out, [batch, cout, side, side], 0)
+    });
+    let _ = name;
+    // Outputs reuse the buffer of the previous run, as activations do in a forward pass.
+    let _pool = BufferPool::start();
+    fastest(if batch == 1 { 20 } else { 4 }, &|| {
+        drop(std::hint::black_box(conv.run(
+            &input,
+            residual.as_ref(),
+            true,
+            0,
+            isa,
+        )));
+        Vec::new()
+    })
+}

@@ -3,10 +3,9 @@
 //! the padding of the convs that read it, so that no kernel checks bounds; and the conversions
 //! from the NCHW input image and back to NCHW at each returned output.
 
-use std::cell::RefCell;
-
 use rayon::prelude::*;
 
+use super::buffers;
 use super::lanes::BLOCK;
 use crate::flex_kernels::SendPtr;
 
@@ -33,9 +32,8 @@ pub(super) struct Activation {
 
 impl Activation {
     /// A blocked activation whose border is zero and whose interior the caller overwrites
-    /// entirely (every lane of every position): a buffer from the forward pass's
-    /// [`BufferPool`] when one is large enough (its interior holds stale values), else a fresh
-    /// zeroed one.
+    /// entirely (every lane of every position): a kept buffer ([`buffers`]) when one is large
+    /// enough (its interior holds stale values), else a fresh zeroed one.
     pub fn for_writing(batch: usize, channels: usize, size: [usize; 2], halo: usize) -> Self {
         let mut a = Self {
             values: Vec::new(),
@@ -47,7 +45,7 @@ impl Activation {
             halo,
         };
         let len = batch * a.blocks() * a.block_stride();
-        match BufferPool::take(len) {
+        match buffers::take(len) {
             Some(mut values) => {
                 values.truncate(len);
                 a.values = values;
@@ -224,84 +222,41 @@ impl Activation {
         let mut out = vec![0.0f32; self.batch * self.channels * plane];
         let out_ptr = SendPtr(out.as_mut_ptr());
         let blocks = self.blocks();
-        (0..self.batch * blocks).into_par_iter().for_each(|index| {
-            let (n, b) = (index / blocks, index % blocks);
-            let lanes = (self.channels - b * BLOCK).min(BLOCK);
-            for y in 0..self.height {
-                let src = &self.values[self.offset(n, b, y + self.halo, self.halo)..]
-                    [..self.width * BLOCK];
-                for lane in 0..lanes {
-                    let c = b * BLOCK + lane;
-                    // SAFETY: task (n, b) writes only the planes of its own channels of image n.
-                    let dst = unsafe {
-                        std::slice::from_raw_parts_mut(
-                            out_ptr
-                                .get()
-                                .add((n * self.channels + c) * plane + y * self.width),
-                            self.width,
-                        )
-                    };
-                    for (x, d) in dst.iter_mut().enumerate() {
-                        *d = src[x * BLOCK + lane];
+        (0..self.batch * blocks * self.height)
+            .into_par_iter()
+            .for_each(|index| {
+                let (n, b, y) = (
+                    index / (blocks * self.height),
+                    index / self.height % blocks,
+                    index % self.height,
+                );
+                let lanes = (self.channels - b * BLOCK).min(BLOCK);
+                let start = self.offset(n, b, y + self.halo, self.halo);
+                let src = &self.values[start..][..self.width * BLOCK];
+                let rows: [*mut f32; BLOCK] = std::array::from_fn(|lane| {
+                    let c = b * BLOCK + lane.min(lanes - 1);
+                    // SAFETY: inside `out` (channel c < channels, row y of image n).
+                    unsafe {
+                        out_ptr
+                            .get()
+                            .add((n * self.channels + c) * plane + y * self.width)
+                    }
+                });
+                // Sequential reads; each lane's row written in order.
+                for (x, position) in src.chunks_exact(BLOCK).enumerate() {
+                    for lane in 0..lanes {
+                        // SAFETY: task (n, b, y) alone writes row y of its block's channels of
+                        // image n; x < width.
+                        unsafe { *rows[lane].add(x) = position[lane] };
                     }
                 }
-            }
-        });
+            });
         out
     }
 }
 
 impl Drop for Activation {
     fn drop(&mut self) {
-        BufferPool::give(std::mem::take(&mut self.values));
-    }
-}
-
-thread_local! {
-    /// The buffers freed during the forward pass running on this thread, while one runs.
-    static POOL: RefCell<Option<Vec<Vec<f32>>>> = const { RefCell::new(None) };
-}
-
-/// Buffers reused between the activations of one forward pass: a conv's output takes the
-/// buffer of an activation nobody reads any more instead of new memory, whose pages the kernel
-/// would fault in and zero again (a quarter of the time of a memory-bound 1x1 conv at batch 8).
-/// Active while the guard lives, on the thread that made it (the one that allocates and drops
-/// the activations); everything is freed when it drops, so nothing is kept between passes.
-pub(super) struct BufferPool(());
-
-impl BufferPool {
-    /// Start pooling on this thread.
-    pub fn start() -> Self {
-        POOL.set(Some(Vec::new()));
-        Self(())
-    }
-
-    /// The smallest pooled buffer holding at least `len` values.
-    fn take(len: usize) -> Option<Vec<f32>> {
-        POOL.with_borrow_mut(|pool| {
-            let pool = pool.as_mut()?;
-            let best = (0..pool.len())
-                .filter(|&i| pool[i].len() >= len)
-                .min_by_key(|&i| pool[i].len())?;
-            Some(pool.swap_remove(best))
-        })
-    }
-
-    /// Keep `values` for a later activation (dropped if no pass is pooling).
-    fn give(values: Vec<f32>) {
-        if values.is_empty() {
-            return;
-        }
-        POOL.with_borrow_mut(|pool| {
-            if let Some(pool) = pool.as_mut() {
-                pool.push(values);
-            }
-        });
-    }
-}
-
-impl Drop for BufferPool {
-    fn drop(&mut self) {
-        POOL.set(None);
+        buffers::give(std::mem::take(&mut self.values));
     }
 }

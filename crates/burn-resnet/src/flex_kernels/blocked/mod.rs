@@ -17,12 +17,15 @@
 //! blocked layout off to compare.
 
 mod activation;
+mod buffers;
 mod conv;
 mod lanes;
 mod plan;
 mod pool;
 #[cfg(test)]
 mod profile;
+#[cfg(test)]
+mod tests;
 mod tile;
 
 use std::cell::Cell;
@@ -36,6 +39,7 @@ use super::conv::tiled::{ConvKernel, chosen_kernel};
 use super::{flex_f32_contiguous, float_slice, into_primitive};
 use crate::layer::ResLayer;
 use crate::stem::Stem;
+pub(crate) use buffers::clear as clear_buffers;
 use plan::Plan;
 use tile::Isa;
 
@@ -131,6 +135,8 @@ pub(crate) fn try_forward(
     let image = flex_f32_contiguous(images)?;
     let stages = out_indices.last().map_or(0, |last| last + 1);
     let plan = Plan::new(stem, layers, stages)?;
+        eprintln!("plan: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
     if !plan.fits(dims) {
         return None;
     }

@@ -5,7 +5,7 @@
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
 
-use super::activation::{Activation, BufferPool};
+use super::activation::Activation;
 use super::conv::{BlockedConv, pack_blocked, padded};
 use super::pool::{avg_pool, max_pool};
 use super::tile::Isa;
@@ -211,7 +211,11 @@ impl Plan {
         isa: Isa,
         mut emit: impl FnMut(Option<usize>, &Activation),
     ) {
-        let _pool = BufferPool::start();
+            if dbg {
+                eprintln!("{what}: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
+                t0 = std::time::Instant::now();
+            }
+        };
         let mut x = Activation::from_image(image, dims, self.stem[0].halo());
         for (i, conv) in self.stem.iter().enumerate() {
             let halo = self.stem.get(i + 1).map_or(0, BlockedConv::halo);

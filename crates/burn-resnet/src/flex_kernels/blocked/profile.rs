@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::activation::{Activation, BufferPool};
+use super::activation::Activation;
 use super::conv::{BlockedConv, pack_blocked, padded};
 use super::tile::Isa;
 use crate::flex_kernels::conv::tiled::ConvKernel;
@@ -59,8 +59,7 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
         Activation::from_image(&out, [batch, cout, side, side], 0)
     });
     let _ = name;
-    // Outputs reuse the buffer of the previous run, as activations do in a forward pass.
-    let _pool = BufferPool::start();
+    // Outputs reuse the buffer of the previous run (`buffers`), as activations do.
     fastest(if batch == 1 { 20 } else { 4 }, &|| {
         drop(std::hint::black_box(conv.run(
             &input,

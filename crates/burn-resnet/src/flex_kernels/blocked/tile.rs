@@ -125,12 +125,7 @@ unsafe fn tile<V: Lanes, const OB: usize, const P: usize>(t: &Tile) {
                 }
             }
         }
-        let taps = t.kernel[0] * t.kernel[1];
-        for b in 0..t.in_blocks {
-            let input = t.input.add(b * t.in_block_stride);
-            let weight = t.weight.add(b * taps * BLOCK * BLOCK);
-            acc = block_step::<V, OB, P>(t, input, weight, acc);
-        }
+        acc = multiply::<V, OB, P>(t, acc);
         if let Some(finish) = &t.finish {
             for (o, row) in acc.iter_mut().enumerate() {
                 let scale = (!finish.scale.is_null()).then(|| V::load(finish.scale.add(o * BLOCK)));
@@ -160,23 +155,26 @@ unsafe fn tile<V: Lanes, const OB: usize, const P: usize>(t: &Tile) {
     }
 }
 
-/// One input block: every kernel tap's every lane loads the `OB` weight vectors and
-/// multiplies them with `P` broadcast inputs (a function taking and returning the accumulators
-/// by value, so that they stay in registers through all of its loops).
+/// Every input block's every kernel tap's every lane: load the `OB` weight vectors and multiply
+/// them with `P` broadcast inputs (a function taking and returning the accumulators by value,
+/// so that they stay in registers through all of its loops).
 #[allow(clippy::needless_range_loop)]
 #[inline(always)]
-unsafe fn block_step<V: Lanes, const OB: usize, const P: usize>(
+unsafe fn multiply<V: Lanes, const OB: usize, const P: usize>(
     t: &Tile,
-    input: *const f32,
-    weight: *const f32,
     mut acc: [[V; P]; OB],
 ) -> [[V; P]; OB] {
     let kw = t.kernel[1];
-    // SAFETY: this block's taps and lanes, inside the `Tile` contract's ranges.
+    let taps = t.kernel[0] * kw;
+    // SAFETY: the blocks, taps and lanes inside the `Tile` contract's ranges.
     unsafe {
-        for tap in 0..t.kernel[0] * kw {
-            let input = input.add(tap / kw * t.tap_step[0] + tap % kw * t.tap_step[1]);
-            let weight = weight.add(tap * BLOCK * BLOCK);
+        for step in 0..t.in_blocks * taps {
+            let (b, tap) = (step / taps, step % taps);
+            let input = t
+                .input
+                .add(b * t.in_block_stride)
+                .add(tap / kw * t.tap_step[0] + tap % kw * t.tap_step[1]);
+            let weight = t.weight.add(step * BLOCK * BLOCK);
             for l in 0..t.lanes {
                 let input = input.add(l * t.lane_stride);
                 let weight = weight.add(l * BLOCK);

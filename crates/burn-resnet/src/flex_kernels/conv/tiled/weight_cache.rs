@@ -136,10 +136,12 @@ pub(crate) fn cached_packing(
     Some(packed)
 }
 
-/// Drop every packed weight the micro-kernel convs keep (and the weights they hold on to).
+/// Drop every packed weight the flex inference convs keep (and the weights they hold on to),
+/// and the activation buffers the blocked layout keeps for reuse.
 pub fn clear_packed_weights() {
     let mut guard = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
     *guard = None;
+    crate::flex_kernels::blocked::clear_buffers();
 }
 
 /// Whether the weight whose values start at `address` (`len` of them) is cached.

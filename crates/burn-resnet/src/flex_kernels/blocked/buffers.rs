@@ -1,0 +1,50 @@
+//! Activation buffers kept for reuse: a conv's output takes the buffer of an activation nobody
+//! reads any more (of this forward pass or an earlier one) instead of new memory, whose pages the
+//! kernel would fault in and zero again — at batch 8 that cost a memory-bound 1x1 conv a quarter
+//! of its time, and the stem's first output twice its compute. ONNX Runtime keeps its arena the
+//! same way. At most [`CAPACITY_FLOATS`] are kept; `clear_packed_weights` frees them.
+
+use std::sync::{Mutex, PoisonError};
+
+/// The most values kept (256 MiB of `f32`: ResNet-50's activations at batch 8, 224², take
+/// about 100 MiB at a time).
+const CAPACITY_FLOATS: usize = 64 << 20;
+
+#[derive(Default)]
+struct Pool {
+    buffers: Vec<Vec<f32>>,
+    floats: usize,
+}
+
+static POOL: Mutex<Pool> = Mutex::new(Pool {
+    buffers: Vec::new(),
+    floats: 0,
+});
+
+/// The smallest kept buffer holding at least `len` values (its values are stale).
+pub(super) fn take(len: usize) -> Option<Vec<f32>> {
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    let best = (0..pool.buffers.len())
+        .filter(|&i| pool.buffers[i].len() >= len)
+        .min_by_key(|&i| pool.buffers[i].len())?;
+    let buffer = pool.buffers.swap_remove(best);
+    pool.floats -= buffer.len();
+    Some(buffer)
+}
+
+/// Keep `values` for a later activation, unless that would pass the capacity.
+pub(super) fn give(values: Vec<f32>) {
+    if values.is_empty() {
+        return;
+    }
+    let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.floats + values.len() <= CAPACITY_FLOATS {
+        pool.floats += values.len();
+        pool.buffers.push(values);
+    }
+}
+
+/// Free every kept buffer.
+pub(crate) fn clear() {
+    *POOL.lock().unwrap_or_else(PoisonError::into_inner) = Pool::default();
+}

@@ -1,0 +1,219 @@
+//! The blocked layout against the NCHW path (`im2col` + `gemm`, conv by conv) on whole
+//! backbones: every instruction set this CPU runs, every supported unit (basic and bottleneck
+//! blocks, deep stem, `avg_down`, caffe style, dilation, odd and non-square sizes, more than 16
+//! input channels, folded and unfolded BatchNorms with random statistics), NaN and Inf, stale
+//! reused buffers, and the units that must fall back.
+
+use burn::module::{Param, RunningState};
+use burn::tensor::{Device, Distribution, Tensor};
+
+use super::{InferenceLayout, try_forward};
+use crate::flex_kernels::conv::tiled::ConvKernel;
+use crate::norm::Norm;
+use crate::{ResNet, ResNetConfig};
+
+/// A model of `toml` with every BatchNorm's affine and running statistics random.
+fn model(toml: &str, device: &Device) -> ResNet {
+    let mut model = ResNetConfig::from_toml_str(toml, "test")
+        .expect("a valid config")
+        .init(device)
+        .expect("built");
+    let n = Distribution::Normal(0.0, 0.5);
+    for (_, norm) in model.units_mut() {
+        if let Norm::Batch(bn) = norm {
+            let c = bn.gamma.dims()[0];
+            bn.gamma =
+                Param::from_tensor(Tensor::random([c], Distribution::Uniform(0.5, 1.5), device));
+            bn.beta = Param::from_tensor(Tensor::random([c], n, device));
+            bn.running_mean = RunningState::new(Tensor::random([c], n, device));
+            bn.running_var =
+                RunningState::new(Tensor::random([c], Distribution::Uniform(0.5, 2.0), device));
+        }
+    }
+    model
+}
+
+/// The outputs of the NCHW reference path (`im2col` + `gemm`).
+fn reference(model: &ResNet, x: &Tensor<4>) -> Vec<Tensor<4>> {
+    InferenceLayout::Nchw.force(|| {
+        ConvKernel::Im2colGemm
+            .force(|| model.forward(x.clone()))
+            .expect("always supported")
+    })
+}
+
+/// Assert that `actual` matches `expected` output by output: the same NaN positions, the same
+/// infinities, finite values within `1e-4` of the output's largest magnitude.
+fn assert_close(actual: &[Tensor<4>], expected: &[Tensor<4>], what: &str) {
+    assert_eq!(actual.len(), expected.len(), "{what}: outputs");
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert_eq!(a.dims(), e.dims(), "{what}: output {i} shape");
+        let a = a.to_data().try_to_vec::<f32>().expect("f32");
+        let e = e.to_data().try_to_vec::<f32>().expect("f32");
+        let scale = e
+            .iter()
+            .filter(|v| v.is_finite())
+            .fold(0f32, |m, v| if v.abs() > m { v.abs() } else { m });
+        for (j, (&a, &e)) in a.iter().zip(&e).enumerate() {
+            let same = if e.is_nan() {
+                a.is_nan()
+            } else if e.is_infinite() {
+                a == e
+            } else {
+                (a - e).abs() <= 1e-4 * scale.max(1e-6)
+            };
+            assert!(same, "{what}: output {i}, value {j}: {a} against {e}");
+        }
+    }
+}
+
+/// Every blocked instruction set this CPU runs, with `f` run under it.
+fn each_kernel(mut f: impl FnMut(ConvKernel)) {
+    let mut ran = 0;
+    for kernel in [ConvKernel::Avx512, ConvKernel::Avx2, ConvKernel::Portable] {
+        if kernel.force(|| f(kernel)).is_some() {
+            ran += 1;
+        }
+    }
+    assert!(ran >= 1, "the portable kernel always runs");
+}
+
+const CASES: [(&str, &str, [usize; 4]); 7] = [
+    (
+        "basic blocks",
+        "depth = 18\nbase_channels = 8\nzero_init_residual = false",
+        [2, 3, 40, 40],
+    ),
+    (
+        "bottlenecks, 3 stages, odd non-square input, C1 and C3 returned",
+        "depth = 50\nbase_channels = 16\nnum_stages = 3\nout_indices = [2]\nstem_output = true\nzero_init_residual = false",
+        [1, 3, 45, 37],
+    ),
+    (
+        "V1d: deep stem, avg_down (ceil-mode windows)",
+        "depth = 50\nbase_channels = 8\ndeep_stem = true\navg_down = true\nzero_init_residual = false",
+        [1, 3, 35, 43],
+    ),
+    (
+        "caffe style, channels not a multiple of 16",
+        "depth = 50\nbase_channels = 12\nstyle = \"caffe\"\nzero_init_residual = false",
+        [2, 3, 33, 33],
+    ),
+    (
+        "dilated stages",
+        "depth = 50\nbase_channels = 8\nstrides = [1, 2, 1, 1]\ndilations = [1, 1, 2, 4]\nzero_init_residual = false",
+        [1, 3, 32, 32],
+    ),
+    (
+        "20 input channels (a blocked image)",
+        "depth = 18\nbase_channels = 16\nin_channels = 20\nzero_init_residual = false",
+        [1, 20, 24, 28],
+    ),
+    (
+        "one input channel",
+        "depth = 34\nbase_channels = 8\nin_channels = 1",
+        [1, 1, 29, 31],
+    ),
+];
+
+#[test]
+fn the_blocked_layout_matches_the_nchw_path_on_every_supported_unit() {
+    let device = Device::flex();
+    for (what, toml, dims) in CASES {
+        let model = model(toml, &device);
+        let x = Tensor::<4>::random(dims, Distribution::Normal(0.0, 1.0), &device);
+        let expected = reference(&model, &x);
+        let folded = model.clone().fold_batch_norms();
+        let expected_folded = reference(&folded, &x);
+        each_kernel(|kernel| {
+            let blocked = try_forward(
+                &model.stem,
+                &model.layers,
+                model.spec().out_indices.as_slice(),
+                model.spec().config.stem_output,
+                &x,
+            )
+            .unwrap_or_else(|| panic!("{what}: the blocked layout applies"));
+            assert_close(&blocked, &expected, &format!("{what}, {kernel}"));
+            // Folded, and through `forward` (the default layout), twice: the second pass runs on
+            // the stale buffers the first left.
+            for pass in 0..2 {
+                let outputs = folded.forward(x.clone());
+                assert_close(
+                    &outputs,
+                    &expected_folded,
+                    &format!("{what}, {kernel}, folded, pass {pass}"),
+                );
+            }
+        });
+    }
+}
+
+#[test]
+fn nan_and_infinity_propagate_as_in_the_nchw_path() {
+    let device = Device::flex();
+    let model = model(
+        "depth = 50\nbase_channels = 8\nzero_init_residual = false",
+        &device,
+    );
+    let mut values = Tensor::<4>::random([1, 3, 40, 40], Distribution::Normal(0.0, 1.0), &device)
+        .to_data()
+        .try_to_vec::<f32>()
+        .expect("f32");
+    values[5 * 40 + 7] = f32::NAN;
+    values[1600 + 30 * 40 + 30] = f32::INFINITY;
+    let x = Tensor::<1>::from_floats(values.as_slice(), &device).reshape([1, 3, 40, 40]);
+    let expected = reference(&model, &x);
+    let first = expected[0].to_data().try_to_vec::<f32>().expect("f32");
+    assert!(first.iter().any(|v| v.is_nan()), "the NaN reaches the first output");
+    each_kernel(|kernel| {
+        assert_close(
+            &model.forward(x.clone()),
+            &expected,
+            &format!("NaN, {kernel}"),
+        )
+    });
+}
+
+#[test]
+fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
+    let device = Device::flex();
+    let plugins = "depth = 50\nbase_channels = 16\n[[plugins]]\nposition = \"after_conv3\"\ncfg = { type = \"ContextBlock\", ratio = 0.25 }";
+    for toml in [
+        plugins,
+        "depth = 50\nbase_channels = 16\ngroups = 4\nbase_width = 4",
+        "depth = 18\nbase_channels = 8\nnorm_cfg = { type = \"GN\", num_groups = 2 }",
+        "depth = 50\nbase_channels = 16\ndcn = { type = \"DCN\" }\nstage_with_dcn = [false, true, true, true]",
+    ] {
+        let model = model(toml, &device);
+        let x = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
+        let spec = model.spec();
+        let blocked = try_forward(
+            &model.stem,
+            &model.layers,
+            &spec.out_indices,
+            spec.config.stem_output,
+            &x,
+        );
+        assert!(blocked.is_none(), "{toml}: not blocked");
+        assert_close(&model.forward(x.clone()), &reference(&model, &x), toml);
+    }
+    // Autodiff tensors (training) never take it.
+    let model = model(CASES[0].1, &device.clone().autodiff());
+    let x = Tensor::<4>::random(
+        [1, 3, 32, 32],
+        Distribution::Normal(0.0, 1.0),
+        &device.autodiff(),
+    );
+    let spec = model.spec();
+    assert!(
+        try_forward(
+            &model.stem,
+            &model.layers,
+            &spec.out_indices,
+            spec.config.stem_output,
+            &x
+        )
+        .is_none()
+    );
+}

@@ -135,8 +135,6 @@ pub(crate) fn try_forward(
     let image = flex_f32_contiguous(images)?;
     let stages = out_indices.last().map_or(0, |last| last + 1);
     let plan = Plan::new(stem, layers, stages)?;
-        eprintln!("plan: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
-    }
     if !plan.fits(dims) {
         return None;
     }

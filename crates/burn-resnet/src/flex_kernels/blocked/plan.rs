@@ -211,11 +211,6 @@ impl Plan {
         isa: Isa,
         mut emit: impl FnMut(Option<usize>, &Activation),
     ) {
-            if dbg {
-                eprintln!("{what}: {:.2} ms", t0.elapsed().as_secs_f64() * 1e3);
-                t0 = std::time::Instant::now();
-            }
-        };
         let mut x = Activation::from_image(image, dims, self.stem[0].halo());
         for (i, conv) in self.stem.iter().enumerate() {
             let halo = self.stem.get(i + 1).map_or(0, BlockedConv::halo);

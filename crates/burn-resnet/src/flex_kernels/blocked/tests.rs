@@ -165,7 +165,10 @@ fn nan_and_infinity_propagate_as_in_the_nchw_path() {
     let x = Tensor::<1>::from_floats(values.as_slice(), &device).reshape([1, 3, 40, 40]);
     let expected = reference(&model, &x);
     let first = expected[0].to_data().try_to_vec::<f32>().expect("f32");
-    assert!(first.iter().any(|v| v.is_nan()), "the NaN reaches the first output");
+    assert!(
+        first.iter().any(|v| v.is_nan()),
+        "the NaN reaches the first output"
+    );
     each_kernel(|kernel| {
         assert_close(
             &model.forward(x.clone()),

@@ -63,6 +63,31 @@ impl ConvSpec {
         self.out_channels * self.in_channels / self.groups * self.kernel * self.kernel
     }
 
+    /// Values of the packed copy flex's inference kernels keep of the weights, the larger of
+    /// the two packings (`None` on overflow): the NCHW micro-kernels' panels (each group's
+    /// output channels rounded up to 8) and the blocked layout's (both channel counts rounded
+    /// up to 16).
+    pub fn checked_packed_values(&self) -> Option<u64> {
+        let taps = (self.kernel as u64).checked_mul(self.kernel as u64)?;
+        let per_group_out = (self.out_channels / self.groups).next_multiple_of(8) as u64;
+        let panels = [
+            self.groups as u64,
+            per_group_out,
+            (self.in_channels / self.groups) as u64,
+            taps,
+        ]
+        .iter()
+        .try_fold(1u64, |n, &v| n.checked_mul(v))?;
+        let blocked = [
+            self.out_channels.checked_next_multiple_of(16)? as u64,
+            self.in_channels.checked_next_multiple_of(16)? as u64,
+            taps,
+        ]
+        .iter()
+        .try_fold(1u64, |n, &v| n.checked_mul(v))?;
+        Some(panels.max(blocked))
+    }
+
     /// Number of weights, if it fits in 64 bits.
     pub fn checked_params(&self) -> Option<u64> {
         let per_output = (self.in_channels / self.groups) as u64;

@@ -122,7 +122,7 @@ impl ModelSummary {
             Workload::Training => mul(&[weights, 3]).ok_or_else(overflow)?,
         };
         let packed_weights = match workload {
-            Workload::Inference => weights,
+            Workload::Inference => mul(&[self.packed_weights(), 4]).ok_or_else(overflow)?,
             Workload::Training => 0,
         };
         Ok(MemoryEstimate {

@@ -88,6 +88,9 @@ pub struct StageSummary {
     pub activations: u64,
     /// Values per image of the largest single tensor the stage makes.
     pub largest_activation: u64,
+    /// Values of the packed weight copy flex's inference kernels keep for the stage's convs
+    /// (an upper bound: [`ConvSpec::checked_packed_values`]).
+    pub packed_weights: u64,
 }
 
 /// Figures of a whole backbone for one input size.
@@ -265,7 +268,12 @@ impl ModelSummary {
         self.stages.iter().map(|s| s.activations).sum()
     }
 
-    /// Values per image of the largest single tensor of the backbone.
+    /// Values of the packed weight copy flex's inference kernels keep (an upper bound).
+    pub fn packed_weights(&self) -> u64 {
+        self.stages.iter().map(|s| s.packed_weights).sum()
+    }
+
+    /// Values per image of the largest single tensor any stage makes.
     pub fn largest_activation(&self) -> u64 {
         self.stages
             .iter()
@@ -283,6 +291,7 @@ struct Counter {
     plugin_params: u64,
     activations: u64,
     largest: u64,
+    packed: u64,
 }
 
 impl Counter {
@@ -310,6 +319,7 @@ impl Counter {
             conv.checked_output_size(width)?,
         ];
         let weights = conv.checked_params()?;
+        self.packed = self.packed.checked_add(conv.checked_packed_values()?)?;
         let per_channel = u64::from(bias) + 2 * u64::from(norm);
         self.params = self
             .params
@@ -388,6 +398,7 @@ impl Counter {
             plugin_params: usize::try_from(self.plugin_params).ok()?,
             activations: self.activations,
             largest_activation: self.largest,
+            packed_weights: self.packed,
         })
     }
 }

@@ -189,7 +189,9 @@ fn resnest50_with_dcn_and_plugins_matches_mmdet() {
 }
 
 /// Every eval fixture on flex with each conv kernel this CPU runs forced: the `gemm` path, and
-/// the AVX-512, AVX2 and portable micro-kernels (each CPU path checked on one machine).
+/// the AVX-512, AVX2 and portable micro-kernels (each CPU path checked on one machine), in both
+/// inference layouts (the blocked one runs the fixtures whose units it supports: ResNet-18,
+/// V1c, V1d, caffe, dilated, three stages, pytorch style; the others fall back to NCHW).
 #[cfg(feature = "flex")]
 #[test]
 fn every_eval_fixture_matches_mmdet_with_every_conv_kernel() {
@@ -209,10 +211,12 @@ fn every_eval_fixture_matches_mmdet_with_every_conv_kernel() {
             println!("{kernel}: not supported by this CPU, skipped");
             continue;
         }
-        for case in &cases {
-            kernel
-                .force(|| check_parity_on(case, BackendKind::Flex, &device))
-                .expect("a supported kernel");
+        for layout in burn_resnet::InferenceLayout::ALL {
+            for case in &cases {
+                kernel
+                    .force(|| layout.force(|| check_parity_on(case, BackendKind::Flex, &device)))
+                    .expect("a supported kernel");
+            }
         }
     }
 }

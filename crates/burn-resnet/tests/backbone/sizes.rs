@@ -113,8 +113,23 @@ fn the_memory_estimate_counts_weights_activations_and_training_state() {
     let inference = summary.memory(1, Workload::Inference).unwrap();
     assert_eq!(inference.weights, 4 * summary.total_params() as u64);
     assert_eq!(inference.training_state, 0);
-    // The flex conv kernels' packed copy of the weights (at most the weights again).
-    assert_eq!(inference.packed_weights, inference.weights);
+    // The flex conv kernels' packed copy of the conv weights (not the norms' 2 x 26,560
+    // values), in the larger packing: the blocked layout rounds the stem's 3 input channels up
+    // to 16; every other channel count is a multiple of 16.
+    assert_eq!(
+        inference.packed_weights,
+        4 * (summary.total_params() as u64 - 2 * 26_560 + 13 * 64 * 49)
+    );
+    // Both packings round: panels the output channels to 8, blocks both counts to 16.
+    let tiny = ModelSummary::new(
+        &config("depth = 18\nbase_channels = 8\nnum_stages = 1\ngroups = 1")
+            .validate()
+            .unwrap(),
+        64,
+        64,
+    )
+    .unwrap();
+    assert_eq!(tiny.packed_weights(), 16 * 16 * 49 + 4 * 16 * 16 * 9);
     // The largest map of a ResNet-50 at 224: layer1's 256 x 56 x 56 (the stem's 64 x 112 x 112
     // is smaller).
     assert_eq!(summary.largest_activation(), 256 * 56 * 56);

@@ -242,12 +242,23 @@ impl Activation {
                             .add((n * self.channels + c) * plane + y * self.width)
                     }
                 });
-                // Sequential reads; each lane's row written in order.
-                for (x, position) in src.chunks_exact(BLOCK).enumerate() {
-                    for lane in 0..lanes {
+                // 16 positions at a time: read them in order, transpose in a local tile, write
+                // each lane's 16 values as one run.
+                for (chunk, positions) in src.chunks(BLOCK * BLOCK).enumerate() {
+                    let mut tile = [[0.0f32; BLOCK]; BLOCK];
+                    for (x, position) in positions.chunks_exact(BLOCK).enumerate() {
+                        for (lane, &v) in position.iter().enumerate() {
+                            tile[lane][x] = v;
+                        }
+                    }
+                    let count = positions.len() / BLOCK;
+                    for (lane, values) in tile.iter().enumerate().take(lanes) {
                         // SAFETY: task (n, b, y) alone writes row y of its block's channels of
-                        // image n; x < width.
-                        unsafe { *rows[lane].add(x) = position[lane] };
+                        // image n; the run ends inside the row.
+                        let dst = unsafe {
+                            std::slice::from_raw_parts_mut(rows[lane].add(chunk * BLOCK), count)
+                        };
+                        dst.copy_from_slice(&values[..count]);
                     }
                 }
             });

@@ -71,3 +71,31 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
         Vec::new()
     })
 }
+
+/// ResNet-50's whole forward pass (folded BatchNorms) in the blocked layout and in NCHW, the
+/// fastest of several runs, beside the sum of its convs above: what the passes between convs
+/// cost. `cargo test --release ... -- --ignored --nocapture blocked_network_profile`.
+#[test]
+#[ignore = "a profile: run with --release --ignored --nocapture"]
+fn blocked_network_profile() {
+    use burn::tensor::{Device, Distribution, Tensor};
+
+    use super::InferenceLayout;
+    let device = Device::flex();
+    let model = crate::ResNetConfig::new(50)
+        .init(&device)
+        .expect("ResNet-50")
+        .fold_batch_norms();
+    for batch in [1, 8] {
+        let x = Tensor::<4>::random([batch, 3, 224, 224], Distribution::Default, &device);
+        for layout in InferenceLayout::ALL {
+            let ms = layout.force(|| {
+                fastest(if batch == 1 { 20 } else { 5 }, &|| {
+                    drop(std::hint::black_box(model.forward(x.clone())));
+                    Vec::new()
+                })
+            });
+            println!("ResNet-50 b{batch} {layout}: {ms:.1} ms (fastest run)");
+        }
+    }
+}

@@ -144,10 +144,13 @@ impl BlockedConv {
                     for row in first_row..(first_row + band).min(rows) {
                         let (width, first_position) = if flat {
                             let first = row * row_len;
-                            (row_len.min(plane_positions - first), first)
+                            (row_len.min(plane_positions.saturating_sub(first)), first)
                         } else {
                             (out_w, 0)
                         };
+                        if width == 0 {
+                            continue;
+                        }
                         let tiles = width.div_ceil(shape.positions);
                         let (base, extra) = (width / tiles, width % tiles);
                         let mut column = 0;

@@ -134,10 +134,11 @@ pub(crate) fn try_forward(
     let dims = images.dims();
     let image = flex_f32_contiguous(images)?;
     let stages = out_indices.last().map_or(0, |last| last + 1);
-    let plan = Plan::new(stem, layers, stages)?;
-    if !plan.fits(dims) {
+    // Shapes first: nothing is packed for a backbone or an input it does not run.
+    if !Plan::new(stem, layers, stages, false)?.fits(dims) {
         return None;
     }
+    let plan = Plan::new(stem, layers, stages, true)?;
     let mut outputs = Vec::with_capacity(out_indices.len() + 1);
     plan.run(float_slice(&image)?, dims, isa, |stage, x| {
         let wanted = match stage {

@@ -19,8 +19,9 @@ use crate::norm::Norm;
 use crate::stem::{STEM_POOL, Stem};
 
 /// The blocked form of a conv → norm unit; `None` where the blocked conv does not apply (groups,
-/// asymmetric or `Same` padding, GroupNorm, tensors not on plain flex).
-fn blocked_conv(conv: &Conv2d, norm: &Norm) -> Option<BlockedConv> {
+/// asymmetric or `Same` padding, GroupNorm, tensors not on plain flex). Without `with_weights`
+/// only its shape (no packing, no epilogue values): what checking a backbone needs.
+fn blocked_conv(conv: &Conv2d, norm: &Norm, with_weights: bool) -> Option<BlockedConv> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
             [top, left]
@@ -31,8 +32,25 @@ fn blocked_conv(conv: &Conv2d, norm: &Norm) -> Option<BlockedConv> {
     if conv.groups != 1 {
         return None;
     }
-    let weight = flex_f32(&conv.weight.val())?;
     let [out_channels, in_channels, kh, kw] = conv.weight.dims();
+    let shape = BlockedConv {
+        weights: Default::default(),
+        scale: None,
+        bias: Vec::new(),
+        in_channels,
+        out_channels,
+        kernel: [kh, kw],
+        stride: conv.stride,
+        padding,
+        dilation: conv.dilation,
+    };
+    if matches!(norm, Norm::Group(_)) {
+        return None;
+    }
+    if !with_weights {
+        return Some(shape);
+    }
+    let weight = flex_f32(&conv.weight.val())?;
     let conv_bias = match &conv.bias {
         Some(bias) => Some(float_slice(&flex_f32(&bias.val())?)?.to_vec()),
         None => None,
@@ -65,12 +83,7 @@ fn blocked_conv(conv: &Conv2d, norm: &Norm) -> Option<BlockedConv> {
         weights,
         scale,
         bias: padded(&bias),
-        in_channels,
-        out_channels,
-        kernel: [kh, kw],
-        stride: conv.stride,
-        padding,
-        dilation: conv.dilation,
+        ..shape
     })
 }
 
@@ -82,11 +95,11 @@ struct BlockPlan {
 }
 
 impl BlockPlan {
-    fn new(block: &Block) -> Option<Self> {
+    fn new(block: &Block, with_weights: bool) -> Option<Self> {
         let main = match block {
             Block::Basic(b) if b.after_conv1.is_empty() && b.after_conv2.is_empty() => vec![
-                blocked_conv(&b.conv1, &b.norm1)?,
-                blocked_conv(&b.conv2, &b.norm2)?,
+                blocked_conv(&b.conv1, &b.norm1, with_weights)?,
+                blocked_conv(&b.conv2, &b.norm2, with_weights)?,
             ],
             Block::Bottleneck(b)
                 if b.after_conv1.is_empty()
@@ -97,9 +110,9 @@ impl BlockPlan {
                     return None;
                 };
                 vec![
-                    blocked_conv(&b.conv1, &b.norm1)?,
-                    blocked_conv(conv2, &b.norm2)?,
-                    blocked_conv(&b.conv3, &b.norm3)?,
+                    blocked_conv(&b.conv1, &b.norm1, with_weights)?,
+                    blocked_conv(conv2, &b.norm2, with_weights)?,
+                    blocked_conv(&b.conv3, &b.norm3, with_weights)?,
                 ]
             }
             _ => return None,
@@ -114,7 +127,10 @@ impl BlockPlan {
                 avg_pool,
                 conv,
                 norm,
-            }) => Some((avg_pool.filter(|&s| s > 1), blocked_conv(conv, norm)?)),
+            }) => Some((
+                avg_pool.filter(|&s| s > 1),
+                blocked_conv(conv, norm, with_weights)?,
+            )),
             None => None,
         };
         Some(Self { main, downsample })
@@ -174,17 +190,29 @@ pub(super) struct Plan {
 
 impl Plan {
     /// The plan of `stem` and the first `stages` of `layers`; `None` where any unit is not
-    /// supported (the caller then runs the regular path).
-    pub fn new(stem: &Stem, layers: &[ResLayer], stages: usize) -> Option<Self> {
+    /// supported (the caller then runs the regular path). Without `with_weights`, shapes only
+    /// ([`Plan::fits`] before anything is packed).
+    pub fn new(
+        stem: &Stem,
+        layers: &[ResLayer],
+        stages: usize,
+        with_weights: bool,
+    ) -> Option<Self> {
         let stem = stem
             .layers
             .iter()
-            .map(|l| blocked_conv(&l.conv, &l.norm))
+            .map(|l| blocked_conv(&l.conv, &l.norm, with_weights))
             .collect::<Option<Vec<_>>>()?;
         let stages = layers
             .iter()
             .take(stages)
-            .map(|layer| layer.blocks.iter().map(BlockPlan::new).collect())
+            .map(|layer| {
+                layer
+                    .blocks
+                    .iter()
+                    .map(|block| BlockPlan::new(block, with_weights))
+                    .collect()
+            })
             .collect::<Option<Vec<_>>>()?;
         (!stem.is_empty()).then_some(Self { stem, stages })
     }

@@ -8,7 +8,8 @@ use burn::module::{Param, RunningState};
 use burn::tensor::{Device, Distribution, Tensor};
 
 use super::{InferenceLayout, try_forward};
-use crate::flex_kernels::conv::tiled::ConvKernel;
+use crate::flex_kernels::conv::tiled::{ConvKernel, Packing, is_cached_as};
+use crate::flex_kernels::{flex_f32, float_slice};
 use crate::norm::Norm;
 use crate::{ResNet, ResNetConfig};
 
@@ -135,6 +136,7 @@ fn the_blocked_layout_matches_the_nchw_path_on_every_supported_unit() {
             )
             .unwrap_or_else(|| panic!("{what}: the blocked layout applies"));
             assert_close(&blocked, &expected, &format!("{what}, {kernel}"));
+            assert!(blocked_packing_of(&model), "{what}: the packing is kept");
             // Folded, and through `forward` (the default layout), twice: the second pass runs on
             // the stale buffers the first left.
             for pass in 0..2 {
@@ -178,6 +180,17 @@ fn nan_and_infinity_propagate_as_in_the_nchw_path() {
     });
 }
 
+/// Whether the stem's first conv has a blocked packing in the weight cache.
+fn blocked_packing_of(model: &ResNet) -> bool {
+    let weight = flex_f32(&model.stem.layers[0].conv.weight.val()).expect("flex");
+    let values = float_slice(&weight).expect("f32");
+    is_cached_as(
+        values.as_ptr() as usize,
+        values.len(),
+        Some(Packing::Blocked),
+    )
+}
+
 #[test]
 fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
     let device = Device::flex();
@@ -199,6 +212,11 @@ fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
             &x,
         );
         assert!(blocked.is_none(), "{toml}: not blocked");
+        // Nothing was packed for the layout it does not run (the stem comes first).
+        assert!(
+            !blocked_packing_of(&model),
+            "{toml}: the stem's blocked packing"
+        );
         assert_close(&model.forward(x.clone()), &reference(&model, &x), toml);
     }
     // Autodiff tensors (training) never take it.

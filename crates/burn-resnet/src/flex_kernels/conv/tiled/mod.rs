@@ -28,9 +28,9 @@ use microkernel::Tile;
 pub(crate) use pack::pack_weights;
 use padded::{GridTask, PaddedGrid};
 pub use weight_cache::clear_packed_weights;
-#[cfg(test)]
-pub(crate) use weight_cache::is_cached;
 pub(crate) use weight_cache::{Packing, cached_packing, packed_weights};
+#[cfg(test)]
+pub(crate) use weight_cache::{is_cached, is_cached_as};
 
 use super::{ConvGeometry, Epilogue};
 use crate::flex_kernels::SendPtr;

@@ -147,14 +147,19 @@ pub fn clear_packed_weights() {
 /// Whether the weight whose values start at `address` (`len` of them) is cached.
 #[cfg(test)]
 pub(crate) fn is_cached(address: usize, len: usize) -> bool {
+    is_cached_as(address, len, None)
+}
+
+/// [`is_cached`] in `packing` (any packing for `None`).
+#[cfg(test)]
+pub(crate) fn is_cached_as(address: usize, len: usize, packing: Option<Packing>) -> bool {
     CACHE
         .lock()
         .unwrap_or_else(PoisonError::into_inner)
         .as_ref()
         .is_some_and(|cache| {
-            cache
-                .entries
-                .keys()
-                .any(|key| key.address == address && key.len == len)
+            cache.entries.keys().any(|key| {
+                key.address == address && key.len == len && packing.is_none_or(|p| key.packing == p)
+            })
         })
 }

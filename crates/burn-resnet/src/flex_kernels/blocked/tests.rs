@@ -238,3 +238,33 @@ fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
         .is_none()
     );
 }
+
+/// A conv given an input with a narrower border than its padding copies it with a wide enough
+/// one (the planner never does this; the conv still must not read outside the buffer).
+#[test]
+fn a_conv_on_an_input_without_its_border_pads_a_copy() {
+    use super::activation::Activation;
+    use super::conv::{BlockedConv, pack_blocked, padded};
+    use super::tile::Isa;
+    use crate::flex_kernels::tests::conv_profile::fill;
+
+    let (cin, cout, side) = (20, 24, 9);
+    let conv = BlockedConv {
+        weights: std::sync::Arc::new(pack_blocked(&fill(cout * cin * 9, 3), cout, cin, [3, 3])),
+        scale: None,
+        bias: padded(&fill(cout, 5)),
+        in_channels: cin,
+        out_channels: cout,
+        kernel: [3, 3],
+        stride: [1, 1],
+        padding: [2, 2],
+        dilation: [2, 2],
+    };
+    let image = fill(2 * cin * side * side, 7);
+    let run = |halo: usize| {
+        let input = Activation::from_image(&image, [2, cin, side, side], halo);
+        conv.run(&input, None, true, 0, Isa::Portable).to_nchw()
+    };
+    assert_eq!(run(0), run(2));
+    assert_eq!(run(1), run(3));
+}

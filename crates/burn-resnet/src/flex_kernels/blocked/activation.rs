@@ -39,16 +39,8 @@ impl Activation {
     /// entirely (every lane of every position): a kept buffer ([`buffers`]) when one is large
     /// enough (its interior holds stale values), else a fresh zeroed one.
     pub fn for_writing(batch: usize, channels: usize, size: [usize; 2], halo: usize) -> Self {
-        let mut a = Self {
-            values: Vec::new(),
-            layout: Layout::Blocked,
-            batch,
-            channels,
-            height: size[0],
-            width: size[1],
-            halo,
-        };
-        let len = batch * a.blocks() * a.block_stride();
+        let mut a = Self::without_values(Layout::Blocked, batch, channels, size, halo);
+        let len = a.len();
         match buffers::take(len) {
             Some(mut values) => {
                 values.truncate(len);
@@ -79,15 +71,15 @@ impl Activation {
         }
     }
 
-    /// A zeroed activation in `layout`.
-    fn allocate(
+    /// The shape of an activation, its values not allocated yet.
+    fn without_values(
         layout: Layout,
         batch: usize,
         channels: usize,
         [height, width]: [usize; 2],
         halo: usize,
     ) -> Self {
-        let mut a = Self {
+        Self {
             values: Vec::new(),
             layout,
             batch,
@@ -95,8 +87,24 @@ impl Activation {
             height,
             width,
             halo,
-        };
-        a.values = vec![0.0; batch * a.blocks() * a.block_stride()];
+        }
+    }
+
+    /// Values of the whole buffer, borders included.
+    fn len(&self) -> usize {
+        self.batch * self.blocks() * self.block_stride()
+    }
+
+    /// A zeroed activation in `layout`.
+    fn allocate(
+        layout: Layout,
+        batch: usize,
+        channels: usize,
+        size: [usize; 2],
+        halo: usize,
+    ) -> Self {
+        let mut a = Self::without_values(layout, batch, channels, size, halo);
+        a.values = vec![0.0; a.len()];
         a
     }
 

@@ -34,6 +34,18 @@ fn model(toml: &str, device: &Device) -> ResNet {
     model
 }
 
+/// The outputs of `model` on `x` in the blocked layout, `None` where it does not apply.
+fn blocked(model: &ResNet, x: &Tensor<4>) -> Option<Vec<Tensor<4>>> {
+    let spec = model.spec();
+    try_forward(
+        &model.stem,
+        &model.layers,
+        &spec.out_indices,
+        spec.config.stem_output,
+        x,
+    )
+}
+
 /// The outputs of the NCHW reference path (`im2col` + `gemm`).
 fn reference(model: &ResNet, x: &Tensor<4>) -> Vec<Tensor<4>> {
     InferenceLayout::Nchw.force(|| {
@@ -127,14 +139,8 @@ fn the_blocked_layout_matches_the_nchw_path_on_every_supported_unit() {
         let folded = model.clone().fold_batch_norms();
         let expected_folded = reference(&folded, &x);
         each_kernel(|kernel| {
-            let blocked = try_forward(
-                &model.stem,
-                &model.layers,
-                model.spec().out_indices.as_slice(),
-                model.spec().config.stem_output,
-                &x,
-            )
-            .unwrap_or_else(|| panic!("{what}: the blocked layout applies"));
+            let blocked =
+                blocked(&model, &x).unwrap_or_else(|| panic!("{what}: the blocked layout applies"));
             assert_close(&blocked, &expected, &format!("{what}, {kernel}"));
             assert!(blocked_packing_of(&model), "{what}: the packing is kept");
             // Folded, and through `forward` (the default layout), twice: the second pass runs on
@@ -203,15 +209,7 @@ fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
     ] {
         let model = model(toml, &device);
         let x = Tensor::<4>::random([1, 3, 32, 32], Distribution::Normal(0.0, 1.0), &device);
-        let spec = model.spec();
-        let blocked = try_forward(
-            &model.stem,
-            &model.layers,
-            &spec.out_indices,
-            spec.config.stem_output,
-            &x,
-        );
-        assert!(blocked.is_none(), "{toml}: not blocked");
+        assert!(blocked(&model, &x).is_none(), "{toml}: not blocked");
         // Nothing was packed for the layout it does not run (the stem comes first).
         assert!(
             !blocked_packing_of(&model),
@@ -226,17 +224,7 @@ fn units_the_blocked_layout_does_not_run_fall_back_to_the_nchw_path() {
         Distribution::Normal(0.0, 1.0),
         &device.autodiff(),
     );
-    let spec = model.spec();
-    assert!(
-        try_forward(
-            &model.stem,
-            &model.layers,
-            &spec.out_indices,
-            spec.config.stem_output,
-            &x
-        )
-        .is_none()
-    );
+    assert!(blocked(&model, &x).is_none());
 }
 
 /// A conv given an input with a narrower border than its padding copies it with a wide enough

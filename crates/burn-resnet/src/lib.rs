@@ -34,6 +34,7 @@
 
 #![warn(missing_docs)]
 
+pub mod allocator;
 pub mod arch;
 pub mod backend;
 pub mod block;
@@ -62,6 +63,7 @@ pub mod weights;
 
 mod backbone;
 
+pub use allocator::{FreedMemory, keep_freed_memory, release_freed_memory};
 pub use backbone::ResNet;
 pub use backend::BackendKind;
 pub use config::{ARCH_SETTINGS, BlockKind, ResNetConfig, ResNetSpec, StageSpec, Style};

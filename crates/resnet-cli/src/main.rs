@@ -63,6 +63,9 @@ enum Command {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
+    // Before any thread allocates: training steps then reuse the last step's pages instead of
+    // faulting in fresh zeroed ones (see `burn_resnet::allocator`).
+    let freed_memory = burn_resnet::keep_freed_memory();
     let memory_limit = match &cli.memory_limit {
         Some(text) => MemoryLimit::parse(text, "--memory-limit")?,
         None => MemoryLimit::from_env()?,
@@ -71,7 +74,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Info(args) => info::run(args, &memory_limit),
         Command::Extract(args) => extract::run(args, &memory_limit),
         Command::Convert(args) => convert::run(args, &memory_limit),
-        Command::Bench(args) => bench::run(args, &memory_limit),
+        Command::Bench(args) => bench::run(args, &memory_limit, freed_memory),
         Command::Train(args) => train::run(args, &memory_limit),
         Command::Evaluate(args) => evaluate::run(args),
         Command::ExportShapes(args) => train::export_shapes::run(args),

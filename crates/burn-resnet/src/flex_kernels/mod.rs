@@ -45,6 +45,20 @@ fn relu_backward(y: f32, g: f32) -> f32 {
     if y <= 0.0 { 0.0 } else { g }
 }
 
+/// `len` floats for a kernel that writes every one of them before anything reads them: no
+/// zeroing pass first. `vec![0.0; len]` on memory the allocator reuses (freed memory is kept,
+/// see [`crate::allocator`]) costs a full pass of stores that the kernel then overwrites.
+///
+/// # Safety
+/// The caller writes every element before it reads one or hands the vector on.
+unsafe fn unwritten(len: usize) -> Vec<f32> {
+    let mut values = Vec::with_capacity(len);
+    // SAFETY: the capacity is `len`; f32 has no invalid bit patterns, and the caller's
+    // contract is that nothing reads an element before it is written.
+    unsafe { values.set_len(len) };
+    values
+}
+
 /// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
 /// parts of one output (each use states why its writes are disjoint).
 #[derive(Clone, Copy)]

@@ -135,7 +135,11 @@ impl Case {
 
 /// Run every case on every backend and print one line per case. Every case's estimated memory
 /// must fit in `memory_limit`.
-pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError> {
+pub fn run(
+    args: &BenchArgs,
+    memory_limit: &MemoryLimit,
+    freed_memory: burn_resnet::FreedMemory,
+) -> Result<(), CliError> {
     #[cfg(feature = "flex")]
     let conv_kernel = args
         .conv_kernel
@@ -241,6 +245,7 @@ pub fn run(args: &BenchArgs, memory_limit: &MemoryLimit) -> Result<(), CliError>
         "flex inference conv kernel: {conv_kernel}, layout: {}",
         args.layout
     );
+    println!("allocator: {freed_memory}");
     let mut header = format!(
         "{:<8} {:<9} {:>10} {:>10} {:>10} {:>9} {:>9}",
         "backend", "case", "median ms", "min ms", "max ms", "img/s", "+peak MiB"

@@ -185,6 +185,9 @@ impl ModuleVisitor for Materialize {
 /// Reset the process's peak resident set size (Linux `clear_refs` 5) and return the current
 /// resident size in MiB, the baseline the case's peak is measured from.
 fn reset_peak_memory() -> f64 {
+    // Free heap pages kept from an earlier case would otherwise be counted in the baseline and
+    // reused uncounted by this one.
+    burn_resnet::release_freed_memory();
     let _ = std::fs::write("/proc/self/clear_refs", "5");
     memory_mib("VmRSS:")
 }

@@ -178,9 +178,14 @@ pub(crate) fn backward(
     tail: Tail,
 ) -> NormGradients {
     let count = (shape[0] * shape[2] * shape[3]) as f64;
-    let mut grad_in = vec![0.0f32; x.len()];
-    assert_eq!(grad_in.len(), shape.iter().product::<usize>());
-    let mut grad_residual = tail.residual_output.map(|_| vec![0.0f32; x.len()]);
+    assert_eq!(x.len(), shape.iter().product::<usize>());
+    // SAFETY (both): every channel's task writes all its planes of the buffer its first pass
+    // writes (`first`: `dx`, or the residual's gradient), and then all of `dx` from there
+    // unless `first` was `dx` already.
+    let mut grad_in = unsafe { crate::flex_kernels::unwritten(x.len()) };
+    let mut grad_residual = tail
+        .residual_output
+        .map(|_| unsafe { crate::flex_kernels::unwritten(x.len()) });
     let masks = tail.residual_output.unwrap_or(x);
     let ptr = SendPtr(grad_in.as_mut_ptr());
     let residual_ptr = grad_residual.as_mut().map(|r| SendPtr(r.as_mut_ptr()));

@@ -22,7 +22,13 @@ pub fn input_grad(weight: &[f32], grad_out: &[f32], geometry: &ConvGeometry) -> 
     let group_in = group.input[1] * in_h * in_w;
     let group_out = group.out_channels * plane;
     let group_weight = group.out_channels * group.patch_len();
-    let mut grad_in = vec![0.0f32; batch * in_image];
+    // A pointwise conv's GEMM overwrites every input position; col2im adds onto zeros.
+    let mut grad_in = match geometry.is_pointwise() {
+        // SAFETY: `group_input_grad` writes each image's groups whole (the GEMM's `dst` is the
+        // group's `channels × plane` input gradient, overwritten).
+        true => unsafe { crate::flex_kernels::unwritten(batch * in_image) },
+        false => vec![0.0f32; batch * in_image],
+    };
     grad_in
         .par_chunks_mut(in_image)
         .zip(grad_out.par_chunks(out_channels * plane))
@@ -47,7 +53,8 @@ fn group_input_grad(weight: &[f32], dy: &[f32], geometry: &ConvGeometry, dx: &mu
     let dcol: &mut [f32] = if geometry.is_pointwise() {
         dx
     } else {
-        dcol_buffer = vec![0.0f32; patch * plane];
+        // SAFETY: the GEMM below overwrites all `patch × plane` entries.
+        dcol_buffer = unsafe { crate::flex_kernels::unwritten(patch * plane) };
         &mut dcol_buffer
     };
     // SAFETY: dst is `patch × plane` (row stride `plane`), lhs reads `W[o·patch + k]` for

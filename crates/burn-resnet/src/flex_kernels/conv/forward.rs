@@ -110,7 +110,9 @@ pub fn conv2d(
     let [batch, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
     let plane = out_h * out_w;
     let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
-    let mut output = vec![0.0f32; batch * out_channels * plane];
+    // SAFETY: the tasks below cover every (image, channel, row) once, and `conv_block` writes
+    // each of its positions (the GEMM overwrites unless the bias/residual were stored first).
+    let mut output = unsafe { crate::flex_kernels::unwritten(batch * out_channels * plane) };
 
     // Rows of output per block: enough columns to amortise the GEMM's packing, few enough that
     // the column block stays in cache.
@@ -289,7 +291,9 @@ pub(super) fn im2col_rows(
     let [pad_h, pad_w] = geometry.padding;
     let [dilation_h, dilation_w] = geometry.dilation;
     let columns = rows * out_w;
-    let mut col = vec![0.0f32; geometry.patch_len() * columns];
+    // SAFETY: every row below writes each of its `columns` entries: the input's values where
+    // the window lies inside the image, zeros in the padding.
+    let mut col = unsafe { crate::flex_kernels::unwritten(geometry.patch_len() * columns) };
 
     let mut row_index = 0;
     for channel in 0..channels {
@@ -303,11 +307,15 @@ pub(super) fn im2col_rows(
                 for r in 0..rows {
                     let ih =
                         ((first_row + r) * stride_h + kh * dilation_h) as isize - pad_h as isize;
+                    let row = &mut col_row[r * out_w..(r + 1) * out_w];
                     if ih < 0 || ih >= in_h as isize || ow_first >= ow_end {
-                        continue; // stays zero
+                        row.fill(0.0); // the window lies in the padding
+                        continue;
                     }
+                    row[..ow_first].fill(0.0);
+                    row[ow_end..].fill(0.0);
                     let src_row = &channel_input[ih as usize * in_w..(ih as usize + 1) * in_w];
-                    let dst = &mut col_row[r * out_w + ow_first..r * out_w + ow_end];
+                    let dst = &mut row[ow_first..ow_end];
                     let iw_first = ow_first * stride_w + offset_w - pad_w;
                     if stride_w == 1 {
                         dst.copy_from_slice(&src_row[iw_first..iw_first + dst.len()]);

@@ -49,8 +49,14 @@ fn relu_backward(y: f32, g: f32) -> f32 {
 /// zeroing pass first. `vec![0.0; len]` on memory the allocator reuses (freed memory is kept,
 /// see [`crate::allocator`]) costs a full pass of stores that the kernel then overwrites.
 ///
+/// Clippy's `uninit_vec` is allowed here on purpose: the elements are plain floats that the
+/// kernels store through slices or raw pointers (the GEMM's `dst`), none is read first, and the
+/// tests run every kernel that uses this on reused memory holding stale values (a missed
+/// element fails the mmdet parity tests: checked by leaving im2col's right padding unwritten).
+///
 /// # Safety
 /// The caller writes every element before it reads one or hands the vector on.
+#[allow(clippy::uninit_vec)]
 unsafe fn unwritten(len: usize) -> Vec<f32> {
     let mut values = Vec::with_capacity(len);
     // SAFETY: the capacity is `len`; f32 has no invalid bit patterns, and the caller's

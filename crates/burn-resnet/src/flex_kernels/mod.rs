@@ -51,8 +51,9 @@ fn relu_backward(y: f32, g: f32) -> f32 {
 ///
 /// Clippy's `uninit_vec` is allowed here on purpose: the elements are plain floats that the
 /// kernels store through slices or raw pointers (the GEMM's `dst`), none is read first, and the
-/// tests run every kernel that uses this on reused memory holding stale values (a missed
-/// element fails the mmdet parity tests: checked by leaving im2col's right padding unwritten).
+/// tests run every kernel that uses this on memory the allocator hands out again with stale
+/// values in it (a missed element fails the mmdet parity tests: checked by leaving im2col's
+/// right padding unwritten).
 ///
 /// # Safety
 /// The caller writes every element before it reads one or hands the vector on.

@@ -4,7 +4,9 @@
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 
-/// One conv → BatchNorm (batch statistics) unit of a recomputed block.
+/// One conv → BatchNorm (batch statistics) unit of a recomputed block. Only the flex kernels
+/// read its fields (without `flex` the op always returns `None`).
+#[cfg_attr(not(feature = "flex"), allow(dead_code))]
 pub(crate) struct RecomputedUnit<'a> {
     /// The conv (no bias).
     pub conv: &'a Conv2d,

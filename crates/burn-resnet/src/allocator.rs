@@ -50,9 +50,6 @@ impl fmt::Display for FreedMemory {
     }
 }
 
-/// The largest `M_MMAP_THRESHOLD` glibc accepts on 64-bit targets (half its 64 MiB heap size).
-const MMAP_THRESHOLD: i32 = 32 << 20;
-
 /// Make glibc's malloc keep freed memory for reuse (see the module documentation).
 ///
 /// Call it once, early, before the threads that allocate start; later calls do no harm.
@@ -83,6 +80,8 @@ fn allows(keep: Option<&OsStr>, tunables: Option<&OsStr>) -> bool {
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn set_thresholds() -> FreedMemory {
+    /// The largest `M_MMAP_THRESHOLD` glibc accepts on 64-bit targets (half its 64 MiB heap).
+    const MMAP_THRESHOLD: i32 = 32 << 20;
     // SAFETY: mallopt only changes malloc's parameters; -1 disables trimming (mallopt(3)).
     let accepted = unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
@@ -96,7 +95,6 @@ fn set_thresholds() -> FreedMemory {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn set_thresholds() -> FreedMemory {
-    let _ = MMAP_THRESHOLD;
     FreedMemory::Unsupported
 }
 
@@ -142,8 +140,6 @@ mod tests {
             (true, false) => FreedMemory::Unsupported,
         };
         assert_eq!(kept, expected);
-        let values = vec![1.0f32; 1 << 20];
-        drop(values);
         release_freed_memory();
     }
 }

@@ -118,6 +118,21 @@ unsafe fn tile<V: Lanes, const OB: usize, const P: usize>(t: &Tile) {
     let mut acc = [[V::zero(); P]; OB];
     // SAFETY (whole body): the addresses are the `Tile` contract's.
     unsafe {
+        // The epilogue's residual and the output lines arrive while the products run.
+        for o in 0..OB {
+            for q in 0..P {
+                if let Some(finish) = &t.finish
+                    && !finish.residual.is_null()
+                {
+                    prefetch(
+                        finish
+                            .residual
+                            .add(o * finish.residual_block_stride + q * BLOCK),
+                    );
+                }
+                prefetch(t.output.add(o * t.out_block_stride + q * BLOCK));
+            }
+        }
         if t.accumulate {
             for (o, row) in acc.iter_mut().enumerate() {
                 for (q, value) in row.iter_mut().enumerate() {
@@ -175,6 +190,11 @@ unsafe fn multiply<V: Lanes, const OB: usize, const P: usize>(
                 .add(b * t.in_block_stride)
                 .add(tap / kw * t.tap_step[0] + tap % kw * t.tap_step[1]);
             let weight = t.weight.add(step * BLOCK * BLOCK);
+            // The next tile of the row reads the same tap `P` positions on: ask for its lines
+            // now, so that an input streaming from memory is in cache by then.
+            for q in P..2 * P {
+                prefetch(input.wrapping_add(q * t.position_step));
+            }
             for l in 0..t.lanes {
                 let input = input.add(l * t.lane_stride);
                 let weight = weight.add(l * BLOCK);
@@ -190,6 +210,19 @@ unsafe fn multiply<V: Lanes, const OB: usize, const P: usize>(
         }
     }
     acc
+}
+
+/// A hint to bring the cache line of `p` into L1 (a no-op where there is no such
+/// instruction). Never faults, whatever `p` is.
+#[inline(always)]
+fn prefetch(p: *const f32) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch does not access memory architecturally (SSE, on every x86-64 CPU).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// The portable tile functions (one output block).

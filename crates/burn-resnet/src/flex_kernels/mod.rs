@@ -20,6 +20,7 @@ pub(crate) mod conv;
 pub(crate) mod deform;
 pub(crate) mod max_pool;
 pub(crate) mod recompute;
+pub(crate) mod spin_pool;
 #[cfg(test)]
 mod tests;
 

@@ -5,6 +5,8 @@
 
 use rayon::prelude::*;
 
+use crate::flex_kernels::spin_pool::for_each_task;
+
 use super::buffers;
 use super::lanes::BLOCK;
 use crate::flex_kernels::SendPtr;
@@ -251,59 +253,57 @@ impl Activation {
         } else {
             (self.width, self.height)
         };
-        (0..self.batch * blocks * runs_per_plane)
-            .into_par_iter()
-            .for_each(|index| {
-                let (n, b, r) = (
-                    index / (blocks * runs_per_plane),
-                    index / runs_per_plane % blocks,
-                    index % runs_per_plane,
-                );
-                let lanes = (self.channels - b * BLOCK).min(BLOCK);
-                let (start, first, count) = if self.halo == 0 {
-                    let first = r * run;
-                    (
-                        self.offset(n, b, 0, 0) + first * BLOCK,
-                        first,
-                        run.min(plane - first),
-                    )
-                } else {
-                    (
-                        self.offset(n, b, r + self.halo, self.halo),
-                        r * self.width,
-                        self.width,
-                    )
-                };
-                let src = &self.values[start..][..count * BLOCK];
-                let rows: [*mut f32; BLOCK] = std::array::from_fn(|lane| {
-                    let c = b * BLOCK + lane.min(lanes - 1);
-                    // SAFETY: inside `out` (channel c < channels, position `first` of image n).
-                    unsafe { out_ptr.get().add((n * self.channels + c) * plane + first) }
-                });
-                // 16 positions at a time: read them in order, transpose in a local tile, write
-                // each lane's 16 values as one run.
-                for (chunk, positions) in src.chunks(BLOCK * BLOCK).enumerate() {
-                    let mut tile = [[0.0f32; BLOCK]; BLOCK];
-                    for (x, position) in positions.chunks_exact(BLOCK).enumerate() {
-                        for (lane, &v) in position.iter().enumerate() {
-                            tile[lane][x] = v;
-                        }
-                    }
-                    let count = positions.len() / BLOCK;
-                    for (lane, values) in tile.iter().enumerate().take(lanes) {
-                        // SAFETY: task (n, b, r) alone writes these positions of its block's
-                        // channels of image n; the run ends inside the plane (raw writes: the
-                        // memory is not initialised yet).
-                        unsafe {
-                            std::ptr::copy_nonoverlapping(
-                                values.as_ptr(),
-                                rows[lane].add(chunk * BLOCK),
-                                count,
-                            )
-                        };
+        for_each_task(self.batch * blocks * runs_per_plane, &|index| {
+            let (n, b, r) = (
+                index / (blocks * runs_per_plane),
+                index / runs_per_plane % blocks,
+                index % runs_per_plane,
+            );
+            let lanes = (self.channels - b * BLOCK).min(BLOCK);
+            let (start, first, count) = if self.halo == 0 {
+                let first = r * run;
+                (
+                    self.offset(n, b, 0, 0) + first * BLOCK,
+                    first,
+                    run.min(plane - first),
+                )
+            } else {
+                (
+                    self.offset(n, b, r + self.halo, self.halo),
+                    r * self.width,
+                    self.width,
+                )
+            };
+            let src = &self.values[start..][..count * BLOCK];
+            let rows: [*mut f32; BLOCK] = std::array::from_fn(|lane| {
+                let c = b * BLOCK + lane.min(lanes - 1);
+                // SAFETY: inside `out` (channel c < channels, position `first` of image n).
+                unsafe { out_ptr.get().add((n * self.channels + c) * plane + first) }
+            });
+            // 16 positions at a time: read them in order, transpose in a local tile, write
+            // each lane's 16 values as one run.
+            for (chunk, positions) in src.chunks(BLOCK * BLOCK).enumerate() {
+                let mut tile = [[0.0f32; BLOCK]; BLOCK];
+                for (x, position) in positions.chunks_exact(BLOCK).enumerate() {
+                    for (lane, &v) in position.iter().enumerate() {
+                        tile[lane][x] = v;
                     }
                 }
-            });
+                let count = positions.len() / BLOCK;
+                for (lane, values) in tile.iter().enumerate().take(lanes) {
+                    // SAFETY: task (n, b, r) alone writes these positions of its block's
+                    // channels of image n; the run ends inside the plane (raw writes: the
+                    // memory is not initialised yet).
+                    unsafe {
+                        std::ptr::copy_nonoverlapping(
+                            values.as_ptr(),
+                            rows[lane].add(chunk * BLOCK),
+                            count,
+                        )
+                    };
+                }
+            }
+        });
         // SAFETY: the tasks wrote every one of the `len` values (each (image, channel, row)
         // once), and the capacity is `len`.
         unsafe { out.set_len(len) };

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rayon::prelude::*;
+use crate::flex_kernels::spin_pool::for_each_task;
 
 use super::activation::{Activation, Layout};
 use super::lanes::BLOCK;
@@ -130,97 +130,94 @@ impl BlockedConv {
 
         let out_ptr = SendPtr(output.values.as_mut_ptr());
         let weight_block_stride = in_blocks * taps * BLOCK * BLOCK;
-        (0..input.batch * groups * bands)
-            .into_par_iter()
-            .for_each(|task| {
-                let n = task / (groups * bands);
-                let g = task / bands % groups;
-                let first_row = task % bands * band;
-                let block0 = g * shape.blocks;
-                let blocks = shape.blocks.min(out_blocks - block0);
-                for chunk_start in (0..in_blocks).step_by(chunk) {
-                    let chunk_blocks = chunk.min(in_blocks - chunk_start);
-                    let last_chunk = chunk_start + chunk_blocks == in_blocks;
-                    for row in first_row..(first_row + band).min(rows) {
-                        let (width, first_position) = if flat {
-                            let first = row * row_len;
-                            (row_len.min(plane_positions.saturating_sub(first)), first)
-                        } else {
-                            (out_w, 0)
+        for_each_task(input.batch * groups * bands, &|task| {
+            let n = task / (groups * bands);
+            let g = task / bands % groups;
+            let first_row = task % bands * band;
+            let block0 = g * shape.blocks;
+            let blocks = shape.blocks.min(out_blocks - block0);
+            for chunk_start in (0..in_blocks).step_by(chunk) {
+                let chunk_blocks = chunk.min(in_blocks - chunk_start);
+                let last_chunk = chunk_start + chunk_blocks == in_blocks;
+                for row in first_row..(first_row + band).min(rows) {
+                    let (width, first_position) = if flat {
+                        let first = row * row_len;
+                        (row_len.min(plane_positions.saturating_sub(first)), first)
+                    } else {
+                        (out_w, 0)
+                    };
+                    if width == 0 {
+                        continue;
+                    }
+                    let tiles = width.div_ceil(shape.positions);
+                    let (base, extra) = (width / tiles, width % tiles);
+                    let mut column = 0;
+                    for t in 0..tiles {
+                        let positions = base + usize::from(t < extra);
+                        let at = |a: &Activation, y: usize, x: usize, block: usize| {
+                            if flat {
+                                a.offset(n, block, 0, 0) + (first_position + column) * BLOCK
+                            } else {
+                                a.offset(n, block, y, x)
+                            }
                         };
-                        if width == 0 {
-                            continue;
-                        }
-                        let tiles = width.div_ceil(shape.positions);
-                        let (base, extra) = (width / tiles, width % tiles);
-                        let mut column = 0;
-                        for t in 0..tiles {
-                            let positions = base + usize::from(t < extra);
-                            let at = |a: &Activation, y: usize, x: usize, block: usize| {
-                                if flat {
-                                    a.offset(n, block, 0, 0) + (first_position + column) * BLOCK
-                                } else {
-                                    a.offset(n, block, y, x)
-                                }
-                            };
-                            let (in_y, in_x) = (
-                                row * self.stride[0] + input.halo - self.padding[0],
-                                column * self.stride[1] + input.halo - self.padding[1],
-                            );
-                            let finish = last_chunk.then(|| Finish {
-                                scale: self
-                                    .scale
-                                    .as_ref()
-                                    .map_or(std::ptr::null(), |s| s[block0 * BLOCK..].as_ptr()),
-                                bias: self.bias[block0 * BLOCK..].as_ptr(),
-                                residual: residual.map_or(std::ptr::null(), |r| {
-                                    r.values[at(r, row + r.halo, column + r.halo, block0)..]
-                                        .as_ptr()
-                                }),
-                                residual_block_stride: residual.map_or(0, Activation::block_stride),
-                                relu,
-                            });
-                            let tile = Tile {
-                                input: input.values[at(input, in_y, in_x, chunk_start)..].as_ptr(),
-                                in_blocks: chunk_blocks,
-                                in_block_stride: input.block_stride(),
-                                lanes: match input.layout {
-                                    Layout::Blocked => BLOCK,
-                                    Layout::Planar => input.channels,
-                                },
-                                lane_stride: input.lane_stride(),
-                                position_step: self.stride[1] * input.position_stride(),
-                                kernel: self.kernel,
-                                tap_step: [
-                                    self.dilation[0] * input.row_stride(),
-                                    self.dilation[1] * input.position_stride(),
-                                ],
-                                weight: self.weights[block0 * weight_block_stride
-                                    + chunk_start * taps * BLOCK * BLOCK..]
-                                    .as_ptr(),
-                                weight_block_stride,
-                                // SAFETY: task (n, g, band) writes only its output blocks' rows
-                                // of image n, inside the buffer.
-                                output: unsafe {
-                                    out_ptr.get().add(at(
-                                        &output,
-                                        row + out_halo,
-                                        column + out_halo,
-                                        block0,
-                                    ))
-                                },
-                                out_block_stride: output.block_stride(),
-                                accumulate: chunk_start > 0,
-                                finish,
-                            };
-                            // SAFETY: every address above lies inside its buffer: the input's
-                            // border covers the padding, the blocks and positions exist.
-                            unsafe { isa.tile(blocks, positions)(&tile) };
-                            column += positions;
-                        }
+                        let (in_y, in_x) = (
+                            row * self.stride[0] + input.halo - self.padding[0],
+                            column * self.stride[1] + input.halo - self.padding[1],
+                        );
+                        let finish = last_chunk.then(|| Finish {
+                            scale: self
+                                .scale
+                                .as_ref()
+                                .map_or(std::ptr::null(), |s| s[block0 * BLOCK..].as_ptr()),
+                            bias: self.bias[block0 * BLOCK..].as_ptr(),
+                            residual: residual.map_or(std::ptr::null(), |r| {
+                                r.values[at(r, row + r.halo, column + r.halo, block0)..].as_ptr()
+                            }),
+                            residual_block_stride: residual.map_or(0, Activation::block_stride),
+                            relu,
+                        });
+                        let tile = Tile {
+                            input: input.values[at(input, in_y, in_x, chunk_start)..].as_ptr(),
+                            in_blocks: chunk_blocks,
+                            in_block_stride: input.block_stride(),
+                            lanes: match input.layout {
+                                Layout::Blocked => BLOCK,
+                                Layout::Planar => input.channels,
+                            },
+                            lane_stride: input.lane_stride(),
+                            position_step: self.stride[1] * input.position_stride(),
+                            kernel: self.kernel,
+                            tap_step: [
+                                self.dilation[0] * input.row_stride(),
+                                self.dilation[1] * input.position_stride(),
+                            ],
+                            weight: self.weights[block0 * weight_block_stride
+                                + chunk_start * taps * BLOCK * BLOCK..]
+                                .as_ptr(),
+                            weight_block_stride,
+                            // SAFETY: task (n, g, band) writes only its output blocks' rows
+                            // of image n, inside the buffer.
+                            output: unsafe {
+                                out_ptr.get().add(at(
+                                    &output,
+                                    row + out_halo,
+                                    column + out_halo,
+                                    block0,
+                                ))
+                            },
+                            out_block_stride: output.block_stride(),
+                            accumulate: chunk_start > 0,
+                            finish,
+                        };
+                        // SAFETY: every address above lies inside its buffer: the input's
+                        // border covers the padding, the blocks and positions exist.
+                        unsafe { isa.tile(blocks, positions)(&tile) };
+                        column += positions;
                     }
                 }
-            });
+            }
+        });
         output
     }
 }

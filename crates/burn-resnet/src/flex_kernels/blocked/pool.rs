@@ -1,7 +1,7 @@
 //! The pools between blocked convs: the stem's max-pool (padding as −∞, NaN propagating as in
 //! PyTorch) and `avg_down`'s average pool (kernel = stride, `ceil_mode`, padding not counted).
 
-use rayon::prelude::*;
+use crate::flex_kernels::spin_pool::for_each_task;
 
 use super::activation::Activation;
 use super::lanes::BLOCK;
@@ -24,16 +24,14 @@ fn for_each_row(
     let (blocks, out_h, out_w) = (output.blocks(), output.height, output.width);
     let out_ptr = SendPtr(output.values.as_mut_ptr());
     let output = &*output;
-    (0..input.batch * blocks * out_h)
-        .into_par_iter()
-        .for_each(|task| {
-            let (n, b, y) = (task / (blocks * out_h), task / out_h % blocks, task % out_h);
-            let start = output.offset(n, b, y + output.halo, output.halo);
-            // SAFETY: task (n, b, y) writes only row y of block b of image n (border excluded).
-            let row =
-                unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), out_w * BLOCK) };
-            f(n, b, y, row);
-        });
+    for_each_task(input.batch * blocks * out_h, &|task| {
+        let (n, b, y) = (task / (blocks * out_h), task / out_h % blocks, task % out_h);
+        let start = output.offset(n, b, y + output.halo, output.halo);
+        // SAFETY: task (n, b, y) writes only row y of block b of image n (border excluded).
+        let row =
+            unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(start), out_w * BLOCK) };
+        f(n, b, y, row);
+    });
 }
 
 /// Max-pool a blocked activation (square `kernel`, `stride`, `padding`), output bordered by

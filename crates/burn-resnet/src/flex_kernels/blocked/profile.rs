@@ -99,3 +99,47 @@ fn blocked_network_profile() {
         }
     }
 }
+
+/// The FMA peak the convs above are measured against: 16 independent AVX-512 FMA chains per
+/// thread, on one thread and on every rayon thread at once. `cargo test --release ... --
+/// --ignored --nocapture fma_peak`.
+#[test]
+#[ignore = "a profile: run with --release --ignored --nocapture"]
+fn fma_peak() {
+    use rayon::prelude::*;
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    fn chains(steps: usize) -> f32 {
+        use std::arch::x86_64::*;
+        let (a, b) = (_mm512_set1_ps(0.999_999), _mm512_set1_ps(1e-9));
+        let mut acc = [_mm512_set1_ps(1.0); 16];
+        for _ in 0..steps {
+            for value in &mut acc {
+                *value = _mm512_fmadd_ps(*value, a, b);
+            }
+        }
+        acc.iter().map(|v| _mm512_reduce_add_ps(*v)).sum()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") {
+        let steps = 100_000_000;
+        let flops_per_thread = (steps * 16 * 16 * 2) as f64;
+        for threads in [1, rayon::current_num_threads()] {
+            let started = std::time::Instant::now();
+            let sum: f32 = (0..threads)
+                .into_par_iter()
+                .map(|_| {
+                    // SAFETY: the CPU has avx512f (checked above).
+                    unsafe { chains(steps) }
+                })
+                .sum();
+            let seconds = started.elapsed().as_secs_f64();
+            println!(
+                "AVX-512 FMA peak, {threads} thread(s): {:.0} GFLOP/s ({sum})",
+                flops_per_thread * threads as f64 / seconds / 1e9
+            );
+        }
+    }
+}

@@ -172,39 +172,63 @@ unsafe fn tile<V: Lanes, const OB: usize, const P: usize>(t: &Tile) {
 
 /// Every input block's every kernel tap's every lane: load the `OB` weight vectors and multiply
 /// them with `P` broadcast inputs (a function taking and returning the accumulators by value,
-/// so that they stay in registers through all of its loops).
-#[allow(clippy::needless_range_loop)]
+/// so that they stay in registers through all of its loops). A blocked input (16 adjacent
+/// lanes) gets its own instance, whose lane loop has constant bounds and offsets.
 #[inline(always)]
 unsafe fn multiply<V: Lanes, const OB: usize, const P: usize>(
     t: &Tile,
+    acc: [[V; P]; OB],
+) -> [[V; P]; OB] {
+    // SAFETY: forwarded.
+    unsafe {
+        if t.lanes == BLOCK && t.lane_stride == 1 {
+            multiply_lanes::<V, OB, P, true>(t, acc)
+        } else {
+            multiply_lanes::<V, OB, P, false>(t, acc)
+        }
+    }
+}
+
+/// [`multiply`] with `BLOCKED`: 16 lanes one value apart (else `t.lanes`, `t.lane_stride`).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+unsafe fn multiply_lanes<V: Lanes, const OB: usize, const P: usize, const BLOCKED: bool>(
+    t: &Tile,
     mut acc: [[V; P]; OB],
 ) -> [[V; P]; OB] {
-    let kw = t.kernel[1];
-    let taps = t.kernel[0] * kw;
+    let [kh, kw] = t.kernel;
+    let (lanes, lane_stride) = if BLOCKED {
+        (BLOCK, 1)
+    } else {
+        (t.lanes, t.lane_stride)
+    };
+    let mut weight = t.weight;
     // SAFETY: the blocks, taps and lanes inside the `Tile` contract's ranges.
     unsafe {
-        for step in 0..t.in_blocks * taps {
-            let (b, tap) = (step / taps, step % taps);
-            let input = t
-                .input
-                .add(b * t.in_block_stride)
-                .add(tap / kw * t.tap_step[0] + tap % kw * t.tap_step[1]);
-            let weight = t.weight.add(step * BLOCK * BLOCK);
-            // The next tile of the row reads the same tap `P` positions on: ask for its lines
-            // now, so that an input streaming from memory is in cache by then.
-            for q in P..2 * P {
-                prefetch(input.wrapping_add(q * t.position_step));
-            }
-            for l in 0..t.lanes {
-                let input = input.add(l * t.lane_stride);
-                let weight = weight.add(l * BLOCK);
-                let w: [V; OB] =
-                    std::array::from_fn(|o| V::load(weight.add(o * t.weight_block_stride)));
-                for q in 0..P {
-                    let x = V::splat(input.add(q * t.position_step));
-                    for o in 0..OB {
-                        acc[o][q] = acc[o][q].mul_add(w[o], x);
+        for b in 0..t.in_blocks {
+            let block = t.input.add(b * t.in_block_stride);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    let input = block.add(ky * t.tap_step[0] + kx * t.tap_step[1]);
+                    // The next tile of the row reads the same tap `P` positions on: ask for
+                    // its lines now, so that an input streaming from memory is in cache by
+                    // then.
+                    for q in P..2 * P {
+                        prefetch(input.wrapping_add(q * t.position_step));
                     }
+                    for l in 0..lanes {
+                        let input = input.add(l * lane_stride);
+                        let weight = weight.add(l * BLOCK);
+                        let w: [V; OB] =
+                            std::array::from_fn(|o| V::load(weight.add(o * t.weight_block_stride)));
+                        for q in 0..P {
+                            let x = V::splat(input.add(q * t.position_step));
+                            for o in 0..OB {
+                                acc[o][q] = acc[o][q].mul_add(w[o], x);
+                            }
+                        }
+                    }
+                    weight = weight.add(BLOCK * BLOCK);
                 }
             }
         }

@@ -5,8 +5,12 @@
 use super::data::detection::Object;
 use super::models::detector::Detection;
 
-/// Intersection over union of two boxes.
+/// Intersection over union of two boxes; NaN when a coordinate is NaN (`f32::min`/`max` would
+/// drop it and could score a NaN box as a perfect match), so such a box matches nothing.
 pub fn iou(a: &[f32; 4], b: &[f32; 4]) -> f32 {
+    if a.iter().chain(b).any(|v| v.is_nan()) {
+        return f32::NAN;
+    }
     let overlap =
         (a[2].min(b[2]) - a[0].max(b[0])).max(0.0) * (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
     let area = |r: &[f32; 4]| (r[2] - r[0]).max(0.0) * (r[3] - r[1]).max(0.0);
@@ -103,6 +107,23 @@ mod tests {
         assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]), 1.0);
         assert_eq!(iou(&[0.0, 0.0, 2.0, 2.0], &[1.0, 0.0, 3.0, 2.0]), 2.0 / 6.0);
         assert_eq!(iou(&[0.0, 0.0, 1.0, 1.0], &[2.0, 2.0, 3.0, 3.0]), 0.0);
+        assert!(iou(&[f32::NAN, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, 2.0]).is_nan());
+        assert!(iou(&[0.0, 0.0, 2.0, 2.0], &[0.0, 0.0, 2.0, f32::NAN]).is_nan());
+    }
+
+    #[test]
+    fn a_detection_with_a_nan_coordinate_is_a_false_positive() {
+        let a = [0.0, 0.0, 10.0, 10.0];
+        let objects = vec![vec![object(0, a)]];
+        // Ranked first, over the object's own box: without the NaN check its IoU came out
+        // as 1e11 and it took the match.
+        let detections = vec![vec![
+            detection(0, 0.9, [f32::NAN, 0.0, 10.0, 10.0]),
+            detection(0, 0.8, a),
+        ]];
+        let (_, per_class) = mean_average_precision(&detections, &objects, 1, 0.5);
+        // Precision 0 then 1/2 at recall 1: AP 1/2.
+        assert_eq!(per_class, vec![Some(0.5)]);
     }
 
     #[test]

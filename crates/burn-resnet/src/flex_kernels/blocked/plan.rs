@@ -240,10 +240,12 @@ impl Plan {
         mut emit: impl FnMut(Option<usize>, &Activation),
     ) {
         let mut x = Activation::from_image(image, dims, self.stem[0].halo());
+        steps::mark("plan, image in");
         for (i, conv) in self.stem.iter().enumerate() {
             let halo = self.stem.get(i + 1).map_or(0, BlockedConv::halo);
             x = conv.run(&x, None, true, halo, isa);
         }
+        steps::mark("stem convs");
         emit(None, &x);
         let blocks: Vec<&BlockPlan> = self.stages.iter().flatten().collect();
         let Some(first) = blocks.first() else {
@@ -252,6 +254,7 @@ impl Plan {
         let (kernel, stride, padding) = STEM_POOL;
         let size = [pooled(x.height), pooled(x.width)].map(|s| s.expect("checked by `fits`"));
         x = max_pool(&x, [kernel, stride, padding], size, first.input_halo());
+        steps::mark("max-pool");
         let mut next = 1;
         for (stage, plans) in self.stages.iter().enumerate() {
             for _ in plans {
@@ -259,7 +262,9 @@ impl Plan {
                 x = blocks[next - 1].run(&x, halo, isa);
                 next += 1;
             }
+            steps::mark(steps::STAGES[stage.min(steps::STAGES.len() - 1)]);
             emit(Some(stage), &x);
+            steps::mark(steps::OUTPUTS[stage.min(steps::OUTPUTS.len() - 1)]);
         }
     }
 }
@@ -267,4 +272,58 @@ impl Plan {
 /// A side after the stem's max-pool.
 fn pooled(side: usize) -> Option<usize> {
     crate::stem::stem_pool_output_size(side)
+}
+
+/// Where a pass's time goes, step by step, for `blocked_network_profile`: a recorder the
+/// profile turns on for its thread; a no-op outside tests.
+pub(super) mod steps {
+    /// The stage steps' names (`layer5` onwards as the last).
+    pub const STAGES: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
+    /// The output conversions' names.
+    pub const OUTPUTS: [&str; 4] = [
+        "layer1 out to NCHW",
+        "layer2 out to NCHW",
+        "layer3 out to NCHW",
+        "layer4 out to NCHW",
+    ];
+
+    #[cfg(test)]
+    thread_local! {
+        static MARKS: std::cell::RefCell<Option<Vec<(&'static str, std::time::Instant)>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    /// The end of step `name`.
+    #[inline]
+    pub fn mark(name: &'static str) {
+        #[cfg(test)]
+        MARKS.with(|marks| {
+            if let Some(marks) = marks.borrow_mut().as_mut() {
+                marks.push((name, std::time::Instant::now()));
+            }
+        });
+        #[cfg(not(test))]
+        let _ = name;
+    }
+
+    /// Record this thread's marks from now on (`Some(start)`), or stop and return what was
+    /// recorded since `start` as (step, milliseconds) (`None`).
+    #[cfg(test)]
+    pub fn record(start: Option<std::time::Instant>) -> Vec<(&'static str, f64)> {
+        MARKS.with(|marks| {
+            let mut marks = marks.borrow_mut();
+            match start {
+                Some(start) => {
+                    *marks = Some(vec![("", start)]);
+                    Vec::new()
+                }
+                None => marks
+                    .take()
+                    .unwrap_or_default()
+                    .windows(2)
+                    .map(|w| (w[1].0, (w[1].1 - w[0].1).as_secs_f64() * 1e3))
+                    .collect(),
+            }
+        })
+    }
 }

@@ -74,7 +74,9 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
 
 /// ResNet-50's whole forward pass (folded BatchNorms) in the blocked layout and in NCHW, the
 /// fastest of several runs, beside the sum of its convs above: what the passes between convs
-/// cost. `cargo test --release ... -- --ignored --nocapture blocked_network_profile`.
+/// cost; then the blocked pass step by step (median over the runs of each step's time: the
+/// stages against ONNX Runtime's per-stage profile, `bench/ort_baseline.py --profile`).
+/// `cargo test --release ... -- --ignored --nocapture blocked_network_profile`.
 #[test]
 #[ignore = "a profile: run with --release --ignored --nocapture"]
 fn blocked_network_profile() {
@@ -97,6 +99,26 @@ fn blocked_network_profile() {
             });
             println!("ResNet-50 b{batch} {layout}: {ms:.1} ms (fastest run)");
         }
+        let runs: Vec<Vec<(&str, f64)>> = (0..if batch == 1 { 20 } else { 5 })
+            .map(|_| {
+                super::plan::steps::record(Some(std::time::Instant::now()));
+                drop(std::hint::black_box(model.forward(x.clone())));
+                super::plan::steps::record(None)
+            })
+            .collect();
+        println!(
+            "ResNet-50 b{batch} nchwc step by step (median of {} runs):",
+            runs.len()
+        );
+        let mut total = 0.0;
+        for (index, (step, _)) in runs[0].iter().enumerate() {
+            let mut times: Vec<f64> = runs.iter().map(|run| run[index].1).collect();
+            times.sort_by(f64::total_cmp);
+            let median = times[times.len() / 2];
+            total += median;
+            println!("  {step:<20} {median:>7.2} ms");
+        }
+        println!("  {:<20} {total:>7.2} ms", "sum");
     }
 }
 

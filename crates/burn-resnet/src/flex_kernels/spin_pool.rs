@@ -1,11 +1,11 @@
 //! Parallel loops for the blocked inference pass, on threads that spin between loops instead of
 //! sleeping. A ResNet-50 pass at batch 1 is some sixty parallel loops of 0.1–0.7 ms each; through
 //! rayon every one of them wakes a sleeping worker (and the calling thread sleeps until they
-//! finish), which on this project's 2-vCPU machine cost 12–50 µs per loop and made the pass's
-//! time jump between runs. ONNX Runtime's pool spins the same way (and OpenMP's, PyTorch's).
+//! finish), which on this project's 2-vCPU machine cost 12–50 µs per loop. ONNX Runtime's pool
+//! spins the same way (and OpenMP's, which PyTorch uses).
 //!
-//! The calling thread takes part; more threads (rayon's thread count less one, read
-//! once) pick up the same loop's tasks from one atomic counter. A helper spins for [`SPIN`] after
+//! The calling thread takes part; helper threads (rayon's thread count less one, read once)
+//! pick up the same loop's tasks from one atomic counter. A helper spins for [`SPIN`] after
 //! its last loop, then sleeps until the next one. One loop at a time: a second caller (another
 //! thread, or a task starting a loop of its own) runs its loop on rayon instead.
 
@@ -32,7 +32,7 @@ struct Job {
     next: AtomicUsize,
     /// Indices run to the end (or to a panic).
     finished: AtomicUsize,
-    /// The first panic of a task on a helper.
+    /// The first task's panic, raised in the caller at the end.
     panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 

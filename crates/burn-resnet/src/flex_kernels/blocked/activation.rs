@@ -5,11 +5,10 @@
 
 use rayon::prelude::*;
 
-use crate::flex_kernels::spin_pool::for_each_task;
-
 use super::buffers;
 use super::lanes::BLOCK;
 use crate::flex_kernels::SendPtr;
+use crate::flex_kernels::spin_pool::for_each_task;
 
 /// Positions per task when an output goes back to NCHW: each channel's run of them is one
 /// contiguous write of 4 KiB.

@@ -277,7 +277,7 @@ fn pooled(side: usize) -> Option<usize> {
 /// Where a pass's time goes, step by step, for `blocked_network_profile`: a recorder the
 /// profile turns on for its thread; a no-op outside tests.
 pub(super) mod steps {
-    /// The stage steps' names (`layer5` onwards as the last).
+    /// The stage steps' names (a ResNet has at most four stages).
     pub const STAGES: [&str; 4] = ["layer1", "layer2", "layer3", "layer4"];
     /// The output conversions' names.
     pub const OUTPUTS: [&str; 4] = [
@@ -306,24 +306,23 @@ pub(super) mod steps {
         let _ = name;
     }
 
-    /// Record this thread's marks from now on (`Some(start)`), or stop and return what was
-    /// recorded since `start` as (step, milliseconds) (`None`).
+    /// Record this thread's marks from now on, timing the first step from now.
     #[cfg(test)]
-    pub fn record(start: Option<std::time::Instant>) -> Vec<(&'static str, f64)> {
+    pub fn start_recording() {
+        MARKS.with(|marks| *marks.borrow_mut() = Some(vec![("", std::time::Instant::now())]));
+    }
+
+    /// Stop recording; each recorded step with its milliseconds.
+    #[cfg(test)]
+    pub fn recorded() -> Vec<(&'static str, f64)> {
         MARKS.with(|marks| {
-            let mut marks = marks.borrow_mut();
-            match start {
-                Some(start) => {
-                    *marks = Some(vec![("", start)]);
-                    Vec::new()
-                }
-                None => marks
-                    .take()
-                    .unwrap_or_default()
-                    .windows(2)
-                    .map(|w| (w[1].0, (w[1].1 - w[0].1).as_secs_f64() * 1e3))
-                    .collect(),
-            }
+            marks
+                .borrow_mut()
+                .take()
+                .unwrap_or_default()
+                .windows(2)
+                .map(|w| (w[1].0, (w[1].1 - w[0].1).as_secs_f64() * 1e3))
+                .collect()
         })
     }
 }

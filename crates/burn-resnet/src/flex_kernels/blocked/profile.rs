@@ -101,9 +101,9 @@ fn blocked_network_profile() {
         }
         let runs: Vec<Vec<(&str, f64)>> = (0..if batch == 1 { 20 } else { 5 })
             .map(|_| {
-                super::plan::steps::record(Some(std::time::Instant::now()));
+                super::plan::steps::start_recording();
                 drop(std::hint::black_box(model.forward(x.clone())));
-                super::plan::steps::record(None)
+                super::plan::steps::recorded()
             })
             .collect();
         println!(

@@ -7,6 +7,8 @@ use rayon::prelude::*;
 
 use super::buffers;
 use super::lanes::BLOCK;
+use super::tile::Isa;
+use super::transpose::transposed;
 use crate::flex_kernels::SendPtr;
 use crate::flex_kernels::spin_pool::for_each_task;
 
@@ -224,8 +226,9 @@ impl Activation {
         a
     }
 
-    /// The real channels as NCHW `[batch, channels, h, w]`.
-    pub fn to_nchw(&self) -> Vec<f32> {
+    /// The real channels as NCHW `[batch, channels, h, w]` (transposed with `isa`'s
+    /// instructions).
+    pub fn to_nchw(&self, isa: Isa) -> Vec<f32> {
         assert_eq!(
             self.layout,
             Layout::Blocked,
@@ -282,12 +285,7 @@ impl Activation {
             // 16 positions at a time: read them in order, transpose in a local tile, write
             // each lane's 16 values as one run.
             for (chunk, positions) in src.chunks(BLOCK * BLOCK).enumerate() {
-                let mut tile = [[0.0f32; BLOCK]; BLOCK];
-                for (x, position) in positions.chunks_exact(BLOCK).enumerate() {
-                    for (lane, &v) in position.iter().enumerate() {
-                        tile[lane][x] = v;
-                    }
-                }
+                let tile = transposed(positions, isa);
                 let count = positions.len() / BLOCK;
                 for (lane, values) in tile.iter().enumerate().take(lanes) {
                     // SAFETY: task (n, b, r) alone writes these positions of its block's

@@ -27,6 +27,7 @@ mod profile;
 #[cfg(test)]
 mod tests;
 mod tile;
+mod transpose;
 
 use std::cell::Cell;
 use std::fmt;
@@ -148,7 +149,7 @@ pub(crate) fn try_forward(
         if wanted {
             let shape = [x.batch, x.channels, x.height, x.width];
             outputs.push(Tensor::from_primitive::<Flex>(into_primitive(
-                x.to_nchw(),
+                x.to_nchw(isa),
                 shape,
             )));
         }

@@ -251,7 +251,8 @@ fn a_conv_on_an_input_without_its_border_pads_a_copy() {
     let image = fill(2 * cin * side * side, 7);
     let run = |halo: usize| {
         let input = Activation::from_image(&image, [2, cin, side, side], halo);
-        conv.run(&input, None, true, 0, Isa::Portable).to_nchw()
+        conv.run(&input, None, true, 0, Isa::Portable)
+            .to_nchw(Isa::Portable)
     };
     assert_eq!(run(0), run(2));
     assert_eq!(run(1), run(3));

@@ -12,7 +12,7 @@
 use std::any::Any;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use rayon::prelude::*;
@@ -53,10 +53,7 @@ impl Job {
             // the closure is alive.
             let task = unsafe { &*self.task };
             if let Err(payload) = catch_unwind(AssertUnwindSafe(|| task(index))) {
-                self.panic
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .get_or_insert(payload);
+                locked(&self.panic).get_or_insert(payload);
             }
             self.finished.fetch_add(1, Ordering::AcqRel);
         }
@@ -76,6 +73,11 @@ struct Pool {
 }
 
 static POOL: OnceLock<Arc<Pool>> = OnceLock::new();
+
+/// `mutex` locked, a poisoned one too (nothing here panics while holding one).
+fn locked<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The pool, its helpers started on first use.
 fn pool() -> &'static Arc<Pool> {
@@ -113,7 +115,7 @@ fn helper(pool: &Pool) {
             std::hint::spin_loop();
             spins = spins.wrapping_add(1);
             if spins.is_multiple_of(1024) && started.elapsed() > SPIN {
-                let mut sleeping = pool.sleeping.lock().unwrap_or_else(PoisonError::into_inner);
+                let mut sleeping = locked(&pool.sleeping);
                 *sleeping += 1;
                 while pool.epoch.load(Ordering::Acquire) == seen {
                     sleeping = pool
@@ -124,11 +126,7 @@ fn helper(pool: &Pool) {
                 *sleeping -= 1;
             }
         }
-        let job = pool
-            .job
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let job = locked(&pool.job).clone();
         if let Some(job) = job {
             job.work();
         }
@@ -164,22 +162,18 @@ pub(crate) fn for_each_task(count: usize, task: &(dyn Fn(usize) + Sync)) {
         finished: AtomicUsize::new(0),
         panic: Mutex::new(None),
     });
-    *pool.job.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&job));
+    *locked(&pool.job) = Some(Arc::clone(&job));
     pool.epoch.fetch_add(1, Ordering::AcqRel);
-    if *pool.sleeping.lock().unwrap_or_else(PoisonError::into_inner) > 0 {
+    if *locked(&pool.sleeping) > 0 {
         pool.wake.notify_all();
     }
     job.work();
     while job.finished.load(Ordering::Acquire) < count {
         std::hint::spin_loop();
     }
-    *pool.job.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    *locked(&pool.job) = None;
     pool.busy.store(false, Ordering::Release);
-    let panic = job
-        .panic
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .take();
+    let panic = locked(&job.panic).take();
     if let Some(payload) = panic {
         resume_unwind(payload);
     }

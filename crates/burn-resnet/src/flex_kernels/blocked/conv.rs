@@ -29,6 +29,10 @@ pub(crate) struct BlockedConv {
     pub stride: [usize; 2],
     pub padding: [usize; 2],
     pub dilation: [usize; 2],
+    /// `weights` are [`super::winograd::pack_winograd`]'s and the conv runs as Winograd
+    /// F(2x2, 3x3) (a stride-1 3x3 conv reading a blocked activation); else they are
+    /// [`pack_blocked`]'s.
+    pub winograd: bool,
 }
 
 /// `weight` (`[out, in, kh, kw]`) as `[out block][in block][kh][kw][16 in][16 out]`, zero past
@@ -93,6 +97,9 @@ impl BlockedConv {
     ) -> Activation {
         if input.halo < self.halo() {
             return self.run(&input.with_halo(self.halo()), residual, relu, out_halo, isa);
+        }
+        if self.winograd {
+            return self.run_winograd(input, residual, relu, out_halo, isa);
         }
         let [out_h, out_w] = self
             .output_size([input.height, input.width])

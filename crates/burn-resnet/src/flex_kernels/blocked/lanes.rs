@@ -29,6 +29,8 @@ pub(super) trait Lanes: Copy {
     fn mul_add(self, a: Self, b: Self) -> Self;
     /// `self + other`.
     fn add(self, other: Self) -> Self;
+    /// `self - other`.
+    fn sub(self, other: Self) -> Self;
     /// `self · other`.
     fn mul(self, other: Self) -> Self;
     /// PyTorch's ReLU per lane (NaN stays NaN).
@@ -66,6 +68,10 @@ impl Lanes for Portable {
     #[inline(always)]
     fn add(self, other: Self) -> Self {
         Self(std::array::from_fn(|i| self.0[i] + other.0[i]))
+    }
+    #[inline(always)]
+    fn sub(self, other: Self) -> Self {
+        Self(std::array::from_fn(|i| self.0[i] - other.0[i]))
     }
     #[inline(always)]
     fn mul(self, other: Self) -> Self {
@@ -117,6 +123,10 @@ mod x86 {
         #[inline(always)]
         fn add(self, other: Self) -> Self {
             Self(unsafe { _mm512_add_ps(self.0, other.0) })
+        }
+        #[inline(always)]
+        fn sub(self, other: Self) -> Self {
+            Self(unsafe { _mm512_sub_ps(self.0, other.0) })
         }
         #[inline(always)]
         fn mul(self, other: Self) -> Self {
@@ -171,6 +181,15 @@ mod x86 {
                 Self(
                     _mm256_add_ps(self.0, other.0),
                     _mm256_add_ps(self.1, other.1),
+                )
+            }
+        }
+        #[inline(always)]
+        fn sub(self, other: Self) -> Self {
+            unsafe {
+                Self(
+                    _mm256_sub_ps(self.0, other.0),
+                    _mm256_sub_ps(self.1, other.1),
                 )
             }
         }

@@ -28,6 +28,7 @@ mod profile;
 mod tests;
 mod tile;
 mod transpose;
+mod winograd;
 
 use std::cell::Cell;
 use std::fmt;

@@ -9,6 +9,7 @@ use super::activation::Activation;
 use super::conv::{BlockedConv, pack_blocked, padded};
 use super::pool::{avg_pool, max_pool};
 use super::tile::Isa;
+use super::winograd::{self, pack_winograd};
 use crate::block::{Block, Downsample};
 use crate::dcn::SpatialConv;
 use crate::flex_kernels::conv::running_affine;
@@ -21,7 +22,12 @@ use crate::stem::{STEM_POOL, Stem};
 /// The blocked form of a conv → norm unit; `None` where the blocked conv does not apply (groups,
 /// asymmetric or `Same` padding, GroupNorm, tensors not on plain flex). Without `with_weights`
 /// only its shape (no packing, no epilogue values): what checking a backbone needs.
-fn blocked_conv(conv: &Conv2d, norm: &Norm, with_weights: bool) -> Option<BlockedConv> {
+fn blocked_conv(
+    conv: &Conv2d,
+    norm: &Norm,
+    with_weights: bool,
+    reads_image: bool,
+) -> Option<BlockedConv> {
     let padding = match conv.padding {
         PaddingConfig2d::Explicit(top, left, bottom, right) if top == bottom && left == right => {
             [top, left]
@@ -43,6 +49,8 @@ fn blocked_conv(conv: &Conv2d, norm: &Norm, with_weights: bool) -> Option<Blocke
         stride: conv.stride,
         padding,
         dilation: conv.dilation,
+        // The image is read in place (planar); every other input is blocked.
+        winograd: !reads_image && winograd::applies([kh, kw], conv.stride, padding, conv.dilation),
     };
     if matches!(norm, Norm::Group(_)) {
         return None;
@@ -75,10 +83,15 @@ fn blocked_conv(conv: &Conv2d, norm: &Norm, with_weights: bool) -> Option<Blocke
     if bias.len() != out_channels {
         return None;
     }
-    let key = (1, out_channels, Packing::Blocked);
-    let weights = cached_packing(&weight, key, |values| {
-        pack_blocked(values, out_channels, in_channels, [kh, kw])
-    })?;
+    let weights = if shape.winograd {
+        cached_packing(&weight, (1, out_channels, Packing::Winograd), |values| {
+            pack_winograd(values, out_channels, in_channels)
+        })?
+    } else {
+        cached_packing(&weight, (1, out_channels, Packing::Blocked), |values| {
+            pack_blocked(values, out_channels, in_channels, [kh, kw])
+        })?
+    };
     Some(BlockedConv {
         weights,
         scale,
@@ -98,8 +111,8 @@ impl BlockPlan {
     fn new(block: &Block, with_weights: bool) -> Option<Self> {
         let main = match block {
             Block::Basic(b) if b.after_conv1.is_empty() && b.after_conv2.is_empty() => vec![
-                blocked_conv(&b.conv1, &b.norm1, with_weights)?,
-                blocked_conv(&b.conv2, &b.norm2, with_weights)?,
+                blocked_conv(&b.conv1, &b.norm1, with_weights, false)?,
+                blocked_conv(&b.conv2, &b.norm2, with_weights, false)?,
             ],
             Block::Bottleneck(b)
                 if b.after_conv1.is_empty()
@@ -110,9 +123,9 @@ impl BlockPlan {
                     return None;
                 };
                 vec![
-                    blocked_conv(&b.conv1, &b.norm1, with_weights)?,
-                    blocked_conv(conv2, &b.norm2, with_weights)?,
-                    blocked_conv(&b.conv3, &b.norm3, with_weights)?,
+                    blocked_conv(&b.conv1, &b.norm1, with_weights, false)?,
+                    blocked_conv(conv2, &b.norm2, with_weights, false)?,
+                    blocked_conv(&b.conv3, &b.norm3, with_weights, false)?,
                 ]
             }
             _ => return None,
@@ -129,7 +142,7 @@ impl BlockPlan {
                 norm,
             }) => Some((
                 avg_pool.filter(|&s| s > 1),
-                blocked_conv(conv, norm, with_weights)?,
+                blocked_conv(conv, norm, with_weights, false)?,
             )),
             None => None,
         };
@@ -201,7 +214,8 @@ impl Plan {
         let stem = stem
             .layers
             .iter()
-            .map(|l| blocked_conv(&l.conv, &l.norm, with_weights))
+            .enumerate()
+            .map(|(i, l)| blocked_conv(&l.conv, &l.norm, with_weights, i == 0))
             .collect::<Option<Vec<_>>>()?;
         let stages = layers
             .iter()

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::activation::Activation;
 use super::conv::{BlockedConv, pack_blocked, padded};
 use super::tile::Isa;
+use super::winograd::pack_winograd;
 use crate::flex_kernels::conv::tiled::ConvKernel;
 use crate::flex_kernels::tests::conv_profile::{RESNET50_CONVS, fastest, fill};
 
@@ -31,6 +32,13 @@ fn blocked_profile() {
                     "  {name:<22} {ms:>7.2} ms {:>6.1} GFLOP/s x{uses}",
                     flops / ms / 1e6
                 );
+                if k == 3 && stride == 1 {
+                    let winograd_ms = time_conv(isa, batch, [cin, cout, side, k, stride], "winograd");
+                    println!(
+                        "  {name:<22} {winograd_ms:>7.2} ms {:>6.1} GFLOP/s-equivalent, Winograd",
+                        flops / winograd_ms / 1e6
+                    );
+                }
                 total += ms * uses as f64;
             }
             println!("  all 53 convs: {total:.1} ms");
@@ -39,7 +47,13 @@ fn blocked_profile() {
 }
 
 fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], name: &str) -> f64 {
-    let weights = pack_blocked(&fill(cout * cin * k * k, 7), cout, cin, [k, k]);
+    let winograd = name == "winograd";
+    let weight = fill(cout * cin * k * k, 7);
+    let weights = if winograd {
+        pack_winograd(&weight, cout, cin)
+    } else {
+        pack_blocked(&weight, cout, cin, [k, k])
+    };
     let conv = BlockedConv {
         weights: Arc::new(weights),
         scale: None,
@@ -50,6 +64,7 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
         stride: [stride, stride],
         padding: [k / 2, k / 2],
         dilation: [1, 1],
+        winograd,
     };
     let image = fill(batch * cin * side * side, 5);
     let input = Activation::from_image(&image, [batch, cin, side, side], k / 2);
@@ -58,7 +73,6 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
         let out = fill(batch * cout * side * side, 9);
         Activation::from_image(&out, [batch, cout, side, side], 0)
     });
-    let _ = name;
     // Outputs reuse the buffer of the previous run (`buffers`), as activations do.
     fastest(if batch == 1 { 20 } else { 4 }, &|| {
         drop(std::hint::black_box(conv.run(

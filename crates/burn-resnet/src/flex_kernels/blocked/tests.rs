@@ -247,6 +247,7 @@ fn a_conv_on_an_input_without_its_border_pads_a_copy() {
         stride: [1, 1],
         padding: [2, 2],
         dilation: [2, 2],
+        winograd: false,
     };
     let image = fill(2 * cin * side * side, 7);
     let run = |halo: usize| {
@@ -256,4 +257,72 @@ fn a_conv_on_an_input_without_its_border_pads_a_copy() {
     };
     assert_eq!(run(0), run(2));
     assert_eq!(run(1), run(3));
+}
+
+/// Winograd F(2x2, 3x3) against the direct blocked conv on the same weights, on every
+/// instruction set this CPU runs: channels that do not fill their last block, odd and even
+/// sides (tiles past the map's edge), a residual, an unfolded BatchNorm's scale, borders on
+/// both sides, batch 2, and slabs from one tile to the whole batch. (Over 16 channels, so that
+/// `from_image` builds blocked activations, as every Winograd conv reads in a pass.)
+#[test]
+fn winograd_matches_the_direct_conv() {
+    use super::activation::Activation;
+    use super::conv::{BlockedConv, pack_blocked, padded};
+    use super::winograd::pack_winograd;
+    use crate::flex_kernels::tests::conv_profile::fill;
+
+    for (cin, cout, [h, w]) in [(20, 40, [7, 9]), (32, 24, [8, 8]), (48, 72, [5, 2])] {
+        let weight = fill(cout * cin * 9, 3);
+        let direct = BlockedConv {
+            weights: std::sync::Arc::new(pack_blocked(&weight, cout, cin, [3, 3])),
+            scale: Some(padded(&fill(cout, 4).iter().map(|s| s + 1.0).collect::<Vec<_>>())),
+            bias: padded(&fill(cout, 5)),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [3, 3],
+            stride: [1, 1],
+            padding: [1, 1],
+            dilation: [1, 1],
+            winograd: false,
+        };
+        let winograd = BlockedConv {
+            weights: std::sync::Arc::new(pack_winograd(&weight, cout, cin)),
+            winograd: true,
+            scale: direct.scale.clone(),
+            bias: direct.bias.clone(),
+            ..direct
+        };
+        let image = fill(2 * cin * h * w, 7);
+        let shortcut = fill(2 * cout * h * w, 9);
+        each_kernel(|kernel| {
+            let Some(isa) = super::isa(kernel) else {
+                return;
+            };
+            for (in_halo, out_halo) in [(1, 0), (2, 1)] {
+                let input = Activation::from_image(&image, [2, cin, h, w], in_halo);
+                let residual = Activation::from_image(&shortcut, [2, cout, h, w], out_halo);
+                let expected = direct.run(&input, Some(&residual), true, out_halo, isa);
+                let largest = expected.values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                for slab in [1, 16 * 16 * 16 * 3, usize::MAX] {
+                    let actual = winograd.run_winograd_in_slabs(
+                        &input,
+                        Some(&residual),
+                        true,
+                        out_halo,
+                        isa,
+                        slab,
+                    );
+                    // Border and padded lanes included (zero in both).
+                    assert_eq!(actual.values.len(), expected.values.len());
+                    for (i, (a, e)) in actual.values.iter().zip(&expected.values).enumerate() {
+                        assert!(
+                            (a - e).abs() <= 1e-5 * largest,
+                            "{kernel} {cin}>{cout} {h}x{w} halos {in_halo}/{out_halo} slab \
+                             {slab}: value {i} {a} vs {e}"
+                        );
+                    }
+                }
+            }
+        });
+    }
 }

@@ -29,6 +29,8 @@ pub(crate) enum Packing {
     Panels,
     /// `[out block][in block][kh][kw][16][16]`.
     Blocked,
+    /// Winograd F(2x2, 3x3): `[point][out block][in block][16][16]`.
+    Winograd,
 }
 
 /// What identifies a weight's packing: its values' address and length, and the layout it was

@@ -1,0 +1,432 @@
+//! Winograd F(2x2, 3x3) for the blocked layout's stride-1 3x3 convs: each 2x2 block of outputs
+//! from its 4x4 block of inputs with 16 products per input and output channel pair instead of
+//! 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
+//!
+//! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: the weights are transformed once, when packed
+//! ([`pack_winograd`], `[point][out block][in block][16 in][16 out]`), and a conv runs in slabs
+//! of tiles small enough for the caches, three loops over the spinning pool per slab:
+//! 1. the input transform `V = Bᵀ d B` of every tile and input block (additions only);
+//! 2. for each of the 16 points, `M = V · U` over the input channels, on the blocked conv's
+//!    register tile ([`super::tile`]) as a pointwise conv whose positions are the tiles;
+//! 3. the output transform `Y = Aᵀ M A`, then the epilogue (scale, bias, residual, ReLU) and the
+//!    store of the tile's outputs that lie inside the map.
+//!
+//! The transforms only add and subtract (and the weights' halve, in `f64`), so the results differ
+//! from the direct conv's by rounding only (docs/exactness.md gives the measured difference).
+
+use super::activation::{Activation, Layout};
+use super::buffers;
+use super::conv::BlockedConv;
+use super::lanes::{BLOCK, Lanes, Portable};
+use super::tile::{Isa, Tile};
+use crate::flex_kernels::SendPtr;
+use crate::flex_kernels::spin_pool::for_each_task;
+
+/// Points of a transformed tile (4 × 4).
+const POINTS: usize = 16;
+
+/// The most values the transformed inputs and products of one slab take together (4 MiB of
+/// `f32`: the two cores' L2 plus a share of L3); a slab holds at least one tile.
+const SLAB_FLOATS: usize = 1 << 20;
+
+/// Tiles per task of the transforms.
+const TRANSFORM_TILES: usize = 16;
+
+/// Whether a conv of this geometry runs as Winograd F(2x2, 3x3).
+pub(crate) fn applies(
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+) -> bool {
+    kernel == [3, 3] && stride == [1, 1] && padding == [1, 1] && dilation == [1, 1]
+}
+
+/// `weight` (`[out, in, 3, 3]`) transformed to `U = G g Gᵀ` per channel pair, as
+/// `[point][out block][in block][16 in][16 out]`, zero past the real channels.
+pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32> {
+    let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
+    let mut packed = vec![0.0f32; POINTS * out_blocks * in_blocks * BLOCK * BLOCK];
+    // `G v` for a column or row `v` of three taps.
+    let g = |v: [f64; 3]| [v[0], (v[0] + v[1] + v[2]) / 2.0, (v[0] - v[1] + v[2]) / 2.0, v[2]];
+    for o in 0..out {
+        for i in 0..input {
+            let taps = &weight[(o * input + i) * 9..][..9];
+            let rows: [[f64; 3]; 3] =
+                std::array::from_fn(|r| std::array::from_fn(|c| f64::from(taps[r * 3 + c])));
+            // `G g`: 4 rows of 3, column by column.
+            let columns: [[f64; 4]; 3] = std::array::from_fn(|c| g(rows.map(|row| row[c])));
+            for r in 0..4 {
+                let u = g(columns.map(|column| column[r]));
+                for (c, value) in u.into_iter().enumerate() {
+                    let point = r * 4 + c;
+                    let at = (((point * out_blocks + o / BLOCK) * in_blocks + i / BLOCK) * BLOCK
+                        + i % BLOCK)
+                        * BLOCK
+                        + o % BLOCK;
+                    packed[at] = value as f32;
+                }
+            }
+        }
+    }
+    packed
+}
+
+/// A buffer from the kept activation buffers, given back when dropped.
+struct Scratch(Vec<f32>);
+
+impl Scratch {
+    fn new(len: usize) -> Self {
+        Self(match buffers::take(len) {
+            Some(mut values) => {
+                values.truncate(len);
+                values
+            }
+            None => vec![0.0; len],
+        })
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        buffers::give(std::mem::take(&mut self.0));
+    }
+}
+
+/// Where a slab's tiles are: tile `t` of the slab is tile `first + t` of the batch, counted
+/// image by image, row by row.
+#[derive(Clone, Copy)]
+struct Tiles {
+    first: usize,
+    /// Tiles per row and per image.
+    across: usize,
+    per_image: usize,
+    /// The slab's capacity: between consecutive (point, block) runs of tiles in `V` and `M`.
+    capacity: usize,
+}
+
+impl Tiles {
+    /// `(image, first output row, first output column)` of slab tile `t`.
+    fn origin(&self, t: usize) -> (usize, usize, usize) {
+        let tile = self.first + t;
+        let (n, within) = (tile / self.per_image, tile % self.per_image);
+        (n, within / self.across * 2, within % self.across * 2)
+    }
+}
+
+/// What the transform loops read and write, for one slab.
+struct Transform<'a> {
+    conv: &'a BlockedConv,
+    input: &'a Activation,
+    residual: Option<&'a Activation>,
+    output: SendPtr,
+    output_shape: &'a Activation,
+    relu: bool,
+    tiles: Tiles,
+}
+
+impl BlockedConv {
+    /// [`BlockedConv::run`] for a conv whose weights are [`pack_winograd`]'s: the input is
+    /// blocked with a border of at least 1.
+    pub(super) fn run_winograd(
+        &self,
+        input: &Activation,
+        residual: Option<&Activation>,
+        relu: bool,
+        out_halo: usize,
+        isa: Isa,
+    ) -> Activation {
+        self.run_winograd_in_slabs(input, residual, relu, out_halo, isa, SLAB_FLOATS)
+    }
+
+    /// [`BlockedConv::run_winograd`] with slabs of at most `slab_floats` transformed values
+    /// (at least one tile).
+    pub(super) fn run_winograd_in_slabs(
+        &self,
+        input: &Activation,
+        residual: Option<&Activation>,
+        relu: bool,
+        out_halo: usize,
+        isa: Isa,
+        slab_floats: usize,
+    ) -> Activation {
+        debug_assert!(input.layout == Layout::Blocked && input.halo >= 1);
+        let [height, width] = [input.height, input.width];
+        let mut output =
+            Activation::for_writing(input.batch, self.out_channels, [height, width], out_halo);
+        let (in_blocks, out_blocks) = (input.blocks(), self.out_channels.div_ceil(BLOCK));
+        let across = width.div_ceil(2);
+        let per_image = height.div_ceil(2) * across;
+        let total = input.batch * per_image;
+        let fit = (slab_floats / (POINTS * BLOCK * (in_blocks + out_blocks))).clamp(1, total);
+        let capacity = total.div_ceil(total.div_ceil(fit));
+        let mut v = Scratch::new(POINTS * in_blocks * capacity * BLOCK);
+        let mut m = Scratch::new(POINTS * out_blocks * capacity * BLOCK);
+        let (v_ptr, m_ptr) = (SendPtr(v.0.as_mut_ptr()), SendPtr(m.0.as_mut_ptr()));
+        let output_ptr = SendPtr(output.values.as_mut_ptr());
+        let shape = isa.tile_shape();
+        let groups = out_blocks.div_ceil(shape.blocks);
+        let point_stride = in_blocks * BLOCK * BLOCK;
+        for first in (0..total).step_by(capacity) {
+            let count = capacity.min(total - first);
+            let tiles = Tiles {
+                first,
+                across,
+                per_image,
+                capacity,
+            };
+            let chunks = count.div_ceil(TRANSFORM_TILES);
+            let transform = Transform {
+                conv: self,
+                input,
+                residual,
+                output: output_ptr,
+                output_shape: &output,
+                relu,
+                tiles,
+            };
+            for_each_task(in_blocks * chunks, &|task| {
+                let (block, chunk) = (task / chunks, task % chunks);
+                let range = chunk * TRANSFORM_TILES..((chunk + 1) * TRANSFORM_TILES).min(count);
+                // SAFETY: task (block, chunk) writes only its tiles' values of `V` for its
+                // block, inside the scratch buffer; the reads lie in the input's buffer.
+                unsafe { isa_transform_input(isa)(&transform, block, range, v_ptr.get()) };
+            });
+            for_each_task(POINTS * groups, &|task| {
+                let (point, group) = (task / groups, task % groups);
+                let block0 = group * shape.blocks;
+                let blocks = shape.blocks.min(out_blocks - block0);
+                let mut t = 0;
+                while t < count {
+                    let positions = shape.positions.min(count - t);
+                    let tile = Tile {
+                        // SAFETY (these three): offsets inside `V`, the packed weights, `M`.
+                        input: unsafe {
+                            v_ptr.get().add((point * in_blocks * capacity + t) * BLOCK)
+                        },
+                        in_blocks,
+                        in_block_stride: capacity * BLOCK,
+                        lanes: BLOCK,
+                        lane_stride: 1,
+                        position_step: BLOCK,
+                        kernel: [1, 1],
+                        tap_step: [0, 0],
+                        weight: self.weights
+                            [(point * out_blocks + block0) * point_stride..]
+                            .as_ptr(),
+                        weight_block_stride: point_stride,
+                        output: unsafe {
+                            m_ptr
+                                .get()
+                                .add(((point * out_blocks + block0) * capacity + t) * BLOCK)
+                        },
+                        out_block_stride: capacity * BLOCK,
+                        accumulate: false,
+                        finish: None,
+                    };
+                    // SAFETY: task (point, group) writes only its blocks' run of `M`; the
+                    // reads lie in `V` (written by the loop above) and the weights.
+                    unsafe { isa.tile(blocks, positions)(&tile) };
+                    t += positions;
+                }
+            });
+            for_each_task(out_blocks * chunks, &|task| {
+                let (block, chunk) = (task / chunks, task % chunks);
+                let range = chunk * TRANSFORM_TILES..((chunk + 1) * TRANSFORM_TILES).min(count);
+                // SAFETY: task (block, chunk) writes only its tiles' outputs of its block;
+                // `M` was written by the loop above.
+                unsafe { isa_transform_output(isa)(&transform, block, range, m_ptr.get()) };
+            });
+        }
+        output
+    }
+}
+
+/// A transform loop's function: `(what, block, slab tiles, V or M)`.
+type TransformFn = unsafe fn(&Transform, usize, std::ops::Range<usize>, *mut f32);
+
+/// `Bᵀ d B` of one 4x4 input block `d` (rows of 4), in place.
+#[inline(always)]
+fn input_transform<V: Lanes>(d: &mut [[V; 4]; 4]) {
+    let rows = |a: V, b: V, c: V, e: V| [a.sub(c), b.add(c), c.sub(b), b.sub(e)];
+    for row in d.iter_mut() {
+        *row = rows(row[0], row[1], row[2], row[3]);
+    }
+    for c in 0..4 {
+        let column = rows(d[0][c], d[1][c], d[2][c], d[3][c]);
+        for (r, value) in column.into_iter().enumerate() {
+            d[r][c] = value;
+        }
+    }
+}
+
+/// Phase 1 for `block` and slab tiles `range`: read each tile's 4x4 inputs (zero past the
+/// input's border), transform, write `V`.
+///
+/// # Safety
+/// `v` is the slab's `V` buffer; `V`'s instructions exist on this CPU.
+#[inline(always)]
+unsafe fn transform_input<V: Lanes>(
+    job: &Transform,
+    block: usize,
+    range: std::ops::Range<usize>,
+    v: *mut f32,
+) {
+    let input = job.input;
+    let (rows, columns) = (
+        input.height + 2 * input.halo,
+        input.width + 2 * input.halo,
+    );
+    let (row_stride, in_blocks) = (input.row_stride(), input.blocks());
+    for t in range {
+        let (n, y, x) = job.tiles.origin(t);
+        // The tile's first input row and column, counted from the border's outer edge.
+        let (top, left) = (y + input.halo - 1, x + input.halo - 1);
+        let base = input.offset(n, block, top, left);
+        let inside = top + 4 <= rows && left + 4 <= columns;
+        let mut d: [[V; 4]; 4] = std::array::from_fn(|r| {
+            std::array::from_fn(|c| {
+                if inside || (top + r < rows && left + c < columns) {
+                    // SAFETY: row `top + r`, column `left + c` lie inside the plane.
+                    unsafe {
+                        V::load(
+                            input
+                                .values
+                                .as_ptr()
+                                .add(base + r * row_stride + c * BLOCK),
+                        )
+                    }
+                } else {
+                    V::zero()
+                }
+            })
+        });
+        input_transform(&mut d);
+        for (point, value) in d.iter().flatten().enumerate() {
+            let at = ((point * in_blocks + block) * job.tiles.capacity + t) * BLOCK;
+            // SAFETY: inside the slab's `V` (the caller's contract).
+            unsafe { value.store(v.add(at)) };
+        }
+    }
+}
+
+/// Phase 3 for output `block` and slab tiles `range`: `Aᵀ M A`, the epilogue, and the store of
+/// the outputs inside the map.
+///
+/// # Safety
+/// `m` is the slab's `M` buffer, written for these tiles; `V`'s instructions exist on this CPU;
+/// no other task writes this block's outputs of these tiles.
+#[inline(always)]
+unsafe fn transform_output<V: Lanes>(
+    job: &Transform,
+    block: usize,
+    range: std::ops::Range<usize>,
+    m: *mut f32,
+) {
+    let out = job.output_shape;
+    let out_blocks = out.blocks();
+    let conv = job.conv;
+    // SAFETY (whole body): the epilogue vectors are padded to whole blocks; the addresses of
+    // `M`, the residual and the output are inside their buffers (the caller's contract and the
+    // bounds checks below).
+    unsafe {
+        let scale = conv
+            .scale
+            .as_ref()
+            .map(|s| V::load(s.as_ptr().add(block * BLOCK)));
+        let bias = V::load(conv.bias.as_ptr().add(block * BLOCK));
+        for t in range {
+            let at = |point: usize| {
+                m.add(((point * out_blocks + block) * job.tiles.capacity + t) * BLOCK)
+            };
+            let p: [V; POINTS] = std::array::from_fn(|point| V::load(at(point)));
+            // `Aᵀ M`: rows `m0 + m1 + m2` and `m1 - m2 - m3`, then the same on columns.
+            let s: [[V; 4]; 2] = std::array::from_fn(|r| {
+                std::array::from_fn(|c| {
+                    let (m0, m1, m2, m3) = (p[c], p[4 + c], p[8 + c], p[12 + c]);
+                    if r == 0 {
+                        m0.add(m1).add(m2)
+                    } else {
+                        m1.sub(m2).sub(m3)
+                    }
+                })
+            });
+            let (n, y, x) = job.tiles.origin(t);
+            for (dy, row) in s.iter().enumerate() {
+                let values = [
+                    row[0].add(row[1]).add(row[2]),
+                    row[1].sub(row[2]).sub(row[3]),
+                ];
+                for (dx, mut value) in values.into_iter().enumerate() {
+                    let (oy, ox) = (y + dy, x + dx);
+                    if oy >= out.height || ox >= out.width {
+                        continue;
+                    }
+                    if let Some(scale) = scale {
+                        value = value.mul(scale);
+                    }
+                    value = value.add(bias);
+                    if let Some(r) = job.residual {
+                        let at = r.offset(n, block, oy + r.halo, ox + r.halo);
+                        value = value.add(V::load(r.values.as_ptr().add(at)));
+                    }
+                    if job.relu {
+                        value = value.relu();
+                    }
+                    let at = out.offset(n, block, oy + out.halo, ox + out.halo);
+                    value.store(job.output.get().add(at));
+                }
+            }
+        }
+    }
+}
+
+/// The input transform for `isa`.
+fn isa_transform_input(isa: Isa) -> TransformFn {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::input_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::input_avx2,
+        Isa::Portable => transform_input::<Portable>,
+    }
+}
+
+/// The output transform for `isa`.
+fn isa_transform_output(isa: Isa) -> TransformFn {
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => x86::output_avx512,
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => x86::output_avx2,
+        Isa::Portable => transform_output::<Portable>,
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::super::lanes::{Avx2, Avx512};
+    use super::{Transform, transform_input, transform_output};
+
+    /// A target-feature entry point of one transform on one instruction set.
+    macro_rules! entry {
+        ($name:ident, $body:ident, $lanes:ty, $features:literal) => {
+            /// # Safety
+            /// The transform's contract, on a CPU with the features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(
+                job: &Transform,
+                block: usize,
+                range: std::ops::Range<usize>,
+                buffer: *mut f32,
+            ) {
+                // SAFETY: forwarded; the features are enabled here.
+                unsafe { $body::<$lanes>(job, block, range, buffer) }
+            }
+        };
+    }
+    entry!(input_avx512, transform_input, Avx512, "avx512f");
+    entry!(input_avx2, transform_input, Avx2, "avx2,fma");
+    entry!(output_avx512, transform_output, Avx512, "avx512f");
+    entry!(output_avx2, transform_output, Avx2, "avx2,fma");
+}

@@ -45,8 +45,7 @@ impl Activation {
         let mut a = Self::without_values(Layout::Blocked, batch, channels, size, halo);
         let len = a.len();
         match buffers::take(len) {
-            Some(mut values) => {
-                values.truncate(len);
+            Some(values) => {
                 a.values = values;
                 a.zero_border();
             }

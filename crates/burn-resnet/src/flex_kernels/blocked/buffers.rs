@@ -21,14 +21,22 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     floats: 0,
 });
 
-/// The smallest kept buffer holding at least `len` values (its values are stale).
+/// The smallest kept buffer with room for `len` values, `len` long (its values are stale).
+/// Buffers are matched by capacity: one that served a shorter activation before is still
+/// whole.
 pub(super) fn take(len: usize) -> Option<Vec<f32>> {
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
     let best = (0..pool.buffers.len())
-        .filter(|&i| pool.buffers[i].len() >= len)
-        .min_by_key(|&i| pool.buffers[i].len())?;
-    let buffer = pool.buffers.swap_remove(best);
-    pool.floats -= buffer.len();
+        .filter(|&i| pool.buffers[i].capacity() >= len)
+        .min_by_key(|&i| pool.buffers[i].capacity())?;
+    let mut buffer = pool.buffers.swap_remove(best);
+    pool.floats -= buffer.capacity();
+    drop(pool);
+    if buffer.len() < len {
+        // Within the capacity: no reallocation, only the tail written.
+        buffer.resize(len, 0.0);
+    }
+    buffer.truncate(len);
     Some(buffer)
 }
 
@@ -38,8 +46,8 @@ pub(super) fn give(values: Vec<f32>) {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);
-    if pool.floats + values.len() <= CAPACITY_FLOATS {
-        pool.floats += values.len();
+    if pool.floats + values.capacity() <= CAPACITY_FLOATS {
+        pool.floats += values.capacity();
         pool.buffers.push(values);
     }
 }

@@ -77,13 +77,7 @@ struct Scratch(Vec<f32>);
 
 impl Scratch {
     fn new(len: usize) -> Self {
-        Self(match buffers::take(len) {
-            Some(mut values) => {
-                values.truncate(len);
-                values
-            }
-            None => vec![0.0; len],
-        })
+        Self(buffers::take(len).unwrap_or_else(|| vec![0.0; len]))
     }
 }
 
@@ -245,17 +239,25 @@ impl BlockedConv {
 /// A transform loop's function: `(what, block, slab tiles, V or M)`.
 type TransformFn = unsafe fn(&Transform, usize, std::ops::Range<usize>, *mut f32);
 
+/// `Bᵀ v` for a column (or row) `v` of four.
+///
+/// The transforms are written without closures: a closure does not inherit its function's
+/// target features, so the vector methods called inside it would not be inlined.
+#[inline(always)]
+fn b_transposed<V: Lanes>([a, b, c, d]: [V; 4]) -> [V; 4] {
+    [a.sub(c), b.add(c), c.sub(b), b.sub(d)]
+}
+
 /// `Bᵀ d B` of one 4x4 input block `d` (rows of 4), in place.
 #[inline(always)]
 fn input_transform<V: Lanes>(d: &mut [[V; 4]; 4]) {
-    let rows = |a: V, b: V, c: V, e: V| [a.sub(c), b.add(c), c.sub(b), b.sub(e)];
     for row in d.iter_mut() {
-        *row = rows(row[0], row[1], row[2], row[3]);
+        *row = b_transposed(*row);
     }
     for c in 0..4 {
-        let column = rows(d[0][c], d[1][c], d[2][c], d[3][c]);
-        for (r, value) in column.into_iter().enumerate() {
-            d[r][c] = value;
+        let column = b_transposed([d[0][c], d[1][c], d[2][c], d[3][c]]);
+        for r in 0..4 {
+            d[r][c] = column[r];
         }
     }
 }
@@ -284,23 +286,22 @@ unsafe fn transform_input<V: Lanes>(
         let (top, left) = (y + input.halo - 1, x + input.halo - 1);
         let base = input.offset(n, block, top, left);
         let inside = top + 4 <= rows && left + 4 <= columns;
-        let mut d: [[V; 4]; 4] = std::array::from_fn(|r| {
-            std::array::from_fn(|c| {
+        let mut d = [[V::zero(); 4]; 4];
+        for (r, row) in d.iter_mut().enumerate() {
+            for (c, value) in row.iter_mut().enumerate() {
                 if inside || (top + r < rows && left + c < columns) {
                     // SAFETY: row `top + r`, column `left + c` lie inside the plane.
-                    unsafe {
+                    *value = unsafe {
                         V::load(
                             input
                                 .values
                                 .as_ptr()
                                 .add(base + r * row_stride + c * BLOCK),
                         )
-                    }
-                } else {
-                    V::zero()
+                    };
                 }
-            })
-        });
+            }
+        }
         input_transform(&mut d);
         for (point, value) in d.iter().flatten().enumerate() {
             let at = ((point * in_blocks + block) * job.tiles.capacity + t) * BLOCK;
@@ -330,27 +331,25 @@ unsafe fn transform_output<V: Lanes>(
     // `M`, the residual and the output are inside their buffers (the caller's contract and the
     // bounds checks below).
     unsafe {
-        let scale = conv
-            .scale
-            .as_ref()
-            .map(|s| V::load(s.as_ptr().add(block * BLOCK)));
+        let scale = match &conv.scale {
+            Some(s) => Some(V::load(s.as_ptr().add(block * BLOCK))),
+            None => None,
+        };
         let bias = V::load(conv.bias.as_ptr().add(block * BLOCK));
+        let point_stride = out_blocks * job.tiles.capacity * BLOCK;
         for t in range {
-            let at = |point: usize| {
-                m.add(((point * out_blocks + block) * job.tiles.capacity + t) * BLOCK)
-            };
-            let p: [V; POINTS] = std::array::from_fn(|point| V::load(at(point)));
+            let first = m.add((block * job.tiles.capacity + t) * BLOCK);
+            let mut p = [V::zero(); POINTS];
+            for (point, value) in p.iter_mut().enumerate() {
+                *value = V::load(first.add(point * point_stride));
+            }
             // `Aᵀ M`: rows `m0 + m1 + m2` and `m1 - m2 - m3`, then the same on columns.
-            let s: [[V; 4]; 2] = std::array::from_fn(|r| {
-                std::array::from_fn(|c| {
-                    let (m0, m1, m2, m3) = (p[c], p[4 + c], p[8 + c], p[12 + c]);
-                    if r == 0 {
-                        m0.add(m1).add(m2)
-                    } else {
-                        m1.sub(m2).sub(m3)
-                    }
-                })
-            });
+            let mut s = [[V::zero(); 4]; 2];
+            for c in 0..4 {
+                let (m0, m1, m2, m3) = (p[c], p[4 + c], p[8 + c], p[12 + c]);
+                s[0][c] = m0.add(m1).add(m2);
+                s[1][c] = m1.sub(m2).sub(m3);
+            }
             let (n, y, x) = job.tiles.origin(t);
             for (dy, row) in s.iter().enumerate() {
                 let values = [

@@ -262,13 +262,13 @@ fn a_conv_on_an_input_without_its_border_pads_a_copy() {
 /// Winograd F(2x2, 3x3) against the direct blocked conv on the same weights, on every
 /// instruction set this CPU runs: channels that do not fill their last block, odd and even
 /// sides (tiles past the map's edge), a residual, an unfolded BatchNorm's scale, borders on
-/// both sides, batch 2, and slabs from one tile to the whole batch. (Over 16 channels, so that
+/// both sides, batch 2, slabs from one tile to the whole batch and tasks of 1 to 48 tiles. (Over 16 channels, so that
 /// `from_image` builds blocked activations, as every Winograd conv reads in a pass.)
 #[test]
 fn winograd_matches_the_direct_conv() {
     use super::activation::Activation;
     use super::conv::{BlockedConv, pack_blocked, padded};
-    use super::winograd::pack_winograd;
+    use super::winograd::{Split, pack_winograd};
     use crate::flex_kernels::tests::conv_profile::fill;
 
     for (cin, cout, [h, w]) in [(20, 40, [7, 9]), (32, 24, [8, 8]), (48, 72, [5, 2])] {
@@ -303,22 +303,29 @@ fn winograd_matches_the_direct_conv() {
                 let residual = Activation::from_image(&shortcut, [2, cout, h, w], out_halo);
                 let expected = direct.run(&input, Some(&residual), true, out_halo, isa);
                 let largest = expected.values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-                for slab in [1, 16 * 16 * 16 * 3, usize::MAX] {
-                    let actual = winograd.run_winograd_in_slabs(
+                for split in [
+                    Split::Slabs(1),
+                    Split::Slabs(16 * 16 * 16 * 3),
+                    Split::Slabs(usize::MAX),
+                    Split::Tasks(1),
+                    Split::Tasks(5),
+                    Split::Tasks(48),
+                ] {
+                    let actual = winograd.run_winograd_split(
                         &input,
                         Some(&residual),
                         true,
                         out_halo,
                         isa,
-                        slab,
+                        split,
                     );
                     // Border and padded lanes included (zero in both).
                     assert_eq!(actual.values.len(), expected.values.len());
                     for (i, (a, e)) in actual.values.iter().zip(&expected.values).enumerate() {
                         assert!(
                             (a - e).abs() <= 1e-5 * largest,
-                            "{kernel} {cin}>{cout} {h}x{w} halos {in_halo}/{out_halo} slab \
-                             {slab}: value {i} {a} vs {e}"
+                            "{kernel} {cin}>{cout} {h}x{w} halos {in_halo}/{out_halo} {split:?}: \
+                             value {i} {a} vs {e}"
                         );
                     }
                 }

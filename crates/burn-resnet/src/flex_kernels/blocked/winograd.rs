@@ -15,7 +15,8 @@
 //! from the direct conv's by rounding only (docs/exactness.md gives the measured difference).
 
 use super::activation::{Activation, Layout};
-use super::buffers;
+use std::cell::RefCell;
+
 use super::conv::BlockedConv;
 use super::lanes::{BLOCK, Lanes, Portable};
 use super::tile::{Isa, Tile};
@@ -28,6 +29,24 @@ const POINTS: usize = 16;
 /// The most values the transformed inputs and products of one slab take together (4 MiB of
 /// `f32`: the two cores' L2 plus a share of L3); a slab holds at least one tile.
 const SLAB_FLOATS: usize = 1 << 20;
+
+/// Transformed weights up to this many values (1 MiB, an L2: ResNet-50's 64- and 128-channel
+/// 3x3 convs) run as tasks of [`FUSED_TILES`] tiles each. Measured with `blocked_profile`: the
+/// 128-channel conv at batch 8 2.40–2.49 ms as tasks, 2.58–2.68 in slabs; the 256-channel one
+/// (4 MiB) no faster as tasks.
+const FUSED_WEIGHT_FLOATS: usize = 256 << 10;
+
+/// The most tiles per task when each task runs all three steps.
+const FUSED_TILES: usize = 48;
+
+/// How a conv's tiles are split (see [`BlockedConv::run_winograd`]).
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Split {
+    /// Tasks of at most this many tiles, each through all three steps on its own.
+    Tasks(usize),
+    /// Slabs of at most this many transformed values, each step spread over the pool.
+    Slabs(usize),
+}
 
 /// Tiles per task of the transforms.
 const TRANSFORM_TILES: usize = 16;
@@ -72,19 +91,25 @@ pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32
     packed
 }
 
-/// A buffer from the kept activation buffers, given back when dropped.
-struct Scratch(Vec<f32>);
-
-impl Scratch {
-    fn new(len: usize) -> Self {
-        Self(buffers::take(len).unwrap_or_else(|| vec![0.0; len]))
-    }
+thread_local! {
+    /// This thread's scratch for `V` and `M`, kept between convs (grown to the most a conv
+    /// needed: up to [`SLAB_FLOATS`] on a thread that runs slabs, far less on one that runs
+    /// tasks; freed when the thread ends). Not the activation buffers' pool: there a scratch
+    /// competed with activations for the capacity, and a dropped one came back as fresh pages.
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        buffers::give(std::mem::take(&mut self.0));
-    }
+/// `f` with this thread's scratch, at least `len` long (a fresh buffer if it is in use).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut kept) => {
+            if kept.len() < len {
+                *kept = vec![0.0; len];
+            }
+            f(&mut kept[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Where a slab's tiles are: tile `t` of the slab is tile `first + t` of the batch, counted
@@ -121,7 +146,9 @@ struct Transform<'a> {
 
 impl BlockedConv {
     /// [`BlockedConv::run`] for a conv whose weights are [`pack_winograd`]'s: the input is
-    /// blocked with a border of at least 1.
+    /// blocked with a border of at least 1. Weights that stay in L2 run as tasks that each take
+    /// a few tiles through all three steps in a scratch of their own; larger ones in slabs, each
+    /// step spread over the pool, so that every slab reads the weights once.
     pub(super) fn run_winograd(
         &self,
         input: &Activation,
@@ -130,19 +157,23 @@ impl BlockedConv {
         out_halo: usize,
         isa: Isa,
     ) -> Activation {
-        self.run_winograd_in_slabs(input, residual, relu, out_halo, isa, SLAB_FLOATS)
+        let split = if self.weights.len() <= FUSED_WEIGHT_FLOATS {
+            Split::Tasks(FUSED_TILES)
+        } else {
+            Split::Slabs(SLAB_FLOATS)
+        };
+        self.run_winograd_split(input, residual, relu, out_halo, isa, split)
     }
 
-    /// [`BlockedConv::run_winograd`] with slabs of at most `slab_floats` transformed values
-    /// (at least one tile).
-    pub(super) fn run_winograd_in_slabs(
+    /// [`BlockedConv::run_winograd`] split as `split` says.
+    pub(super) fn run_winograd_split(
         &self,
         input: &Activation,
         residual: Option<&Activation>,
         relu: bool,
         out_halo: usize,
         isa: Isa,
-        slab_floats: usize,
+        split: Split,
     ) -> Activation {
         debug_assert!(input.layout == Layout::Blocked && input.halo >= 1);
         let [height, width] = [input.height, input.width];
@@ -152,87 +183,141 @@ impl BlockedConv {
         let across = width.div_ceil(2);
         let per_image = height.div_ceil(2) * across;
         let total = input.batch * per_image;
-        let fit = (slab_floats / (POINTS * BLOCK * (in_blocks + out_blocks))).clamp(1, total);
-        let capacity = total.div_ceil(total.div_ceil(fit));
-        let mut v = Scratch::new(POINTS * in_blocks * capacity * BLOCK);
-        let mut m = Scratch::new(POINTS * out_blocks * capacity * BLOCK);
-        let (v_ptr, m_ptr) = (SendPtr(v.0.as_mut_ptr()), SendPtr(m.0.as_mut_ptr()));
+        let capacity = match split {
+            Split::Tasks(tiles) => tiles.min(total.div_ceil(4 * rayon::current_num_threads())),
+            Split::Slabs(floats) => floats / (POINTS * BLOCK * (in_blocks + out_blocks)),
+        }
+        .clamp(1, total);
+        // Balanced: the same number of slabs, each as full as the others.
+        let capacity = total.div_ceil(total.div_ceil(capacity));
+        let v_len = POINTS * in_blocks * capacity * BLOCK;
+        let scratch_len = v_len + POINTS * out_blocks * capacity * BLOCK;
+        let halves = |scratch: &mut [f32]| {
+            let (v, m) = scratch.split_at_mut(v_len);
+            [v.as_mut_ptr(), m.as_mut_ptr()].map(SendPtr)
+        };
         let output_ptr = SendPtr(output.values.as_mut_ptr());
-        let shape = isa.tile_shape();
-        let groups = out_blocks.div_ceil(shape.blocks);
-        let point_stride = in_blocks * BLOCK * BLOCK;
-        for first in (0..total).step_by(capacity) {
-            let count = capacity.min(total - first);
-            let tiles = Tiles {
+        let output_shape = &output;
+        let job = |first: usize| Transform {
+            conv: self,
+            input,
+            residual,
+            output: output_ptr,
+            output_shape,
+            relu,
+            tiles: Tiles {
                 first,
                 across,
                 per_image,
                 capacity,
-            };
-            let chunks = count.div_ceil(TRANSFORM_TILES);
-            let transform = Transform {
-                conv: self,
-                input,
-                residual,
-                output: output_ptr,
-                output_shape: &output,
-                relu,
-                tiles,
-            };
-            for_each_task(in_blocks * chunks, &|task| {
-                let (block, chunk) = (task / chunks, task % chunks);
-                let range = chunk * TRANSFORM_TILES..((chunk + 1) * TRANSFORM_TILES).min(count);
-                // SAFETY: task (block, chunk) writes only its tiles' values of `V` for its
-                // block, inside the scratch buffer; the reads lie in the input's buffer.
-                unsafe { isa_transform_input(isa)(&transform, block, range, v_ptr.get()) };
-            });
-            for_each_task(POINTS * groups, &|task| {
-                let (point, group) = (task / groups, task % groups);
-                let block0 = group * shape.blocks;
-                let blocks = shape.blocks.min(out_blocks - block0);
-                let mut t = 0;
-                while t < count {
-                    let positions = shape.positions.min(count - t);
-                    let tile = Tile {
-                        // SAFETY (these three): offsets inside `V`, the packed weights, `M`.
-                        input: unsafe {
-                            v_ptr.get().add((point * in_blocks * capacity + t) * BLOCK)
-                        },
-                        in_blocks,
-                        in_block_stride: capacity * BLOCK,
-                        lanes: BLOCK,
-                        lane_stride: 1,
-                        position_step: BLOCK,
-                        kernel: [1, 1],
-                        tap_step: [0, 0],
-                        weight: self.weights
-                            [(point * out_blocks + block0) * point_stride..]
-                            .as_ptr(),
-                        weight_block_stride: point_stride,
-                        output: unsafe {
-                            m_ptr
-                                .get()
-                                .add(((point * out_blocks + block0) * capacity + t) * BLOCK)
-                        },
-                        out_block_stride: capacity * BLOCK,
-                        accumulate: false,
-                        finish: None,
+            },
+        };
+        match split {
+            Split::Tasks(_) => for_each_task(total.div_ceil(capacity), &|task| {
+                let first = task * capacity;
+                let in_turn = |count: usize, step: &(dyn Fn(usize) + Sync)| {
+                    (0..count).for_each(step)
+                };
+                with_scratch(scratch_len, |scratch| {
+                    // SAFETY: task `task` writes only its own tiles' outputs; the scratch is
+                    // its thread's.
+                    unsafe {
+                        self.winograd_steps(
+                            &job(first),
+                            capacity.min(total - first),
+                            halves(scratch),
+                            isa,
+                            &in_turn,
+                        )
+                    }
+                });
+            }),
+            Split::Slabs(_) => with_scratch(scratch_len, |scratch| {
+                let scratch = halves(scratch);
+                for first in (0..total).step_by(capacity) {
+                    // SAFETY: one slab at a time; the scratch holds a slab.
+                    unsafe {
+                        self.winograd_steps(
+                            &job(first),
+                            capacity.min(total - first),
+                            scratch,
+                            isa,
+                            &for_each_task,
+                        )
                     };
-                    // SAFETY: task (point, group) writes only its blocks' run of `M`; the
-                    // reads lie in `V` (written by the loop above) and the weights.
-                    unsafe { isa.tile(blocks, positions)(&tile) };
-                    t += positions;
                 }
-            });
-            for_each_task(out_blocks * chunks, &|task| {
-                let (block, chunk) = (task / chunks, task % chunks);
-                let range = chunk * TRANSFORM_TILES..((chunk + 1) * TRANSFORM_TILES).min(count);
-                // SAFETY: task (block, chunk) writes only its tiles' outputs of its block;
-                // `M` was written by the loop above.
-                unsafe { isa_transform_output(isa)(&transform, block, range, m_ptr.get()) };
-            });
+            }),
         }
         output
+    }
+
+    /// The three steps on the first `count` tiles of `job`, with `V` and `M` at `scratch`;
+    /// `each(n, step)` runs `step(i)` for every `i < n`, on the pool or in turn. The steps'
+    /// pieces write disjoint parts of `V`, `M` and the output.
+    ///
+    /// # Safety
+    /// `scratch` holds `V` and `M` for `job.tiles.capacity` tiles; nobody else writes them, nor
+    /// these tiles' outputs, meanwhile.
+    unsafe fn winograd_steps(
+        &self,
+        job: &Transform,
+        count: usize,
+        [v, m]: [SendPtr; 2],
+        isa: Isa,
+        each: &dyn Fn(usize, &(dyn Fn(usize) + Sync)),
+    ) {
+        let (in_blocks, out_blocks) = (job.input.blocks(), self.out_channels.div_ceil(BLOCK));
+        let capacity = job.tiles.capacity;
+        let shape = isa.tile_shape();
+        let groups = out_blocks.div_ceil(shape.blocks);
+        let point_stride = in_blocks * BLOCK * BLOCK;
+        let chunks = count.div_ceil(TRANSFORM_TILES);
+        let range = |chunk: usize| {
+            chunk * TRANSFORM_TILES..((chunk + 1) * TRANSFORM_TILES).min(count)
+        };
+        each(in_blocks * chunks, &|task| {
+            // SAFETY: piece (block, chunk) writes only its tiles' values of `V` for its
+            // block; the reads lie in the input's buffer.
+            unsafe { isa_transform_input(isa)(job, task / chunks, range(task % chunks), v.get()) };
+        });
+        each(POINTS * groups, &|task| {
+            let (point, group) = (task / groups, task % groups);
+            let block0 = group * shape.blocks;
+            let blocks = shape.blocks.min(out_blocks - block0);
+            let mut t = 0;
+            while t < count {
+                let positions = shape.positions.min(count - t);
+                let tile = Tile {
+                    // SAFETY (these two): offsets inside `V` and `M`.
+                    input: unsafe { v.get().add((point * in_blocks * capacity + t) * BLOCK) },
+                    in_blocks,
+                    in_block_stride: capacity * BLOCK,
+                    lanes: BLOCK,
+                    lane_stride: 1,
+                    position_step: BLOCK,
+                    kernel: [1, 1],
+                    tap_step: [0, 0],
+                    weight: self.weights[(point * out_blocks + block0) * point_stride..].as_ptr(),
+                    weight_block_stride: point_stride,
+                    output: unsafe {
+                        m.get()
+                            .add(((point * out_blocks + block0) * capacity + t) * BLOCK)
+                    },
+                    out_block_stride: capacity * BLOCK,
+                    accumulate: false,
+                    finish: None,
+                };
+                // SAFETY: piece (point, group) writes only its blocks' run of `M`; the reads
+                // lie in `V` (written by the step above) and the weights.
+                unsafe { isa.tile(blocks, positions)(&tile) };
+                t += positions;
+            }
+        });
+        each(out_blocks * chunks, &|task| {
+            // SAFETY: piece (block, chunk) writes only its tiles' outputs of its block; `M`
+            // was written by the step above.
+            unsafe { isa_transform_output(isa)(job, task / chunks, range(task % chunks), m.get()) };
+        });
     }
 }
 

@@ -17,6 +17,27 @@ const WEIGHT_CHUNK_FLOATS: usize = 64 << 10;
 /// Positions per virtual row of a pointwise conv over a whole plane.
 const FLAT_ROW: usize = 48;
 
+/// The residual a conv adds in its epilogue.
+#[derive(Clone, Copy)]
+pub(super) enum Residual<'a> {
+    None,
+    /// Another activation.
+    Other(&'a Activation),
+    /// The output buffer's own values (see [`BlockedConv::run_adding_in_place`]).
+    Output,
+}
+
+impl<'a> Residual<'a> {
+    /// The activation read, given the output.
+    pub fn of(self, output: &'a Activation) -> Option<&'a Activation> {
+        match self {
+            Residual::None => None,
+            Residual::Other(r) => Some(r),
+            Residual::Output => Some(output),
+        }
+    }
+}
+
 /// A conv ready for blocked activations: its packed weights and its epilogue's per-channel
 /// scale (an unfolded BatchNorm's) and bias, both padded to whole output blocks.
 pub(crate) struct BlockedConv {
@@ -95,24 +116,67 @@ impl BlockedConv {
         out_halo: usize,
         isa: Isa,
     ) -> Activation {
-        if input.halo < self.halo() {
-            return self.run(&input.with_halo(self.halo()), residual, relu, out_halo, isa);
-        }
-        if self.winograd {
-            return self.run_winograd(input, residual, relu, out_halo, isa);
-        }
         let [out_h, out_w] = self
             .output_size([input.height, input.width])
             .expect("checked by the planner");
-        let mut output =
+        let output =
             Activation::for_writing(input.batch, self.out_channels, [out_h, out_w], out_halo);
+        let residual = residual.map_or(Residual::None, Residual::Other);
+        self.run_into(input, residual, relu, output, isa)
+    }
+
+    /// [`BlockedConv::run`] adding `residual` in place: its buffer becomes the output (each
+    /// value read, then overwritten by the sum), so a memory-bound conv neither reads a fresh
+    /// output's lines before writing them nor keeps a third activation in the caches. The
+    /// output has the residual's border. A conv whose products are summed over several chunks
+    /// of input blocks (it would overwrite the residual before its last chunk adds it) reads it
+    /// into a separate output instead.
+    pub fn run_adding_in_place(
+        &self,
+        input: &Activation,
+        residual: Activation,
+        relu: bool,
+        isa: Isa,
+    ) -> Activation {
+        let one_chunk = input.blocks() <= self.chunk(isa);
+        if residual.layout == Layout::Blocked && (self.winograd || one_chunk) {
+            self.run_into(input, Residual::Output, relu, residual, isa)
+        } else {
+            self.run(input, Some(&residual), relu, residual.halo, isa)
+        }
+    }
+
+    /// Input blocks per chunk: their packed weights for one group of output blocks stay in L2.
+    fn chunk(&self, isa: Isa) -> usize {
+        let [kh, kw] = self.kernel;
+        (WEIGHT_CHUNK_FLOATS / (isa.tile_shape().blocks * kh * kw * BLOCK * BLOCK)).max(1)
+    }
+
+    /// The conv into `output` (allocated for it, or the residual itself).
+    fn run_into(
+        &self,
+        input: &Activation,
+        residual: Residual,
+        relu: bool,
+        mut output: Activation,
+        isa: Isa,
+    ) -> Activation {
+        if input.halo < self.halo() {
+            return self.run_into(&input.with_halo(self.halo()), residual, relu, output, isa);
+        }
+        if self.winograd {
+            return self.run_winograd(input, residual, relu, output, isa);
+        }
+        let [out_h, out_w] = [output.height, output.width];
+        let out_halo = output.halo;
         let shape = isa.tile_shape();
         let out_blocks = self.out_channels.div_ceil(BLOCK);
         let groups = out_blocks.div_ceil(shape.blocks);
         let in_blocks = input.blocks();
-        let [kh, kw] = self.kernel;
-        let taps = kh * kw;
-        let chunk = (WEIGHT_CHUNK_FLOATS / (shape.blocks * taps * BLOCK * BLOCK)).max(1);
+        let taps = self.kernel[0] * self.kernel[1];
+        let chunk = self.chunk(isa);
+        let out_ptr = SendPtr(output.values.as_mut_ptr());
+        let residual = residual.of(&output);
 
         // A pointwise conv over unbordered planes reads them as one row of positions.
         let flat = self.kernel == [1, 1]
@@ -135,7 +199,6 @@ impl BlockedConv {
         let band = rows.div_ceil(bands);
         let bands = rows.div_ceil(band);
 
-        let out_ptr = SendPtr(output.values.as_mut_ptr());
         let weight_block_stride = in_blocks * taps * BLOCK * BLOCK;
         for_each_task(input.batch * groups * bands, &|task| {
             let n = task / (groups * bands);
@@ -178,8 +241,12 @@ impl BlockedConv {
                                 .as_ref()
                                 .map_or(std::ptr::null(), |s| s[block0 * BLOCK..].as_ptr()),
                             bias: self.bias[block0 * BLOCK..].as_ptr(),
+                            // Raw addresses, not slices: the residual may be the output,
+                            // which other tasks write meanwhile.
                             residual: residual.map_or(std::ptr::null(), |r| {
-                                r.values[at(r, row + r.halo, column + r.halo, block0)..].as_ptr()
+                                r.values
+                                    .as_ptr()
+                                    .wrapping_add(at(r, row + r.halo, column + r.halo, block0))
                             }),
                             residual_block_stride: residual.map_or(0, Activation::block_stride),
                             relu,

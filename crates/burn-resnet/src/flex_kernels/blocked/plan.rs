@@ -171,21 +171,27 @@ impl BlockPlan {
         (identity == shape).then_some(shape)
     }
 
-    fn run(&self, x: &Activation, out_halo: usize, isa: Isa) -> Activation {
+    /// The block on `x`; the last conv adds the shortcut in place (into the projection's
+    /// buffer or `x`'s), when it has the output's border.
+    fn run(&self, x: Activation, out_halo: usize, isa: Isa) -> Activation {
         let projected = self.downsample.as_ref().map(|(pool, conv)| match pool {
-            Some(stride) => conv.run(&avg_pool(x, *stride), None, false, 0, isa),
-            None => conv.run(x, None, false, 0, isa),
+            Some(stride) => conv.run(&avg_pool(&x, *stride), None, false, out_halo, isa),
+            None => conv.run(&x, None, false, out_halo, isa),
         });
-        let identity = projected.as_ref().unwrap_or(x);
+        let (last, first) = self.main.split_last().expect("a block has convs");
         let mut out: Option<Activation> = None;
-        for (i, conv) in self.main.iter().enumerate() {
-            let input = out.as_ref().unwrap_or(x);
-            out = Some(match self.main.get(i + 1) {
-                Some(next) => conv.run(input, None, true, next.halo(), isa),
-                None => conv.run(input, Some(identity), true, out_halo, isa),
-            });
+        for (i, conv) in first.iter().enumerate() {
+            let next = &self.main[i + 1];
+            out = Some(conv.run(out.as_ref().unwrap_or(&x), None, true, next.halo(), isa));
         }
-        out.expect("a block has convs")
+        let identity = projected.unwrap_or(x);
+        match out {
+            Some(input) if identity.halo == out_halo => {
+                last.run_adding_in_place(&input, identity, true, isa)
+            }
+            Some(input) => last.run(&input, Some(&identity), true, out_halo, isa),
+            None => last.run(&identity, Some(&identity), true, out_halo, isa),
+        }
     }
 }
 
@@ -273,7 +279,7 @@ impl Plan {
         for (stage, plans) in self.stages.iter().enumerate() {
             for _ in plans {
                 let halo = blocks.get(next).map_or(0, |b| b.input_halo());
-                x = blocks[next - 1].run(&x, halo, isa);
+                x = blocks[next - 1].run(x, halo, isa);
                 next += 1;
             }
             steps::mark(steps::STAGES[stage.min(steps::STAGES.len() - 1)]);

@@ -267,7 +267,7 @@ fn a_conv_on_an_input_without_its_border_pads_a_copy() {
 #[test]
 fn winograd_matches_the_direct_conv() {
     use super::activation::Activation;
-    use super::conv::{BlockedConv, pack_blocked, padded};
+    use super::conv::{BlockedConv, Residual, pack_blocked, padded};
     use super::winograd::{Split, pack_winograd};
     use crate::flex_kernels::tests::conv_profile::fill;
 
@@ -311,11 +311,12 @@ fn winograd_matches_the_direct_conv() {
                     Split::Tasks(5),
                     Split::Tasks(48),
                 ] {
+                    let output = Activation::for_writing(2, cout, [h, w], out_halo);
                     let actual = winograd.run_winograd_split(
                         &input,
-                        Some(&residual),
+                        Residual::Other(&residual),
                         true,
-                        out_halo,
+                        output,
                         isa,
                         split,
                     );
@@ -329,6 +330,62 @@ fn winograd_matches_the_direct_conv() {
                         );
                     }
                 }
+            }
+        });
+    }
+}
+
+/// A conv adding its residual in place (the residual's buffer becomes the output) gives what
+/// it gives with a separate output: direct pointwise and 3x3 convs, Winograd, and a conv whose
+/// input blocks come in several chunks (which must not add in place), on every instruction set.
+#[test]
+fn adding_the_residual_in_place_matches_a_separate_output() {
+    use super::activation::Activation;
+    use super::conv::{BlockedConv, pack_blocked, padded};
+    use super::winograd::pack_winograd;
+    use crate::flex_kernels::tests::conv_profile::fill;
+
+    let side = 5;
+    // (in channels, out channels, kernel, Winograd); 4100 input channels pass every ISA's chunk.
+    for (cin, cout, k, winograd) in [
+        (20, 40, 1, false),
+        (24, 40, 3, false),
+        (24, 40, 3, true),
+        (4100, 24, 1, false),
+    ] {
+        let weight = fill(cout * cin * k * k, 3);
+        let conv = BlockedConv {
+            weights: std::sync::Arc::new(if winograd {
+                pack_winograd(&weight, cout, cin)
+            } else {
+                pack_blocked(&weight, cout, cin, [k, k])
+            }),
+            scale: None,
+            bias: padded(&fill(cout, 5)),
+            in_channels: cin,
+            out_channels: cout,
+            kernel: [k, k],
+            stride: [1, 1],
+            padding: [k / 2, k / 2],
+            dilation: [1, 1],
+            winograd,
+        };
+        let image = fill(2 * cin * side * side, 7);
+        let shortcut = fill(2 * cout * side * side, 9);
+        each_kernel(|kernel| {
+            let Some(isa) = super::isa(kernel) else {
+                return;
+            };
+            for out_halo in [0, 1] {
+                let input = Activation::from_image(&image, [2, cin, side, side], k / 2);
+                let residual = || Activation::from_image(&shortcut, [2, cout, side, side], out_halo);
+                let expected = conv.run(&input, Some(&residual()), true, out_halo, isa);
+                let actual = conv.run_adding_in_place(&input, residual(), true, isa);
+                assert_eq!(
+                    (&actual.values, actual.halo),
+                    (&expected.values, expected.halo),
+                    "{kernel} {cin}>{cout} {k}x{k} winograd {winograd} border {out_halo}"
+                );
             }
         });
     }

@@ -17,7 +17,7 @@
 use super::activation::{Activation, Layout};
 use std::cell::RefCell;
 
-use super::conv::BlockedConv;
+use super::conv::{BlockedConv, Residual};
 use super::lanes::{BLOCK, Lanes, Portable};
 use super::tile::{Isa, Tile};
 use crate::flex_kernels::SendPtr;
@@ -152,9 +152,9 @@ impl BlockedConv {
     pub(super) fn run_winograd(
         &self,
         input: &Activation,
-        residual: Option<&Activation>,
+        residual: Residual,
         relu: bool,
-        out_halo: usize,
+        output: Activation,
         isa: Isa,
     ) -> Activation {
         let split = if self.weights.len() <= FUSED_WEIGHT_FLOATS {
@@ -162,23 +162,21 @@ impl BlockedConv {
         } else {
             Split::Slabs(SLAB_FLOATS)
         };
-        self.run_winograd_split(input, residual, relu, out_halo, isa, split)
+        self.run_winograd_split(input, residual, relu, output, isa, split)
     }
 
     /// [`BlockedConv::run_winograd`] split as `split` says.
     pub(super) fn run_winograd_split(
         &self,
         input: &Activation,
-        residual: Option<&Activation>,
+        residual: Residual,
         relu: bool,
-        out_halo: usize,
+        mut output: Activation,
         isa: Isa,
         split: Split,
     ) -> Activation {
         debug_assert!(input.layout == Layout::Blocked && input.halo >= 1);
         let [height, width] = [input.height, input.width];
-        let mut output =
-            Activation::for_writing(input.batch, self.out_channels, [height, width], out_halo);
         let (in_blocks, out_blocks) = (input.blocks(), self.out_channels.div_ceil(BLOCK));
         let across = width.div_ceil(2);
         let per_image = height.div_ceil(2) * across;
@@ -198,6 +196,7 @@ impl BlockedConv {
         };
         let output_ptr = SendPtr(output.values.as_mut_ptr());
         let output_shape = &output;
+        let residual = residual.of(output_shape);
         let job = |first: usize| Transform {
             conv: self,
             input,

@@ -244,9 +244,12 @@ impl BlockedConv {
                             // Raw addresses, not slices: the residual may be the output,
                             // which other tasks write meanwhile.
                             residual: residual.map_or(std::ptr::null(), |r| {
-                                r.values
-                                    .as_ptr()
-                                    .wrapping_add(at(r, row + r.halo, column + r.halo, block0))
+                                r.values.as_ptr().wrapping_add(at(
+                                    r,
+                                    row + r.halo,
+                                    column + r.halo,
+                                    block0,
+                                ))
                             }),
                             residual_block_stride: residual.map_or(0, Activation::block_stride),
                             relu,

@@ -29,6 +29,7 @@ mod tests;
 mod tile;
 mod transpose;
 mod winograd;
+mod winograd_transform;
 
 use std::cell::Cell;
 use std::fmt;

@@ -33,7 +33,8 @@ fn blocked_profile() {
                     flops / ms / 1e6
                 );
                 if k == 3 && stride == 1 {
-                    let winograd_ms = time_conv(isa, batch, [cin, cout, side, k, stride], "winograd");
+                    let winograd_ms =
+                        time_conv(isa, batch, [cin, cout, side, k, stride], "winograd");
                     println!(
                         "  {name:<22} {winograd_ms:>7.2} ms {:>6.1} GFLOP/s-equivalent, Winograd",
                         flops / winograd_ms / 1e6
@@ -89,7 +90,8 @@ fn time_conv(isa: Isa, batch: usize, [cin, cout, side, k, stride]: [usize; 5], n
 /// ResNet-50's whole forward pass (folded BatchNorms) in the blocked layout and in NCHW, the
 /// fastest of several runs, beside the sum of its convs above: what the passes between convs
 /// cost; then the blocked pass step by step (median over the runs of each step's time: the
-/// stages against ONNX Runtime's per-stage profile, `bench/ort_baseline.py --profile`).
+/// stages against ONNX Runtime's per-stage profile, `bench/ort_baseline.py --profile`), and at
+/// batch 1 how far the blocked outputs (Winograd included) are from the NCHW path's.
 /// `cargo test --release ... -- --ignored --nocapture blocked_network_profile`.
 #[test]
 #[ignore = "a profile: run with --release --ignored --nocapture"]
@@ -112,6 +114,31 @@ fn blocked_network_profile() {
                 })
             });
             println!("ResNet-50 b{batch} {layout}: {ms:.1} ms (fastest run)");
+        }
+        if batch == 1 {
+            // What Winograd and the blocked sums change: each output's largest difference from
+            // the NCHW path, relative to the output's largest magnitude.
+            let [blocked, nchw] = InferenceLayout::ALL.map(|layout| {
+                layout.force(|| {
+                    model
+                        .forward(x.clone())
+                        .iter()
+                        .map(|t| t.to_data().try_to_vec::<f32>().expect("f32"))
+                        .collect::<Vec<_>>()
+                })
+            });
+            for (stage, (b, n)) in blocked.iter().zip(&nchw).enumerate() {
+                let largest = n.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                let diff = b
+                    .iter()
+                    .zip(n)
+                    .fold(0.0f32, |m, (b, n)| m.max((b - n).abs()));
+                println!(
+                    "  C{}: largest difference nchwc vs nchw {:.1e} of the largest value",
+                    stage + 2,
+                    diff / largest
+                );
+            }
         }
         let runs: Vec<Vec<(&str, f64)>> = (0..if batch == 1 { 20 } else { 5 })
             .map(|_| {

@@ -275,7 +275,9 @@ fn winograd_matches_the_direct_conv() {
         let weight = fill(cout * cin * 9, 3);
         let direct = BlockedConv {
             weights: std::sync::Arc::new(pack_blocked(&weight, cout, cin, [3, 3])),
-            scale: Some(padded(&fill(cout, 4).iter().map(|s| s + 1.0).collect::<Vec<_>>())),
+            scale: Some(padded(
+                &fill(cout, 4).iter().map(|s| s + 1.0).collect::<Vec<_>>(),
+            )),
             bias: padded(&fill(cout, 5)),
             in_channels: cin,
             out_channels: cout,
@@ -378,7 +380,8 @@ fn adding_the_residual_in_place_matches_a_separate_output() {
             };
             for out_halo in [0, 1] {
                 let input = Activation::from_image(&image, [2, cin, side, side], k / 2);
-                let residual = || Activation::from_image(&shortcut, [2, cout, side, side], out_halo);
+                let residual =
+                    || Activation::from_image(&shortcut, [2, cout, side, side], out_halo);
                 let expected = conv.run(&input, Some(&residual()), true, out_halo, isa);
                 let actual = conv.run_adding_in_place(&input, residual(), true, isa);
                 assert_eq!(

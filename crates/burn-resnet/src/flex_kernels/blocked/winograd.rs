@@ -39,6 +39,9 @@ const FUSED_WEIGHT_FLOATS: usize = 256 << 10;
 /// The most tiles per task when each task runs all three steps.
 const FUSED_TILES: usize = 48;
 
+/// `each(n, step)`: `step(i)` for every `i < n`, on the pool or in turn.
+type Steps = dyn Fn(usize, &(dyn Fn(usize) + Sync));
+
 /// How a conv's tiles are split (see [`BlockedConv::run_winograd`]).
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Split {
@@ -237,7 +240,7 @@ impl BlockedConv {
         count: usize,
         [v, m]: [SendPtr; 2],
         isa: Isa,
-        each: &dyn Fn(usize, &(dyn Fn(usize) + Sync)),
+        each: &Steps,
     ) {
         let (in_blocks, out_blocks) = (job.input.blocks(), self.out_channels.div_ceil(BLOCK));
         let capacity = job.tiles.capacity;

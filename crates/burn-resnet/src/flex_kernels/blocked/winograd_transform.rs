@@ -56,6 +56,7 @@ fn b_transposed<V: Lanes>([a, b, c, d]: [V; 4]) -> [V; 4] {
 }
 
 /// `Bᵀ d B` of one 4x4 input block `d` (rows of 4), in place.
+#[allow(clippy::needless_range_loop, reason = "a column of rows")]
 #[inline(always)]
 fn input_transform<V: Lanes>(d: &mut [[V; 4]; 4]) {
     for row in d.iter_mut() {
@@ -130,6 +131,10 @@ unsafe fn transform_output<V: Lanes>(
     // `M`, the residual and the output are inside their buffers (the caller's contract and the
     // bounds checks below).
     unsafe {
+        #[allow(
+            clippy::manual_map,
+            reason = "no closure: it would not inherit the features"
+        )]
         let scale = match &conv.scale {
             Some(s) => Some(V::load(s.as_ptr().add(block * BLOCK))),
             None => None,

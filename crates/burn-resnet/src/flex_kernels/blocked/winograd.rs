@@ -3,13 +3,16 @@
 //! 36 (Lavin & Gray, "Fast Algorithms for Convolutional Neural Networks", 2016).
 //!
 //! `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A`: the weights are transformed once, when packed
-//! ([`pack_winograd`], `[point][out block][in block][16 in][16 out]`), and a conv runs in slabs
-//! of tiles small enough for the caches, three loops over the spinning pool per slab:
+//! ([`pack_winograd`], `[point][out block][in block][16 in][16 out]`), and a conv takes its
+//! tiles through three steps:
 //! 1. the input transform `V = Bᵀ d B` of every tile and input block (additions only);
 //! 2. for each of the 16 points, `M = V · U` over the input channels, on the blocked conv's
 //!    register tile ([`super::tile`]) as a pointwise conv whose positions are the tiles;
 //! 3. the output transform `Y = Aᵀ M A`, then the epilogue (scale, bias, residual, ReLU) and the
 //!    store of the tile's outputs that lie inside the map.
+//!
+//! either as tasks of a few tiles that each run all three (weights that fit an L2), or in slabs
+//! small enough for the caches, each step spread over the spinning pool (see [`Split`]).
 //!
 //! The transforms only add and subtract (and the weights' halve, in `f64`), so the results differ
 //! from the direct conv's by rounding only (docs/exactness.md gives the measured difference).
@@ -32,8 +35,8 @@ const SLAB_FLOATS: usize = 1 << 20;
 
 /// Transformed weights up to this many values (1 MiB, an L2: ResNet-50's 64- and 128-channel
 /// 3x3 convs) run as tasks of [`FUSED_TILES`] tiles each. Measured with `blocked_profile`: the
-/// 128-channel conv at batch 8 2.40–2.49 ms as tasks, 2.58–2.68 in slabs; the 256-channel one
-/// (4 MiB) no faster as tasks.
+/// 128-channel conv at batch 8 2.40–2.49 ms as tasks, 2.58–2.68 in slabs. Larger weights would
+/// be read again by every task.
 const FUSED_WEIGHT_FLOATS: usize = 256 << 10;
 
 /// The most tiles per task when each task runs all three steps.

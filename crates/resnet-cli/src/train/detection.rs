@@ -3,8 +3,9 @@
 //! (`[data]`, [`DetectionData`]), trained with burn-train. The validation split is scored
 //! before and after: mAP@0.5 on the shapes ([`super::average_precision`]); COCO's metrics on a
 //! COCO set, as pycocotools computes them, with the detections written as a COCO results file
-//! (`OUT/detections_valid.json`). A few validation images are drawn with their boxes, as PNG
-//! files in `OUT/detections/` ([`super::pictures`]).
+//! (`OUT/detections_valid.json`); on a COCO set also after every epoch (AP, AP50, AP75 and AP
+//! by object size, [`super::coco_metric`]). A few validation images are drawn with their
+//! boxes, as PNG files in `OUT/detections/` ([`super::pictures`]).
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::data::dataset::Dataset;
@@ -89,7 +90,9 @@ pub fn run(session: &Session) -> Result<(), CliError> {
         .num_epochs(last_epoch)
         .summary();
     if let Some(set) = &data.coco_valid {
-        training = training.metric_valid_numeric(CocoApMetric::new(set.clone(), config.image_size));
+        for metric in CocoApMetric::figures(set.clone(), config.image_size) {
+            training = training.metric_valid_numeric(metric);
+        }
     }
     let result = session
         .presented(training, checkpoint, &guard)

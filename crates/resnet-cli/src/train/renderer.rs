@@ -1,6 +1,6 @@
 //! Progress lines for `resnet train` when stdout is not a terminal (logs, CI, pipes): one line
 //! per quarter of each split instead of burn-train's line per batch, and each validation
-//! metric's value for the epoch (the loss, COCO's AP). In a terminal burn-train's own
+//! metric's value for the epoch (the loss, COCO's AP figures). In a terminal burn-train's own
 //! full-screen display is used.
 
 use std::collections::HashMap;
@@ -12,7 +12,8 @@ use burn::train::renderer::{
     MetricsRendererTraining,
 };
 
-/// Prints `epoch 1/3 train: 50% of 2048 images` and `epoch 1/3 valid: COCO AP 12.34 %` lines.
+/// Prints `epoch 1/3 train: 50% of 2048 images` and `epoch 1/3 valid: COCO AP 12.3400 %` lines
+/// (one per validation metric: the loss, COCO's AP, AP50, AP75 and AP small / medium / large).
 #[derive(Default)]
 pub struct LineRenderer {
     /// Registered metrics' names.
@@ -82,7 +83,12 @@ impl MetricsRendererTraining for LineRenderer {
                 .names
                 .get(&entry.metric_id)
                 .map_or("metric", String::as_str);
-            let unit = if name == "COCO AP" { " %" } else { "" };
+            // COCO's figures ("COCO AP", "COCO AP50", ..., "COCO AP large") are in %.
+            let unit = if name.starts_with("COCO AP") {
+                " %"
+            } else {
+                ""
+            };
             println!(
                 "epoch {}/{} valid: {name} {value:.4}{unit}",
                 self.epoch, self.epochs

@@ -137,14 +137,37 @@ fn detection_trains_on_a_coco_set_and_writes_coco_results() {
         "{out}"
     );
     assert!(out.contains("valid: 64 images, "), "{out}");
-    // COCO's AP after every epoch, the last one that of the final model.
-    let last_epoch: f64 = out
-        .lines()
-        .find_map(|l| l.strip_prefix("epoch 3/3 valid: COCO AP "))
-        .unwrap_or_else(|| panic!("{out}"))
-        .trim_end_matches(" %")
-        .parse()
-        .unwrap();
+    // COCO's AP, AP50, AP75 and AP small / medium / large after every epoch, in %, the last
+    // epoch's those of the final model ("COCO AP " also starts the "COCO AP small" lines: only
+    // a number may follow the name).
+    const FIGURES: [&str; 6] = [
+        "COCO AP",
+        "COCO AP50",
+        "COCO AP75",
+        "COCO AP small",
+        "COCO AP medium",
+        "COCO AP large",
+    ];
+    let epoch_figure = |epoch: usize, name: &str| -> f64 {
+        let prefix = format!("epoch {epoch}/3 valid: {name} ");
+        let values: Vec<f64> = out
+            .lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str())?.strip_suffix(" %"))
+            .filter_map(|value| value.parse().ok())
+            .collect();
+        assert_eq!(values.len(), 1, "{prefix}\n{out}");
+        values[0]
+    };
+    for epoch in 1..=3 {
+        for name in FIGURES {
+            let value = epoch_figure(epoch, name);
+            assert!(
+                value == -1.0 || (0.0..=100.0).contains(&value),
+                "{name} {value}\n{out}"
+            );
+        }
+    }
+    let last_epoch = epoch_figure(3, "COCO AP");
     let ap = |when: &str| -> f64 {
         let line = out
             .lines()
@@ -164,6 +187,31 @@ fn detection_trains_on_a_coco_set_and_writes_coco_results() {
         (ap("after training") - last_epoch).abs() <= 0.05,
         "{last_epoch}\n{out}"
     );
+    // The final line's AP, AP50, AP75, small, medium and large ("-": undefined, pycocotools' -1).
+    let final_figures: Vec<f64> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("validation after training: COCO AP "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split([' ', '(', ',', ';'])
+        .filter_map(|token| match token {
+            "-" => Some(-1.0),
+            number => number.parse().ok(),
+        })
+        .take(6)
+        .collect();
+    assert_eq!(final_figures.len(), 6, "{out}");
+    for (name, after) in FIGURES.iter().zip(&final_figures) {
+        let last = epoch_figure(3, name);
+        assert!(
+            (after - last).abs() <= 0.05,
+            "{name}: {last} vs {after}\n{out}"
+        );
+    }
+    // Each epoch's figures in burn-train's logs too.
+    for name in FIGURES {
+        let log = out_dir.join(format!("valid/epoch-3/{}.log", name.replace(' ', "_")));
+        assert!(log.is_file(), "{}", log.display());
+    }
     assert!(
         out.contains("Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]"),
         "{out}"

@@ -3,6 +3,8 @@
 //! offsets), with the penalty-reduced focal loss and L1 box losses; and decoding into boxes
 //! (scored by [`crate::train::average_precision`]).
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -172,10 +174,12 @@ pub struct ValidationOutput {
     pub detections: DetectionsInput,
 }
 
-/// Each image's detections on the model's canvas, by the image's position in its dataset.
+/// Each image's detections on the model's canvas, by the image's position in its dataset;
+/// shared, so that every COCO metric handed the batch ([`crate::train::coco_metric`]) keeps it
+/// without a copy.
 #[derive(Clone, Debug)]
 pub struct DetectionsInput {
-    pub images: Vec<(usize, Vec<Detection>)>,
+    pub images: Arc<[(usize, Vec<Detection>)]>,
 }
 
 impl ItemLazy for ValidationOutput {

@@ -20,6 +20,7 @@ const FLAT_ROW: usize = 48;
 /// The residual a conv adds in its epilogue.
 #[derive(Clone, Copy)]
 pub(super) enum Residual<'a> {
+    /// No residual.
     None,
     /// Another activation.
     Other(&'a Activation),

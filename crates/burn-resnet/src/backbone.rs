@@ -175,6 +175,27 @@ impl ResNet {
             None => x,
         };
         let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
+        let last = self.spec.out_indices.last().map(|last| last + 1);
+        #[cfg(feature = "flex")]
+        if let Some((mut prefix, first)) = self.try_blocked_frozen_prefix(&images, last) {
+            let wanted = |index: usize| self.spec.out_indices.contains(&index);
+            if self.spec.config.stem_output {
+                outputs.push(on_input_device(prefix.remove(0)));
+            }
+            let mut x = None;
+            for (index, output) in (0..first)
+                .filter(|&i| wanted(i) || i + 1 == first)
+                .zip(prefix)
+            {
+                let output = on_input_device(output);
+                if wanted(index) {
+                    outputs.push(output.clone());
+                }
+                x = Some(output);
+            }
+            let x = x.expect("the prefix returns its last stage's output");
+            return self.forward_stages(x, first, outputs);
+        }
         let stem_mode = self.spec.stage_mode(None);
         let c1 = match frozen(None) {
             true => self.stem.valid().forward(images.inner(), stem_mode),
@@ -183,14 +204,35 @@ impl ResNet {
         if self.spec.config.stem_output {
             outputs.push(on_input_device(c1.clone()));
         }
-        let Some(last) = self.spec.out_indices.last().map(|last| last + 1) else {
+        if last.is_none() {
             return outputs; // only the stem was asked for
-        };
-        let mut x = on_input_device(Stem::pool(c1));
-        for (index, layer) in self.layers.iter().enumerate().take(last) {
+        }
+        let x = on_input_device(Stem::pool(c1));
+        self.forward_stages(x, 0, outputs)
+    }
+
+    /// The stages from `first` on, from their input `x`, each selected output appended to
+    /// `outputs` (frozen stages as in [`ResNet::forward`]).
+    fn forward_stages(
+        &self,
+        mut x: Tensor<4>,
+        first: usize,
+        mut outputs: Vec<Tensor<4>>,
+    ) -> Vec<Tensor<4>> {
+        let last = self.spec.out_indices.last().map_or(0, |last| last + 1);
+        let strategy = x.gradient_checkpointing_strategy();
+        for (index, layer) in self.layers.iter().enumerate().take(last).skip(first) {
             let mode = self.spec.stage_mode(Some(index));
-            x = match frozen(Some(index)) {
-                true => on_input_device(layer.valid().forward(x.inner(), mode)),
+            x = match self.spec.is_frozen(Some(index)) {
+                true => {
+                    let y = layer.valid().forward(x.inner(), mode);
+                    match strategy {
+                        Some(strategy) => {
+                            y.autodiff().with_gradient_checkpointing_strategy(strategy)
+                        }
+                        None => y,
+                    }
+                }
                 false => layer.forward(x, mode),
             };
             if self.spec.out_indices.contains(&index) {
@@ -198,6 +240,40 @@ impl ResNet {
             }
         }
         outputs
+    }
+
+    /// On flex's autodiff device, a frozen stem and the frozen stages after it (at least one,
+    /// up to the last stage asked for) run as inference in the blocked layout, as
+    /// [`ResNet::forward`] runs a whole backbone on the plain device: the stem's output when
+    /// `stem_output`, then the frozen stages that are outputs or the last frozen one, in order,
+    /// on the plain device, and the first stage left to run. `None` where that does not apply.
+    #[cfg(feature = "flex")]
+    fn try_blocked_frozen_prefix(
+        &self,
+        images: &Tensor<4>,
+        last: Option<usize>,
+    ) -> Option<(Vec<Tensor<4>>, usize)> {
+        let first = (0..last?)
+            .take_while(|&i| self.spec.is_frozen(Some(i)))
+            .count();
+        if !self.spec.is_frozen(None) || first == 0 {
+            return None;
+        }
+        let wanted: Vec<usize> = (0..first)
+            .filter(|&i| self.spec.out_indices.contains(&i) || i + 1 == first)
+            .collect();
+        let layers: Vec<_> = self.layers[..first].iter().map(Module::valid).collect();
+        // Its activations go back to the allocator, for the rest of the step to use.
+        let outputs = crate::flex_kernels::blocked::without_keeping(|| {
+            crate::flex_kernels::blocked::try_forward(
+                &self.stem.valid(),
+                &layers,
+                &wanted,
+                self.spec.config.stem_output,
+                &images.clone().inner(),
+            )
+        })?;
+        Some((outputs, first))
     }
 
     /// Append a plugin at `position` of every block of the stages selected by `stages` (one

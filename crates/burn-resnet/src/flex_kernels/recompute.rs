@@ -15,8 +15,8 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
 use super::batch_norm::{ChannelStats, batch_norm_backward, batch_norm_forward};
-use super::conv::backward::{input_grad, weight_grad};
-use super::conv::{ConvGeometry, Epilogue, conv2d};
+use super::conv::backward::weight_grad;
+use super::conv::{ConvGeometry, training_conv, training_input_grad};
 use super::{FlexAutodiff, float_slice, into_primitive};
 
 /// The most units a block has: three convs on the main path and the projection.
@@ -85,7 +85,7 @@ struct Activations {
 fn run(input: &[f32], main: &mut [Unit], shortcut: Option<&mut Unit>) -> Activations {
     let apply = |unit: &mut Unit, x: &[f32]| {
         let weight = float_slice(&unit.weight).expect("checked when the op was built");
-        let conv = conv2d(x, weight, &unit.geometry, Epilogue::default());
+        let conv = training_conv(x, weight, &unit.geometry);
         let shape = unit
             .geometry
             .output()
@@ -170,7 +170,7 @@ impl Backward<Flex, PARENTS> for BlockBackward {
             let weight = float_slice(&unit.weight).expect("checked when the op was built");
             let d_weight = weight_grad(unit_input, &d_conv, &unit.geometry);
             (
-                input_grad(weight, &d_conv, &unit.geometry),
+                training_input_grad(weight, &d_conv, &unit.geometry),
                 [d_weight, d_gamma, d_beta],
             )
         };

@@ -10,6 +10,7 @@
 //! thread, or a task starting a loop of its own) runs its loop on rayon instead.
 
 use std::any::Any;
+use std::cell::Cell;
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
@@ -133,12 +134,39 @@ fn helper(pool: &Pool) {
     }
 }
 
+thread_local! {
+    /// Set by [`on_rayon`] on its thread.
+    static ON_RAYON: Cell<bool> = const { Cell::new(false) };
+}
+
+/// `f` with the loops it starts on this thread run on rayon, not the pool: for kernels that
+/// run between rayon's own loops (the training graph's), where a helper spinning after the
+/// last loop would take a core from the rayon workers that run the next op.
+pub(crate) fn on_rayon<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ON_RAYON.set(self.0);
+        }
+    }
+    let _restore = Restore(ON_RAYON.replace(true));
+    f()
+}
+
 /// `task(i)` for every `i` in `0..count`, in any order, on the calling thread and the pool's
-/// helpers (or on rayon while the pool runs another loop). A panic in a task is raised here
-/// once every other task has finished.
+/// helpers (or on rayon while the pool runs another loop, or inside [`on_rayon`]). A panic in a
+/// task is raised here once every other task has finished.
 pub(crate) fn for_each_task(count: usize, task: &(dyn Fn(usize) + Sync)) {
+    if count <= 1 {
+        (0..count).for_each(task);
+        return;
+    }
+    if ON_RAYON.get() {
+        (0..count).into_par_iter().for_each(task);
+        return;
+    }
     let pool = pool();
-    if count <= 1 || pool.helpers == 0 {
+    if pool.helpers == 0 {
         (0..count).for_each(task);
         return;
     }

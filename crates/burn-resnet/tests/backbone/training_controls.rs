@@ -260,3 +260,79 @@ fn invalid_training_controls_are_typed_errors() {
         "{frozen_grad}"
     );
 }
+
+/// A training forward pass with frozen stages (flex runs a frozen stem and stages after it as
+/// inference in the blocked layout) returns what the NCHW path returns, in the same order:
+/// the stem's output, then every stage, for each count of frozen stages.
+#[test]
+fn frozen_parts_give_the_same_outputs_in_either_layout() {
+    for frozen_stages in [-1, 0, 1, 3] {
+        let toml = format!(
+            "{TINY}frozen_stages = {frozen_stages}\nstem_output = true\nout_indices = [0, 1, 2, 3]\n"
+        );
+        for (backend, device) in devices() {
+            let training = device.clone().autodiff();
+            let model: ResNet = config(&toml).init(&device).unwrap().fork(&training).train();
+            let images =
+                Tensor::<4>::random([2, 3, 48, 40], Distribution::Normal(0.5, 1.0), &training);
+            let run = |layout: burn_resnet::InferenceLayout| {
+                layout.force(|| {
+                    let outputs = model.forward(images.clone());
+                    let loss = outputs
+                        .iter()
+                        .map(|f| (f.clone() * f.clone()).mean())
+                        .reduce(|a, b| a + b)
+                        .unwrap();
+                    let grads = loss.backward();
+                    let grads: Vec<_> = float_tensors(&model, Some(&grads))
+                        .into_iter()
+                        .filter_map(|t| Some((t.path, t.grad?)))
+                        .collect();
+                    (outputs.into_iter().map(values).collect::<Vec<_>>(), grads)
+                })
+            };
+            let (blocked, blocked_grad) = run(burn_resnet::InferenceLayout::Nchwc);
+            let (nchw, nchw_grad) = run(burn_resnet::InferenceLayout::Nchw);
+            assert_eq!(
+                blocked.len(),
+                5,
+                "{backend} frozen_stages = {frozen_stages}"
+            );
+            for (i, (b, n)) in blocked.iter().zip(&nchw).enumerate() {
+                let error = relative_error_of(b, n);
+                assert!(
+                    error < 1e-5,
+                    "{backend} frozen_stages = {frozen_stages}: output {i} differs by {error:e}"
+                );
+            }
+            // Every trainable tensor's gradient, none lost (a frozen part has none).
+            assert_eq!(
+                blocked_grad.len(),
+                nchw_grad.len(),
+                "{backend} {frozen_stages}"
+            );
+            assert!(
+                !blocked_grad.is_empty(),
+                "{backend} {frozen_stages}: no gradient"
+            );
+            for ((path, b), (_, n)) in blocked_grad.iter().zip(&nchw_grad) {
+                let error = relative_error_of(b, n);
+                assert!(
+                    error < 1e-4,
+                    "{backend} frozen_stages = {frozen_stages}: gradient of {path} differs by {error:e}"
+                );
+            }
+        }
+    }
+}
+
+/// The largest difference over the largest magnitude of `expected`.
+fn relative_error_of(actual: &[f32], expected: &[f32]) -> f32 {
+    assert_eq!(actual.len(), expected.len(), "length");
+    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-12);
+    actual
+        .iter()
+        .zip(expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()))
+        / scale
+}

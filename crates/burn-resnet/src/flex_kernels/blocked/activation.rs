@@ -40,17 +40,16 @@ pub(super) struct Activation {
 impl Activation {
     /// A blocked activation whose border is zero and whose interior the caller overwrites
     /// entirely (every lane of every position): a kept buffer ([`buffers`]) when one is large
-    /// enough (its interior holds stale values), else a fresh zeroed one.
+    /// enough, else a fresh one (either way the interior holds whatever was there).
     pub fn for_writing(batch: usize, channels: usize, size: [usize; 2], halo: usize) -> Self {
         let mut a = Self::without_values(Layout::Blocked, batch, channels, size, halo);
         let len = a.len();
-        match buffers::take(len) {
-            Some(values) => {
-                a.values = values;
-                a.zero_border();
-            }
-            None => a.values = vec![0.0; len],
-        }
+        a.values = buffers::take(len).unwrap_or_else(|| {
+            // SAFETY: the border is zeroed below and the caller writes the interior before
+            // anyone reads it (this function's contract).
+            unsafe { crate::flex_kernels::unwritten(len) }
+        });
+        a.zero_border();
         a
     }
 

@@ -4,6 +4,7 @@
 //! of its time, and the stem's first output twice its compute. ONNX Runtime keeps its arena the
 //! same way. At most [`CAPACITY_FLOATS`] are kept; `clear_packed_weights` frees them.
 
+use std::cell::Cell;
 use std::sync::{Mutex, PoisonError};
 
 /// The most values kept (256 MiB of `f32`: ResNet-50's activations at batch 8, 224², take
@@ -40,9 +41,30 @@ pub(super) fn take(len: usize) -> Option<Vec<f32>> {
     Some(buffer)
 }
 
-/// Keep `values` for a later activation, unless that would pass the capacity.
+thread_local! {
+    /// Cleared by [`without_keeping`] on its thread.
+    static KEEPING: Cell<bool> = const { Cell::new(true) };
+}
+
+/// `f` with the activations it drops on this thread freed, not kept: for the blocked kernels
+/// run inside a training step (its frozen stages, its Winograd convs), whose memory the
+/// allocator hands to the step's other tensors in turn; kept buffers would add to the step's
+/// peak. Kept buffers are still taken.
+pub(crate) fn without_keeping<R>(f: impl FnOnce() -> R) -> R {
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KEEPING.set(self.0);
+        }
+    }
+    let _restore = Restore(KEEPING.replace(false));
+    f()
+}
+
+/// Keep `values` for a later activation, unless that would pass the capacity or
+/// [`without_keeping`] runs.
 pub(super) fn give(values: Vec<f32>) {
-    if values.is_empty() {
+    if values.is_empty() || !KEEPING.get() {
         return;
     }
     let mut pool = POOL.lock().unwrap_or_else(PoisonError::into_inner);

@@ -24,11 +24,12 @@ mod plan;
 mod pool;
 #[cfg(test)]
 mod profile;
+pub(crate) mod single;
 #[cfg(test)]
 mod tests;
 mod tile;
 mod transpose;
-mod winograd;
+pub(crate) mod winograd;
 mod winograd_transform;
 
 use std::cell::Cell;
@@ -42,7 +43,7 @@ use super::conv::tiled::{ConvKernel, chosen_kernel};
 use super::{flex_f32_contiguous, float_slice, into_primitive};
 use crate::layer::ResLayer;
 use crate::stem::Stem;
-pub(crate) use buffers::clear as clear_buffers;
+pub(crate) use buffers::{clear as clear_buffers, without_keeping};
 use plan::Plan;
 use tile::Isa;
 

@@ -81,7 +81,7 @@ fn assert_close(actual: &[Tensor<4>], expected: &[Tensor<4>], what: &str) {
 }
 
 /// Every blocked instruction set this CPU runs, with `f` run under it.
-fn each_kernel(mut f: impl FnMut(ConvKernel)) {
+pub(super) fn each_kernel(mut f: impl FnMut(ConvKernel)) {
     let mut ran = 0;
     for kernel in [ConvKernel::Avx512, ConvKernel::Avx2, ConvKernel::Portable] {
         if kernel.force(|| f(kernel)).is_some() {

@@ -68,40 +68,62 @@ pub(crate) fn applies(
 }
 
 /// `weight` (`[out, in, 3, 3]`) transformed to `U = G g Gᵀ` per channel pair, as
-/// `[point][out block][in block][16 in][16 out]`, zero past the real channels.
+/// `[point][out block][in block][16 in][16 out]`, zero past the real channels. A task per output
+/// block, which computes its 16 channels side by side (`f64` lanes) and writes each point's 16
+/// values as one run; the training graph packs its convs on every call.
 pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32> {
     let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
     let mut packed = vec![0.0f32; POINTS * out_blocks * in_blocks * BLOCK * BLOCK];
-    // `G v` for a column or row `v` of three taps.
-    let g = |v: [f64; 3]| {
-        [
-            v[0],
-            (v[0] + v[1] + v[2]) / 2.0,
-            (v[0] - v[1] + v[2]) / 2.0,
-            v[2],
-        ]
-    };
-    for o in 0..out {
+    let packed_ptr = SendPtr(packed.as_mut_ptr());
+    for_each_task(out_blocks, &|ob| {
+        let lanes = (out - ob * BLOCK).min(BLOCK);
         for i in 0..input {
-            let taps = &weight[(o * input + i) * 9..][..9];
-            let rows: [[f64; 3]; 3] =
-                std::array::from_fn(|r| std::array::from_fn(|c| f64::from(taps[r * 3 + c])));
-            // `G g`: 4 rows of 3, column by column.
-            let columns: [[f64; 4]; 3] = std::array::from_fn(|c| g(rows.map(|row| row[c])));
-            for r in 0..4 {
-                let u = g(columns.map(|column| column[r]));
-                for (c, value) in u.into_iter().enumerate() {
-                    let point = r * 4 + c;
-                    let at = (((point * out_blocks + o / BLOCK) * in_blocks + i / BLOCK) * BLOCK
-                        + i % BLOCK)
-                        * BLOCK
-                        + o % BLOCK;
-                    packed[at] = value as f32;
+            // `taps[k][lane]`: tap k of output channel `ob·16 + lane`, input channel i.
+            let mut taps = [[0.0f64; BLOCK]; 9];
+            for lane in 0..lanes {
+                let filter = &weight[((ob * BLOCK + lane) * input + i) * 9..][..9];
+                for (k, &tap) in filter.iter().enumerate() {
+                    taps[k][lane] = f64::from(tap);
+                }
+            }
+            let u = winograd_weight(&taps);
+            for (point, values) in u.iter().enumerate() {
+                let at = (((point * out_blocks + ob) * in_blocks + i / BLOCK) * BLOCK + i % BLOCK)
+                    * BLOCK;
+                // SAFETY: task `ob` alone writes out block `ob`'s runs; `at + 16` lies inside.
+                let dst = unsafe { packed_ptr.get().add(at) };
+                for (lane, &value) in values.iter().enumerate() {
+                    // SAFETY: as above.
+                    unsafe { *dst.add(lane) = value as f32 };
                 }
             }
         }
-    }
+    });
     packed
+}
+
+/// `G g Gᵀ` (4 × 4 points) of 3 × 3 taps `g`, for 16 filters side by side.
+fn winograd_weight(g: &[[f64; BLOCK]; 9]) -> [[f64; BLOCK]; POINTS] {
+    // `G v` for a column or row `v` of three taps.
+    let apply = |v: [&[f64; BLOCK]; 3]| -> [[f64; BLOCK]; 4] {
+        [
+            *v[0],
+            std::array::from_fn(|l| (v[0][l] + v[1][l] + v[2][l]) / 2.0),
+            std::array::from_fn(|l| (v[0][l] - v[1][l] + v[2][l]) / 2.0),
+            *v[2],
+        ]
+    };
+    // `G g`: 4 rows of 3, column by column.
+    let columns: [[[f64; BLOCK]; 4]; 3] =
+        std::array::from_fn(|c| apply([&g[c], &g[3 + c], &g[6 + c]]));
+    let mut u = [[0.0f64; BLOCK]; POINTS];
+    for r in 0..4 {
+        let row = apply([&columns[0][r], &columns[1][r], &columns[2][r]]);
+        for (c, values) in row.into_iter().enumerate() {
+            u[r * 4 + c] = values;
+        }
+    }
+    u
 }
 
 thread_local! {

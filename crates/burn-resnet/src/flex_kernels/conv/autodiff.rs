@@ -1,5 +1,6 @@
 //! The project's conv as a differentiable op on flex's autodiff device: the forward pass is
-//! [`super::forward::conv2d`] and the backward pass [`super::backward`], registered with
+//! [`super::training_conv`], the input gradient [`super::training_input_grad`] and the weight
+//! gradient [`super::backward::weight_grad`], registered with
 //! Burn's autodiff graph through its `Backward` trait (the handwritten-backward route of Burn
 //! 0.22's backend extensions).
 
@@ -10,8 +11,9 @@ use burn_autodiff::grads::Gradients;
 use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_flex::{Flex, FlexTensor};
 
-use super::backward::{input_grad, weight_grad};
-use super::forward::{ConvGeometry, Epilogue, conv2d};
+use super::backward::weight_grad;
+use super::forward::ConvGeometry;
+use super::{training_conv, training_input_grad};
 use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
 
 /// What the backward pass needs: the input and the weight (shared with the graph, not copied).
@@ -58,10 +60,8 @@ impl Backward<Flex, 2> for ConvBackward {
             geometry.kernel[1],
         ];
         if let Some(node) = node_input {
-            grads.register::<Flex>(
-                node.id,
-                into_primitive(input_grad(w, dy, &geometry), geometry.input),
-            );
+            let dx = training_input_grad(w, dy, &geometry);
+            grads.register::<Flex>(node.id, into_primitive(dx, geometry.input));
         }
         if let Some(node) = node_weight {
             let shape = [out_channels, in_channels, kernel_h, kernel_w];
@@ -85,10 +85,7 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) ->
     float_slice(weight.primitive())?;
     let forward = |x: &FlexTensor, weight: &FlexTensor| {
         let [x, weight] = [x, weight].map(|t| float_slice(t).expect("checked above"));
-        into_primitive(
-            conv2d(x, weight, geometry, Epilogue::default()),
-            output_shape,
-        )
+        into_primitive(training_conv(x, weight, geometry), output_shape)
     };
     let output = match ConvBackward
         .prepare::<NoCheckpointing>([x.node(), weight.node()])

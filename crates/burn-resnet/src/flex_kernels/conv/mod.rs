@@ -16,6 +16,7 @@ use burn_flex::Flex;
 
 pub(crate) use forward::{ConvGeometry, Epilogue, conv2d};
 
+use super::blocked::single::{winograd_conv, winograd_input_grad};
 use super::{batch_norm_affine, flex_f32, flex_f32_contiguous, float_slice, into_primitive};
 
 /// The geometry of `conv` applied to `x`, if the project's conv supports it (symmetric
@@ -153,6 +154,26 @@ fn conv2d_with_affine(
     Some(Tensor::from_primitive::<Flex>(into_primitive(
         values, output,
     )))
+}
+
+/// The training graph's conv, without an epilogue (NCHW in and out): Winograd in the blocked
+/// layout for a stride-1 3x3 conv while a blocked kernel is chosen
+/// ([`super::blocked::single`]), `im2col` + GEMM otherwise. Every training path (the autodiff
+/// op, `with_cp`'s recomputing blocks) goes through here and [`training_input_grad`], so they
+/// compute the same numbers.
+pub(crate) fn training_conv(input: &[f32], weight: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+    winograd_conv(input, weight, geometry)
+        .unwrap_or_else(|| conv2d(input, weight, geometry, Epilogue::default()))
+}
+
+/// The gradient of [`training_conv`] with respect to its input, the same way.
+pub(crate) fn training_input_grad(
+    weight: &[f32],
+    grad_out: &[f32],
+    geometry: &ConvGeometry,
+) -> Vec<f32> {
+    winograd_input_grad(weight, grad_out, geometry)
+        .unwrap_or_else(|| backward::input_grad(weight, grad_out, geometry))
 }
 
 /// `conv(x)` for a bias-free conv on flex's autodiff device (training), differentiable, or

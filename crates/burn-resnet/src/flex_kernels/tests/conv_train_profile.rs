@@ -53,3 +53,39 @@ fn conv_train_profile() {
         println!();
     }
 }
+
+/// The stride-1 3x3 convs' forward and input gradient at batch 8, `im2col` + GEMM against
+/// Winograd in the blocked layout with its conversions and per-call packing
+/// ([`crate::flex_kernels::blocked::single`]), and the packing alone.
+#[test]
+#[ignore = "a profile: run with --release --ignored --nocapture"]
+fn winograd_train_profile() {
+    use crate::flex_kernels::blocked::single::{winograd_conv, winograd_input_grad};
+    use crate::flex_kernels::blocked::winograd::pack_winograd;
+    let batch = 8;
+    for (name, cin, cout, side, k, stride, uses) in RESNET50_CONVS {
+        if k != 3 || stride != 1 {
+            continue;
+        }
+        let g = geometry(batch, (cin, cout, side, k, stride));
+        let out = g.output().unwrap();
+        let input = fill(batch * cin * side * side, 1);
+        let weight = fill(cout * cin * k * k, 2);
+        let grad_out = fill(out.iter().product(), 3);
+        let runs = 7;
+        let times = [
+            fastest(runs, &|| conv2d(&input, &weight, &g, Epilogue::default())),
+            fastest(runs, &|| winograd_conv(&input, &weight, &g).unwrap()),
+            fastest(runs, &|| input_grad(&weight, &grad_out, &g)),
+            fastest(runs, &|| {
+                winograd_input_grad(&weight, &grad_out, &g).unwrap()
+            }),
+            fastest(runs, &|| pack_winograd(&weight, cout, cin)),
+        ];
+        println!(
+            "  {name:<16} x{uses}  forward {:7.3} -> {:7.3} ms  input grad {:7.3} -> {:7.3} ms  \
+             packing {:6.3} ms",
+            times[0], times[1], times[2], times[3], times[4]
+        );
+    }
+}

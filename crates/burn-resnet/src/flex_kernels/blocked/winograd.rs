@@ -75,50 +75,89 @@ pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32
     let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
     let mut packed = vec![0.0f32; POINTS * out_blocks * in_blocks * BLOCK * BLOCK];
     let packed_ptr = SendPtr(packed.as_mut_ptr());
+    #[cfg(target_arch = "x86_64")]
+    let avx512 = std::arch::is_x86_feature_detected!("avx512f");
     for_each_task(out_blocks, &|ob| {
-        let lanes = (out - ob * BLOCK).min(BLOCK);
-        for i in 0..input {
-            // `taps[k][lane]`: tap k of output channel `ob·16 + lane`, input channel i.
-            let mut taps = [[0.0f64; BLOCK]; 9];
-            for lane in 0..lanes {
-                let filter = &weight[((ob * BLOCK + lane) * input + i) * 9..][..9];
-                for (k, &tap) in filter.iter().enumerate() {
-                    taps[k][lane] = f64::from(tap);
-                }
+        // SAFETY: task `ob` alone writes out block `ob`'s runs, inside `packed`; the AVX-512
+        // entry only where the CPU has it.
+        unsafe {
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                return pack_out_block_avx512(weight, [out, input], ob, packed_ptr);
             }
-            let u = winograd_weight(&taps);
-            for (point, values) in u.iter().enumerate() {
-                let at = (((point * out_blocks + ob) * in_blocks + i / BLOCK) * BLOCK + i % BLOCK)
-                    * BLOCK;
-                // SAFETY: task `ob` alone writes out block `ob`'s runs; `at + 16` lies inside.
-                let dst = unsafe { packed_ptr.get().add(at) };
-                for (lane, &value) in values.iter().enumerate() {
-                    // SAFETY: as above.
-                    unsafe { *dst.add(lane) = value as f32 };
-                }
-            }
+            pack_out_block(weight, [out, input], ob, packed_ptr);
         }
     });
     packed
 }
 
-/// `G g Gᵀ` (4 × 4 points) of 3 × 3 taps `g`, for 16 filters side by side.
+/// [`pack_out_block`] compiled for AVX-512 (eight `f64` lanes a vector; the transform is
+/// most of the packing's time, which the training graph pays on every call).
+///
+/// # Safety
+/// As [`pack_out_block`], on a CPU with avx512f.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn pack_out_block_avx512(weight: &[f32], shape: [usize; 2], ob: usize, packed: SendPtr) {
+    // SAFETY: forwarded.
+    unsafe { pack_out_block(weight, shape, ob, packed) }
+}
+
+/// [`pack_winograd`]'s output block `ob` for every input channel.
+///
+/// # Safety
+/// `packed` is [`pack_winograd`]'s buffer, whose block `ob` nobody else writes meanwhile.
+#[inline(always)]
+unsafe fn pack_out_block(weight: &[f32], [out, input]: [usize; 2], ob: usize, packed: SendPtr) {
+    let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
+    let lanes = (out - ob * BLOCK).min(BLOCK);
+    for i in 0..input {
+        // `taps[k][lane]`: tap k of output channel `ob·16 + lane`, input channel i.
+        let mut taps = [[0.0f64; BLOCK]; 9];
+        for lane in 0..lanes {
+            let filter = &weight[((ob * BLOCK + lane) * input + i) * 9..][..9];
+            for (k, &tap) in filter.iter().enumerate() {
+                taps[k][lane] = f64::from(tap);
+            }
+        }
+        let u = winograd_weight(&taps);
+        for (point, values) in u.iter().enumerate() {
+            let at =
+                (((point * out_blocks + ob) * in_blocks + i / BLOCK) * BLOCK + i % BLOCK) * BLOCK;
+            // SAFETY: the run of 16 at `at` is block `ob`'s (the caller's contract).
+            let dst = unsafe { packed.get().add(at) };
+            for (lane, &value) in values.iter().enumerate() {
+                // SAFETY: as above.
+                unsafe { *dst.add(lane) = value as f32 };
+            }
+        }
+    }
+}
+
+/// `G v` for a column or row `v` of three taps, 16 filters side by side.
+#[inline(always)]
+fn g_times(v: [&[f64; BLOCK]; 3]) -> [[f64; BLOCK]; 4] {
+    let mut sum = [0.0f64; BLOCK];
+    let mut difference = [0.0f64; BLOCK];
+    for l in 0..BLOCK {
+        sum[l] = (v[0][l] + v[1][l] + v[2][l]) / 2.0;
+        difference[l] = (v[0][l] - v[1][l] + v[2][l]) / 2.0;
+    }
+    [*v[0], sum, difference, *v[2]]
+}
+
+/// `G g Gᵀ` (4 × 4 points) of 3 × 3 taps `g`, for 16 filters side by side (no closures: they
+/// would not inherit [`pack_out_block_avx512`]'s features).
+#[inline(always)]
 fn winograd_weight(g: &[[f64; BLOCK]; 9]) -> [[f64; BLOCK]; POINTS] {
-    // `G v` for a column or row `v` of three taps.
-    let apply = |v: [&[f64; BLOCK]; 3]| -> [[f64; BLOCK]; 4] {
-        [
-            *v[0],
-            std::array::from_fn(|l| (v[0][l] + v[1][l] + v[2][l]) / 2.0),
-            std::array::from_fn(|l| (v[0][l] - v[1][l] + v[2][l]) / 2.0),
-            *v[2],
-        ]
-    };
     // `G g`: 4 rows of 3, column by column.
-    let columns: [[[f64; BLOCK]; 4]; 3] =
-        std::array::from_fn(|c| apply([&g[c], &g[3 + c], &g[6 + c]]));
+    let mut columns = [[[0.0f64; BLOCK]; 4]; 3];
+    for (c, column) in columns.iter_mut().enumerate() {
+        *column = g_times([&g[c], &g[3 + c], &g[6 + c]]);
+    }
     let mut u = [[0.0f64; BLOCK]; POINTS];
     for r in 0..4 {
-        let row = apply([&columns[0][r], &columns[1][r], &columns[2][r]]);
+        let row = g_times([&columns[0][r], &columns[1][r], &columns[2][r]]);
         for (c, values) in row.into_iter().enumerate() {
             u[r * 4 + c] = values;
         }

@@ -62,7 +62,8 @@ pub struct BenchArgs {
     #[arg(long)]
     threads: Option<usize>,
     /// The flex inference conv's kernel: avx512, avx2, portable or im2col-gemm (default: the
-    /// fastest this CPU runs).
+    /// fastest this CPU runs); in training, im2col-gemm also for the stride-1 3x3 convs, which
+    /// the others run as Winograd.
     #[cfg(feature = "flex")]
     #[arg(long)]
     conv_kernel: Option<burn_resnet::ConvKernel>,

@@ -48,7 +48,8 @@ use plan::Plan;
 use tile::Isa;
 
 /// The activation layout of the flex inference path: blocked (NCHWc) through the whole
-/// backbone, or NCHW conv by conv. Training and other backends are unaffected.
+/// backbone, or NCHW conv by conv. In training on flex it also decides the frozen stem and
+/// stages (`frozen_stages`), which run as inference. Other backends are unaffected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum InferenceLayout {
     /// 16-channel blocks kept from the stem to each output, where the backbone supports it

@@ -18,7 +18,7 @@ use super::isa;
 use super::lanes::BLOCK;
 use super::tile::Isa;
 use super::transpose::transposed;
-use super::winograd::{applies, pack_winograd};
+use super::winograd::{applies, pack_winograd, pack_winograd_flipped};
 use crate::flex_kernels::SendPtr;
 use crate::flex_kernels::conv::ConvGeometry;
 use crate::flex_kernels::conv::tiled::chosen_kernel;
@@ -46,19 +46,23 @@ pub(crate) fn winograd_conv(
     geometry: &ConvGeometry,
 ) -> Option<Vec<f32>> {
     let isa = winograd_isa(geometry)?;
+    let [_, in_channels, ..] = geometry.input;
     // Between rayon's loops of the other ops: no helper spinning after the last loop, no kept
     // buffers.
     Some(without_keeping(|| {
-        on_rayon(|| winograd_on(isa, input, weight, geometry))
+        on_rayon(|| {
+            let packed = pack_winograd(weight, geometry.out_channels, in_channels);
+            winograd_on(isa, input, packed, geometry)
+        })
     }))
 }
 
-/// [`winograd_conv`] with `isa`.
-fn winograd_on(isa: Isa, input: &[f32], weight: &[f32], geometry: &ConvGeometry) -> Vec<f32> {
+/// [`winograd_conv`] with `isa` and its weights `packed` by [`pack_winograd`] (or the like).
+fn winograd_on(isa: Isa, input: &[f32], packed: Vec<f32>, geometry: &ConvGeometry) -> Vec<f32> {
     let [_, in_channels, ..] = geometry.input;
     let out_channels = geometry.out_channels;
     let conv = BlockedConv {
-        weights: Arc::new(pack_winograd(weight, out_channels, in_channels)),
+        weights: Arc::new(packed),
         scale: None,
         bias: vec![0.0; out_channels.next_multiple_of(BLOCK)],
         in_channels,
@@ -77,30 +81,27 @@ fn winograd_on(isa: Isa, input: &[f32], weight: &[f32], geometry: &ConvGeometry)
 
 /// The gradient with respect to the input of a conv [`winograd_conv`] runs, from the gradient
 /// of its output: `dX = conv(dY, W')` with `W'[i, o, kh, kw] = W[o, i, 2 − kh, 2 − kw]` and the
-/// same padding. `None` where [`winograd_conv`] would not run the conv.
+/// same padding ([`pack_winograd_flipped`] packs `W'` from `W`). `None` where [`winograd_conv`]
+/// would not run the conv.
 pub(crate) fn winograd_input_grad(
     weight: &[f32],
     grad_out: &[f32],
     geometry: &ConvGeometry,
 ) -> Option<Vec<f32>> {
-    winograd_isa(geometry)?;
+    let isa = winograd_isa(geometry)?;
     let [batch, in_channels, height, width] = geometry.input;
     let out_channels = geometry.out_channels;
-    let mut flipped = vec![0.0f32; weight.len()];
-    for (o, filters) in weight.chunks_exact(in_channels * 9).enumerate() {
-        for (i, taps) in filters.chunks_exact(9).enumerate() {
-            let dst = &mut flipped[(i * out_channels + o) * 9..][..9];
-            dst.iter_mut()
-                .zip(taps.iter().rev())
-                .for_each(|(d, s)| *d = *s);
-        }
-    }
     let transposed_conv = ConvGeometry {
         input: [batch, out_channels, height, width],
         out_channels: in_channels,
         ..*geometry
     };
-    winograd_conv(grad_out, &flipped, &transposed_conv)
+    Some(without_keeping(|| {
+        on_rayon(|| {
+            let packed = pack_winograd_flipped(weight, in_channels, out_channels);
+            winograd_on(isa, grad_out, packed, &transposed_conv)
+        })
+    }))
 }
 
 /// NCHW `values` (`dims`) as a blocked activation with a border of `halo`: 16 channels by 16

@@ -72,6 +72,19 @@ pub(crate) fn applies(
 /// block, which computes its 16 channels side by side (`f64` lanes) and writes each point's 16
 /// values as one run; the training graph packs its convs on every call.
 pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32> {
+    pack_winograd_from(weight, [out, input], false)
+}
+
+/// [`pack_winograd`] for the conv that gives a conv's input gradient from its output gradient
+/// (`out` output channels: the conv's inputs; `input` input channels: its outputs), read from
+/// that conv's `weight` (`[input, out, 3, 3]`): each filter `W'[o, i] = W[i, o]` with its taps
+/// reversed (turned 180°), as if that weight had been flipped first, without the copy.
+pub(crate) fn pack_winograd_flipped(weight: &[f32], out: usize, input: usize) -> Vec<f32> {
+    pack_winograd_from(weight, [out, input], true)
+}
+
+/// [`pack_winograd`], or with `flipped` [`pack_winograd_flipped`].
+fn pack_winograd_from(weight: &[f32], [out, input]: [usize; 2], flipped: bool) -> Vec<f32> {
     let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
     let mut packed = vec![0.0f32; POINTS * out_blocks * in_blocks * BLOCK * BLOCK];
     let packed_ptr = SendPtr(packed.as_mut_ptr());
@@ -83,9 +96,9 @@ pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32
         unsafe {
             #[cfg(target_arch = "x86_64")]
             if avx512 {
-                return pack_out_block_avx512(weight, [out, input], ob, packed_ptr);
+                return pack_out_block_avx512(weight, [out, input], flipped, ob, packed_ptr);
             }
-            pack_out_block(weight, [out, input], ob, packed_ptr);
+            pack_out_block(weight, [out, input], flipped, ob, packed_ptr);
         }
     });
     packed
@@ -98,26 +111,45 @@ pub(crate) fn pack_winograd(weight: &[f32], out: usize, input: usize) -> Vec<f32
 /// As [`pack_out_block`], on a CPU with avx512f.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn pack_out_block_avx512(weight: &[f32], shape: [usize; 2], ob: usize, packed: SendPtr) {
+unsafe fn pack_out_block_avx512(
+    weight: &[f32],
+    shape: [usize; 2],
+    flipped: bool,
+    ob: usize,
+    packed: SendPtr,
+) {
     // SAFETY: forwarded.
-    unsafe { pack_out_block(weight, shape, ob, packed) }
+    unsafe { pack_out_block(weight, shape, flipped, ob, packed) }
 }
 
-/// [`pack_winograd`]'s output block `ob` for every input channel.
+/// [`pack_winograd_from`]'s output block `ob` for every input channel.
 ///
 /// # Safety
-/// `packed` is [`pack_winograd`]'s buffer, whose block `ob` nobody else writes meanwhile.
+/// `packed` is [`pack_winograd_from`]'s buffer, whose block `ob` nobody else writes meanwhile.
 #[inline(always)]
-unsafe fn pack_out_block(weight: &[f32], [out, input]: [usize; 2], ob: usize, packed: SendPtr) {
+unsafe fn pack_out_block(
+    weight: &[f32],
+    [out, input]: [usize; 2],
+    flipped: bool,
+    ob: usize,
+    packed: SendPtr,
+) {
     let (out_blocks, in_blocks) = (out.div_ceil(BLOCK), input.div_ceil(BLOCK));
     let lanes = (out - ob * BLOCK).min(BLOCK);
     for i in 0..input {
         // `taps[k][lane]`: tap k of output channel `ob·16 + lane`, input channel i.
         let mut taps = [[0.0f64; BLOCK]; 9];
-        for lane in 0..lanes {
-            let filter = &weight[((ob * BLOCK + lane) * input + i) * 9..][..9];
-            for (k, &tap) in filter.iter().enumerate() {
-                taps[k][lane] = f64::from(tap);
+        for (lane, o) in (ob * BLOCK..ob * BLOCK + lanes).enumerate() {
+            if flipped {
+                let filter = &weight[(i * out + o) * 9..][..9];
+                for (k, &tap) in filter.iter().rev().enumerate() {
+                    taps[k][lane] = f64::from(tap);
+                }
+            } else {
+                let filter = &weight[(o * input + i) * 9..][..9];
+                for (k, &tap) in filter.iter().enumerate() {
+                    taps[k][lane] = f64::from(tap);
+                }
             }
         }
         let u = winograd_weight(&taps);

@@ -9,8 +9,10 @@ use std::str::FromStr;
 
 use super::microkernel::MicroKernel;
 
-/// A kernel of the flex inference convolution (inference on plain flex only; training and the
-/// other backends are unaffected).
+/// A kernel of the flex inference convolution (inference on plain flex; the other backends are
+/// unaffected). In training on flex it also decides the stride-1 3x3 convs: the blocked
+/// kernels run them as Winograd F(2x2, 3x3) (forward and input gradient),
+/// [`ConvKernel::Im2colGemm`] as `im2col` + GEMM like every other training conv.
 ///
 /// [`ConvKernel::Avx512`], [`ConvKernel::Avx2`] and [`ConvKernel::Portable`] are the project's
 /// own micro-kernels: tiles of 8 output channels by up to 48 positions, the columns read in

@@ -1,7 +1,7 @@
 //! `ResNet`: the backbone module, its forward pass over the selected outputs, and its metadata.
 
 use burn::module::{Module, ParamGroup};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor};
 
 use crate::block::Block;
 use crate::config::{ResNetConfig, ResNetSpec};
@@ -28,6 +28,16 @@ pub struct ResNet {
     /// The validated config the module was built from.
     #[module(skip)]
     spec: ResNetSpec,
+}
+
+/// `x`, computed on the plain device, back on the autodiff device with `strategy` (that of the
+/// tensor it came from) as a constant: no gradient flows into what computed it. Without a
+/// strategy (a plain input) `x` as it is.
+fn on_autodiff_device(x: Tensor<4>, strategy: Option<GradientCheckpointingStrategy>) -> Tensor<4> {
+    match strategy {
+        Some(strategy) => x.autodiff().with_gradient_checkpointing_strategy(strategy),
+        None => x,
+    }
 }
 
 impl ResNet {
@@ -170,10 +180,7 @@ impl ResNet {
         // epilogue, and their output comes back on the input's device as a constant, so no
         // gradient reaches their parameters.
         let strategy = images.gradient_checkpointing_strategy();
-        let on_input_device = |x: Tensor<4>| match strategy {
-            Some(strategy) => x.autodiff().with_gradient_checkpointing_strategy(strategy),
-            None => x,
-        };
+        let on_input_device = |x: Tensor<4>| on_autodiff_device(x, strategy);
         let frozen = |stage: Option<usize>| self.spec.is_frozen(stage);
         let last = self.spec.out_indices.last().map(|last| last + 1);
         #[cfg(feature = "flex")]
@@ -224,15 +231,7 @@ impl ResNet {
         for (index, layer) in self.layers.iter().enumerate().take(last).skip(first) {
             let mode = self.spec.stage_mode(Some(index));
             x = match self.spec.is_frozen(Some(index)) {
-                true => {
-                    let y = layer.valid().forward(x.inner(), mode);
-                    match strategy {
-                        Some(strategy) => {
-                            y.autodiff().with_gradient_checkpointing_strategy(strategy)
-                        }
-                        None => y,
-                    }
-                }
+                true => on_autodiff_device(layer.valid().forward(x.inner(), mode), strategy),
                 false => layer.forward(x, mode),
             };
             if self.spec.out_indices.contains(&index) {

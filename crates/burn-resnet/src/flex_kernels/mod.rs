@@ -67,6 +67,24 @@ unsafe fn unwritten(len: usize) -> Vec<f32> {
     values
 }
 
+/// `f` with the thread-local `key` set to `value`, the previous value put back afterwards (also
+/// when `f` panics): the scoped switches of this module ([`conv::tiled::ConvKernel::force`],
+/// [`blocked::InferenceLayout::force`], [`blocked::without_keeping`], [`spin_pool::on_rayon`]).
+pub(crate) fn with_thread_value<T: Copy + 'static, R>(
+    key: &'static std::thread::LocalKey<std::cell::Cell<T>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Restore<T: Copy + 'static>(&'static std::thread::LocalKey<std::cell::Cell<T>>, T);
+    impl<T: Copy + 'static> Drop for Restore<T> {
+        fn drop(&mut self) {
+            self.0.set(self.1);
+        }
+    }
+    let _restore = Restore(key, key.replace(value));
+    f()
+}
+
 /// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
 /// parts of one output (each use states why its writes are disjoint).
 #[derive(Clone, Copy)]

@@ -143,14 +143,7 @@ thread_local! {
 /// run between rayon's own loops (the training graph's), where a helper spinning after the
 /// last loop would take a core from the rayon workers that run the next op.
 pub(crate) fn on_rayon<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            ON_RAYON.set(self.0);
-        }
-    }
-    let _restore = Restore(ON_RAYON.replace(true));
-    f()
+    super::with_thread_value(&ON_RAYON, true, f)
 }
 
 /// `task(i)` for every `i` in `0..count`, in any order, on the calling thread and the pool's

@@ -51,14 +51,7 @@ thread_local! {
 /// allocator hands to the step's other tensors in turn; kept buffers would add to the step's
 /// peak. Kept buffers are still taken.
 pub(crate) fn without_keeping<R>(f: impl FnOnce() -> R) -> R {
-    struct Restore(bool);
-    impl Drop for Restore {
-        fn drop(&mut self) {
-            KEEPING.set(self.0);
-        }
-    }
-    let _restore = Restore(KEEPING.replace(false));
-    f()
+    crate::flex_kernels::with_thread_value(&KEEPING, false, f)
 }
 
 /// Keep `values` for a later activation, unless that would pass the capacity or

@@ -70,14 +70,7 @@ impl InferenceLayout {
 
     /// Run `f` with this layout for the forward passes the calling thread starts.
     pub fn force<R>(self, f: impl FnOnce() -> R) -> R {
-        struct Restore(Option<InferenceLayout>);
-        impl Drop for Restore {
-            fn drop(&mut self) {
-                FORCED.set(self.0);
-            }
-        }
-        let _restore = Restore(FORCED.replace(Some(self)));
-        f()
+        super::with_thread_value(&FORCED, Some(self), f)
     }
 
     /// The layout a forward pass started on this thread uses.

@@ -47,18 +47,24 @@ pub(crate) fn winograd_conv(
 ) -> Option<Vec<f32>> {
     let isa = winograd_isa(geometry)?;
     let [_, in_channels, ..] = geometry.input;
-    // Between rayon's loops of the other ops: no helper spinning after the last loop, no kept
-    // buffers.
-    Some(without_keeping(|| {
-        on_rayon(|| {
-            let packed = pack_winograd(weight, geometry.out_channels, in_channels);
-            winograd_on(isa, input, packed, geometry)
-        })
-    }))
+    let pack = || pack_winograd(weight, geometry.out_channels, in_channels);
+    Some(winograd_on(isa, input, pack, geometry))
 }
 
-/// [`winograd_conv`] with `isa` and its weights `packed` by [`pack_winograd`] (or the like).
-fn winograd_on(isa: Isa, input: &[f32], packed: Vec<f32>, geometry: &ConvGeometry) -> Vec<f32> {
+/// [`winograd_conv`] with `isa` and the weights `pack` returns ([`pack_winograd`]'s layout),
+/// between rayon's loops of the training graph's other ops: no pool helper spinning after the
+/// last loop, no kept buffers.
+fn winograd_on(
+    isa: Isa,
+    input: &[f32],
+    pack: impl FnOnce() -> Vec<f32>,
+    geometry: &ConvGeometry,
+) -> Vec<f32> {
+    without_keeping(|| on_rayon(|| winograd_packed(isa, input, pack(), geometry)))
+}
+
+/// [`winograd_on`] inside its scopes.
+fn winograd_packed(isa: Isa, input: &[f32], packed: Vec<f32>, geometry: &ConvGeometry) -> Vec<f32> {
     let [_, in_channels, ..] = geometry.input;
     let out_channels = geometry.out_channels;
     let conv = BlockedConv {
@@ -96,12 +102,8 @@ pub(crate) fn winograd_input_grad(
         out_channels: in_channels,
         ..*geometry
     };
-    Some(without_keeping(|| {
-        on_rayon(|| {
-            let packed = pack_winograd_flipped(weight, in_channels, out_channels);
-            winograd_on(isa, grad_out, packed, &transposed_conv)
-        })
-    }))
+    let pack = || pack_winograd_flipped(weight, in_channels, out_channels);
+    Some(winograd_on(isa, grad_out, pack, &transposed_conv))
 }
 
 /// NCHW `values` (`dims`) as a blocked activation with a border of `halo`: 16 channels by 16

@@ -69,11 +69,11 @@ impl ConvKernel {
         if !self.is_supported() {
             return None;
         }
-        let previous = FORCED.replace(Some(self));
-        let restore = Restore(previous);
-        let result = f();
-        drop(restore);
-        Some(result)
+        Some(crate::flex_kernels::with_thread_value(
+            &FORCED,
+            Some(self),
+            f,
+        ))
     }
 
     /// The micro-kernel function, `None` for [`ConvKernel::Im2colGemm`]. Only called on a
@@ -93,15 +93,6 @@ impl ConvKernel {
 thread_local! {
     /// The kernel [`ConvKernel::force`] put on this thread.
     static FORCED: Cell<Option<ConvKernel>> = const { Cell::new(None) };
-}
-
-/// Puts the previously forced kernel back, also when `f` panics.
-struct Restore(Option<ConvKernel>);
-
-impl Drop for Restore {
-    fn drop(&mut self) {
-        FORCED.set(self.0);
-    }
 }
 
 /// The kernel an inference conv started on this thread runs.

@@ -1,7 +1,8 @@
 //! One `conv → norm → (+ residual) → (ReLU)` unit, the step every stem layer and block is made
 //! of: in one pass where the project's kernel applies (plain flex, folded or eval-mode
-//! BatchNorms), else the conv, then the norm with its residual and ReLU (one op for a BatchNorm
-//! on flex's autodiff device).
+//! BatchNorms; flex's autodiff device, eval-mode BatchNorms whose weight and bias do not train),
+//! else the conv, then the norm with its residual and ReLU (one op for a BatchNorm on flex's
+//! autodiff device).
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -26,6 +27,20 @@ pub(crate) fn conv_norm_act(
         // On a plain device a BatchNorm always runs on its running statistics.
         Norm::Batch(bn) | Norm::Frozen(bn) if !x.device().is_autodiff() => {
             ops::try_fused_conv2d(conv, Some(bn), &x, residual.as_ref(), apply_relu)
+        }
+        // On an autodiff device, one on its running statistics with a fixed affine map.
+        Norm::Batch(bn) if norm.training_batch_norm(mode, true).is_none() => {
+            ops::try_conv2d_norm_eval(
+                conv,
+                bn,
+                mode.train_affine,
+                &x,
+                residual.as_ref(),
+                apply_relu,
+            )
+        }
+        Norm::Frozen(bn) => {
+            ops::try_conv2d_norm_eval(conv, bn, false, &x, residual.as_ref(), apply_relu)
         }
         _ => None,
     };

@@ -17,6 +17,30 @@ pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     conv.forward(x)
 }
 
+/// `relu?(norm(conv(x)) + residual?)` on flex's autodiff device for `norm` a BatchNorm on its
+/// running statistics whose weight and bias do not train (`FrozenBN`; `norm_eval` with
+/// `requires_grad = false`: `!train_affine`), as one differentiable op; `None` where it does not
+/// apply, and the caller composes the step from [`conv2d`] and the norm's own op.
+pub(crate) fn try_conv2d_norm_eval(
+    conv: &Conv2d,
+    norm: &BatchNorm,
+    train_affine: bool,
+    x: &Tensor<4>,
+    residual: Option<&Tensor<4>>,
+    apply_relu: bool,
+) -> Option<Tensor<4>> {
+    #[cfg(feature = "flex")]
+    {
+        let tail = (residual, apply_relu);
+        crate::flex_kernels::conv::try_conv2d_norm_eval(conv, norm, train_affine, x, tail)
+    }
+    #[cfg(not(feature = "flex"))]
+    {
+        let _ = (conv, norm, train_affine, x, residual, apply_relu);
+        None
+    }
+}
+
 /// `relu?(norm(conv(x)) + residual?)` in one pass on plain flex, with `norm` a BatchNorm on its
 /// running statistics (or `None`: the conv's own bias, a folded norm's shift, is all there is);
 /// `None` where that pass does not apply, and the caller composes the step from [`conv2d`] and

@@ -12,7 +12,7 @@ mod max_pool;
 mod recompute;
 
 pub(crate) use batch_norm::{batch_norm_eval, batch_norm_train, residual_relu};
-pub(crate) use conv::{conv2d, try_fused_conv2d};
+pub(crate) use conv::{conv2d, try_conv2d_norm_eval, try_fused_conv2d};
 pub(crate) use deform::deform_conv2d;
 pub(crate) use max_pool::max_pool2d;
 pub(crate) use recompute::{RecomputedUnit, try_recomputed_block};

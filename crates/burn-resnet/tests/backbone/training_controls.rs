@@ -189,7 +189,8 @@ fn group_norm_normalises_each_group_of_each_sample() {
 }
 
 /// Frozen BatchNorm computes eval-mode BatchNorm with the checkpoint's statistics, even on an
-/// autodiff device in training mode: the mmdet eval fixture, loaded into a FrozenBN config.
+/// autodiff device in training mode: the mmdet eval fixture, loaded into a FrozenBN config; and
+/// every backend gives the convs the same gradients through it.
 #[test]
 fn frozen_batch_norm_uses_the_checkpoint_statistics_in_training_mode() {
     let dir = "tests/fixtures/parity";
@@ -203,6 +204,7 @@ fn frozen_batch_norm_uses_the_checkpoint_statistics_in_training_mode() {
     let weights = repo_path(&format!("{dir}/{}", metadata["weights"]));
     let input = &io.iter().find(|(n, _)| n == "input").unwrap().1;
     let outputs: Vec<_> = io.iter().filter(|(n, _)| n != "input").collect();
+    let mut first = None;
     for (backend, device) in devices() {
         let training = device.clone().autodiff();
         let backbone = config
@@ -220,6 +222,32 @@ fn frozen_batch_norm_uses_the_checkpoint_statistics_in_training_mode() {
                 error <= 1e-4,
                 "{name} on {backend}: relative error {error:.2e}"
             );
+        }
+        // The conv weights' gradients through the frozen norms (flex runs each conv and its
+        // norm as one op): the same on every backend.
+        let loss = features
+            .iter()
+            .map(|f| (f.clone() * f.clone()).mean())
+            .reduce(|a, b| a + b)
+            .unwrap();
+        let grads = loss.backward();
+        let grads: Vec<_> = float_tensors(&backbone, Some(&grads))
+            .into_iter()
+            .filter_map(|t| Some((t.path, t.grad?)))
+            .collect();
+        assert!(grads.len() >= 20, "{backend}: {} gradients", grads.len());
+        match &first {
+            None => first = Some((backend, grads)),
+            Some((first_backend, expected)) => {
+                assert_eq!(grads.len(), expected.len(), "{backend}");
+                for ((path, actual), (_, expected)) in grads.iter().zip(expected) {
+                    let error = relative_error_of(actual, expected);
+                    assert!(
+                        error < 1e-4,
+                        "gradient of {path}: {backend} against {first_backend} {error:.2e}"
+                    );
+                }
+            }
         }
     }
 }

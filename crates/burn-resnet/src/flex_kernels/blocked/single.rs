@@ -45,10 +45,30 @@ pub(crate) fn winograd_conv(
     weight: &[f32],
     geometry: &ConvGeometry,
 ) -> Option<Vec<f32>> {
+    winograd_conv_with(input, weight, geometry, WinogradEpilogue::default())
+}
+
+/// What [`winograd_conv_with`] applies to the conv's output in its epilogue:
+/// `relu?(conv · scale? + bias?)`, with `scale` and `bias` per output channel (an eval-mode
+/// BatchNorm's map, computed as its own op computes it: a product, then a sum).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct WinogradEpilogue<'a> {
+    pub(crate) scale: Option<&'a [f32]>,
+    pub(crate) bias: Option<&'a [f32]>,
+    pub(crate) relu: bool,
+}
+
+/// [`winograd_conv`] with `epilogue` applied to its output.
+pub(crate) fn winograd_conv_with(
+    input: &[f32],
+    weight: &[f32],
+    geometry: &ConvGeometry,
+    epilogue: WinogradEpilogue,
+) -> Option<Vec<f32>> {
     let isa = winograd_isa(geometry)?;
     let [_, in_channels, ..] = geometry.input;
     let pack = || pack_winograd(weight, geometry.out_channels, in_channels);
-    Some(winograd_on(isa, input, pack, geometry))
+    Some(winograd_on(isa, input, pack, geometry, epilogue))
 }
 
 /// [`winograd_conv`] with `isa` and the weights `pack` returns ([`pack_winograd`]'s layout),
@@ -59,18 +79,31 @@ fn winograd_on(
     input: &[f32],
     pack: impl FnOnce() -> Vec<f32>,
     geometry: &ConvGeometry,
+    epilogue: WinogradEpilogue,
 ) -> Vec<f32> {
-    without_keeping(|| on_rayon(|| winograd_packed(isa, input, pack(), geometry)))
+    without_keeping(|| on_rayon(|| winograd_packed(isa, input, pack(), geometry, epilogue)))
 }
 
 /// [`winograd_on`] inside its scopes.
-fn winograd_packed(isa: Isa, input: &[f32], packed: Vec<f32>, geometry: &ConvGeometry) -> Vec<f32> {
+fn winograd_packed(
+    isa: Isa,
+    input: &[f32],
+    packed: Vec<f32>,
+    geometry: &ConvGeometry,
+    epilogue: WinogradEpilogue,
+) -> Vec<f32> {
     let [_, in_channels, ..] = geometry.input;
     let out_channels = geometry.out_channels;
+    // Padded to whole output blocks, zero past the real channels (as the packed weights are).
+    let lanes = |values: &[f32]| {
+        let mut lanes = vec![0.0; out_channels.next_multiple_of(BLOCK)];
+        lanes[..out_channels].copy_from_slice(values);
+        lanes
+    };
     let conv = BlockedConv {
         weights: Arc::new(packed),
-        scale: None,
-        bias: vec![0.0; out_channels.next_multiple_of(BLOCK)],
+        scale: epilogue.scale.map(lanes),
+        bias: lanes(epilogue.bias.unwrap_or(&vec![0.0; out_channels])),
         in_channels,
         out_channels,
         kernel: geometry.kernel,
@@ -80,7 +113,7 @@ fn winograd_packed(isa: Isa, input: &[f32], packed: Vec<f32>, geometry: &ConvGeo
         winograd: true,
     };
     let x = blocked_from_nchw(input, geometry.input, conv.halo(), isa);
-    let y = conv.run(&x, None, false, 0, isa);
+    let y = conv.run(&x, None, epilogue.relu, 0, isa);
     drop(x);
     y.to_nchw(isa)
 }
@@ -103,7 +136,8 @@ pub(crate) fn winograd_input_grad(
         ..*geometry
     };
     let pack = || pack_winograd_flipped(weight, in_channels, out_channels);
-    Some(winograd_on(isa, grad_out, pack, &transposed_conv))
+    let epilogue = WinogradEpilogue::default();
+    Some(winograd_on(isa, grad_out, pack, &transposed_conv, epilogue))
 }
 
 /// NCHW `values` (`dims`) as a blocked activation with a border of `halo`: 16 channels by 16

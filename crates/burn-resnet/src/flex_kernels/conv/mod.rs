@@ -6,6 +6,7 @@
 mod autodiff;
 pub(crate) mod backward;
 pub(crate) mod forward;
+pub(crate) mod norm_eval;
 pub(crate) mod tiled;
 
 use burn::nn::BatchNorm;
@@ -174,6 +175,41 @@ pub(crate) fn training_input_grad(
 ) -> Vec<f32> {
     winograd_input_grad(weight, grad_out, geometry)
         .unwrap_or_else(|| backward::input_grad(weight, grad_out, geometry))
+}
+
+/// `relu?(norm(conv(x)) + residual?)` for a bias-free conv and a BatchNorm on its running
+/// statistics with a fixed affine map, on flex's autodiff device (training with `norm_eval` and
+/// `requires_grad = false`, or a `FrozenBN`), as one differentiable op ([`norm_eval`]). `None`
+/// when the fast path does not apply, among others when `train_affine` (the norm's weight and
+/// bias train).
+pub fn try_conv2d_norm_eval(
+    conv: &Conv2d,
+    norm: &BatchNorm,
+    train_affine: bool,
+    x: &Tensor<4>,
+    (residual, relu): (Option<&Tensor<4>>, bool),
+) -> Option<Tensor<4>> {
+    if train_affine || conv.bias.is_some() || !x.device().is_autodiff() {
+        return None;
+    }
+    let geometry = conv_geometry(conv, x.dims())?;
+    let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().ok();
+    let mean = read(norm.running_mean.value_sync())?;
+    let variance = read(norm.running_var.value_sync())?;
+    let (gamma, beta) = (read(norm.gamma.val())?, read(norm.beta.val())?);
+    let statistics = norm_eval::RunningStatistics {
+        mean: &mean,
+        variance: &variance,
+        epsilon: norm.epsilon,
+    };
+    norm_eval::try_conv2d_norm_eval(
+        x,
+        &conv.weight.val(),
+        &geometry,
+        (&gamma, &beta),
+        statistics,
+        (residual, relu),
+    )
 }
 
 /// `conv(x)` for a bias-free conv on flex's autodiff device (training), differentiable, or

@@ -4,6 +4,7 @@
 mod batch_norm;
 mod conv;
 mod conv_kernels;
+mod conv_norm_eval;
 pub(crate) mod conv_profile;
 mod conv_train_profile;
 mod deform;

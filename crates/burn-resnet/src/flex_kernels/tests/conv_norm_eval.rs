@@ -14,18 +14,21 @@ use crate::flex_kernels::batch_norm::try_batch_norm_eval;
 use crate::flex_kernels::conv::norm_eval::{RunningStatistics, try_conv2d_norm_eval};
 use crate::flex_kernels::conv::{ConvGeometry, try_conv2d_autodiff};
 
-/// `(input, out channels, kernel, stride, residual, relu)`.
-const CASES: [([usize; 4], usize, usize, usize, bool, bool); 7] = [
-    ([4, 16, 10, 10], 24, 3, 1, false, true),
-    ([4, 8, 3, 3], 8, 3, 1, false, true),
-    ([4, 8, 7, 5], 12, 3, 1, false, true),
-    ([4, 16, 9, 7], 16, 3, 1, true, true),
-    ([4, 8, 9, 9], 20, 1, 1, false, false),
-    ([4, 8, 10, 10], 12, 3, 2, false, true),
-    ([4, 16, 6, 6], 32, 1, 1, true, true),
+/// `(input, out channels, kernel, stride, groups, residual, relu)`.
+type Case = ([usize; 4], usize, usize, usize, usize, bool, bool);
+
+const CASES: [Case; 8] = [
+    ([4, 16, 10, 10], 24, 3, 1, 1, false, true),
+    ([4, 8, 3, 3], 8, 3, 1, 1, false, true),
+    ([4, 8, 7, 5], 12, 3, 1, 1, false, true),
+    ([4, 16, 9, 7], 16, 3, 1, 1, true, true),
+    ([4, 8, 9, 9], 20, 1, 1, 1, false, false),
+    ([4, 8, 10, 10], 12, 3, 2, 1, false, true),
+    ([4, 16, 6, 6], 32, 1, 1, 1, true, true),
+    ([4, 16, 8, 8], 32, 3, 1, 4, false, true),
 ];
 
-fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize) -> ConvGeometry {
+fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize, groups: usize) -> ConvGeometry {
     ConvGeometry {
         input,
         out_channels: out,
@@ -33,7 +36,7 @@ fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize) -> ConvGeome
         stride: [stride, stride],
         padding: [k / 2, k / 2],
         dilation: [1, 1],
-        groups: 1,
+        groups,
     }
 }
 
@@ -50,12 +53,13 @@ fn max_relative(actual: &[f32], expected: &[f32]) -> f32 {
 fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
-    for (case, (input, out, k, stride, with_residual, relu_after)) in CASES.into_iter().enumerate()
+    for (case, (input, out, k, stride, groups, with_residual, relu_after)) in
+        CASES.into_iter().enumerate()
     {
-        let g = geometry(input, out, k, stride);
+        let g = geometry(input, out, k, stride, groups);
         let output = g.output().unwrap();
         let x = Tensor::<4>::random(input, n, &device).require_grad();
-        let w = Tensor::<4>::random([out, input[1], k, k], n, &device).require_grad();
+        let w = Tensor::<4>::random([out, input[1] / groups, k, k], n, &device).require_grad();
         // Some γ exactly 0 (a zero-initialised last norm) in one case.
         let gamma = match case {
             3 => Tensor::<1>::random([out], n, &device).mask_fill(
@@ -98,6 +102,7 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
         // The project's conv op, then its norm op: the same numbers, to the bit.
         let mut conv = Conv2dConfig::new([input[1], out], [k, k])
             .with_stride([stride; 2])
+            .with_groups(groups)
             .with_padding(PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2))
             .with_bias(false)
             .init(&device);
@@ -111,7 +116,7 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
             "case {case}: output differs from the conv and norm ops'"
         );
 
-        let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], 1);
+        let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], groups);
         let plain = |v: &[f32]| Tensor::<1>::from_floats(v, &device);
         let mut expected = batch_norm(
             conv2d(x.clone(), w.clone(), None, options),
@@ -152,12 +157,13 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
 fn conv_norm_eval_gives_each_image_the_same_numbers_in_any_batch() {
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
-    for (case, (input, out, k, stride, with_residual, relu_after)) in CASES.into_iter().enumerate()
+    for (case, (input, out, k, stride, groups, with_residual, relu_after)) in
+        CASES.into_iter().enumerate()
     {
-        let g = geometry(input, out, k, stride);
+        let g = geometry(input, out, k, stride, groups);
         let output = g.output().unwrap();
         let x = Tensor::<4>::random(input, n, &device);
-        let w = Tensor::<4>::random([out, input[1], k, k], n, &device).require_grad();
+        let w = Tensor::<4>::random([out, input[1] / groups, k, k], n, &device).require_grad();
         let affine: (Vec<f32>, Vec<f32>) = (
             values(Tensor::<1>::random([out], n, &device)),
             values(Tensor::<1>::random([out], n, &device)),
@@ -169,7 +175,13 @@ fn conv_norm_eval_gives_each_image_the_same_numbers_in_any_batch() {
         let run = |range: std::ops::Range<usize>| {
             let x = x.clone().slice([range.clone()]).require_grad();
             let r = with_residual.then(|| residual.clone().slice([range.clone()]).require_grad());
-            let g = geometry([range.len(), input[1], input[2], input[3]], out, k, stride);
+            let g = geometry(
+                [range.len(), input[1], input[2], input[3]],
+                out,
+                k,
+                stride,
+                groups,
+            );
             let stats = RunningStatistics {
                 mean: &mean,
                 variance: &variance,

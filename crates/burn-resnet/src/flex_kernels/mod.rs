@@ -85,6 +85,29 @@ pub(crate) fn with_thread_value<T: Copy + 'static, R>(
     f()
 }
 
+/// `output` as the result of `op` in flex's autodiff graph, with its `N` parents, and the state
+/// `saved` builds for its backward step (called only when some parent is tracked).
+fn record_op<O: burn_autodiff::ops::Backward<Flex, N>, const N: usize>(
+    op: O,
+    parents: [burn_autodiff::ops::NodeGuard; N],
+    saved: impl FnOnce(&FlexTensor) -> O::State,
+    output: FlexTensor,
+) -> Tensor<4> {
+    use burn_autodiff::ops::OpsKind;
+    let output = match op
+        .prepare::<burn_autodiff::checkpoint::strategy::NoCheckpointing>(parents)
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => {
+            let state = saved(&output);
+            prep.finish(state, output)
+        }
+        OpsKind::UnTracked(prep) => prep.finish(output),
+    };
+    Tensor::from_primitive::<FlexAutodiff>(output)
+}
+
 /// A raw pointer that may cross threads, for kernels whose tasks write disjoint, interleaved
 /// parts of one output (each use states why its writes are disjoint).
 #[derive(Clone, Copy)]

@@ -9,15 +9,14 @@
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use burn_flex::{Flex, FlexTensor};
 
 use super::batch_norm::{ChannelStats, batch_norm_backward, batch_norm_forward};
 use super::conv::backward::weight_grad;
 use super::conv::{ConvGeometry, training_conv, training_input_grad};
-use super::{FlexAutodiff, float_slice, into_primitive};
+use super::{FlexAutodiff, float_slice, into_primitive, record_op};
 
 /// The most units a block has: three convs on the main path and the projection.
 const MAX_UNITS: usize = 4;
@@ -299,23 +298,13 @@ pub fn try_recomputed_block(
                 .map(|s| (s.mean.clone(), s.variance.clone()))
         })
         .collect::<Option<Vec<_>>>()?;
-    let output = match BlockBackward
-        .prepare::<NoCheckpointing>(guards)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                input: input.into_primitive(),
-                main: main_units,
-                shortcut: shortcut_unit,
-            };
-            prep.finish(saved, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
+    let saved = |_: &FlexTensor| Saved {
+        input: input.into_primitive(),
+        main: main_units,
+        shortcut: shortcut_unit,
     };
     Some(RecomputedBlock {
-        output: Tensor::from_primitive::<FlexAutodiff>(output),
+        output: record_op(BlockBackward, guards, saved, output),
         statistics,
     })
 }

@@ -4,15 +4,14 @@
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use burn_flex::{Flex, FlexTensor};
 
 use super::backward::{NormGradients, Tail, backward};
 use super::forward::batch_norm_forward;
 use super::{BatchNormTrainOutput, ChannelStats};
-use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
+use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive, record_op};
 
 /// What the backward pass needs.
 #[derive(Clone)]
@@ -140,8 +139,14 @@ pub(super) fn batch_norm_op(
         batch_statistics: known.is_none(),
     };
     let output = match residual {
-        None => record([x.node(), gamma.node(), beta.node()], saved, output),
-        Some((r, _)) => record(
+        None => record_op(
+            BatchNormBackward::<3>,
+            [x.node(), gamma.node(), beta.node()],
+            saved,
+            output,
+        ),
+        Some((r, _)) => record_op(
+            BatchNormBackward::<4>,
             [x.node(), gamma.node(), beta.node(), r.node()],
             saved,
             output,
@@ -152,25 +157,4 @@ pub(super) fn batch_norm_op(
         mean,
         variance,
     })
-}
-
-/// `output` as the op's result in the graph, with its `N` parents, and what its backward step
-/// needs (built only when some parent is tracked).
-fn record<const N: usize>(
-    parents: [NodeGuard; N],
-    saved: impl FnOnce(&FlexTensor) -> Saved,
-    output: FlexTensor,
-) -> Tensor<4> {
-    let output = match BatchNormBackward::<N>
-        .prepare::<NoCheckpointing>(parents)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = saved(&output);
-            prep.finish(state, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
-    Tensor::from_primitive::<FlexAutodiff>(output)
 }

@@ -6,15 +6,14 @@
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use burn_flex::{Flex, FlexTensor};
 
 use super::backward::weight_grad;
 use super::forward::ConvGeometry;
 use super::{training_conv, training_input_grad};
-use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
+use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive, record_op};
 
 /// What the backward pass needs: the input and the weight (shared with the graph, not copied).
 #[derive(Clone)]
@@ -81,27 +80,17 @@ pub fn try_conv2d(x: &Tensor<4>, weight: &Tensor<4>, geometry: &ConvGeometry) ->
     let weight = weight.clone().try_into_primitive::<FlexAutodiff>().ok()?;
     let output_shape = geometry.output()?;
     let input = x.primitive().clone().to_contiguous();
-    float_slice(&input)?;
-    float_slice(weight.primitive())?;
-    let forward = |x: &FlexTensor, weight: &FlexTensor| {
-        let [x, weight] = [x, weight].map(|t| float_slice(t).expect("checked above"));
-        into_primitive(training_conv(x, weight, geometry), output_shape)
+    let values = training_conv(
+        float_slice(&input)?,
+        float_slice(weight.primitive())?,
+        geometry,
+    );
+    let parents = [x.node(), weight.node()];
+    let saved = |_: &FlexTensor| Saved {
+        input,
+        weight: weight.primitive().clone(),
+        geometry: *geometry,
     };
-    let output = match ConvBackward
-        .prepare::<NoCheckpointing>([x.node(), weight.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let output = forward(&input, weight.primitive());
-            let saved = Saved {
-                input,
-                weight: weight.into_primitive(),
-                geometry: *geometry,
-            };
-            prep.finish(saved, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(forward(&input, weight.primitive())),
-    };
-    Some(Tensor::from_primitive::<FlexAutodiff>(output))
+    let output = into_primitive(values, output_shape);
+    Some(record_op(ConvBackward, parents, saved, output))
 }

@@ -74,9 +74,16 @@ pub fn try_conv2d_batch_norm(
 }
 
 /// An eval-mode BatchNorm's `(scale, shift)` from its running statistics, if its tensors are
-/// plain flex f32.
+/// flex f32 (on the plain device, or on flex's autodiff device: their values, not tracked).
 pub(crate) fn running_affine(norm: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
-    let read = |t: Tensor<1>| flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec));
+    let read = |t: Tensor<1>| {
+        let t = if t.device().is_autodiff() {
+            t.inner()
+        } else {
+            t
+        };
+        flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec))
+    };
     let gamma = read(norm.gamma.val())?;
     let beta = read(norm.beta.val())?;
     let mean = read(norm.running_mean.value_sync())?;
@@ -193,21 +200,12 @@ pub fn try_conv2d_norm_eval(
         return None;
     }
     let geometry = conv_geometry(conv, x.dims())?;
-    let read = |t: Tensor<1>| t.into_data().try_into_vec::<f32>().ok();
-    let mean = read(norm.running_mean.value_sync())?;
-    let variance = read(norm.running_var.value_sync())?;
-    let (gamma, beta) = (read(norm.gamma.val())?, read(norm.beta.val())?);
-    let statistics = norm_eval::RunningStatistics {
-        mean: &mean,
-        variance: &variance,
-        epsilon: norm.epsilon,
-    };
+    let (scale, shift) = running_affine(norm)?;
     norm_eval::try_conv2d_norm_eval(
         x,
         &conv.weight.val(),
         &geometry,
-        (&gamma, &beta),
-        statistics,
+        (&scale, &shift),
         (residual, relu),
     )
 }

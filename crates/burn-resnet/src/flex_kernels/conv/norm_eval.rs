@@ -15,9 +15,8 @@
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, NodeGuard, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use burn_flex::{Flex, FlexTensor};
 use rayon::prelude::*;
 
@@ -27,19 +26,8 @@ use super::training_input_grad;
 use crate::flex_kernels::batch_norm::channel_planes;
 use crate::flex_kernels::blocked::single::{WinogradEpilogue, winograd_conv_with};
 use crate::flex_kernels::{
-    FlexAutodiff, SendPtr, batch_norm_affine, float_slice, into_primitive, relu_backward,
+    FlexAutodiff, SendPtr, float_slice, into_primitive, record_op, relu_backward,
 };
-
-/// The running statistics the norm reads: per-channel mean and (biased) variance, and ε.
-#[derive(Clone, Copy)]
-pub struct RunningStatistics<'a> {
-    /// Per-channel running mean.
-    pub mean: &'a [f32],
-    /// Per-channel running variance.
-    pub variance: &'a [f32],
-    /// Added to the variance before its square root.
-    pub epsilon: f64,
-}
 
 /// What the backward step needs; the tensors are shared with the graph, not copied.
 #[derive(Clone)]
@@ -192,23 +180,20 @@ fn add_relu(values: &mut [f32], residual: &[f32], relu: bool) {
 }
 
 /// `relu?(norm(conv(x)) + residual?)` for a bias-free conv with `weight` of `geometry` and a
-/// BatchNorm with the fixed affine `(gamma, beta)` on its running `statistics`, differentiable
-/// in `x`, the weight and the residual, on flex's autodiff device; `None` where it does not
-/// apply.
+/// BatchNorm that is the fixed per-channel map `· scale + shift` (its running statistics and
+/// weight and bias folded: [`super::running_affine`]), differentiable in `x`, the weight and the
+/// residual, on flex's autodiff device; `None` where it does not apply.
 pub fn try_conv2d_norm_eval(
     x: &Tensor<4>,
     weight: &Tensor<4>,
     geometry: &ConvGeometry,
-    (gamma, beta): (&[f32], &[f32]),
-    statistics: RunningStatistics,
+    (scale, shift): (&[f32], &[f32]),
     (residual, relu): (Option<&Tensor<4>>, bool),
 ) -> Option<Tensor<4>> {
     let output_shape = geometry.output()?;
     let channels = geometry.out_channels;
-    let sizes_match = gamma.len() == channels
-        && beta.len() == channels
-        && statistics.mean.len() == channels
-        && statistics.variance.len() == channels
+    let sizes_match = scale.len() == channels
+        && shift.len() == channels
         && residual.is_none_or(|r| r.dims() == output_shape);
     if !sizes_match || geometry.groups == 0 {
         return None;
@@ -226,19 +211,13 @@ pub fn try_conv2d_norm_eval(
     };
     let input = x.primitive().clone().to_contiguous();
     let (xs, ws) = (float_slice(&input)?, float_slice(weight.primitive())?);
-    let RunningStatistics {
-        mean,
-        variance,
-        epsilon,
-    } = statistics;
-    let (scale, shift) = batch_norm_affine(gamma, beta, mean, variance, epsilon);
     let residual_values = residual.as_ref().and_then(|(_, v)| float_slice(v));
     // The Winograd conv (where it applies) takes the norm (and without a residual, the ReLU)
     // in its epilogue, the residual and the ReLU then added in one pass; `im2col` + GEMM takes
     // them all. Either computes what the conv op followed by the norm's op would, to the bit.
     let winograd = WinogradEpilogue {
-        scale: Some(&scale),
-        bias: Some(&shift),
+        scale: Some(scale),
+        bias: Some(shift),
         relu: relu && residual_values.is_none(),
     };
     let output = winograd_conv_with(xs, ws, geometry, winograd).map(|mut values| {
@@ -249,8 +228,8 @@ pub fn try_conv2d_norm_eval(
     });
     let output = output.unwrap_or_else(|| {
         let epilogue = Epilogue {
-            scale: Some(&scale),
-            bias: Some(&shift),
+            scale: Some(scale),
+            bias: Some(shift),
             residual: residual_values,
             relu,
         };
@@ -260,34 +239,21 @@ pub fn try_conv2d_norm_eval(
     let saved = |output: &FlexTensor| Saved {
         input,
         weight: weight.primitive().clone(),
-        scale,
+        scale: scale.to_vec(),
         output: output.clone(),
         relu,
         geometry: *geometry,
     };
     Some(match residual {
-        None => record([x.node(), weight.node()], saved, output),
-        Some((r, _)) => record([x.node(), weight.node(), r.node()], saved, output),
-    })
-}
-
-/// `output` as the op's result in the graph, with its `N` parents, and what its backward step
-/// needs (built only when some parent is tracked).
-fn record<const N: usize>(
-    parents: [NodeGuard; N],
-    saved: impl FnOnce(&FlexTensor) -> Saved,
-    output: FlexTensor,
-) -> Tensor<4> {
-    let output = match ConvNormBackward::<N>
-        .prepare::<NoCheckpointing>(parents)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let state = saved(&output);
-            prep.finish(state, output)
+        None => record_op(
+            ConvNormBackward::<2>,
+            [x.node(), weight.node()],
+            saved,
+            output,
+        ),
+        Some((r, _)) => {
+            let parents = [x.node(), weight.node(), r.node()];
+            record_op(ConvNormBackward::<3>, parents, saved, output)
         }
-        OpsKind::UnTracked(prep) => prep.finish(output),
-    };
-    Tensor::from_primitive::<FlexAutodiff>(output)
+    })
 }

@@ -4,15 +4,14 @@
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
-use burn_autodiff::checkpoint::strategy::NoCheckpointing;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops, OpsKind};
+use burn_autodiff::ops::{Backward, Ops};
 use burn_flex::{Flex, FlexTensor};
 
 use super::DeformGeometry;
 use super::backward::deform_conv2d_backward;
 use super::forward::deform_conv2d;
-use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive};
+use crate::flex_kernels::{FlexAutodiff, float_slice, into_primitive, record_op};
 
 /// The forward pass's tensors (shared with the graph, not copied).
 #[derive(Clone)]
@@ -143,22 +142,13 @@ pub fn try_deform_conv2d(
         mask_values.as_ref(),
         &weight_values,
     );
-    let output = match DeformBackward
-        .prepare::<NoCheckpointing>([x.node(), offset.node(), mask_node, weight.node()])
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(prep) => {
-            let saved = Saved {
-                input: x_values,
-                offset: offset_values,
-                mask: mask_values,
-                weight: weight_values,
-                geometry: *geometry,
-            };
-            prep.finish(saved, output)
-        }
-        OpsKind::UnTracked(prep) => prep.finish(output),
+    let parents = [x.node(), offset.node(), mask_node, weight.node()];
+    let saved = |_: &FlexTensor| Saved {
+        input: x_values,
+        offset: offset_values,
+        mask: mask_values,
+        weight: weight_values,
+        geometry: *geometry,
     };
-    Some(Tensor::from_primitive::<FlexAutodiff>(output))
+    Some(record_op(DeformBackward, parents, saved, output))
 }

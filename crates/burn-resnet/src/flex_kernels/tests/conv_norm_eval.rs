@@ -9,9 +9,10 @@ use burn::tensor::module::{batch_norm, conv2d};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
 
-use super::values;
+use super::{max_relative, values};
 use crate::flex_kernels::batch_norm::try_batch_norm_eval;
-use crate::flex_kernels::conv::norm_eval::{RunningStatistics, try_conv2d_norm_eval};
+use crate::flex_kernels::batch_norm_affine;
+use crate::flex_kernels::conv::norm_eval::try_conv2d_norm_eval;
 use crate::flex_kernels::conv::{ConvGeometry, try_conv2d_autodiff};
 
 /// `(input, out channels, kernel, stride, groups, residual, relu)`.
@@ -38,15 +39,6 @@ fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize, groups: usiz
         dilation: [1, 1],
         groups,
     }
-}
-
-fn max_relative(actual: &[f32], expected: &[f32]) -> f32 {
-    let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-30);
-    let diff = actual
-        .iter()
-        .zip(expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
 }
 
 #[test]
@@ -83,18 +75,13 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
         let residual = with_residual.then(|| {
             Tensor::<4>::random(output, Distribution::Normal(0.0, 2.0), &device).require_grad()
         });
-        let stats = RunningStatistics {
-            mean: &mean,
-            variance: &variance,
-            epsilon: 1e-5,
-        };
-        let affine = (values(gamma.clone()), values(beta.clone()));
+        let (gamma_values, beta_values) = (values(gamma.clone()), values(beta.clone()));
+        let (scale, shift) = batch_norm_affine(&gamma_values, &beta_values, &mean, &variance, 1e-5);
         let ours = try_conv2d_norm_eval(
             &x,
             &w,
             &g,
-            (&affine.0, &affine.1),
-            stats,
+            (&scale, &shift),
             (residual.as_ref(), relu_after),
         )
         .expect("flex autodiff f32");
@@ -164,12 +151,10 @@ fn conv_norm_eval_gives_each_image_the_same_numbers_in_any_batch() {
         let output = g.output().unwrap();
         let x = Tensor::<4>::random(input, n, &device);
         let w = Tensor::<4>::random([out, input[1] / groups, k, k], n, &device).require_grad();
-        let affine: (Vec<f32>, Vec<f32>) = (
+        let (scale, shift) = (
             values(Tensor::<1>::random([out], n, &device)),
             values(Tensor::<1>::random([out], n, &device)),
         );
-        let mean: Vec<f32> = values(Tensor::<1>::random([out], n, &device));
-        let variance = vec![1.5f32; out];
         let residual = Tensor::<4>::random(output, n, &device);
         let loss_weights = Tensor::<4>::random(output, n, &device);
         let run = |range: std::ops::Range<usize>| {
@@ -182,20 +167,8 @@ fn conv_norm_eval_gives_each_image_the_same_numbers_in_any_batch() {
                 stride,
                 groups,
             );
-            let stats = RunningStatistics {
-                mean: &mean,
-                variance: &variance,
-                epsilon: 1e-5,
-            };
-            let y = try_conv2d_norm_eval(
-                &x,
-                &w,
-                &g,
-                (&affine.0, &affine.1),
-                stats,
-                (r.as_ref(), relu_after),
-            )
-            .unwrap();
+            let y = try_conv2d_norm_eval(&x, &w, &g, (&scale, &shift), (r.as_ref(), relu_after))
+                .unwrap();
             let grads = (y.clone() * loss_weights.clone().slice([range]))
                 .sum()
                 .backward();

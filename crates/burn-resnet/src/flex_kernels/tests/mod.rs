@@ -25,11 +25,15 @@ fn values<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
 /// Largest absolute difference over the largest magnitude of `expected`.
 fn relative_difference(actual: Tensor<4>, expected: Tensor<4>) -> f32 {
     assert_eq!(actual.dims(), expected.dims(), "shape");
-    let (actual, expected) = (values(actual), values(expected));
+    max_relative(&values(actual), &values(expected))
+}
+
+/// [`relative_difference`] of two slices.
+fn max_relative(actual: &[f32], expected: &[f32]) -> f32 {
     let scale = expected.iter().fold(0f32, |m, v| m.max(v.abs()));
     let diff = actual
         .iter()
-        .zip(&expected)
+        .zip(expected)
         .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
     diff / scale
 }

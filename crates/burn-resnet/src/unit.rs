@@ -1,8 +1,8 @@
 //! One `conv → norm → (+ residual) → (ReLU)` unit, the step every stem layer and block is made
 //! of: in one pass where the project's kernel applies (plain flex, folded or eval-mode
-//! BatchNorms; flex's autodiff device, eval-mode BatchNorms whose weight and bias do not train),
-//! else the conv, then the norm with its residual and ReLU (one op for a BatchNorm on flex's
-//! autodiff device).
+//! BatchNorms; flex's autodiff device, BatchNorms on their running statistics, their weight and
+//! bias training or not), else the conv, then the norm with its residual and ReLU (one op for a
+//! BatchNorm on flex's autodiff device).
 
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
@@ -28,7 +28,7 @@ pub(crate) fn conv_norm_act(
         Norm::Batch(bn) | Norm::Frozen(bn) if !x.device().is_autodiff() => {
             ops::try_fused_conv2d(conv, Some(bn), &x, residual.as_ref(), apply_relu)
         }
-        // On an autodiff device, one on its running statistics with a fixed affine map.
+        // On an autodiff device, one on its running statistics (`norm_eval`).
         Norm::Batch(bn) if norm.training_batch_norm(mode, true).is_none() => {
             ops::try_conv2d_norm_eval(
                 conv,

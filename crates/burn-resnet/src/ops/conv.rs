@@ -18,9 +18,9 @@ pub(crate) fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `relu?(norm(conv(x)) + residual?)` on flex's autodiff device for `norm` a BatchNorm on its
-/// running statistics whose weight and bias do not train (`FrozenBN`; `norm_eval` with
-/// `requires_grad = false`: `!train_affine`), as one differentiable op; `None` where it does not
-/// apply, and the caller composes the step from [`conv2d`] and the norm's own op.
+/// running statistics (`norm_eval`, `FrozenBN`), its weight and bias training when
+/// `train_affine`, as one differentiable op; `None` where it does not apply, and the caller
+/// composes the step from [`conv2d`] and the norm's own op.
 pub(crate) fn try_conv2d_norm_eval(
     conv: &Conv2d,
     norm: &BatchNorm,

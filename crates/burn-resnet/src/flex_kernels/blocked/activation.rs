@@ -10,6 +10,7 @@ use super::lanes::BLOCK;
 use super::tile::Isa;
 use super::transpose::transposed;
 use crate::flex_kernels::SendPtr;
+use crate::flex_kernels::conv::Epilogue;
 use crate::flex_kernels::spin_pool::for_each_task;
 
 /// Positions per task when an output goes back to NCHW: each channel's run of them is one
@@ -227,24 +228,45 @@ impl Activation {
     /// The real channels as NCHW `[batch, channels, h, w]` (transposed with `isa`'s
     /// instructions).
     pub fn to_nchw(&self, isa: Isa) -> Vec<f32> {
+        let out = self.nchw_buffer();
+        self.write_nchw(isa, &out, None);
+        out.finish()
+    }
+
+    /// [`Activation::to_nchw`], and beside it `epilogue` applied to those values (per channel
+    /// `relu?(v · scale? + bias? + residual?)`, in that order: a norm's op computes the same),
+    /// in the same pass: `(values, mapped)`.
+    pub fn to_nchw_with(&self, isa: Isa, epilogue: &Epilogue) -> (Vec<f32>, Vec<f32>) {
+        let (out, mapped) = (self.nchw_buffer(), self.nchw_buffer());
+        self.write_nchw(isa, &out, Some((&mapped, epilogue)));
+        (out.finish(), mapped.finish())
+    }
+
+    /// An NCHW buffer for this activation's real channels: a kept one when one is large enough
+    /// (its pages are already faulted in: a fresh 25.7 MB output took ~7 ms at batch 8, mostly
+    /// page faults), not zeroed first.
+    fn nchw_buffer(&self) -> NchwBuffer {
         assert_eq!(
             self.layout,
             Layout::Blocked,
             "only blocked activations are returned"
         );
-        let plane = self.height * self.width;
-        let len = self.batch * self.channels * plane;
-        // A kept buffer when one is large enough (its pages are already faulted in: a fresh
-        // 25.7 MB output took ~7 ms at batch 8, mostly page faults), not zeroed first: every
-        // value is written below before the length is set.
-        let mut out: Vec<f32> = match buffers::take(len) {
+        let len = self.batch * self.channels * self.height * self.width;
+        let mut values: Vec<f32> = match buffers::take(len) {
             Some(mut kept) => {
                 kept.clear();
                 kept
             }
             None => Vec::with_capacity(len),
         };
-        let out_ptr = SendPtr(out.as_mut_ptr());
+        let ptr = SendPtr(values.as_mut_ptr());
+        NchwBuffer { values, ptr, len }
+    }
+
+    /// Every real value into `out` (NCHW), and with `mapped`, `epilogue` of it into that
+    /// buffer too.
+    fn write_nchw(&self, isa: Isa, out: &NchwBuffer, mapped: Option<(&NchwBuffer, &Epilogue)>) {
+        let plane = self.height * self.width;
         let blocks = self.blocks();
         // Runs of positions: a whole plane in chunks when it has no border (its positions are
         // consecutive), else row by row.
@@ -275,34 +297,55 @@ impl Activation {
                 )
             };
             let src = &self.values[start..][..count * BLOCK];
-            let rows: [*mut f32; BLOCK] = std::array::from_fn(|lane| {
-                let c = b * BLOCK + lane.min(lanes - 1);
-                // SAFETY: inside `out` (channel c < channels, position `first` of image n).
-                unsafe { out_ptr.get().add((n * self.channels + c) * plane + first) }
-            });
+            // The NCHW offset of this run's first position in each lane's channel.
+            let row_offset = |lane: usize| (n * self.channels + b * BLOCK + lane) * plane + first;
             // 16 positions at a time: read them in order, transpose in a local tile, write
             // each lane's 16 values as one run.
             for (chunk, positions) in src.chunks(BLOCK * BLOCK).enumerate() {
                 let tile = transposed(positions, isa);
                 let count = positions.len() / BLOCK;
                 for (lane, values) in tile.iter().enumerate().take(lanes) {
+                    let offset = row_offset(lane) + chunk * BLOCK;
+                    let values = &values[..count];
                     // SAFETY: task (n, b, r) alone writes these positions of its block's
                     // channels of image n; the run ends inside the plane (raw writes: the
-                    // memory is not initialised yet).
+                    // memory is not initialised yet). The same for `mapped`'s buffer.
                     unsafe {
                         std::ptr::copy_nonoverlapping(
                             values.as_ptr(),
-                            rows[lane].add(chunk * BLOCK),
+                            out.ptr.get().add(offset),
                             count,
                         )
                     };
+                    if let Some((mapped, epilogue)) = mapped {
+                        let channel = b * BLOCK + lane;
+                        let residual = epilogue.residual.map(|r| &r[offset..offset + count]);
+                        for (i, &v) in values.iter().enumerate() {
+                            let y = epilogue.apply(channel, v, residual.map(|r| r[i]));
+                            // SAFETY: as above.
+                            unsafe { mapped.ptr.get().add(offset + i).write(y) };
+                        }
+                    }
                 }
             }
         });
-        // SAFETY: the tasks wrote every one of the `len` values (each (image, channel, row)
-        // once), and the capacity is `len`.
-        unsafe { out.set_len(len) };
-        out
+    }
+}
+
+/// An NCHW output being written by [`Activation::write_nchw`]'s tasks through `ptr`.
+struct NchwBuffer {
+    values: Vec<f32>,
+    ptr: SendPtr,
+    len: usize,
+}
+
+impl NchwBuffer {
+    /// The written values.
+    fn finish(mut self) -> Vec<f32> {
+        // SAFETY: `write_nchw`'s tasks wrote every one of the `len` values (each (image,
+        // channel, row) once), and the capacity is at least `len`.
+        unsafe { self.values.set_len(self.len) };
+        self.values
     }
 }
 

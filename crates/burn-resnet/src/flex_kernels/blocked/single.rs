@@ -20,8 +20,8 @@ use super::tile::Isa;
 use super::transpose::transposed;
 use super::winograd::{applies, pack_winograd, pack_winograd_flipped};
 use crate::flex_kernels::SendPtr;
-use crate::flex_kernels::conv::ConvGeometry;
 use crate::flex_kernels::conv::tiled::chosen_kernel;
+use crate::flex_kernels::conv::{ConvGeometry, Epilogue};
 use crate::flex_kernels::spin_pool::{for_each_task, on_rayon};
 
 /// The blocked kernel for a conv of `geometry` that [`winograd_conv`] runs, if it runs it: a
@@ -68,20 +68,42 @@ pub(crate) fn winograd_conv_with(
     let isa = winograd_isa(geometry)?;
     let [_, in_channels, ..] = geometry.input;
     let pack = || pack_winograd(weight, geometry.out_channels, in_channels);
-    Some(winograd_on(isa, input, pack, geometry, epilogue))
+    Some(winograd_on(isa, input, pack, geometry, epilogue, |y| {
+        y.to_nchw(isa)
+    }))
+}
+
+/// [`winograd_conv`], and `epilogue` of its output computed on the way back to NCHW, in the
+/// same pass: `(conv, epilogue(conv))`, or `None` where [`winograd_conv`] would not run.
+pub(crate) fn winograd_conv_keeping_product(
+    input: &[f32],
+    weight: &[f32],
+    geometry: &ConvGeometry,
+    epilogue: &Epilogue,
+) -> Option<(Vec<f32>, Vec<f32>)> {
+    let isa = winograd_isa(geometry)?;
+    let [_, in_channels, ..] = geometry.input;
+    let pack = || pack_winograd(weight, geometry.out_channels, in_channels);
+    let conv_only = WinogradEpilogue::default();
+    Some(winograd_on(isa, input, pack, geometry, conv_only, |y| {
+        y.to_nchw_with(isa, epilogue)
+    }))
 }
 
 /// [`winograd_conv`] with `isa` and the weights `pack` returns ([`pack_winograd`]'s layout),
-/// between rayon's loops of the training graph's other ops: no pool helper spinning after the
-/// last loop, no kept buffers.
-fn winograd_on(
+/// its blocked output handed to `finish` (back to NCHW), between rayon's loops of the training
+/// graph's other ops: no pool helper spinning after the last loop, no kept buffers.
+fn winograd_on<R>(
     isa: Isa,
     input: &[f32],
     pack: impl FnOnce() -> Vec<f32>,
     geometry: &ConvGeometry,
     epilogue: WinogradEpilogue,
-) -> Vec<f32> {
-    without_keeping(|| on_rayon(|| winograd_packed(isa, input, pack(), geometry, epilogue)))
+    finish: impl FnOnce(&Activation) -> R,
+) -> R {
+    without_keeping(|| {
+        on_rayon(|| finish(&winograd_packed(isa, input, pack(), geometry, epilogue)))
+    })
 }
 
 /// [`winograd_on`] inside its scopes.
@@ -91,7 +113,7 @@ fn winograd_packed(
     packed: Vec<f32>,
     geometry: &ConvGeometry,
     epilogue: WinogradEpilogue,
-) -> Vec<f32> {
+) -> Activation {
     let [_, in_channels, ..] = geometry.input;
     let out_channels = geometry.out_channels;
     // Padded to whole output blocks, zero past the real channels (as the packed weights are).
@@ -115,7 +137,7 @@ fn winograd_packed(
     let x = blocked_from_nchw(input, geometry.input, conv.halo(), isa);
     let y = conv.run(&x, None, epilogue.relu, 0, isa);
     drop(x);
-    y.to_nchw(isa)
+    y
 }
 
 /// The gradient with respect to the input of a conv [`winograd_conv`] runs, from the gradient
@@ -137,7 +159,14 @@ pub(crate) fn winograd_input_grad(
     };
     let pack = || pack_winograd_flipped(weight, in_channels, out_channels);
     let epilogue = WinogradEpilogue::default();
-    Some(winograd_on(isa, grad_out, pack, &transposed_conv, epilogue))
+    Some(winograd_on(
+        isa,
+        grad_out,
+        pack,
+        &transposed_conv,
+        epilogue,
+        |dx| dx.to_nchw(isa),
+    ))
 }
 
 /// NCHW `values` (`dims`) as a blocked activation with a border of `halo`: 16 channels by 16

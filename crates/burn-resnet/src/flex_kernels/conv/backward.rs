@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::forward::{ConvGeometry, im2col_rows};
+use super::forward::ConvGeometry;
+use super::im2col::im2col_rows;
 use crate::flex_kernels::{Matrix, matmul};
 
 /// Gradient of the loss with respect to the conv's input, `[batch, in, h, w]`.

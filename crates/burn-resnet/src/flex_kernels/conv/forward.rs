@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
+use super::im2col::im2col_rows;
 use crate::flex_kernels::{Matrix, SendPtr, matmul};
 
 /// Shape and hyper-parameters of one 2-D convolution.
@@ -94,6 +95,29 @@ pub struct Epilogue<'a> {
     pub relu: bool,
 }
 
+impl Epilogue<'_> {
+    /// `relu?(v · scale? + bias? + residual?)` for one value of `channel`, the operations in
+    /// that order (a norm's op computes the same).
+    #[inline(always)]
+    pub(crate) fn apply(&self, channel: usize, v: f32, residual: Option<f32>) -> f32 {
+        let mut y = v;
+        if let Some(scale) = self.scale {
+            y *= scale[channel];
+        }
+        if let Some(bias) = self.bias {
+            y += bias[channel];
+        }
+        if let Some(r) = residual {
+            y += r;
+        }
+        if self.relu {
+            crate::flex_kernels::relu(y)
+        } else {
+            y
+        }
+    }
+}
+
 /// Aim for column blocks of about this many floats (1 MiB), which keeps the block and the
 /// output rows it produces in the L2 cache.
 const COLUMN_BLOCK_FLOATS: usize = 1 << 18;
@@ -107,11 +131,46 @@ pub fn conv2d(
     geometry: &ConvGeometry,
     epilogue: Epilogue,
 ) -> Vec<f32> {
+    conv2d_into(input, weight, geometry, epilogue, None)
+}
+
+/// [`conv2d`] with an epilogue that has a `scale` (a norm's), also returning the conv's own
+/// output, before the epilogue: `(conv, epilogue(conv))`, the second computed from the first
+/// while it is in cache.
+pub(crate) fn conv2d_keeping_product(
+    input: &[f32],
+    weight: &[f32],
+    geometry: &ConvGeometry,
+    epilogue: Epilogue,
+) -> (Vec<f32>, Vec<f32>) {
+    assert!(epilogue.scale.is_some(), "the epilogue reads the product");
+    let len = geometry
+        .output()
+        .expect("checked by the caller")
+        .iter()
+        .product();
+    // SAFETY: as `conv2d_into`'s output: every block's GEMM overwrites its rectangle.
+    let mut product = unsafe { crate::flex_kernels::unwritten(len) };
+    let ptr = SendPtr(product.as_mut_ptr());
+    let output = conv2d_into(input, weight, geometry, epilogue, Some(ptr));
+    (product, output)
+}
+
+/// [`conv2d`], the GEMM writing into `product` (the output's size) when given, the epilogue
+/// then reading it from there.
+fn conv2d_into(
+    input: &[f32],
+    weight: &[f32],
+    geometry: &ConvGeometry,
+    epilogue: Epilogue,
+    product: Option<SendPtr>,
+) -> Vec<f32> {
     let [batch, out_channels, out_h, out_w] = geometry.output().expect("checked by the caller");
     let plane = out_h * out_w;
     let in_image = geometry.input[1] * geometry.input[2] * geometry.input[3];
     // SAFETY: the tasks below cover every (image, channel, row) once, and `conv_block` writes
-    // each of its positions (the GEMM overwrites unless the bias/residual were stored first).
+    // each of its positions (the GEMM overwrites unless the bias/residual were stored first;
+    // with `product`, the epilogue writes them from there).
     let mut output = unsafe { crate::flex_kernels::unwritten(batch * out_channels * plane) };
 
     // Rows of output per block: enough columns to amortise the GEMM's packing, few enough that
@@ -159,6 +218,9 @@ pub fn conv2d(
         // images, and `output` outlives the parallel loop.
         let out_image =
             unsafe { std::slice::from_raw_parts_mut(out_ptr.get().add(image * len), len) };
+        // SAFETY: the same rectangles of `product`, which has the output's size.
+        let product = product
+            .map(|p| unsafe { std::slice::from_raw_parts_mut(p.get().add(image * len), len) });
         let input =
             &input[image * in_image + g * group_input..image * in_image + (g + 1) * group_input];
         let residual = epilogue
@@ -176,7 +238,7 @@ pub fn conv2d(
             [out_h, out_w],
             rows,
             channels,
-            out_image,
+            (out_image, product),
             block_epilogue,
         );
     });
@@ -187,7 +249,9 @@ pub fn conv2d(
 const MIN_CHANNEL_CHUNK: usize = 32;
 
 /// Output rows `rows` of one image, for the output channels `channels` (all in one group:
-/// `input` is that group's input channels, `geometry` that group's conv).
+/// `input` is that group's input channels, `geometry` that group's conv), into `out_image`;
+/// with `product` (the image's conv output before the epilogue), the GEMM writes there and the
+/// epilogue (which then has a scale) reads from there.
 #[allow(clippy::too_many_arguments)]
 fn conv_block(
     input: &[f32],
@@ -196,7 +260,7 @@ fn conv_block(
     [out_h, out_w]: [usize; 2],
     rows: Range<usize>,
     channels: Range<usize>,
-    out_image: &mut [f32],
+    (out_image, mut product): (&mut [f32], Option<&mut [f32]>),
     epilogue: Epilogue,
 ) {
     let plane = out_h * out_w;
@@ -207,7 +271,10 @@ fn conv_block(
     // Without a scale, start from the bias and the residual so that the GEMM accumulates
     // onto them; with one, they are added after it, in the epilogue pass.
     let mut read_dst = false;
-    if epilogue.scale.is_none() && (epilogue.bias.is_some() || epilogue.residual.is_some()) {
+    if product.is_none()
+        && epilogue.scale.is_none()
+        && (epilogue.bias.is_some() || epilogue.residual.is_some())
+    {
         read_dst = true;
         for channel in channels.clone() {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
@@ -234,15 +301,16 @@ fn conv_block(
     // stride `plane`, from `first`, `columns` entries each (inside `out_image`); lhs is the same
     // rows of the `[out_channels, patch]` weight; rhs is `patch` rows of stride `rhs_rs` with
     // `columns` entries each (inside the input for a pointwise conv, the column block otherwise).
+    let dst = match product.as_deref_mut() {
+        Some(product) => product.as_mut_ptr(),
+        None => out_image.as_mut_ptr(),
+    };
     unsafe {
         matmul(
             channels.len(),
             columns,
             patch,
-            Matrix::rows(
-                out_image.as_mut_ptr().add(channels.start * plane + first),
-                plane,
-            ),
+            Matrix::rows(dst.add(channels.start * plane + first), plane),
             read_dst,
             Matrix::rows(weight.as_ptr().add(channels.start * patch), patch),
             Matrix::rows(rhs.as_ptr(), rhs_row_stride),
@@ -254,13 +322,22 @@ fn conv_block(
             let range = channel * plane + first..channel * plane + first + columns;
             let (scale, bias) = (scale[channel], epilogue.bias.map_or(0.0, |b| b[channel]));
             let residual = epilogue.residual.map(|r| &r[range.clone()]);
+            let product = product.as_deref().map(|p| &p[range.clone()]);
             let dst = &mut out_image[range];
-            match residual {
-                Some(residual) => dst
+            match (product, residual) {
+                (None, Some(residual)) => dst
                     .iter_mut()
                     .zip(residual)
                     .for_each(|(v, r)| *v = *v * scale + bias + r),
-                None => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
+                (None, None) => dst.iter_mut().for_each(|v| *v = *v * scale + bias),
+                (Some(product), Some(residual)) => dst
+                    .iter_mut()
+                    .zip(product.iter().zip(residual))
+                    .for_each(|(v, (c, r))| *v = c * scale + bias + r),
+                (Some(product), None) => dst
+                    .iter_mut()
+                    .zip(product)
+                    .for_each(|(v, c)| *v = c * scale + bias),
             }
             if epilogue.relu {
                 dst.iter_mut()
@@ -268,65 +345,14 @@ fn conv_block(
             }
         }
     } else if epilogue.relu {
+        debug_assert!(
+            product.is_none(),
+            "a product is only kept for a scaled epilogue"
+        );
         for channel in channels {
             let dst = &mut out_image[channel * plane + first..channel * plane + first + columns];
             dst.iter_mut()
                 .for_each(|v| *v = crate::flex_kernels::relu(*v));
         }
     }
-}
-
-/// The `im2col` matrix of output rows `first_row..first_row + rows`: one row per
-/// `(channel, kernel row, kernel column)`, one column per output position, zeros in the padding.
-pub(super) fn im2col_rows(
-    input: &[f32],
-    geometry: &ConvGeometry,
-    out_w: usize,
-    first_row: usize,
-    rows: usize,
-) -> Vec<f32> {
-    let [_, channels, in_h, in_w] = geometry.input;
-    let [kernel_h, kernel_w] = geometry.kernel;
-    let [stride_h, stride_w] = geometry.stride;
-    let [pad_h, pad_w] = geometry.padding;
-    let [dilation_h, dilation_w] = geometry.dilation;
-    let columns = rows * out_w;
-    // SAFETY: every row below writes each of its `columns` entries: the input's values where
-    // the window lies inside the image, zeros in the padding.
-    let mut col = unsafe { crate::flex_kernels::unwritten(geometry.patch_len() * columns) };
-
-    let mut row_index = 0;
-    for channel in 0..channels {
-        let channel_input = &input[channel * in_h * in_w..(channel + 1) * in_h * in_w];
-        for kh in 0..kernel_h {
-            for kw in 0..kernel_w {
-                let col_row = &mut col[row_index * columns..(row_index + 1) * columns];
-                row_index += 1;
-                let offset_w = kw * dilation_w;
-                let (ow_first, ow_end) = geometry.valid_columns(offset_w, out_w);
-                for r in 0..rows {
-                    let ih =
-                        ((first_row + r) * stride_h + kh * dilation_h) as isize - pad_h as isize;
-                    let row = &mut col_row[r * out_w..(r + 1) * out_w];
-                    if ih < 0 || ih >= in_h as isize || ow_first >= ow_end {
-                        row.fill(0.0); // the window lies in the padding
-                        continue;
-                    }
-                    row[..ow_first].fill(0.0);
-                    row[ow_end..].fill(0.0);
-                    let src_row = &channel_input[ih as usize * in_w..(ih as usize + 1) * in_w];
-                    let dst = &mut row[ow_first..ow_end];
-                    let iw_first = ow_first * stride_w + offset_w - pad_w;
-                    if stride_w == 1 {
-                        dst.copy_from_slice(&src_row[iw_first..iw_first + dst.len()]);
-                    } else {
-                        for (i, d) in dst.iter_mut().enumerate() {
-                            *d = src_row[iw_first + i * stride_w];
-                        }
-                    }
-                }
-            }
-        }
-    }
-    col
 }

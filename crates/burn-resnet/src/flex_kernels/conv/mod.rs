@@ -5,7 +5,9 @@
 
 mod autodiff;
 pub(crate) mod backward;
+mod fixed_map;
 pub(crate) mod forward;
+mod im2col;
 pub(crate) mod norm_eval;
 pub(crate) mod tiled;
 
@@ -76,18 +78,9 @@ pub fn try_conv2d_batch_norm(
 /// An eval-mode BatchNorm's `(scale, shift)` from its running statistics, if its tensors are
 /// flex f32 (on the plain device, or on flex's autodiff device: their values, not tracked).
 pub(crate) fn running_affine(norm: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
-    let read = |t: Tensor<1>| {
-        let t = if t.device().is_autodiff() {
-            t.inner()
-        } else {
-            t
-        };
-        flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec))
-    };
-    let gamma = read(norm.gamma.val())?;
-    let beta = read(norm.beta.val())?;
-    let mean = read(norm.running_mean.value_sync())?;
-    let variance = read(norm.running_var.value_sync())?;
+    let gamma = flex_values(norm.gamma.val())?;
+    let beta = flex_values(norm.beta.val())?;
+    let (mean, variance) = running_statistics(norm)?;
     Some(batch_norm_affine(
         &gamma,
         &beta,
@@ -95,6 +88,23 @@ pub(crate) fn running_affine(norm: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
         &variance,
         norm.epsilon,
     ))
+}
+
+/// A BatchNorm's running `(mean, variance)`, if they are flex f32.
+fn running_statistics(norm: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
+    let mean = flex_values(norm.running_mean.value_sync())?;
+    Some((mean, flex_values(norm.running_var.value_sync())?))
+}
+
+/// The values of a flex f32 vector (on the plain device, or on flex's autodiff device: its
+/// values, not tracked).
+fn flex_values(t: Tensor<1>) -> Option<Vec<f32>> {
+    let t = if t.device().is_autodiff() {
+        t.inner()
+    } else {
+        t
+    };
+    flex_f32(&t).and_then(|t| float_slice(&t).map(<[f32]>::to_vec))
 }
 
 /// [`try_conv2d`] with an optional per-channel `(scale, shift)` applied after the conv (and
@@ -185,29 +195,39 @@ pub(crate) fn training_input_grad(
 }
 
 /// `relu?(norm(conv(x)) + residual?)` for a bias-free conv and a BatchNorm on its running
-/// statistics with a fixed affine map, on flex's autodiff device (training with `norm_eval` and
-/// `requires_grad = false`, or a `FrozenBN`), as one differentiable op ([`norm_eval`]). `None`
-/// when the fast path does not apply, among others when `train_affine` (the norm's weight and
-/// bias train).
+/// statistics, on flex's autodiff device (training with `norm_eval`, or a `FrozenBN`), as one
+/// differentiable op ([`norm_eval`]); the norm's weight and bias train when `train_affine`.
+/// `None` when the fast path does not apply.
 pub fn try_conv2d_norm_eval(
     conv: &Conv2d,
     norm: &BatchNorm,
     train_affine: bool,
     x: &Tensor<4>,
-    (residual, relu): (Option<&Tensor<4>>, bool),
+    tail: (Option<&Tensor<4>>, bool),
 ) -> Option<Tensor<4>> {
-    if train_affine || conv.bias.is_some() || !x.device().is_autodiff() {
+    if conv.bias.is_some() || !x.device().is_autodiff() {
         return None;
     }
     let geometry = conv_geometry(conv, x.dims())?;
+    let weight = conv.weight.val();
+    if train_affine {
+        let (mean, variance) = running_statistics(norm)?;
+        let (gamma, beta) = (norm.gamma.val(), norm.beta.val());
+        let norm = norm_eval::EvalNorm::Trainable {
+            gamma: &gamma,
+            beta: &beta,
+            mean: &mean,
+            variance: &variance,
+            epsilon: norm.epsilon,
+        };
+        return norm_eval::try_conv2d_norm_eval(x, &weight, &geometry, norm, tail);
+    }
     let (scale, shift) = running_affine(norm)?;
-    norm_eval::try_conv2d_norm_eval(
-        x,
-        &conv.weight.val(),
-        &geometry,
-        (&scale, &shift),
-        (residual, relu),
-    )
+    let norm = norm_eval::EvalNorm::Fixed {
+        scale: &scale,
+        shift: &shift,
+    };
+    norm_eval::try_conv2d_norm_eval(x, &weight, &geometry, norm, tail)
 }
 
 /// `conv(x)` for a bias-free conv on flex's autodiff device (training), differentiable, or

@@ -1,43 +1,133 @@
-//! A conv, then a BatchNorm on its running statistics whose affine weight and bias do not train
-//! (`FrozenBN`, or mmdet's `requires_grad = False` with `norm_eval`, as caffe-style detectors
-//! train), then `+ residual` and a ReLU, as one differentiable op on flex's autodiff device.
+//! A conv, then a BatchNorm on its running statistics (`norm_eval`, frozen stages, `FrozenBN`),
+//! then `+ residual` and a ReLU, as one differentiable op on flex's autodiff device.
 //!
-//! The norm is then a fixed per-channel map `y = scale · conv(x, W) + shift`, applied in the
-//! conv's epilogue (the Winograd conv's, or after the GEMM, while the output is in cache): the
-//! same products and sums as the conv op followed by the norm op, so the same numbers to the
-//! bit. The conv's output before the norm is never stored, and the backward step needs only
-//! what the graph keeps anyway: the conv's input, and the op's output for the ReLU's mask.
+//! The norm is then a per-channel map `y = scale · conv(x, W) + shift`, applied in the conv's
+//! epilogue (the Winograd conv's, or after the GEMM, while the output is in cache): the same
+//! products and sums as the conv op followed by the norm op, so the same numbers to the bit.
 //! With `g` the gradient the ReLU lets through and `h = scale · g`, the conv's output gradient,
 //! the input and weight gradients are the conv's of `h`, and the residual's is `g`.
 //!
-//! With a trainable affine weight, `dγ = Σ g · x̂` needs the normalised conv output, which this
-//! op does not keep; those norms stay separate ops (docs/performance.md says why).
+//! - A norm whose weight and bias do not train (`FrozenBN`; mmdet's `requires_grad = False`):
+//!   the conv's output before the norm is never stored, and the backward step needs only what
+//!   the graph keeps anyway, the conv's input and the op's output (the ReLU's mask).
+//! - A norm whose weight and bias train (mmdet's default with `norm_eval`): `dγ = Σ g · x̂` needs
+//!   the normalised conv output, so the conv's output is written beside the op's (from the same
+//!   values in cache) and kept, as the separate norm op would keep its input. The backward step
+//!   is the norm op's (`batch_norm::backward`) and then the conv op's, so the gradients are
+//!   theirs to the bit too; the op saves the norm's forward pass over memory and a graph node.
 
 use burn::tensor::Tensor;
 use burn_autodiff::checkpoint::base::Checkpointer;
 use burn_autodiff::grads::Gradients;
-use burn_autodiff::ops::{Backward, Ops};
+use burn_autodiff::ops::{Backward, NodeGuard, Ops};
 use burn_flex::{Flex, FlexTensor};
-use rayon::prelude::*;
 
 use super::backward::weight_grad;
-use super::forward::{ConvGeometry, Epilogue, conv2d};
+use super::fixed_map::{Passed, add_relu, passed_gradient};
+use super::forward::{ConvGeometry, Epilogue, conv2d, conv2d_keeping_product};
 use super::training_input_grad;
-use crate::flex_kernels::batch_norm::channel_planes;
-use crate::flex_kernels::blocked::single::{WinogradEpilogue, winograd_conv_with};
-use crate::flex_kernels::{
-    FlexAutodiff, SendPtr, float_slice, into_primitive, record_op, relu_backward,
+use crate::flex_kernels::batch_norm::ChannelStats;
+use crate::flex_kernels::batch_norm::backward::{NormGradients, Tail, backward};
+use crate::flex_kernels::blocked::single::{
+    WinogradEpilogue, winograd_conv_keeping_product, winograd_conv_with,
 };
+use crate::flex_kernels::{
+    FlexAutodiff, batch_norm_affine, float_slice, into_primitive, record_op,
+};
+
+/// The BatchNorm after the conv, as [`try_conv2d_norm_eval`] takes it.
+#[derive(Clone, Copy)]
+pub enum EvalNorm<'a> {
+    /// Weight and bias that do not train, folded with the running statistics into the map
+    /// `· scale + shift` ([`super::running_affine`]).
+    Fixed {
+        /// `γ / √(var + ε)` per channel.
+        scale: &'a [f32],
+        /// `β − mean · scale` per channel.
+        shift: &'a [f32],
+    },
+    /// Weight `gamma` and bias `beta` that train (tensors on flex's autodiff device), with the
+    /// running statistics `mean` and `variance`.
+    Trainable {
+        /// The norm's weight, `[channels]`.
+        gamma: &'a Tensor<1>,
+        /// The norm's bias, `[channels]`.
+        beta: &'a Tensor<1>,
+        /// The running mean.
+        mean: &'a [f32],
+        /// The running variance.
+        variance: &'a [f32],
+        /// The norm's `eps`.
+        epsilon: f64,
+    },
+}
+
+/// A trainable norm's weight and bias as the op's parents, and its map.
+struct TrainableAffine {
+    /// γ's and β's nodes in the graph.
+    nodes: [NodeGuard; 2],
+    /// The running statistics and the map `· scale + shift` they give with γ and β.
+    stats: ChannelStats,
+    epsilon: f64,
+}
+
+impl TrainableAffine {
+    /// `None` unless γ and β are f32 on flex's autodiff device, of the statistics' length.
+    fn new(
+        gamma: &Tensor<1>,
+        beta: &Tensor<1>,
+        (mean, variance): (&[f32], &[f32]),
+        epsilon: f64,
+    ) -> Option<Self> {
+        let gamma = gamma.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+        let beta = beta.clone().try_into_primitive::<FlexAutodiff>().ok()?;
+        let (gamma_values, beta_values) = (
+            float_slice(gamma.primitive())?,
+            float_slice(beta.primitive())?,
+        );
+        let lengths = [beta_values.len(), mean.len(), variance.len()];
+        if lengths.iter().any(|&len| len != gamma_values.len()) {
+            return None;
+        }
+        let (scale, shift) = batch_norm_affine(gamma_values, beta_values, mean, variance, epsilon);
+        let stats = ChannelStats {
+            mean: mean.to_vec(),
+            variance: variance.to_vec(),
+            scale,
+            shift,
+        };
+        Some(Self {
+            nodes: [gamma.node(), beta.node()],
+            stats,
+            epsilon,
+        })
+    }
+}
+
+/// What the backward step needs of the norm.
+#[derive(Clone)]
+enum SavedNorm {
+    /// The fixed map's scale.
+    Fixed(Vec<f32>),
+    /// The conv's output before the norm, and what the norm op's backward pass reads.
+    Trainable {
+        product: FlexTensor,
+        stats: ChannelStats,
+        epsilon: f64,
+    },
+}
 
 /// What the backward step needs; the tensors are shared with the graph, not copied.
 #[derive(Clone)]
 struct Saved {
     input: FlexTensor,
     weight: FlexTensor,
-    scale: Vec<f32>,
-    /// The op's output: the ReLU's mask is read there.
-    output: FlexTensor,
+    norm: SavedNorm,
+    /// The op's output, where the ReLU's mask is read (with a fixed map and a ReLU, or a
+    /// residual); `None`: no ReLU, or the mask is recomputed from the product.
+    output: Option<FlexTensor>,
     relu: bool,
+    residual: bool,
     geometry: ConvGeometry,
 }
 
@@ -50,8 +140,8 @@ impl std::fmt::Debug for Saved {
     }
 }
 
-/// The backward step of the op with `N` parents: the input, the weight, and the residual when
-/// one was added (`N = 3`).
+/// The backward step of the op with `N` parents: the input, the weight, then the norm's weight
+/// and bias when they train, then the residual when one was added.
 #[derive(Debug)]
 struct ConvNormBackward<const N: usize>;
 
@@ -61,26 +151,52 @@ impl<const N: usize> Backward<Flex, N> for ConvNormBackward<N> {
     fn backward(self, ops: Ops<Saved, N>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let grad_out = grads.consume::<Flex>(&ops.node).to_contiguous();
         let saved = ops.state;
-        let (Some(dy), Some(x), Some(w), Some(y)) = (
+        let (Some(dy), Some(x), Some(w)) = (
             float_slice(&grad_out),
             float_slice(&saved.input),
             float_slice(&saved.weight),
-            float_slice(&saved.output),
         ) else {
             unreachable!("the forward pass checked that these are contiguous f32")
         };
         let geometry = saved.geometry;
         let output_shape = geometry.output().expect("checked by the forward pass");
-        let [node_input, node_weight, node_residual] =
-            std::array::from_fn(|i| ops.parents.get(i).cloned().flatten().map(|node| node.id));
-        let relu = saved.relu.then_some(y);
-        let passed = passed_gradient(
-            dy,
-            relu,
-            output_shape,
-            &saved.scale,
-            node_residual.is_some(),
-        );
+        let mut parents = ops.parents.iter().map(|p| p.as_ref().map(|node| node.id));
+        let (node_input, node_weight) = (parents.next().flatten(), parents.next().flatten());
+        let output = saved.output.as_ref().and_then(float_slice);
+        let passed = match &saved.norm {
+            SavedNorm::Fixed(scale) => {
+                let relu = saved.relu.then_some(output).flatten();
+                passed_gradient(dy, relu, output_shape, scale, saved.residual)
+            }
+            SavedNorm::Trainable {
+                product,
+                stats,
+                epsilon,
+            } => {
+                let product = float_slice(product).expect("saved contiguous f32");
+                let tail = Tail {
+                    relu: saved.relu,
+                    residual_output: output,
+                };
+                let NormGradients {
+                    input,
+                    gamma,
+                    beta,
+                    residual,
+                } = backward(product, None, stats, dy, output_shape, *epsilon, tail);
+                let channels = [output_shape[1]];
+                for grad in [gamma, beta] {
+                    if let Some(id) = parents.next().flatten() {
+                        grads.register::<Flex>(id, into_primitive(grad, channels));
+                    }
+                }
+                Passed {
+                    scaled: input,
+                    unscaled: residual,
+                }
+            }
+        };
+        let node_residual = parents.next().flatten();
         if let Some(id) = node_input {
             let dx = training_input_grad(w, &passed.scaled, &geometry);
             grads.register::<Flex>(id, into_primitive(dx, geometry.input));
@@ -101,101 +217,43 @@ impl<const N: usize> Backward<Flex, N> for ConvNormBackward<N> {
     }
 }
 
-/// The output gradient `g` the ReLU lets through, as the backward step uses it.
-struct Passed {
-    /// `scale · g`: the conv's output gradient.
-    scaled: Vec<f32>,
-    /// `g` itself, when asked for (the residual's gradient).
-    unscaled: Option<Vec<f32>>,
-}
-
-/// [`Passed`] from the output gradient `dy`, the ReLU's mask read from the op's output `relu`
-/// (`None`: no ReLU), and the norm's `scale`.
-fn passed_gradient(
-    dy: &[f32],
-    relu: Option<&[f32]>,
-    shape: [usize; 4],
-    scale: &[f32],
-    keep_unscaled: bool,
-) -> Passed {
-    // SAFETY: every element is written below: each channel's task writes all its planes.
-    let mut scaled = unsafe { crate::flex_kernels::unwritten(dy.len()) };
-    // SAFETY: as `scaled`.
-    let mut unscaled = keep_unscaled.then(|| unsafe { crate::flex_kernels::unwritten(dy.len()) });
-    let (scaled_ptr, unscaled_ptr) = (
-        SendPtr(scaled.as_mut_ptr()),
-        unscaled.as_mut().map(|g| SendPtr(g.as_mut_ptr())),
-    );
-    (0..shape[1]).into_par_iter().for_each(|c| {
-        // SAFETY: both buffers hold `shape`'s product of floats; one task per channel.
-        for (range, h) in unsafe { channel_planes(scaled_ptr, shape, c) } {
-            let (dy, y) = (&dy[range.clone()], relu.map(|y| &y[range.clone()]));
-            pass_plane(dy, y, scale[c], h);
-            if let Some(ptr) = unscaled_ptr {
-                // SAFETY: this channel's plane of the second buffer, written by this task only.
-                let g = unsafe {
-                    std::slice::from_raw_parts_mut(ptr.get().add(range.start), range.len())
-                };
-                match y {
-                    Some(y) => g
-                        .iter_mut()
-                        .zip(dy.iter().zip(y))
-                        .for_each(|(g, (&d, &y))| *g = relu_backward(y, d)),
-                    None => g.copy_from_slice(dy),
-                }
-            }
-        }
-    });
-    Passed { scaled, unscaled }
-}
-
-/// One plane of [`passed_gradient`]: `h = scale · relu_backward(y, dy)` (`scale · dy` without
-/// a ReLU).
-fn pass_plane(dy: &[f32], y: Option<&[f32]>, scale: f32, h: &mut [f32]) {
-    match y {
-        Some(y) => h
-            .iter_mut()
-            .zip(dy.iter().zip(y))
-            .for_each(|(h, (&d, &y))| *h = relu_backward(y, d) * scale),
-        None => h.iter_mut().zip(dy).for_each(|(h, &d)| *h = d * scale),
-    }
-}
-
-/// `values + residual`, then a ReLU if `relu`, in place.
-fn add_relu(values: &mut [f32], residual: &[f32], relu: bool) {
-    const CHUNK: usize = 1 << 14;
-    values
-        .par_chunks_mut(CHUNK)
-        .zip(residual.par_chunks(CHUNK))
-        .for_each(|(values, residual)| {
-            for (v, &r) in values.iter_mut().zip(residual) {
-                let sum = *v + r;
-                *v = if relu {
-                    crate::flex_kernels::relu(sum)
-                } else {
-                    sum
-                };
-            }
-        });
-}
-
 /// `relu?(norm(conv(x)) + residual?)` for a bias-free conv with `weight` of `geometry` and a
-/// BatchNorm that is the fixed per-channel map `· scale + shift` (its running statistics and
-/// weight and bias folded: [`super::running_affine`]), differentiable in `x`, the weight and the
-/// residual, on flex's autodiff device; `None` where it does not apply.
+/// BatchNorm on its running statistics ([`EvalNorm`]), differentiable in `x`, the weight, the
+/// norm's weight and bias where they train, and the residual, on flex's autodiff device; `None`
+/// where it does not apply.
 pub fn try_conv2d_norm_eval(
     x: &Tensor<4>,
     weight: &Tensor<4>,
     geometry: &ConvGeometry,
-    (scale, shift): (&[f32], &[f32]),
+    norm: EvalNorm,
     (residual, relu): (Option<&Tensor<4>>, bool),
 ) -> Option<Tensor<4>> {
     let output_shape = geometry.output()?;
+    let trainable = match norm {
+        EvalNorm::Fixed { .. } => None,
+        EvalNorm::Trainable {
+            gamma,
+            beta,
+            mean,
+            variance,
+            epsilon,
+        } => Some(TrainableAffine::new(
+            gamma,
+            beta,
+            (mean, variance),
+            epsilon,
+        )?),
+    };
+    let (scale, shift) = match (norm, &trainable) {
+        (_, Some(affine)) => (&affine.stats.scale[..], &affine.stats.shift[..]),
+        (EvalNorm::Fixed { scale, shift }, None) => (scale, shift),
+        (EvalNorm::Trainable { .. }, None) => return None,
+    };
     let channels = geometry.out_channels;
-    let sizes_match = scale.len() == channels
-        && shift.len() == channels
-        && residual.is_none_or(|r| r.dims() == output_shape);
-    if !sizes_match || geometry.groups == 0 {
+    if scale.len() != channels || shift.len() != channels {
+        return None;
+    }
+    if residual.is_some_and(|r| r.dims() != output_shape) || geometry.groups == 0 {
         return None;
     }
     let x = x.clone().try_into_primitive::<FlexAutodiff>().ok()?;
@@ -212,48 +270,79 @@ pub fn try_conv2d_norm_eval(
     let input = x.primitive().clone().to_contiguous();
     let (xs, ws) = (float_slice(&input)?, float_slice(weight.primitive())?);
     let residual_values = residual.as_ref().and_then(|(_, v)| float_slice(v));
-    // The Winograd conv (where it applies) takes the norm (and without a residual, the ReLU)
-    // in its epilogue, the residual and the ReLU then added in one pass; `im2col` + GEMM takes
-    // them all. Either computes what the conv op followed by the norm's op would, to the bit.
-    let winograd = WinogradEpilogue {
+    let epilogue = Epilogue {
         scale: Some(scale),
         bias: Some(shift),
-        relu: relu && residual_values.is_none(),
+        residual: residual_values,
+        relu,
     };
-    let output = winograd_conv_with(xs, ws, geometry, winograd).map(|mut values| {
-        if let Some(residual) = residual_values {
-            add_relu(&mut values, residual, relu);
+    let (output, product) = match trainable {
+        None => (fixed_forward(xs, ws, geometry, epilogue), None),
+        Some(_) => {
+            let (product, output) = winograd_conv_keeping_product(xs, ws, geometry, &epilogue)
+                .unwrap_or_else(|| conv2d_keeping_product(xs, ws, geometry, epilogue));
+            (output, Some(into_primitive(product, output_shape)))
         }
-        values
-    });
-    let output = output.unwrap_or_else(|| {
-        let epilogue = Epilogue {
-            scale: Some(scale),
-            bias: Some(shift),
-            residual: residual_values,
-            relu,
-        };
-        conv2d(xs, ws, geometry, epilogue)
-    });
+    };
     let output = into_primitive(output, output_shape);
+    let with_residual = residual.is_some();
+    let fixed_scale = scale.to_vec();
+    let (saved_norm, affine_nodes) = match (trainable, product) {
+        (Some(affine), Some(product)) => (
+            SavedNorm::Trainable {
+                product,
+                stats: affine.stats,
+                epsilon: affine.epsilon,
+            },
+            Some(affine.nodes),
+        ),
+        _ => (SavedNorm::Fixed(fixed_scale), None),
+    };
+    // The ReLU's mask: from the output after a residual, else recomputed from the product
+    // (a trainable map) or read from the output (a fixed one, which keeps no product).
+    let keep_output = relu && (with_residual || affine_nodes.is_none());
     let saved = |output: &FlexTensor| Saved {
         input,
         weight: weight.primitive().clone(),
-        scale: scale.to_vec(),
-        output: output.clone(),
+        norm: saved_norm,
+        output: keep_output.then(|| output.clone()),
         relu,
+        residual: with_residual,
         geometry: *geometry,
     };
-    Some(match residual {
-        None => record_op(
-            ConvNormBackward::<2>,
-            [x.node(), weight.node()],
-            saved,
-            output,
-        ),
-        Some((r, _)) => {
-            let parents = [x.node(), weight.node(), r.node()];
+    let [node_x, node_w] = [x.node(), weight.node()];
+    Some(match (affine_nodes, residual) {
+        (None, None) => record_op(ConvNormBackward::<2>, [node_x, node_w], saved, output),
+        (None, Some((r, _))) => {
+            let parents = [node_x, node_w, r.node()];
             record_op(ConvNormBackward::<3>, parents, saved, output)
         }
+        (Some([gamma, beta]), None) => {
+            let parents = [node_x, node_w, gamma, beta];
+            record_op(ConvNormBackward::<4>, parents, saved, output)
+        }
+        (Some([gamma, beta]), Some((r, _))) => {
+            let parents = [node_x, node_w, gamma, beta, r.node()];
+            record_op(ConvNormBackward::<5>, parents, saved, output)
+        }
     })
+}
+
+/// The forward pass with a fixed map: the Winograd conv (where it applies) takes the norm (and
+/// without a residual, the ReLU) in its epilogue, the residual and the ReLU then added in one
+/// pass; `im2col` + GEMM takes them all. Either computes what the conv op followed by the
+/// norm's op would, to the bit.
+fn fixed_forward(xs: &[f32], ws: &[f32], geometry: &ConvGeometry, epilogue: Epilogue) -> Vec<f32> {
+    let winograd = WinogradEpilogue {
+        scale: epilogue.scale,
+        bias: epilogue.bias,
+        relu: epilogue.relu && epilogue.residual.is_none(),
+    };
+    let output = winograd_conv_with(xs, ws, geometry, winograd).map(|mut values| {
+        if let Some(residual) = epilogue.residual {
+            add_relu(&mut values, residual, epilogue.relu);
+        }
+        values
+    });
+    output.unwrap_or_else(|| conv2d(xs, ws, geometry, epilogue))
 }

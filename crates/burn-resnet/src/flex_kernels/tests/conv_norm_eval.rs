@@ -12,7 +12,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use super::{max_relative, values};
 use crate::flex_kernels::batch_norm::try_batch_norm_eval;
 use crate::flex_kernels::batch_norm_affine;
-use crate::flex_kernels::conv::norm_eval::try_conv2d_norm_eval;
+use crate::flex_kernels::conv::norm_eval::{EvalNorm, try_conv2d_norm_eval};
 use crate::flex_kernels::conv::{ConvGeometry, try_conv2d_autodiff};
 
 /// `(input, out channels, kernel, stride, groups, residual, relu)`.
@@ -43,6 +43,18 @@ fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize, groups: usiz
 
 #[test]
 fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
+    matches_separate_and_stock_ops(false);
+}
+
+#[test]
+fn conv_norm_eval_with_trainable_affine_gives_the_separate_ops_numbers() {
+    matches_separate_and_stock_ops(true);
+}
+
+/// The op (the norm's weight and bias training when `trainable`) against the project's conv
+/// and norm ops, to the bit (output and every gradient), and against Burn's stock ops within
+/// rounding.
+fn matches_separate_and_stock_ops(trainable: bool) {
     let device = Device::flex().autodiff();
     let n = Distribution::Normal(0.0, 1.0);
     for (case, (input, out, k, stride, groups, with_residual, relu_after)) in
@@ -62,6 +74,10 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
             _ => Tensor::<1>::random([out], n, &device),
         };
         let beta = Tensor::<1>::random([out], n, &device);
+        let (gamma, beta) = match trainable {
+            true => (gamma.require_grad(), beta.require_grad()),
+            false => (gamma, beta),
+        };
         let mean: Vec<f32> = values(Tensor::<1>::random(
             [out],
             Distribution::Normal(0.5, 1.0),
@@ -77,14 +93,21 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
         });
         let (gamma_values, beta_values) = (values(gamma.clone()), values(beta.clone()));
         let (scale, shift) = batch_norm_affine(&gamma_values, &beta_values, &mean, &variance, 1e-5);
-        let ours = try_conv2d_norm_eval(
-            &x,
-            &w,
-            &g,
-            (&scale, &shift),
-            (residual.as_ref(), relu_after),
-        )
-        .expect("flex autodiff f32");
+        let norm = match trainable {
+            true => EvalNorm::Trainable {
+                gamma: &gamma,
+                beta: &beta,
+                mean: &mean,
+                variance: &variance,
+                epsilon: 1e-5,
+            },
+            false => EvalNorm::Fixed {
+                scale: &scale,
+                shift: &shift,
+            },
+        };
+        let tail = (residual.as_ref(), relu_after);
+        let ours = try_conv2d_norm_eval(&x, &w, &g, norm, tail).expect("flex autodiff f32");
 
         // The project's conv op, then its norm op: the same numbers, to the bit.
         let mut conv = Conv2dConfig::new([input[1], out], [k, k])
@@ -95,12 +118,12 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
             .init(&device);
         conv.weight = Param::from_tensor(w.clone());
         let z = try_conv2d_autodiff(&conv, &x).expect("flex autodiff f32");
-        let tail = (residual.as_ref(), relu_after);
         let separate = try_batch_norm_eval(&z, (&gamma, &beta), (&mean, &variance), 1e-5, tail)
             .expect("flex autodiff f32");
+        let label = format!("case {case}, trainable {trainable}");
         assert!(
-            values(ours.clone()) == values(separate),
-            "case {case}: output differs from the conv and norm ops'"
+            values(ours.clone()) == values(separate.clone()),
+            "{label}: output differs from the conv and norm ops'"
         );
 
         let options = ConvOptions::new([stride; 2], [k / 2; 2], [1, 1], groups);
@@ -119,25 +142,46 @@ fn conv_norm_eval_matches_burn_conv_batch_norm_residual_and_relu() {
         if relu_after {
             expected = relu(expected);
         }
-        let label = format!("case {case}");
         let d = max_relative(&values(ours.clone()), &values(expected.clone()));
         assert!(d < 1e-5, "{label}: output {d:e}");
         let loss_weights = Tensor::<4>::random(output, n, &device);
-        let ours_grads = (ours * loss_weights.clone()).sum().backward();
-        let expected_grads = (expected * loss_weights).sum().backward();
-        let grad = |t: &Tensor<4>, grads| values(t.grad(grads).expect("a gradient"));
-        let mut pairs = vec![
-            ("x", grad(&x, &ours_grads), grad(&x, &expected_grads)),
-            ("weight", grad(&w, &ours_grads), grad(&w, &expected_grads)),
+        let backward = |y: Tensor<4>| (y * loss_weights.clone()).sum().backward();
+        let (ours_grads, separate_grads, expected_grads) =
+            (backward(ours), backward(separate), backward(expected));
+        let mut gradients: Vec<(&str, [Vec<f32>; 3])> = vec![
+            (
+                "x",
+                [&ours_grads, &separate_grads, &expected_grads].map(|g| grad(&x, g)),
+            ),
+            (
+                "weight",
+                [&ours_grads, &separate_grads, &expected_grads].map(|g| grad(&w, g)),
+            ),
         ];
         if let Some(r) = &residual {
-            pairs.push(("residual", grad(r, &ours_grads), grad(r, &expected_grads)));
+            let all = [&ours_grads, &separate_grads, &expected_grads].map(|g| grad(r, g));
+            gradients.push(("residual", all));
         }
-        for (name, a, e) in pairs {
-            let d = max_relative(&a, &e);
+        if trainable {
+            for (name, param) in [("gamma", &gamma), ("beta", &beta)] {
+                let all = [&ours_grads, &separate_grads, &expected_grads]
+                    .map(|g| values(param.grad(g).expect("a gradient")));
+                gradients.push((name, all));
+            }
+        }
+        for (name, [ours, separate, expected]) in gradients {
+            assert!(
+                ours == separate,
+                "{label}: {name} gradient differs from the ops'"
+            );
+            let d = max_relative(&ours, &expected);
             assert!(d < 1e-4, "{label}: {name} gradient {d:e}");
         }
     }
+}
+
+fn grad(t: &Tensor<4>, grads: &burn::tensor::Gradients) -> Vec<f32> {
+    values(t.grad(grads).expect("a gradient"))
 }
 
 #[test]
@@ -167,8 +211,11 @@ fn conv_norm_eval_gives_each_image_the_same_numbers_in_any_batch() {
                 stride,
                 groups,
             );
-            let y = try_conv2d_norm_eval(&x, &w, &g, (&scale, &shift), (r.as_ref(), relu_after))
-                .unwrap();
+            let norm = EvalNorm::Fixed {
+                scale: &scale,
+                shift: &shift,
+            };
+            let y = try_conv2d_norm_eval(&x, &w, &g, norm, (r.as_ref(), relu_after)).unwrap();
             let grads = (y.clone() * loss_weights.clone().slice([range]))
                 .sum()
                 .backward();

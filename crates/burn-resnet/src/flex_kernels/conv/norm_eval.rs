@@ -123,8 +123,8 @@ struct Saved {
     input: FlexTensor,
     weight: FlexTensor,
     norm: SavedNorm,
-    /// The op's output, where the ReLU's mask is read (with a fixed map and a ReLU, or a
-    /// residual); `None`: no ReLU, or the mask is recomputed from the product.
+    /// The op's output, where the ReLU's mask is read (with a fixed map and a ReLU, or after a
+    /// residual); `None`: no residual, and no ReLU or the mask recomputed from the product.
     output: Option<FlexTensor>,
     relu: bool,
     residual: bool,
@@ -299,8 +299,10 @@ pub fn try_conv2d_norm_eval(
         _ => (SavedNorm::Fixed(fixed_scale), None),
     };
     // The ReLU's mask: from the output after a residual, else recomputed from the product
-    // (a trainable map) or read from the output (a fixed one, which keeps no product).
-    let keep_output = relu && (with_residual || affine_nodes.is_none());
+    // (a trainable map) or read from the output (a fixed one, which keeps no product). The
+    // norm op's backward pass also takes a saved output as the sign of a residual, whose
+    // gradient it then returns, ReLU or not.
+    let keep_output = with_residual || (relu && affine_nodes.is_none());
     let saved = |output: &FlexTensor| Saved {
         input,
         weight: weight.primitive().clone(),

@@ -18,7 +18,7 @@ use crate::flex_kernels::conv::{ConvGeometry, try_conv2d_autodiff};
 /// `(input, out channels, kernel, stride, groups, residual, relu)`.
 type Case = ([usize; 4], usize, usize, usize, usize, bool, bool);
 
-const CASES: [Case; 8] = [
+const CASES: [Case; 10] = [
     ([4, 16, 10, 10], 24, 3, 1, 1, false, true),
     ([4, 8, 3, 3], 8, 3, 1, 1, false, true),
     ([4, 8, 7, 5], 12, 3, 1, 1, false, true),
@@ -27,6 +27,9 @@ const CASES: [Case; 8] = [
     ([4, 8, 10, 10], 12, 3, 2, 1, false, true),
     ([4, 16, 6, 6], 32, 1, 1, 1, true, true),
     ([4, 16, 8, 8], 32, 3, 1, 4, false, true),
+    // A residual without a ReLU, on the Winograd and the GEMM conv.
+    ([4, 8, 7, 6], 8, 3, 1, 1, true, false),
+    ([4, 8, 5, 5], 12, 1, 1, 1, true, false),
 ];
 
 fn geometry(input: [usize; 4], out: usize, k: usize, stride: usize, groups: usize) -> ConvGeometry {

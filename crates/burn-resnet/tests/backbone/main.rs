@@ -43,6 +43,8 @@ mod sizes;
 mod summary;
 #[cfg(not(no_workspace_files))]
 mod training_controls;
+#[cfg(all(feature = "flex", not(no_workspace_files)))]
+mod training_kernels;
 #[cfg(not(no_workspace_files))]
 mod training_parity;
 #[cfg(not(no_workspace_files))]

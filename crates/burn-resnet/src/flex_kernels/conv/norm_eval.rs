@@ -104,6 +104,23 @@ impl TrainableAffine {
     }
 }
 
+/// The norm's map as the forward pass applies it: borrowed where it is fixed, computed (with
+/// γ's and β's nodes) where it trains.
+enum NormMap<'a> {
+    Fixed { scale: &'a [f32], shift: &'a [f32] },
+    Trainable(TrainableAffine),
+}
+
+impl NormMap<'_> {
+    /// The lengths of the map's scale and shift.
+    fn lengths(&self) -> [usize; 2] {
+        match self {
+            Self::Fixed { scale, shift } => [scale.len(), shift.len()],
+            Self::Trainable(affine) => [affine.stats.scale.len(), affine.stats.shift.len()],
+        }
+    }
+}
+
 /// What the backward step needs of the norm.
 #[derive(Clone)]
 enum SavedNorm {
@@ -174,9 +191,14 @@ impl<const N: usize> Backward<Flex, N> for ConvNormBackward<N> {
                 epsilon,
             } => {
                 let product = float_slice(product).expect("saved contiguous f32");
+                // The norm's backward pass returns a residual's gradient only when given the
+                // output it was added to: taken from the residual flag, so that a residual
+                // can never go without its gradient.
                 let tail = Tail {
                     relu: saved.relu,
-                    residual_output: output,
+                    residual_output: saved
+                        .residual
+                        .then(|| output.expect("the output is kept after a residual")),
                 };
                 let NormGradients {
                     input,
@@ -229,28 +251,23 @@ pub fn try_conv2d_norm_eval(
     (residual, relu): (Option<&Tensor<4>>, bool),
 ) -> Option<Tensor<4>> {
     let output_shape = geometry.output()?;
-    let trainable = match norm {
-        EvalNorm::Fixed { .. } => None,
+    let norm = match norm {
+        EvalNorm::Fixed { scale, shift } => NormMap::Fixed { scale, shift },
         EvalNorm::Trainable {
             gamma,
             beta,
             mean,
             variance,
             epsilon,
-        } => Some(TrainableAffine::new(
+        } => NormMap::Trainable(TrainableAffine::new(
             gamma,
             beta,
             (mean, variance),
             epsilon,
         )?),
     };
-    let (scale, shift) = match (norm, &trainable) {
-        (_, Some(affine)) => (&affine.stats.scale[..], &affine.stats.shift[..]),
-        (EvalNorm::Fixed { scale, shift }, None) => (scale, shift),
-        (EvalNorm::Trainable { .. }, None) => return None,
-    };
     let channels = geometry.out_channels;
-    if scale.len() != channels || shift.len() != channels {
+    if norm.lengths() != [channels; 2] {
         return None;
     }
     if residual.is_some_and(|r| r.dims() != output_shape) || geometry.groups == 0 {
@@ -270,34 +287,36 @@ pub fn try_conv2d_norm_eval(
     let input = x.primitive().clone().to_contiguous();
     let (xs, ws) = (float_slice(&input)?, float_slice(weight.primitive())?);
     let residual_values = residual.as_ref().and_then(|(_, v)| float_slice(v));
-    let epilogue = Epilogue {
-        scale: Some(scale),
-        bias: Some(shift),
-        residual: residual_values,
-        relu,
-    };
-    let (output, product) = match trainable {
-        None => (fixed_forward(xs, ws, geometry, epilogue), None),
-        Some(_) => {
+    let (output, saved_norm, affine_nodes) = match norm {
+        NormMap::Fixed { scale, shift } => {
+            let epilogue = Epilogue {
+                scale: Some(scale),
+                bias: Some(shift),
+                residual: residual_values,
+                relu,
+            };
+            let output = fixed_forward(xs, ws, geometry, epilogue);
+            (output, SavedNorm::Fixed(scale.to_vec()), None)
+        }
+        NormMap::Trainable(affine) => {
+            let epilogue = Epilogue {
+                scale: Some(&affine.stats.scale),
+                bias: Some(&affine.stats.shift),
+                residual: residual_values,
+                relu,
+            };
             let (product, output) = winograd_conv_keeping_product(xs, ws, geometry, &epilogue)
                 .unwrap_or_else(|| conv2d_keeping_product(xs, ws, geometry, epilogue));
-            (output, Some(into_primitive(product, output_shape)))
+            let saved = SavedNorm::Trainable {
+                product: into_primitive(product, output_shape),
+                stats: affine.stats,
+                epsilon: affine.epsilon,
+            };
+            (output, saved, Some(affine.nodes))
         }
     };
     let output = into_primitive(output, output_shape);
     let with_residual = residual.is_some();
-    let fixed_scale = scale.to_vec();
-    let (saved_norm, affine_nodes) = match (trainable, product) {
-        (Some(affine), Some(product)) => (
-            SavedNorm::Trainable {
-                product,
-                stats: affine.stats,
-                epsilon: affine.epsilon,
-            },
-            Some(affine.nodes),
-        ),
-        _ => (SavedNorm::Fixed(fixed_scale), None),
-    };
     // The ReLU's mask: from the output after a residual, else recomputed from the product
     // (a trainable map) or read from the output (a fixed one, which keeps no product). The
     // norm op's backward pass also takes a saved output as the sign of a residual, whose

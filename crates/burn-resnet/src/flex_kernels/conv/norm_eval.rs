@@ -318,9 +318,9 @@ pub fn try_conv2d_norm_eval(
     let output = into_primitive(output, output_shape);
     let with_residual = residual.is_some();
     // The ReLU's mask: from the output after a residual, else recomputed from the product
-    // (a trainable map) or read from the output (a fixed one, which keeps no product). The
-    // norm op's backward pass also takes a saved output as the sign of a residual, whose
-    // gradient it then returns, ReLU or not.
+    // (a trainable map) or read from the output (a fixed one, which keeps no product). After
+    // a residual the norm op's backward pass needs the output, ReLU or not (it then returns
+    // the residual's gradient).
     let keep_output = with_residual || (relu && affine_nodes.is_none());
     let saved = |output: &FlexTensor| Saved {
         input,
